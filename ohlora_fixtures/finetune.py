@@ -1,0 +1,193 @@
+"""LoRA fine-tuning: a fresh adapter on a clean base, the batches, the training loop."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import peft
+import torch
+from transformers import PreTrainedModel
+
+from .dataset import QAPair
+from .devices import synchronize
+from .registry import Candidate
+
+IGNORE_INDEX = -100  # label value the causal-LM loss skips
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """The study's fine-tuning settings by default: 20 rows, batch 4, 10 epochs = 50 steps."""
+
+    rank: int
+    alpha: int = 16
+    dropout: float = 0.05
+    init: str = "gaussian"
+    learning_rate: float = 2e-4
+    batch_size: int = 4
+    epochs: int = 10
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenised question/answer pair; `labels` mask the prompt so only the answer is learnt."""
+
+    input_ids: tuple[int, ...]
+    labels: tuple[int, ...]
+
+
+def lora_config(candidate: Candidate, settings: FinetuneSettings) -> peft.LoraConfig:
+    """The adapter the study used, at `settings.rank`."""
+    return peft.LoraConfig(
+        r=settings.rank,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        init_lora_weights=settings.init,
+        target_modules=list(candidate.target_modules),
+        task_type=peft.TaskType.CAUSAL_LM,
+    )
+
+
+def has_adapter(model: torch.nn.Module) -> bool:
+    """Whether any LoRA layer is attached to `model`."""
+    return any(isinstance(module, peft.tuners.lora.LoraLayer) for module in model.modules())
+
+
+@contextlib.contextmanager
+def fresh_adapter(
+    base: PreTrainedModel, candidate: Candidate, settings: FinetuneSettings
+) -> Iterator[peft.PeftModel]:
+    """Attach a newly initialised adapter, and remove it afterwards, leaving the base as it was.
+
+    The study re-wrapped one base rank after rank, so adapters could stack; here
+    a base that still carries an adapter is refused.
+    """
+    if has_adapter(base):
+        raise RuntimeError(f"{candidate.name}: base model still carries a LoRA adapter; refusing to stack another")
+    torch.manual_seed(settings.seed)
+    model = peft.get_peft_model(base, lora_config(candidate, settings))
+    try:
+        yield model
+    finally:
+        model.unload()
+        base.zero_grad(set_to_none=True)
+
+
+def encode(tokenizer: Any, candidate: Candidate, pairs: Sequence[QAPair]) -> list[Example]:
+    """Tokenise prompt and answer apart, so the label mask falls exactly on the answer.
+
+    Pairs without an answer are left out: there is nothing to learn or score.
+    """
+    examples = []
+    for pair in pairs:
+        if not pair.answer:
+            continue
+        prompt_ids = tokenizer(candidate.prompt(pair.question)).input_ids
+        answer_ids = tokenizer(pair.answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        examples.append(
+            Example(tuple(prompt_ids + answer_ids), tuple([IGNORE_INDEX] * len(prompt_ids) + answer_ids))
+        )
+    return examples
+
+
+def collate(examples: Sequence[Example], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-pad one batch and move it to the device."""
+    width = max(len(example.input_ids) for example in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, example in enumerate(examples):
+        length = len(example.input_ids)
+        input_ids[row, :length] = torch.tensor(example.input_ids)
+        labels[row, :length] = torch.tensor(example.labels)
+        attention_mask[row, :length] = 1
+    return {
+        "input_ids": input_ids.to(device),
+        "labels": labels.to(device),
+        "attention_mask": attention_mask.to(device),
+    }
+
+
+def step_batches(
+    examples: Sequence[Example], settings: FinetuneSettings, pad_id: int, device: torch.device
+) -> list[dict[str, torch.Tensor]]:
+    """Every optimizer step's batch, shuffled per epoch with a fixed seed, built before timing starts."""
+    order = random.Random(settings.seed)
+    batches = []
+    for _ in range(settings.epochs):
+        epoch = list(examples)
+        order.shuffle(epoch)
+        for start in range(0, len(epoch), settings.batch_size):
+            batches.append(collate(epoch[start : start + settings.batch_size], pad_id, device))
+    return batches
+
+
+def eval_batches(
+    examples: Sequence[Example], batch_size: int, pad_id: int, device: torch.device
+) -> list[dict[str, torch.Tensor]]:
+    """Held-out batches in file order."""
+    return [
+        collate(examples[start : start + batch_size], pad_id, device)
+        for start in range(0, len(examples), batch_size)
+    ]
+
+
+def count_tokens(batches: Sequence[dict[str, torch.Tensor]]) -> int:
+    """Non-padding tokens the model processes over all batches."""
+    return int(sum(int(batch["attention_mask"].sum()) for batch in batches))
+
+
+def warm_up(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
+    """One forward and backward pass without an optimizer step, outside the timed region.
+
+    It pays one-off costs (kernel selection, allocator growth) and changes no weight.
+    """
+    model.train()
+    model(**batch).loss.backward()
+    model.zero_grad(set_to_none=True)
+
+
+def train(
+    model: torch.nn.Module,
+    batches: Sequence[dict[str, torch.Tensor]],
+    learning_rate: float,
+    device: torch.device,
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+) -> list[float]:
+    """The timed region: AdamW over the trainable (adapter) parameters, one step per batch.
+
+    Losses stay on the device until the end, so logging does not add a
+    synchronisation to every step.
+    """
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    losses = []
+    for step, batch in enumerate(batches, start=1):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+        if on_step is not None:
+            on_step(step, losses[-1])
+    synchronize(device)
+    del optimizer
+    return [float(value) for value in torch.stack(losses).float().cpu()]
+
+
+@torch.no_grad()
+def eval_loss(model: torch.nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> float | None:
+    """Mean answer-token loss over held-out batches; None when there are none."""
+    if not batches:
+        return None
+    model.eval()
+    total, tokens = 0.0, 0
+    for batch in batches:
+        answer_tokens = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        total += float(model(**batch).loss) * answer_tokens
+        tokens += answer_tokens
+    return total / tokens if tokens else None

@@ -1,0 +1,209 @@
+"""The plugin's command-line options, parsed and checked once at start-up."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .dataset import PRESETS
+from .errors import UsageError
+from .registry import DEFAULT_REGISTRY
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_DATASET = DATA_DIR / "persona_qa.csv"
+DEFAULT_REPORT_DIR = Path(".benchmarks") / "ohlora"
+WEIGHTS = ("random", "pretrained")
+SCALES = ("tiny", "full")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise ValueError
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError
+    return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if not names:
+        raise ValueError
+    return names
+
+
+def _ranks(text: str) -> tuple[int, ...]:
+    return tuple(sorted({_positive_int(part.strip()) for part in text.split(",")}))
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError
+        return text
+
+    parse.expected = "one of " + ", ".join(choices)  # type: ignore[attr-defined]
+    return parse
+
+
+@dataclass(frozen=True)
+class Option:
+    """One `--ohlora-*` option: its parser, default and help."""
+
+    name: str
+    parse: Callable[[str], Any] | None  # None: a flag
+    default: Any
+    help: str
+    expected: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--ohlora-" + self.name.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("candidates", Path, DEFAULT_REGISTRY, "candidate registry TOML file", "a path"),
+    Option("dataset", Path, DEFAULT_DATASET, "question/answer CSV (data_type, input_data, output_data)", "a path"),
+    Option("preset", _choice(*PRESETS), "default", "row selection: default, or study (the reference study's rows)"),
+    Option("models", _names, None, "comma-separated candidate names to run (default: all)", "comma-separated names"),
+    Option("ranks", _ranks, (16, 32, 64), "comma-separated LoRA ranks", "comma-separated positive integers"),
+    Option("weights", _choice(*WEIGHTS), "random", "random (seeded stand-in weights) or pretrained"),
+    Option("scale", _choice(*SCALES), "tiny", "tiny stand-ins or full-size models (random weights)"),
+    Option("device", str, "auto", "auto, cpu, cuda or cuda:N"),
+    Option("dtype", _choice("auto", "float32", "bfloat16", "float16"), "auto", "weights dtype; auto = bf16 on GPU"),
+    Option("train_rows", _positive_int, 20, "train rows to fine-tune on", "a positive integer"),
+    Option("valid_rows", _positive_int, 5, "held-out rows for the eval loss", "a positive integer"),
+    Option("prompts", _positive_int, 25, "prompts for the inference benchmark", "a positive integer"),
+    Option("batch_size", _positive_int, 4, "fine-tuning batch size", "a positive integer"),
+    Option("epochs", _positive_int, 10, "fine-tuning epochs", "a positive integer"),
+    Option("lr", _positive_float, 2e-4, "AdamW learning rate", "a positive number"),
+    Option("lora_alpha", _positive_int, 16, "LoRA alpha", "a positive integer"),
+    Option("lora_dropout", _fraction, 0.05, "LoRA dropout", "a number in [0, 1)"),
+    Option("max_new_tokens", _positive_int, 80, "new tokens per answer (not counting the prompt)", "a positive integer"),
+    Option("greedy", None, False, "greedy decoding instead of seeded sampling"),
+    Option("seed", int, 42, "seed for weights, adapters, batches and sampling", "an integer"),
+    Option("allow_download", None, False, "let pretrained weights be downloaded from the hub"),
+    Option("trust_remote_code", None, False, "allow remote code for registry entries that ask for it"),
+    Option("allow_pickle", None, False, "allow pickle (.bin) checkpoints, which can run code when loaded"),
+    Option("report_dir", Path, DEFAULT_REPORT_DIR, "where results.jsonl, answers and the report go", "a path"),
+    Option("resume", None, False, "skip benchmarks already measured with identical settings in results.jsonl"),
+    Option("vram_budget_mb", _positive_float, 12288.0, "fail a benchmark whose peak memory exceeds this (MiB)", "a positive number of MiB"),
+    Option("lang", _choice("en", "ko"), "en", "report language: en or ko"),
+    Option("compare_study", None, False, "show the reference study's figures beside ours in the report"),
+    Option("eval_after_finetune", None, False, "also generate and score answers with the adapter attached"),
+    Option("max_params", _positive_float, 3.0, "screening: at most this many billion parameters", "a positive number"),
+    Option("min_params", _non_negative_float, 0.0, "screening: at least this many billion parameters", "a number >= 0"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every `--ohlora-*` option, parsed."""
+
+    candidates: Path
+    dataset: Path
+    preset: str
+    models: tuple[str, ...] | None
+    ranks: tuple[int, ...]
+    weights: str
+    scale: str
+    device: str
+    dtype: str
+    train_rows: int
+    valid_rows: int
+    prompts: int
+    batch_size: int
+    epochs: int
+    lr: float
+    lora_alpha: int
+    lora_dropout: float
+    max_new_tokens: int
+    greedy: bool
+    seed: int
+    allow_download: bool
+    trust_remote_code: bool
+    allow_pickle: bool
+    report_dir: Path
+    resume: bool
+    vram_budget_mb: float
+    lang: str
+    compare_study: bool
+    eval_after_finetune: bool
+    max_params: float
+    min_params: float
+
+    @property
+    def results_path(self) -> Path:
+        """The JSONL log every benchmark is appended to."""
+        return self.report_dir / "results.jsonl"
+
+
+# OPTIONS and Settings must list the same names in the same order.
+assert [option.name for option in OPTIONS] == [field.name for field in dataclasses.fields(Settings)]
+
+
+def add_options(add: Callable[..., Any]) -> None:
+    """Declare the options through `add`: a pytest group's `addoption` or argparse's `add_argument`."""
+    for option in OPTIONS:
+        if option.parse is None:
+            add(option.flag, action="store_true", default=False, help=option.help)
+        else:
+            # Values stay strings here, so that parsing and its messages live in one place.
+            add(option.flag, default=None, metavar=option.name.upper(),
+                help=f"{option.help} (default: {_shown(option.default)})")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(part) for part in value)
+    return str(value)
+
+
+def parse(raw: dict[str, Any]) -> Settings:
+    """Settings from raw option values (strings or None); a bad value is a UsageError naming the option."""
+    values = {}
+    for option in OPTIONS:
+        value = raw.get(option.name)
+        if option.parse is None or value is None:
+            values[option.name] = bool(value) if option.parse is None else option.default
+            continue
+        try:
+            values[option.name] = option.parse(value)
+        except (ValueError, TypeError):
+            expected = option.expected or getattr(option.parse, "expected", "a valid value")
+            raise UsageError(f"{option.flag}: {value!r} is not valid; expected {expected}") from None
+    settings = Settings(**values)
+    if settings.min_params > settings.max_params:
+        raise UsageError(
+            f"--ohlora-min-params {settings.min_params} is above --ohlora-max-params {settings.max_params}"
+        )
+    if settings.report_dir.exists() and not settings.report_dir.is_dir():
+        raise UsageError(f"--ohlora-report-dir: {settings.report_dir} exists and is not a directory")
+    return settings
+
+
+def from_pytest(config: Any) -> Settings:
+    """Settings from a pytest config's `--ohlora-*` options."""
+    return parse({option.name: config.getoption(option.flag) for option in OPTIONS})

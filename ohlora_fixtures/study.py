@@ -1,0 +1,144 @@
+"""One benchmark session's shared state: settings, candidates, data, and the base model in memory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from typing import Any
+
+import torch
+
+from . import registry
+from .dataset import ExperimentData, load_experiment
+from .devices import describe, dtype_name, resolve_device, resolve_dtype
+from .finetune import FinetuneSettings
+from .inference import GenerationSettings
+from .memory import release_cached_memory
+from .models import BaseModel, build_random, load_pretrained
+from .registry import Candidate
+from .settings import Settings
+from .tokenizer import dataset_tokenizer
+
+
+@dataclass
+class Study:
+    """What every benchmark of one pytest session shares.
+
+    Built at start-up, so that every bad option, registry entry or dataset row
+    is reported before any model is loaded.
+    """
+
+    settings: Settings
+    candidates: tuple[Candidate, ...]
+    experiment: ExperimentData
+    device: torch.device
+    dtype: torch.dtype
+    run_id: str = field(default_factory=lambda: f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    load_counts: Counter = field(default_factory=Counter)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    _base: BaseModel | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Study":
+        """Check and load everything a run needs except the models."""
+        candidates = registry.select(registry.load_registry(settings.candidates), list(settings.models or []))
+        experiment = load_experiment(
+            settings.dataset, settings.preset, settings.train_rows, settings.valid_rows, settings.prompts
+        )
+        device = resolve_device(settings.device)
+        return cls(settings, candidates, experiment, device, resolve_dtype(settings.dtype, device))
+
+    def finetune_settings(self, rank: int) -> FinetuneSettings:
+        """The fine-tuning settings of one rank."""
+        s = self.settings
+        return FinetuneSettings(
+            rank=rank, alpha=s.lora_alpha, dropout=s.lora_dropout, learning_rate=s.lr,
+            batch_size=s.batch_size, epochs=s.epochs, seed=s.seed,
+        )
+
+    @property
+    def generation_settings(self) -> GenerationSettings:
+        """How answers are generated."""
+        return GenerationSettings(self.settings.max_new_tokens, self.settings.greedy, self.settings.seed)
+
+    @cached_property
+    def random_tokenizer(self) -> Any:
+        """The dataset-built tokenizer random-weight models share."""
+        pairs = (*self.experiment.train, *self.experiment.valid, *self.experiment.prompts)
+        texts = [template for c in self.candidates for template in [c.prompt("")]]
+        texts += [pair.question for pair in pairs] + [pair.answer for pair in pairs if pair.answer]
+        return dataset_tokenizer(texts, self.settings.report_dir / "cache")
+
+    def base_model(self, candidate: Candidate) -> BaseModel:
+        """The candidate's base model, built or loaded once and kept while its benchmarks run.
+
+        Only one base is held at a time: benchmarks are ordered by candidate, so
+        holding more would only cost memory.
+        """
+        if self._base is not None and self._base.candidate.name == candidate.name:
+            return self._base
+        self.release()
+        s = self.settings
+        if s.weights == "pretrained":
+            base = load_pretrained(
+                candidate, device=self.device, dtype=self.dtype, allow_download=s.allow_download,
+                trust_remote_code=s.trust_remote_code, allow_pickle=s.allow_pickle,
+            )
+        else:
+            base = build_random(
+                candidate, self.random_tokenizer, scale=s.scale, seed=s.seed, device=self.device, dtype=self.dtype
+            )
+        self.load_counts[candidate.name] += 1
+        self._base = base
+        return base
+
+    def release(self) -> None:
+        """Drop the base model in memory."""
+        self._base = None
+        release_cached_memory(self.device)
+
+    def describe(self) -> dict[str, Any]:
+        """What the run shows: device, dtype, weights kind and scale, settings, versions."""
+        import peft
+        import transformers
+
+        s = self.settings
+        return {
+            "run_id": self.run_id,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "device": str(self.device),
+            "device_name": describe(self.device),
+            "dtype": dtype_name(self.dtype),
+            "weights": s.weights,
+            "scale": "full" if s.weights == "pretrained" else s.scale,
+            "dataset": str(self.experiment.source),
+            "preset": self.experiment.preset,
+            "data_fingerprint": self.experiment.fingerprint(),
+            "train_rows": len(self.experiment.train),
+            "valid_rows": len(self.experiment.valid),
+            "prompts": len(self.experiment.prompts),
+            "batch_size": s.batch_size,
+            "epochs": s.epochs,
+            "learning_rate": s.lr,
+            "lora_alpha": s.lora_alpha,
+            "lora_dropout": s.lora_dropout,
+            "ranks": list(s.ranks),
+            "max_new_tokens": s.max_new_tokens,
+            "greedy": s.greedy,
+            "seed": s.seed,
+            "vram_budget_mb": s.vram_budget_mb,
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+        }
+
+    def fingerprint(self, kind: str, candidate: Candidate, detail: Any) -> str:
+        """Identifies a benchmark's settings, so --ohlora-resume reuses only identical ones."""
+        described = self.describe()
+        for volatile in ("run_id", "date"):
+            described.pop(volatile)
+        payload = json.dumps([kind, asdict(candidate), detail, described], sort_keys=True, default=str)
+        return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,41 @@
+"""A tokenizer built from the dataset itself, for random-weight runs that cannot download one."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Iterable
+
+import tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "bos_token": "<s>", "unk_token": "<unk>"}
+DEFAULT_VOCAB_SIZE = 2048
+
+
+def dataset_tokenizer(texts: Iterable[str], cache_dir: Path, vocab_size: int = DEFAULT_VOCAB_SIZE) -> PreTrainedTokenizerFast:
+    """A BPE tokenizer trained on `texts`, cached by their content.
+
+    The same texts always give the same file, so random-weight runs are
+    reproducible and the training (about a second) happens once.
+    """
+    corpus = sorted(set(texts))
+    digest = hashlib.sha256(
+        "\n".join([tokenizers.__version__, str(vocab_size), *corpus]).encode("utf-8")
+    ).hexdigest()[:16]
+    path = cache_dir / f"tokenizer-{digest}.json"
+    if not path.is_file():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
+        # Metaspace keeps Hangul syllables whole instead of splitting them into bytes.
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()), show_progress=False
+        )
+        tokenizer.train_from_iterator(corpus, trainer=trainer)
+        partial = path.with_suffix(".tmp")
+        tokenizer.save(str(partial))
+        partial.replace(path)
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), **SPECIAL_TOKENS)
