@@ -14,6 +14,7 @@ from .errors import UsageError
 def _plan(argv: list[str]) -> int:
     from . import registry
     from .devices import DTYPES
+    from .models import check_candidate
     from .plan import format_plans, plan_candidate
     from .settings import _names, _ranks
 
@@ -32,6 +33,8 @@ def _plan(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     candidates = registry.select(registry.load_registry(args.candidates), list(args.models or []))
+    for candidate in candidates:
+        check_candidate(candidate, "full")
     plans = [
         plan_candidate(candidate, args.ranks, args.dtype, args.batch_size, args.seq_len, args.max_new_tokens)
         for candidate in candidates

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub
 import torch
 import transformers
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from .errors import UsageError
+from .errors import RegistryError, UsageError
 from .registry import Candidate
 from .settings import SCALES
 
@@ -22,8 +24,11 @@ TINY_LAYERS = 2
 _WIDTH_KEYS = ("hidden_size", "intermediate_size", "head_dim", "attention_hidden_size")
 
 
-class WeightsNotFound(Exception):
-    """A pretrained checkpoint that is not on this machine; the message says how to fetch it."""
+class WeightsUnavailable(Exception):
+    """Pretrained weights that cannot be used here: not on this machine, or refused as unsafe.
+
+    The message says what to do; the candidate's benchmarks are skipped with it.
+    """
 
 
 @dataclass
@@ -72,12 +77,42 @@ def meta_model(candidate: Candidate, scale: str = "full") -> PreTrainedModel:
         return _from_config(candidate, build_config(candidate, scale))
 
 
+def check_candidate(candidate: Candidate, scale: str) -> None:
+    """Build the candidate's model on the meta device, so a registry mistake stops the run at start-up.
+
+    This finds what the registry's own checks cannot: an unknown model_type,
+    config values the model class rejects, an architecture mismatch, and LoRA
+    target modules the model does not have.
+    """
+    where = f"registry entry {candidate.name!r}"
+    if candidate.model_type not in CONFIG_MAPPING:
+        close = difflib.get_close_matches(candidate.model_type, list(CONFIG_MAPPING.keys()), n=3)
+        hint = f"; did you mean {' or '.join(repr(name) for name in close)}?" if close else ""
+        raise RegistryError(f"{where}: field 'model_type' = {candidate.model_type!r} is not a transformers model type{hint}")
+    try:
+        model = meta_model(candidate, scale)
+    except UsageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - whatever the model class rejects is a registry mistake
+        raise RegistryError(
+            f"{where}: field 'config' cannot build {candidate.architecture} at {scale} scale: "
+            f"{type(error).__name__}: {_first_line(error)}"
+        ) from None
+    names = [name for name, _ in model.named_modules()]
+    # peft matches a target against a module's full name or its last dotted parts.
+    missing = [t for t in candidate.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        raise RegistryError(
+            f"{where}: field 'target_modules' names {missing}, which {type(model).__name__} does not have"
+        )
+
+
 def _from_config(candidate: Candidate, config: PretrainedConfig, dtype: torch.dtype | None = None) -> PreTrainedModel:
     model = AutoModelForCausalLM.from_config(config, dtype=dtype) if dtype else AutoModelForCausalLM.from_config(config)
     if type(model).__name__ != candidate.architecture:
-        raise UsageError(
-            f"candidate {candidate.name!r}: model_type {candidate.model_type!r} builds "
-            f"{type(model).__name__}, but the registry says architecture {candidate.architecture!r}"
+        raise RegistryError(
+            f"registry entry {candidate.name!r}: field 'architecture' = {candidate.architecture!r}, but "
+            f"model_type {candidate.model_type!r} builds {type(model).__name__}"
         )
     return model
 
@@ -122,11 +157,7 @@ def load_pretrained(
     Only safetensors checkpoints load unless `allow_pickle`; remote code runs only
     when both the registry entry and the user ask for it.
     """
-    if candidate.trust_remote_code and not trust_remote_code:
-        raise UsageError(
-            f"candidate {candidate.name!r} needs remote code (trust_remote_code in its registry entry); "
-            "it is refused unless you pass --ohlora-trust-remote-code after reviewing that code"
-        )
+    check_pretrained(candidate, trust_remote_code)
     source = str(candidate.path) if candidate.path else candidate.hub_id
     options = {
         "local_files_only": not allow_download,
@@ -138,7 +169,15 @@ def load_pretrained(
             source, dtype=dtype, use_safetensors=None if allow_pickle else True, **options
         )
     except OSError as error:
-        raise WeightsNotFound(_not_found_message(candidate, source, allow_download, allow_pickle, error)) from None
+        raise WeightsUnavailable(_unavailable_message(candidate, source, allow_download, allow_pickle, error)) from None
+    except ValueError as error:
+        # transformers' only signal that a checkpoint ships code the registry did not declare.
+        if "trust_remote_code" not in str(error):
+            raise
+        raise WeightsUnavailable(
+            f"{candidate.name}: {source} ships its own model code, which is refused. If you have reviewed it, "
+            "set trust_remote_code = true in its registry entry and pass --ohlora-trust-remote-code"
+        ) from None
     model.to(device)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -146,22 +185,55 @@ def load_pretrained(
     return BaseModel(candidate, model, tokenizer, "pretrained", "full", _total(model))
 
 
-def _not_found_message(
+def check_pretrained(candidate: Candidate, trust_remote_code: bool) -> None:
+    """Refuse, before anything loads, a candidate whose checkpoint cannot be loaded as the user asked.
+
+    That is one whose registry entry asks for remote code the user has not
+    allowed, or whose local `path` holds no checkpoint.
+    """
+    if candidate.trust_remote_code and not trust_remote_code:
+        raise UsageError(
+            f"candidate {candidate.name!r} needs remote code (trust_remote_code in its registry entry); "
+            "it is refused unless you pass --ohlora-trust-remote-code after reviewing that code"
+        )
+    if candidate.path is not None and not (candidate.path / "config.json").is_file():
+        raise RegistryError(
+            f"registry entry {candidate.name!r}: field 'path' = {str(candidate.path)!r} holds no checkpoint "
+            "(no config.json); point it at a directory written by save_pretrained or `hf download --local-dir`"
+        )
+
+
+def _local_checkpoint(candidate: Candidate) -> Path | None:
+    """The directory holding the candidate's checkpoint on this machine, or None if there is none."""
+    if candidate.path is not None:
+        return candidate.path
+    try:
+        return Path(huggingface_hub.snapshot_download(candidate.hub_id, local_files_only=True))
+    except (OSError, ValueError):
+        return None
+
+
+def _unavailable_message(
     candidate: Candidate, source: str, allow_download: bool, allow_pickle: bool, error: OSError
 ) -> str:
-    if candidate.path is not None and not allow_pickle and any(Path(source).glob("*.bin")):
+    local = _local_checkpoint(candidate)
+    if local is not None and not allow_pickle and any(local.glob("*.bin")) and not any(local.glob("*.safetensors")):
         return (
-            f"{candidate.name}: {source} holds only pickle (.bin) weights; they can run code when loaded, "
+            f"{candidate.name}: {local} holds only pickle (.bin) weights; they can run code when loaded, "
             "so they are refused. Convert them to safetensors, or pass --ohlora-allow-pickle if you trust them"
         )
-    fetch = f"hf download {candidate.hub_id}"
-    if allow_download:
-        return f"{candidate.name}: could not load {source}: {error}"
-    return (
-        f"{candidate.name}: pretrained weights for {source} are not on this machine and downloads are off. "
-        f"Fetch them with `{fetch}` (or pass --ohlora-allow-download), or set `path` in the registry "
-        f"to a local checkpoint. ({str(error).splitlines()[0]})"
-    )
+    if local is None and not allow_download:
+        return (
+            f"{candidate.name}: pretrained weights for {source} are not on this machine and downloads are off. "
+            f"Fetch them with `hf download {candidate.hub_id}` (or pass --ohlora-allow-download), or set `path` "
+            f"in the registry to a local checkpoint. ({_first_line(error)})"
+        )
+    return f"{candidate.name}: could not load {local or source}: {_first_line(error)}"
+
+
+def _first_line(error: Exception) -> str:
+    # transformers' messages run to many lines of advice meant for its Python API.
+    return str(error).partition("\n")[0]
 
 
 def _align_generation_config(model: PreTrainedModel, tokenizer: Any) -> None:

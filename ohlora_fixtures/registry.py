@@ -70,8 +70,9 @@ def load_registry(path: str | Path = DEFAULT_REGISTRY) -> tuple[Candidate, ...]:
     """Read and check a registry file; every problem names the entry and field."""
     path = Path(path)
     if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "not found"
         raise RegistryError(
-            f"candidate registry {path}: not found (or not a file); "
+            f"candidate registry {path}: {what}; "
             "pass --ohlora-candidates with the path of a TOML registry like data/candidates.toml"
         )
     try:
@@ -109,6 +110,14 @@ def _candidate(path: Path, index: int, entry: dict[str, Any]) -> Candidate:
         if not isinstance(value, types) or (type(value) is bool and bool not in types):
             expected = " or ".join(t.__name__ for t in types)
             raise RegistryError(f"{where}: field {name!r} should be {expected}, got {value!r}")
+    # Imported here, not at plugin load: huggingface_hub must not start before the offline switch is set.
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(entry["hub_id"])
+    except HFValidationError as error:
+        raise RegistryError(f"{where}: field 'hub_id' = {entry['hub_id']!r} is not a Hugging Face repo id: {error}") from None
     if entry["korean"] not in KOREAN_SUPPORT:
         raise RegistryError(f"{where}: field 'korean' should be one of {KOREAN_SUPPORT}, got {entry['korean']!r}")
     modules = entry["target_modules"]

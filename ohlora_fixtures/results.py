@@ -16,10 +16,16 @@ def append(path: Path, record: dict[str, Any]) -> None:
     fsync means a killed run loses only the benchmark still in flight.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
-    with path.open("a", encoding="utf-8") as stream:
+    # default=str: a field of an unexpected type is kept as text rather than losing the whole record.
+    line = (json.dumps(record, ensure_ascii=False, sort_keys=True, default=str) + "\n").encode("utf-8")
+    with path.open("a+b") as stream:
         fcntl.flock(stream, fcntl.LOCK_EX)
         try:
+            # A line cut short (disk full, a crash mid-write) must not swallow this record into it.
+            if stream.seek(0, os.SEEK_END) > 0:
+                stream.seek(-1, os.SEEK_END)
+                if stream.read(1) != b"\n":
+                    line = b"\n" + line
             stream.write(line)
             stream.flush()
             os.fsync(stream.fileno())
@@ -31,7 +37,8 @@ def read(path: Path) -> Iterator[dict[str, Any]]:
     """Every whole record in the file; a line cut short by a kill is skipped."""
     if not path.is_file():
         return
-    with path.open(encoding="utf-8") as stream:
+    # A line cut inside a multi-byte character must not stop the lines after it from being read.
+    with path.open(encoding="utf-8", errors="replace") as stream:
         for line in stream:
             try:
                 record = json.loads(line)

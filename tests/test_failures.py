@@ -1,0 +1,275 @@
+"""A failure, an out-of-memory error or a kill loses nothing that was measured, and the run goes on.
+
+Failures are injected by test-only fault hooks (a conftest or a `-p` plugin
+that wraps `ohlora_fixtures.runner.train` for chosen ranks); the product has
+no fault flag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import torch
+
+from conftest import REPO, TINY_RUN
+from ohlora_fixtures import results, settings
+from ohlora_fixtures.study import Study
+
+# Test-only fault hook: `train` raises FAULTS[rank] after building what a real step holds (an
+# optimizer and a loss graph); `release_cached_memory` logs whether that is gone when it runs.
+FAULT_CONFTEST = '''
+import json
+import weakref
+
+import pytest
+import torch
+
+import ohlora_fixtures.runner as runner
+from ohlora_fixtures.finetune import has_adapter
+
+FAULTS = {faults!r}
+KINDS = {{
+    "OutOfMemoryError": torch.OutOfMemoryError, "MemoryError": MemoryError, "RuntimeError": RuntimeError,
+    "ValueError": ValueError, "KeyboardInterrupt": KeyboardInterrupt,
+}}
+
+
+@pytest.fixture(autouse=True)
+def inject_faults(monkeypatch):
+    held = []
+    real_train, real_release = runner.train, runner.release_cached_memory
+
+    def train(model, batches, learning_rate, device, on_step=None):
+        rank = model.peft_config["default"].r
+        if rank not in FAULTS:
+            return real_train(model, batches, learning_rate, device, on_step)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+        loss = model(**batches[0]).loss
+        held.append((weakref.ref(optimizer), weakref.ref(loss), model.get_base_model()))
+        kind, message = FAULTS[rank]
+        raise KINDS[kind](message)
+
+    def release(device):
+        real_release(device)
+        with open("released.jsonl", "a", encoding="utf-8") as stream:
+            for optimizer, loss, base in held:
+                facts = {{"optimizer": optimizer() is not None, "loss": loss() is not None, "adapter": has_adapter(base)}}
+                stream.write(json.dumps(facts) + "\\n")
+        held.clear()
+
+    monkeypatch.setattr(runner, "train", train)
+    monkeypatch.setattr(runner, "release_cached_memory", release)
+'''
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one thread: on shared cores, spinning OpenMP threads only cost time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_with_faults(pytester: pytest.Pytester, faults: dict[int, tuple[str, str]], ranks: str) -> tuple[pytest.RunResult, list[dict]]:
+    """Run the grid of one small candidate in-process with `faults` injected; the result and the records."""
+    pytester.makeconftest(FAULT_CONFTEST.format(faults=faults))
+    result = pytester.runpytest_inprocess(
+        "--ohlora-models", "FinguAI-Chat-v1", *TINY_RUN, "--ohlora-ranks", ranks, "--ohlora-report-dir", "report",
+        "-p", "no:randomly", no_reraise_ctrlc=True,
+    )
+    return result, list(results.read(pytester.path / "report" / "results.jsonl"))
+
+
+def by_benchmark(records: list[dict]) -> dict[str, dict]:
+    """Records keyed `r<rank>` or `inference`; each benchmark must have exactly one."""
+    keyed = {f"r{record['rank']}" if record["rank"] else record["kind"]: record for record in records}
+    assert len(keyed) == len(records)
+    return keyed
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_oom_and_errors_are_recorded_and_the_run_goes_on(bench_pytester: pytest.Pytester) -> None:
+    faults = {
+        4: ("OutOfMemoryError", "CUDA out of memory. Tried to allocate 2.00 GiB"),
+        8: ("MemoryError", ""),
+        16: ("RuntimeError", "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory: you tried to allocate 1073741824 bytes."),
+        32: ("ValueError", "injected fault"),
+    }
+    result, records = run_with_faults(bench_pytester, faults, "4,8,16,32,64")
+
+    result.assert_outcomes(passed=2, failed=4)
+    recorded = by_benchmark(records)
+    assert {name: record["status"] for name, record in recorded.items()} == {
+        "r4": "oom", "r8": "oom", "r16": "oom", "r32": "failed", "r64": "ok", "inference": "ok",
+    }
+    assert recorded["r4"]["error"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert recorded["r8"]["error"] == "MemoryError"
+    assert recorded["r32"]["error"] == "ValueError: injected fault"
+    # An OOM record carries the settings that caused it.
+    assert recorded["r4"]["rank"] == 4 and recorded["r4"]["run"]["epochs"] == 1 and recorded["r4"]["run"]["dtype"] == "float32"
+    result.stdout.fnmatch_lines([
+        "*out of memory (FinguAI-Chat-v1, rank 4, tiny random weights, float32 on cpu): OutOfMemoryError: CUDA out of memory*",
+        "*ValueError: injected fault*",
+    ])
+    # When the cache is emptied after each OOM, the failed step's optimizer and loss graph are gone
+    # and the adapter is off the base, so the next rank starts clean.
+    released = [json.loads(line) for line in (bench_pytester.path / "released.jsonl").read_text().splitlines()]
+    assert released == [{"optimizer": False, "loss": False, "adapter": False}] * 3
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_ctrl_c_records_the_benchmark_as_interrupted(bench_pytester: pytest.Pytester) -> None:
+    result, records = run_with_faults(bench_pytester, {32: ("KeyboardInterrupt", "")}, "16,32")
+
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    recorded = by_benchmark(records)
+    assert recorded["r16"]["status"] == "ok"
+    assert recorded["r32"]["status"] == "interrupted"
+    assert "inference" not in recorded
+
+
+# Test-only `-p` plugin for the kill test: the N-th `train` call signals, then hangs until killed.
+HANG_PLUGIN = '''
+import os
+import pathlib
+import time
+
+import ohlora_fixtures.runner as runner
+
+_real_train = runner.train
+_calls = 0
+
+
+def _train(*args, **kwargs):
+    global _calls
+    _calls += 1
+    if _calls == int(os.environ["OHLORA_HANG_AT_TRAIN"]):
+        pathlib.Path(os.environ["OHLORA_HANG_MARKER"]).touch()
+        time.sleep(600)
+    return _real_train(*args, **kwargs)
+
+
+if "OHLORA_HANG_AT_TRAIN" in os.environ:
+    runner.train = _train
+'''
+
+
+def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) -> None:
+    """SIGKILL in the middle of the 4th benchmark; --ohlora-resume then runs only the 3 left."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "ohlora_hang.py").write_text(HANG_PLUGIN, encoding="utf-8")
+    marker = tmp_path / "hanging"
+    report = tmp_path / "ohlora"
+    log = report / "results.jsonl"
+    command = [
+        sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "-p", "no:cacheprovider", "-p", "no:randomly",
+        "-p", "ohlora_hang", "-rs", "--benchmark-storage", f"file://{tmp_path / 'storage'}",
+        "--ohlora-report-dir", str(report), "--ohlora-models", "FinguAI-Chat-v1,TinyKo-v5-a", *TINY_RUN, "--ohlora-ranks", "16,32",
+    ]
+    # One thread each: this machine's other processes make OpenMP threads spin, which only costs time.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path / "plugins")}
+
+    # Order: FinguAI r16, r32, inference, then TinyKo r16 (the 3rd train call) hangs.
+    hang = {"OHLORA_HANG_AT_TRAIN": "3", "OHLORA_HANG_MARKER": str(marker)}
+    first_output = tmp_path / "first.log"
+    with first_output.open("wb") as stream:
+        first = subprocess.Popen(command, cwd=tmp_path, env={**env, **hang}, stdout=stream, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), first_output.read_text(encoding="utf-8", errors="replace")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == -signal.SIGKILL
+
+    before = log.read_bytes()
+    assert before.endswith(b"\n")
+    kept = [json.loads(line) for line in before.decode("utf-8").splitlines()]
+    assert [(record["candidate"], record["kind"], record["status"]) for record in kept] == [
+        ("FinguAI-Chat-v1", "finetune", "ok"), ("FinguAI-Chat-v1", "finetune", "ok"), ("FinguAI-Chat-v1", "inference", "ok"),
+    ]
+
+    second = subprocess.run([*command, "--ohlora-resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    output = second.stdout + second.stderr
+    assert second.returncode == 0, output
+    assert re.search(r"\b3 passed, 3 skipped\b", output), output
+    assert re.search(r"SKIPPED \[3\] .*already measured with identical settings", output), output
+
+    after = log.read_bytes()
+    assert after.startswith(before)  # earlier lines untouched
+    records = list(results.read(log))
+    assert len(records) == 6
+    assert Counter(record["id"] for record in records if record["status"] == "ok") == {
+        record["id"]: 1 for record in records
+    }
+    # The resumed benchmarks are in this session's summary beside the new ones.
+    summary = output.split("= ohlora-bench =", 1)[1]
+    for candidate in ("FinguAI-Chat-v1", "TinyKo-v5-a"):
+        for benchmark in ("finetune r16", "finetune r32", "inference"):
+            assert re.search(rf"{re.escape(candidate)}\S*( \(approx\.\))?\s+{benchmark}\s+ok\b", summary), summary
+
+
+def test_append_keeps_every_whole_record_after_a_line_cut_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "results.jsonl"
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+
+    results.append(log, {"id": "first", "answer": "안녕하세요"})
+    cut = json.dumps({"id": "cut", "answer": "안녕하세요"}, ensure_ascii=False).encode("utf-8")
+    with log.open("ab") as stream:
+        stream.write(cut[: cut.index("녕".encode("utf-8")) + 1])  # ends inside a multi-byte character
+    results.append(log, {"id": "second", "path": tmp_path})
+
+    assert [record["id"] for record in results.read(log)] == ["first", "second"]
+    assert list(results.read(log))[1]["path"] == str(tmp_path)  # an odd type is kept as text
+    assert len(synced) == 2
+
+
+def _study(tmp_path: Path, **options: str) -> Study:
+    raw = {"models": "FinguAI-Chat-v1", "report_dir": str(tmp_path / "report"), **options}
+    return Study.from_settings(settings.parse(raw))
+
+
+def _fingerprints(study: Study) -> tuple[str, str]:
+    candidate = study.candidates[0]
+    return (
+        study.fingerprint("finetune", candidate, study.finetune_settings(16)),
+        study.fingerprint("inference", candidate, study.generation_settings),
+    )
+
+
+def test_fingerprint_ignores_when_and_where_but_not_what(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    reference = _fingerprints(_study(tmp_path))
+    # Another session (run id, date), report dir, spelling of the dataset path and rank grid: same benchmark.
+    for options in (
+        {"report_dir": str(tmp_path / "elsewhere")},
+        {"dataset": "data/persona_qa.csv"},
+        {"dataset": str(REPO / "data" / "persona_qa.csv")},
+        {"ranks": "8,16,128"},
+        {"preset": "default"},
+    ):
+        assert _fingerprints(_study(tmp_path, **options)) == reference, options
+    # Any setting that changes what is measured: a different benchmark.
+    for options in (
+        {"epochs": "2"}, {"seed": "7"}, {"lr": "1e-3"}, {"batch_size": "2"}, {"train_rows": "10"},
+        {"lora_alpha": "32"}, {"scale": "full"}, {"dtype": "bfloat16"},
+    ):
+        assert _fingerprints(_study(tmp_path, **options))[0] != reference[0], options
+    assert _fingerprints(_study(tmp_path, max_new_tokens="8"))[1] != reference[1]

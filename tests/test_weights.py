@@ -1,0 +1,167 @@
+"""Pretrained weights: a missing checkpoint skips only its candidate; pickle and remote code are opt-in."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import TINY_ENTRY, TINY_RUN, write_registry
+from ohlora_fixtures import models, results
+from ohlora_fixtures.dataset import load_experiment
+from ohlora_fixtures.errors import UsageError
+from ohlora_fixtures.models import WeightsUnavailable, build_random, load_pretrained
+from ohlora_fixtures.registry import load_registry
+from ohlora_fixtures.settings import DEFAULT_DATASET
+from ohlora_fixtures.tokenizer import dataset_tokenizer
+
+CPU = torch.device("cpu")
+LOAD = {"device": CPU, "dtype": torch.float32, "allow_download": False}
+
+
+@pytest.fixture(scope="module")
+def tiny_candidate(tmp_path_factory: pytest.TempPathFactory):
+    return load_registry(write_registry(tmp_path_factory.mktemp("registry") / "candidates.toml", TINY_ENTRY))[0]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_candidate) -> Path:
+    """A tiny random Llama saved as a safetensors checkpoint, with a tokenizer built from the dataset."""
+    experiment = load_experiment(DEFAULT_DATASET)
+    pairs = (*experiment.train, *experiment.valid, *experiment.prompts)
+    texts = [tiny_candidate.prompt("")] + [p.question for p in pairs] + [p.answer or "" for p in pairs]
+    tokenizer = dataset_tokenizer(texts, tmp_path_factory.mktemp("tokenizer"))
+    base = build_random(tiny_candidate, tokenizer, scale="tiny", seed=0, device=CPU, dtype=torch.float32)
+    directory = tmp_path_factory.mktemp("checkpoint")
+    base.model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def pickled(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) -> Path:
+    """The same checkpoint with its weights only in pytorch_model.bin (a pickle)."""
+    directory = tmp_path_factory.mktemp("pickled")
+    for file in checkpoint.iterdir():
+        if file.suffix != ".safetensors":
+            shutil.copy(file, directory)
+    torch.save(load_file(checkpoint / "model.safetensors"), directory / "pytorch_model.bin")
+    return directory
+
+
+def test_missing_weights_skip_only_that_candidate(run_benchmarks, tmp_path: Path, checkpoint: Path, pickled: Path) -> None:
+    """Offline with an empty HF cache: the local checkpoint runs; the uncached hub id and a
+    pickle-only cached snapshot are skipped with what to do."""
+    hf_home = tmp_path / "hf-home"
+    snapshot = hf_home / "hub" / "models--ohlora-test--pickled" / "snapshots" / "0123abc"
+    shutil.copytree(pickled, snapshot)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0123abc")
+    registry = write_registry(
+        tmp_path / "candidates.toml",
+        {**TINY_ENTRY, "name": "local", "path": str(checkpoint)},
+        {**TINY_ENTRY, "name": "llama1B", "hub_id": "Yebin46/llama1B"},
+        {**TINY_ENTRY, "name": "pickled", "hub_id": "ohlora-test/pickled"},
+    )
+    result = run_benchmarks(
+        "--ohlora-candidates", str(registry), "--ohlora-weights", "pretrained", *TINY_RUN, "-rs", "-p", "no:randomly",
+        env={"HF_HOME": str(hf_home), "OMP_NUM_THREADS": "1"},
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "2 passed, 4 skipped" in output
+    logged = list(results.read(tmp_path / "ohlora" / "results.jsonl"))
+    records = {(r["candidate"], r["kind"]): r for r in logged}
+    assert len(logged) == len(records)
+    assert {key: record["status"] for key, record in records.items()} == {
+        ("local", "finetune"): "ok", ("local", "inference"): "ok",
+        ("llama1B", "finetune"): "skipped", ("llama1B", "inference"): "skipped",
+        ("pickled", "finetune"): "skipped", ("pickled", "inference"): "skipped",
+    }
+    absent = records[("llama1B", "finetune")]["error"]
+    assert absent.startswith(
+        "llama1B: pretrained weights for Yebin46/llama1B are not on this machine and downloads are off. "
+        "Fetch them with `hf download Yebin46/llama1B` (or pass --ohlora-allow-download)"
+    )
+    assert f"pickled: {snapshot} holds only pickle (.bin) weights" in records[("pickled", "finetune")]["error"]
+    assert "hf download Yebin46/llama1B" in output  # the skip reason, as pytest shows it
+
+
+def test_pickle_checkpoint_is_refused_unless_allowed(tiny_candidate, pickled: Path) -> None:
+    candidate = replace(tiny_candidate, path=pickled)
+    with pytest.raises(WeightsUnavailable) as refused:
+        load_pretrained(candidate, trust_remote_code=False, allow_pickle=False, **LOAD)
+    assert str(refused.value) == (
+        f"tiny-llama: {pickled} holds only pickle (.bin) weights; they can run code when loaded, so they are "
+        "refused. Convert them to safetensors, or pass --ohlora-allow-pickle if you trust them"
+    )
+    assert load_pretrained(candidate, trust_remote_code=False, allow_pickle=True, **LOAD).total_params > 0
+
+
+def test_safetensors_checkpoint_loads_by_default(tiny_candidate, checkpoint: Path) -> None:
+    base = load_pretrained(replace(tiny_candidate, path=checkpoint), trust_remote_code=False, allow_pickle=False, **LOAD)
+    assert base.weights == "pretrained" and base.total_params > 0
+
+
+@pytest.mark.parametrize("entry_asks, user_allows", [(False, False), (False, True), (True, True)])
+def test_remote_code_runs_only_when_entry_and_user_both_ask(
+    tiny_candidate, monkeypatch: pytest.MonkeyPatch, entry_asks: bool, user_allows: bool
+) -> None:
+    asked = []
+
+    def from_pretrained(source: str, **options: object) -> None:
+        asked.append(options["trust_remote_code"])
+        raise OSError("stop here")
+
+    monkeypatch.setattr(models.transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    with pytest.raises(WeightsUnavailable):
+        load_pretrained(replace(tiny_candidate, trust_remote_code=entry_asks), trust_remote_code=user_allows, allow_pickle=False, **LOAD)
+    assert asked == [entry_asks and user_allows]
+
+
+def test_remote_code_entry_is_refused_without_the_flag(tiny_candidate) -> None:
+    with pytest.raises(UsageError) as refused:
+        load_pretrained(replace(tiny_candidate, trust_remote_code=True), trust_remote_code=False, allow_pickle=False, **LOAD)
+    assert str(refused.value) == (
+        "candidate 'tiny-llama' needs remote code (trust_remote_code in its registry entry); it is refused "
+        "unless you pass --ohlora-trust-remote-code after reviewing that code"
+    )
+
+
+@pytest.mark.parametrize(
+    "args, refused",
+    [(["--ohlora-weights", "pretrained"], True), (["--ohlora-weights", "pretrained", "--ohlora-trust-remote-code"], False), ([], False)],
+    ids=["pretrained", "pretrained-trusted", "random-weights"],
+)
+def test_remote_code_refusal_comes_at_start_up(bench_pytester: pytest.Pytester, tmp_path: Path, args: list[str], refused: bool) -> None:
+    registry = write_registry(tmp_path / "candidates.toml", {**TINY_ENTRY, "trust_remote_code": True})
+    result = bench_pytester.runpytest_inprocess("--ohlora-candidates", str(registry), "--collect-only", "-q", *args)
+    if refused:
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines(["ERROR: candidate 'tiny-llama' needs remote code*--ohlora-trust-remote-code*"])
+        assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    else:
+        assert result.ret == pytest.ExitCode.OK
+
+
+def test_undeclared_custom_code_is_refused_and_never_runs(tiny_candidate, checkpoint: Path, tmp_path: Path) -> None:
+    directory = tmp_path / "custom"
+    shutil.copytree(checkpoint, directory)
+    ran = tmp_path / "code-ran"
+    config = json.loads((directory / "config.json").read_text())
+    config.update(model_type="ohlora-custom", auto_map={"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"})
+    (directory / "config.json").write_text(json.dumps(config))
+    (directory / "custom.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+
+    with pytest.raises(WeightsUnavailable) as refused:
+        load_pretrained(replace(tiny_candidate, path=directory), trust_remote_code=False, allow_pickle=False, **LOAD)
+    assert str(refused.value) == (
+        f"tiny-llama: {directory} ships its own model code, which is refused. If you have reviewed it, "
+        "set trust_remote_code = true in its registry entry and pass --ohlora-trust-remote-code"
+    )
+    assert not ran.exists()
