@@ -1,0 +1,357 @@
+"""The recommendation: screen the candidates as the study did, apply the memory budget, rank the rest.
+
+Screening (shown and applied): parameter count within bounds, a licence that
+allows free use, Korean support. Hard constraint: the fine-tuning peak at the
+largest LoRA rank fits the VRAM budget. Then a weighted score ranks the
+survivors; its weights come from the defaults below, `ohlora_weight_*` ini
+keys (setup.cfg) and `--ohlora-ranking-weights`, later ones winning.
+
+This module only judges figures it is given; report.py gathers them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from .errors import UsageError
+from .registry import Candidate
+
+DEFAULT_LICENCES = Path(__file__).resolve().parent.parent / "data" / "licenses.toml"
+INI_PREFIX = "ohlora_weight_"
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One ranking criterion: what it reads and which way is better."""
+
+    name: str
+    label: str
+    higher_is_better: bool
+    default_weight: float
+    unit: str = ""
+
+    def show(self, value: float | None) -> str:
+        """A raw figure with its unit; memory in whole MiB."""
+        if value is None:
+            return "missing"
+        return (f"{value:,.0f}" if self.unit == "MiB" else f"{value:,.2f}") + (f" {self.unit}" if self.unit else "")
+
+
+# The study's priorities: answer quality first, then the leaderboard average, then the costs.
+CRITERIA: tuple[Criterion, ...] = (
+    Criterion("quality", "answer quality", True, 4.0),
+    Criterion("leaderboard", "leaderboard average", True, 2.0),
+    Criterion("finetune_time", "fine-tuning time", False, 0.5, "s"),
+    Criterion("finetune_memory", "fine-tuning peak memory", False, 0.5, "MiB"),
+    Criterion("inference_time", "inference time", False, 0.5, "s/prompt"),
+    Criterion("inference_memory", "inference peak memory", False, 0.5, "MiB"),
+)
+CRITERION_NAMES = tuple(criterion.name for criterion in CRITERIA)
+
+
+def parse_weights(text: str) -> tuple[tuple[str, float], ...]:
+    """`quality=4,leaderboard=2` -> (("quality", 4.0), ("leaderboard", 2.0)); ValueError if malformed."""
+    pairs = []
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or name not in CRITERION_NAMES:
+            raise ValueError(part)
+        weight = float(value)
+        if not weight >= 0:
+            raise ValueError(part)
+        pairs.append((name, weight))
+    return tuple(pairs)
+
+
+parse_weights.expected = (  # type: ignore[attr-defined]
+    "NAME=WEIGHT pairs separated by commas, weights >= 0, names from " + ", ".join(CRITERION_NAMES)
+)
+
+
+def ini_keys() -> dict[str, str]:
+    """The `ohlora_weight_*` ini keys and their help texts."""
+    return {
+        INI_PREFIX + c.name: f"recommendation weight of {c.label} (default {c.default_weight:g})" for c in CRITERIA
+    }
+
+
+def resolve_weights(
+    ini: Callable[[str], object] | None = None, override: Sequence[tuple[str, float]] | None = None
+) -> dict[str, float]:
+    """The ranking weights: defaults, then ini values (`ini(key)`; blank = unset), then the command line."""
+    weights = {c.name: c.default_weight for c in CRITERIA}
+    if ini is not None:
+        for name in CRITERION_NAMES:
+            raw = ini(INI_PREFIX + name)
+            if raw is None or not str(raw).strip():
+                continue
+            try:
+                weights[name] = float(str(raw))
+            except ValueError:
+                raise UsageError(f"ini key {INI_PREFIX}{name} = {raw!r} is not a number") from None
+            if not weights[name] >= 0:
+                raise UsageError(f"ini key {INI_PREFIX}{name} = {raw!r} must be >= 0")
+    weights.update(dict(override or ()))
+    if not sum(weights.values()) > 0:
+        raise UsageError("the ranking weights are all zero; give at least one criterion a positive weight")
+    return weights
+
+
+@dataclass(frozen=True)
+class LicencePolicy:
+    """Which licences pass the screening (allowed), which exclude (refused); the rest are flagged."""
+
+    allowed: tuple[str, ...]
+    refused: tuple[str, ...]
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+    def judge(self, licence: str) -> tuple[str, str]:
+        """("allowed" | "flagged" | "refused", a short note)."""
+        key = licence.strip().lower()
+        if any(fnmatch(key, pattern) for pattern in self.allowed):
+            return "allowed", f"{licence} is on the allow-list"
+        if any(fnmatch(key, pattern) for pattern in self.refused):
+            return "refused", f"licence {licence} does not allow free use"
+        note = self.notes.get(key) or f"licence {licence} is not on the allow-list: check it before use"
+        return "flagged", note
+
+
+def load_licences(path: Path = DEFAULT_LICENCES) -> LicencePolicy:
+    """The licence policy from a TOML file like data/licenses.toml."""
+    try:
+        document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise UsageError(f"licence policy {path}: cannot be read: {error}") from None
+    return LicencePolicy(
+        allowed=tuple(p.lower() for p in document.get("allowed", ())),
+        refused=tuple(p.lower() for p in document.get("refused", ())),
+        notes={key.lower(): value for key, value in document.get("notes", {}).items()},
+    )
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What the recommendation applies: screening bounds, the budget and the weights."""
+
+    max_params: float
+    min_params: float
+    vram_budget_mib: float
+    weights: Mapping[str, float]
+    licences: LicencePolicy
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What is known of one candidate, gathered from the runs and the full-size plan.
+
+    `figures` maps the cost criteria to raw values (None = not available);
+    `sources` says where each came from. `finetune_peak_mib` is the figure the
+    budget constraint reads. `human_grade` is None unless answers of pretrained
+    weights were graded: grades of random-weight answers must not drive the choice.
+    """
+
+    candidate: Candidate
+    largest_rank: int
+    finetune_peak_mib: float | None
+    finetune_peak_source: str
+    figures: Mapping[str, float | None]
+    sources: Mapping[str, str]
+    human_grade: float | None = None
+    failures: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a candidate may be recommended, and why (not)."""
+
+    eligible: bool
+    reasons: tuple[str, ...]
+    flags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Score:
+    """One eligible candidate's raw and normalised figures and weighted score."""
+
+    name: str
+    raw: Mapping[str, float | None]
+    normalised: Mapping[str, float]
+    score: float
+    place: int
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """Verdicts for all, scores for the eligible, the final model and the backup with reasons."""
+
+    verdicts: Mapping[str, Verdict]
+    scores: tuple[Score, ...]
+    quality_source: str
+    weights: Mapping[str, float]
+    final: str | None
+    backup: str | None
+    final_reason: str
+    backup_reason: str
+
+
+def screen(candidate: Candidate, rules: Rules) -> tuple[list[str], list[str]]:
+    """The study's screening: (reasons to exclude, flags to show)."""
+    reasons, flags = [], []
+    params = candidate.params_billions
+    if params > rules.max_params:
+        reasons.append(f"{params:.2f} B parameters, above the {rules.max_params:g} B maximum")
+    if params < rules.min_params:
+        reasons.append(f"{params:.2f} B parameters, below the {rules.min_params:g} B minimum")
+    status, note = rules.licences.judge(candidate.license)
+    if status == "refused":
+        reasons.append(note)
+    elif status == "flagged":
+        flags.append(note)
+    if candidate.korean == "none":
+        reasons.append("no Korean support")
+    if candidate.approximate:
+        flags.append("approximate stand-in: its architecture is unknown, so its figures are approximate")
+    return reasons, flags
+
+
+def judge(evidence: Evidence, rules: Rules) -> Verdict:
+    """Screening plus the hard constraints: fits the budget, benchmarks did not fail."""
+    reasons, flags = screen(evidence.candidate, rules)
+    peak = evidence.finetune_peak_mib
+    if peak is not None and peak > rules.vram_budget_mib:
+        reasons.append(
+            f"fine-tuning peak at r{evidence.largest_rank} {peak:,.0f} MiB ({evidence.finetune_peak_source}) "
+            f"exceeds the {rules.vram_budget_mib:,.0f} MiB budget"
+        )
+    elif peak is None:
+        flags.append(f"fine-tuning peak at r{evidence.largest_rank} unknown: the budget could not be checked")
+    reasons.extend(evidence.failures)
+    return Verdict(not reasons, tuple(reasons), tuple(flags))
+
+
+def _normalise(values: Mapping[str, float | None], higher_is_better: bool) -> dict[str, float]:
+    known = [value for value in values.values() if value is not None]
+    low, high = (min(known), max(known)) if known else (0.0, 0.0)
+    normalised = {}
+    for name, value in values.items():
+        if value is None:
+            normalised[name] = 0.0  # a missing figure counts as the worst
+        elif high == low:
+            normalised[name] = 1.0  # no spread: the criterion cannot tell them apart
+        else:
+            share = (value - low) / (high - low)
+            normalised[name] = share if higher_is_better else 1.0 - share
+    return normalised
+
+
+FORMULA = (
+    "score = Σ w·n / Σ w over the criteria; n = (x − min) / (max − min) where higher is better, "
+    "(max − x) / (max − min) for costs; min and max over the eligible candidates; "
+    "a missing figure gives n = 0, equal figures give n = 1."
+)
+
+
+def recommend(evidence: Sequence[Evidence], rules: Rules) -> Recommendation:
+    """Judge every candidate, rank the eligible ones and name the final model and the backup."""
+    verdicts = {e.candidate.name: judge(e, rules) for e in evidence}
+    licence_status = {e.candidate.name: rules.licences.judge(e.candidate.license)[0] for e in evidence}
+    eligible = [e for e in evidence if verdicts[e.candidate.name].eligible]
+    graded = bool(eligible) and all(e.human_grade is not None for e in eligible)
+    quality_source = (
+        "human grade (mean of the graded answers, 1-5)" if graded else
+        "leaderboard average, standing in: not every eligible candidate has human grades of pretrained answers"
+    )
+    raw: dict[str, dict[str, float | None]] = {}
+    for e in eligible:
+        raw[e.candidate.name] = {
+            "quality": e.human_grade if graded else e.candidate.leaderboard_average,
+            "leaderboard": e.candidate.leaderboard_average,
+            **{name: e.figures.get(name) for name in CRITERION_NAMES[2:]},
+        }
+    normalised: dict[str, dict[str, float]] = {name: {} for name in raw}
+    for criterion in CRITERIA:
+        column = _normalise({name: row[criterion.name] for name, row in raw.items()}, criterion.higher_is_better)
+        for name, value in column.items():
+            normalised[name][criterion.name] = value
+    total = sum(rules.weights.values())
+    weighted = {
+        name: sum(rules.weights[c] * n for c, n in normalised[name].items()) / total for name in raw
+    }
+    leaderboard = {e.candidate.name: e.candidate.leaderboard_average or 0.0 for e in eligible}
+    order = sorted(weighted, key=lambda name: (-weighted[name], -leaderboard[name]))
+    scores = tuple(
+        Score(name, raw[name], normalised[name], weighted[name], place) for place, name in enumerate(order, start=1)
+    )
+    final, backup, final_reason, backup_reason = _choose(scores, evidence, licence_status, rules, graded)
+    return Recommendation(
+        verdicts, scores, quality_source, dict(rules.weights), final, backup, final_reason, backup_reason,
+    )
+
+
+def _choose(
+    scores: Sequence[Score], evidence: Sequence[Evidence], licence_status: Mapping[str, str], rules: Rules,
+    graded: bool,
+) -> tuple[str | None, str | None, str, str]:
+    """The first-placed candidate, and a backup.
+
+    The study ended up using its backup because of the final model's licence,
+    so when the final's licence is only flagged the backup is the best-placed
+    candidate whose licence is on the allow-list (if any), else the runner-up.
+    """
+    if not scores:
+        return None, None, "no candidate passed the screening and the constraints", ""
+    by_name = {e.candidate.name: e for e in evidence}
+    final = scores[0]
+    others = list(scores[1:])
+    backup = None
+    licence_backup = False
+    if licence_status[final.name] != "allowed":
+        backup = next((s for s in others if licence_status[s.name] == "allowed"), None)
+        licence_backup = backup is not None
+    if backup is None and others:
+        backup = others[0]
+    if len(scores) == 1:
+        final_reason = f"{final.name} is the only candidate that passed the screening and the constraints"
+    else:
+        final_reason = f"{final.name} places first of {len(scores)} with score {final.score:.2f}: " + _strengths(
+            final, by_name[final.name], rules, graded
+        )
+    if licence_status[final.name] != "allowed":
+        final_reason += f"; but its licence is flagged ({rules.licences.judge(by_name[final.name].candidate.license)[1]})"
+    final_reason += "."
+    if backup is None:
+        return final.name, None, final_reason, "no second eligible candidate"
+    if licence_backup:
+        opening = (
+            f"{backup.name} is the best-placed candidate whose licence "
+            f"({by_name[backup.name].candidate.license}) is on the allow-list, a fallback should "
+            f"{final.name}'s licence rule it out (place {backup.place}, score {backup.score:.2f}): "
+        )
+    else:
+        opening = f"{backup.name} places {backup.place} with score {backup.score:.2f}: "
+    backup_reason = opening + _strengths(backup, by_name[backup.name], rules, graded) + "."
+    return final.name, backup.name, final_reason, backup_reason
+
+
+def _strengths(score: Score, evidence: Evidence, rules: Rules, graded: bool) -> str:
+    """A clause naming the candidate's strongest figures and the budget figure it passed."""
+    # Without grades, "quality" is the leaderboard average again; name it once.
+    shown = [c for c in CRITERIA if rules.weights[c.name] > 0 and score.raw[c.name] is not None
+             and (graded or c.name != "quality")]
+    best = [c for c in shown if score.normalised[c.name] == 1.0]
+    if best:
+        lead = "best " + ", ".join(f"{c.label} ({c.show(score.raw[c.name])})" for c in best)
+    else:
+        strongest = sorted(shown, key=lambda c: -score.normalised[c.name])[:2]
+        lead = "strongest on " + ", ".join(f"{c.label} ({c.show(score.raw[c.name])})" for c in strongest)
+    if evidence.finetune_peak_mib is not None:
+        lead += (
+            f"; fine-tuning peak at r{evidence.largest_rank} {evidence.finetune_peak_mib:,.0f} MiB "
+            f"({evidence.finetune_peak_source}) fits the {rules.vram_budget_mib:,.0f} MiB budget"
+        )
+    return lead

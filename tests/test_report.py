@@ -1,0 +1,254 @@
+"""The leaderboard report: every cell filled or explained, shards merged, grades read back, Korean headers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from conftest import TINY_RUN
+from ohlora_fixtures import report, selection
+from ohlora_fixtures.registry import load_registry
+from ohlora_fixtures.settings import parse
+
+CANDIDATES = {c.name: c for c in load_registry()}
+# Small full-size plans keep the tests fast; TinyKo is the approximate stand-in.
+NAMES = ("polyglot-ko-1.3b", "TinyKo-v5-a")
+RANKS = (16, 32)
+
+
+def run_description(run_id: str = "run-a", **overrides: Any) -> dict[str, Any]:
+    return {
+        "run_id": run_id, "date": "2026-01-02 03:04:05 UTC", "device": "cpu", "device_name": "CPU: test",
+        "dtype": "float32", "weights": "random", "scale": "tiny", "dataset": "data/persona_qa.csv",
+        "preset": "default", "train_rows": 20, "valid_rows": 5, "prompts": 3, "batch_size": 4, "epochs": 10,
+        "learning_rate": 2e-4, "lora_alpha": 16, "lora_dropout": 0.05, "ranks": list(RANKS), "max_new_tokens": 80,
+        "greedy": False, "seed": 42, "vram_budget_mb": 12288.0,
+        "versions": {"torch": "2.13.0", "transformers": "5.24.0", "peft": "0.21.2"}, **overrides,
+    }
+
+
+def finetune(name: str, rank: int, finished: float = 1.0, status: str = "ok", run: dict | None = None,
+             seconds: float = 1.5) -> dict[str, Any]:
+    record = {
+        "id": f"benchmarks/test_finetune.py::test_finetune[{name}-r{rank}]", "kind": "finetune",
+        "candidate": name, "rank": rank, "approximate": CANDIDATES[name].approximate, "status": status,
+        "error": None if status == "ok" else "RuntimeError: boom", "finished": finished,
+        "run": run or run_description(), "over_budget": False,
+    }
+    if status == "ok":
+        record.update(
+            seconds=seconds, steps=3, losses=[7.2, 7.1, 7.0], final_loss=7.0, eval_loss=7.05, eval_rows=5,
+            trainable_params=1000 * rank, total_params=100_000, tokens=300, tokens_per_second=200.0,
+            peak_mib=400.0 + rank, start_mib=390.0, after_mib=401.0, peak_increase_mib=10.0 + rank,
+            memory_metric="cpu_peak_rss",
+        )
+    return record
+
+
+def inference(name: str, answers_csv: Path, finished: float = 2.0, run: dict | None = None) -> dict[str, Any]:
+    return {
+        "id": f"benchmarks/test_inference.py::test_inference[{name}]", "kind": "inference", "candidate": name,
+        "rank": None, "approximate": CANDIDATES[name].approximate, "status": "ok", "error": None,
+        "finished": finished, "run": run or run_description(), "over_budget": False, "seconds": 0.6,
+        "prompts": 3, "mean_seconds_per_prompt": 0.2, "new_tokens": 30, "max_new_tokens_seen": 10,
+        "prompt_tokens": 20, "tokens_per_second": 50.0, "total_params": 100_000, "answers_csv": str(answers_csv),
+        "quality": {"chrf": 4.5, "n_scored": 3, "empty_share": 0.0, "hangul_share": 0.9,
+                    "repeated_ngram_share": 0.1},
+        "human_grade": None, "human_graded": 0, "peak_mib": 420.0, "start_mib": 410.0, "after_mib": 415.0,
+        "peak_increase_mib": 10.0, "memory_metric": "cpu_peak_rss",
+    }
+
+
+def answers_file(path: Path, grades: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8-sig", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["prompt_line", "prompt", "reference", "answer", "new_tokens", "seconds", "grade"])
+        for index, grade in enumerate(grades):
+            writer.writerow([index + 2, f"질문 {index}", "참고", f"답변 {index}", 10, 0.2, grade])
+    return path
+
+
+def benchmark_json(path: Path, records: list[dict[str, Any]]) -> Path:
+    """A file shaped like pytest-benchmark's autosave: each benchmark's extra_info is one record."""
+    path.write_text(json.dumps({
+        "machine_info": {}, "commit_info": {}, "datetime": "2026-01-02T03:04:05", "version": "5.3.1",
+        "benchmarks": [{"name": r["id"], "extra_info": r, "stats": {"mean": 1.0}} for r in records],
+        "ohlora": records[0]["run"] if records else {},
+    }), encoding="utf-8")
+    return path
+
+
+def jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def settings_for(out: Path, **raw: str | bool) -> Any:
+    return parse({"report_dir": str(out), **raw})
+
+
+def full_run(tmp_path: Path) -> list[dict[str, Any]]:
+    """polyglot measured at every rank; TinyKo with an OOM, a failure and a rank not run."""
+    answers = tmp_path / "answers"
+    return [
+        finetune("polyglot-ko-1.3b", 16), finetune("polyglot-ko-1.3b", 32),
+        inference("polyglot-ko-1.3b", answers_file(answers / "polyglot-ko-1.3b.random-tiny.csv", ["", "", ""])),
+        finetune("TinyKo-v5-a", 16, status="oom"),
+        {**inference("TinyKo-v5-a", answers / "none.csv"), "status": "failed", "error": "ValueError: bad"},
+    ]
+
+
+def table_rows(markdown: str, heading: str) -> list[list[str]]:
+    """The cells of the first table after `heading`, header row included."""
+    section = markdown.split(f"## {heading}\n", 1)[1]
+    table = next(block for block in section.strip().split("\n\n") if block.startswith("|"))
+    lines = table.splitlines()
+    return [[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines if "---|" not in line]
+
+
+def test_every_column_is_rendered_from_a_stored_run_and_no_cell_is_blank(tmp_path: Path) -> None:
+    stored = benchmark_json(tmp_path / "0001_run.json", full_run(tmp_path))
+    out = tmp_path / "report"
+
+    assert report.main([str(stored), "--out", str(out)]) == 0
+
+    markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
+    rows = table_rows(markdown, "Results")
+    header = rows[0]
+    expected = ["model", "leaderboard average", "parameters"] + [f"fine-tuning time r{r} (s)" for r in RANKS]
+    expected += [f"fine-tuning peak r{r} (MiB)" for r in RANKS] + [f"eval loss after fine-tuning r{r}" for r in RANKS]
+    expected += ["inference time (s per prompt)", "inference peak (MiB)", "answer quality"]
+    assert header == expected
+    assert len(rows) == 1 + len(NAMES)
+    assert all(cell for row in rows for cell in row)
+    polyglot, tiny = rows[1], rows[2]
+    assert polyglot[:5] == ["polyglot-ko-1.3b", "29.95", "1.43 B", "1.50", "1.50"]
+    assert polyglot[5:7] == ["416", "432"] and polyglot[9:12] == ["0.20", "420", "not graded · chrF 4.5"]
+    assert tiny[0] == "TinyKo-v5-a (approx.)"
+    assert tiny[3:5] == ["OOM", "not run"] and tiny[9:12] == ["failed"] * 3
+    assert "ValueError: bad" in markdown.split("## Failures", 1)[1]
+    for section in ("Candidates and screening", "Answer quality", "Full-size plan (estimates)"):
+        assert all(cell for row in table_rows(markdown, section) for cell in row), section
+    for shown in ("device", "dtype", "weights", "scale", "torch / transformers / peft", "2026-01-02 03:04:05 UTC",
+                  "batch 4, 10 epochs", "3 prompts, ≤80 new tokens"):
+        assert shown in markdown
+    assert "STAND-IN RESULTS" in markdown and "meaningless" in markdown
+    # An approximate candidate is never shown unmarked, except inside a file name.
+    assert not re.search(r"TinyKo-v5-a(?! \(approx\.\)|\.)", markdown)
+
+    html = (out / "leaderboard.html").read_text(encoding="utf-8")
+    assert 'class="banner"' in html and html.count("data:image/png;base64,") == 4
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "finetune_memory.png", "finetune_time.png", "inference_cost.png", "training_loss.png"]
+    frame = pd.read_csv(out / "results.csv")
+    assert len(frame) == 5
+    assert {"quality.chrf", "run.versions.torch", "peak_mib", "memory_metric", "source"} <= set(frame.columns)
+
+
+def test_merging_two_shards_gives_the_same_table_as_one_run_with_both(tmp_path: Path) -> None:
+    records = full_run(tmp_path)
+    earlier = {**finetune("polyglot-ko-1.3b", 16, finished=0.5, seconds=99.0), "run": run_description("run-0")}
+    settings = settings_for(tmp_path / "out")
+    weights = selection.resolve_weights()
+    shard_a = benchmark_json(tmp_path / "a.json", records[:3])
+    shard_b = jsonl(tmp_path / "results.jsonl", [*records[3:], earlier])
+
+    merged = report.gather(
+        [*report.read_stored(shard_a), *report.read_stored(shard_b)], list(CANDIDATES[n] for n in NAMES), settings,
+        weights,
+    )
+    single = report.gather([report.Stored(r, "one run") for r in records], [CANDIDATES[n] for n in NAMES],
+                           settings, weights)
+
+    assert report._results_table(merged) == report._results_table(single)
+    assert merged.replaced == 1  # the later 1.50 s replaced the earlier 99 s
+    assert {source for run in merged.runs for source in run.sources} == {str(shard_a), str(shard_b)}
+    assert merged.recommendation == single.recommendation
+
+
+def test_a_later_measurement_replaces_an_earlier_one_whatever_the_file_order(tmp_path: Path) -> None:
+    later = report.Stored(finetune("polyglot-ko-1.3b", 16, finished=5.0, seconds=2.0), "b")
+    earlier = report.Stored(finetune("polyglot-ko-1.3b", 16, finished=1.0, seconds=9.0), "a")
+
+    for order in ([earlier, later], [later, earlier]):
+        kept, replaced = report.merge(order)
+        assert [item.record["seconds"] for item in kept] == [2.0] and replaced == 1
+    kept, replaced = report.merge([later, later])
+    assert len(kept) == 1 and replaced == 0
+
+
+def test_human_grades_are_read_back_from_the_answers_csv_at_render_time(tmp_path: Path) -> None:
+    records = full_run(tmp_path)
+    log = jsonl(tmp_path / "results.jsonl", records)
+    out = tmp_path / "out"
+    report.main([str(log), "--out", str(out)])
+    assert "not graded" in table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Results")[1][11]
+
+    answers_file(Path(records[2]["answers_csv"]), ["best", "good", "5"])  # a person grades the answers
+    report.main([str(log), "--out", str(out)])
+
+    cell = table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Results")[1][11]
+    assert cell.startswith("best (4.7, n=3)")
+    frame = pd.read_csv(out / "results.csv")
+    assert frame.loc[frame["kind"] == "inference", "human_graded"].tolist()[0] == 3
+
+
+def test_korean_headers(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    report.main([str(jsonl(tmp_path / "results.jsonl", full_run(tmp_path))), "--out", str(out), "--lang", "ko"])
+
+    markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
+    for header in ("모델", "파라미터 수", "리더보드 평균", "학습 시간 r16", "학습 메모리 r32", "추론 시간", "추론 메모리",
+                   "답변 품질", "최종 선택", "예비 모델", "미실행", "메모리 부족", "TinyKo-v5-a (근사)"):
+        assert header in markdown, header
+    assert '<html lang="ko">' in (out / "leaderboard.html").read_text(encoding="utf-8")
+
+
+def test_compare_study_shows_the_studys_t4_figures_beside_ours(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    report.main([str(jsonl(tmp_path / "results.jsonl", full_run(tmp_path))), "--out", str(out), "--compare-study"])
+
+    markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
+    polyglot = table_rows(markdown, "Results")[1]
+    assert polyglot[3] == "1.50 · study T4: 24.20" and polyglot[5] == "416 · study T4: 2,593"
+    assert "study T4: good" in polyglot[11]
+    assert "not peaks" in markdown
+
+
+def test_merged_runs_that_differ_say_so_per_row(tmp_path: Path) -> None:
+    gpu = run_description("run-gpu", device="cuda", device_name="NVIDIA T4", dtype="bfloat16")
+    records = [finetune("polyglot-ko-1.3b", 16), {**finetune("TinyKo-v5-a", 16), "run": gpu}]
+    out = tmp_path / "out"
+    report.main([str(jsonl(tmp_path / "results.jsonl", records)), "--out", str(out)])
+
+    rows = table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Results")
+    assert rows[0][-1] == "measured with"
+    assert rows[1][-1] == "CPU: test, float32, random weights, tiny scale"
+    assert rows[2][-1] == "NVIDIA T4, bfloat16, random weights, tiny scale"
+
+
+def test_cli_rejects_a_file_that_is_not_a_stored_run(tmp_path: Path) -> None:
+    bogus = tmp_path / "x.json"
+    bogus.write_text("{}", encoding="utf-8")
+    with pytest.raises(report.UsageError, match="not a pytest-benchmark JSON"):
+        report.main([str(bogus)])
+
+
+def test_pytest_benchmarks_ends_with_the_report(run_benchmarks, tmp_path: Path) -> None:
+    result = run_benchmarks(*TINY_RUN, "--ohlora-models", "TinyKo-v5-a", "--ohlora-eval-after-finetune")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = tmp_path / "ohlora"
+    for name in ("leaderboard.md", "leaderboard.html", "results.csv", "finetune_time.png", "inference_cost.png"):
+        assert (out / name).is_file(), name
+        assert str(out / name) in result.stdout
+    markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
+    assert "| TinyKo-v5-a (approx.) | r16 |" in markdown  # answers scored with the adapter attached
+    assert (out / "answers" / "TinyKo-v5-a.random-tiny.r16.csv").is_file()
