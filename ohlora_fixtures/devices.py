@@ -9,8 +9,14 @@ from .errors import UsageError
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks the first CUDA GPU when there is one, else the CPU."""
+def resolve_device(name: str, worker: int | None = None) -> torch.device:
+    """`auto` picks the first CUDA GPU when there is one, else the CPU.
+
+    A pytest-xdist worker (`worker` = N of gwN) given auto or cuda gets GPU N
+    modulo the GPUs visible, so `-n <GPUs>` runs one benchmark per GPU.
+    """
+    if name in ("auto", "cuda") and worker is not None and torch.cuda.is_available():
+        return torch.device("cuda", worker % torch.cuda.device_count())
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 from typing import Iterable
 
@@ -35,7 +36,8 @@ def dataset_tokenizer(texts: Iterable[str], cache_dir: Path, vocab_size: int = D
             vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS.values()), show_progress=False
         )
         tokenizer.train_from_iterator(corpus, trainer=trainer)
-        partial = path.with_suffix(".tmp")
+        # One partial file per process: pytest-xdist workers may build the same tokenizer at once.
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
         tokenizer.save(str(partial))
         partial.replace(path)
     return PreTrainedTokenizerFast(tokenizer_file=str(path), **SPECIAL_TOKENS)

@@ -1,0 +1,141 @@
+"""The device's limits: peak matmul throughput and memory bandwidth.
+
+A GPU found in the datasheet table gets the vendor's figures; any other device
+(the CPU, an unlisted GPU, a dtype the table has no figure for) is measured
+once per session with a large matmul and a large copy. Both are upper bounds
+that utilisation figures are divided by, so they are estimates, not limits a
+run can be expected to reach.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+
+from .devices import describe, dtype_name, synchronize
+from .memory import release_cached_memory
+
+
+@dataclass(frozen=True)
+class Datasheet:
+    """Vendor peaks of one GPU model: dense (no sparsity) TFLOP/s per dtype, memory GB/s (1e9 bytes/s).
+
+    bf16/fp16 are tensor-core rates with FP32 accumulation (what torch's matmuls
+    use); fp32 is the non-tensor rate, since torch leaves TF32 off for matmuls by
+    default. None: the GPU has no such rate (bf16 before Ampere), so it is calibrated.
+    """
+
+    pattern: str  # searched, case-insensitively, in torch.cuda.get_device_name()
+    bf16: float | None
+    fp16: float | None
+    fp32: float
+    gbps: float
+
+
+# Order matters: the first pattern found in the device name wins, so variants come before their family.
+DATASHEETS: tuple[Datasheet, ...] = (
+    Datasheet(r"H100.*NVL", 835.5, 835.5, 60.0, 3900),
+    Datasheet(r"H100.*PCIe", 756.5, 756.5, 51.2, 2000),
+    Datasheet(r"H100", 989.4, 989.4, 66.9, 3350),  # SXM5 (e.g. "NVIDIA H100 80GB HBM3")
+    Datasheet(r"H200.*NVL", 835.5, 835.5, 60.0, 4800),
+    Datasheet(r"H200", 989.4, 989.4, 66.9, 4800),
+    Datasheet(r"A100.*80GB.*PCIe", 312.0, 312.0, 19.5, 1935),
+    Datasheet(r"A100.*80GB", 312.0, 312.0, 19.5, 2039),
+    Datasheet(r"A100", 312.0, 312.0, 19.5, 1555),  # 40 GB, SXM4 and PCIe
+    Datasheet(r"\bL4\b", 121.0, 121.0, 30.3, 300),
+    Datasheet(r"\bT4\b", None, 65.0, 8.1, 320),
+    Datasheet(r"A10G", 70.0, 70.0, 31.2, 600),  # AWS G5's part; NVIDIA publishes no sheet, AWS's figures
+    Datasheet(r"\bA10\b", 125.0, 125.0, 31.2, 600),
+    Datasheet(r"RTX 3090", 71.0, 71.0, 35.6, 936),
+    Datasheet(r"RTX 4090", 165.2, 165.2, 82.6, 1008),
+    Datasheet(r"V100.*PCIe", None, 112.0, 14.0, 900),
+    Datasheet(r"V100", None, 125.0, 15.7, 900),  # SXM2
+    Datasheet(r"M6000", None, None, 7.0, 317),  # Maxwell: no tensor cores, no fast half precision
+)
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """The figures utilisation is measured against, and where each came from ("datasheet" or "calibrated")."""
+
+    device_name: str
+    dtype: str
+    tflops: float
+    tflops_source: str
+    gbps: float
+    gbps_source: str
+
+    def as_dict(self) -> dict[str, str | float]:
+        """Plain values, for pytest-benchmark's JSON."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Sizes of the calibration kernels: large enough to reach the peak, small enough to take well under a second."""
+
+    matmul_size: int
+    copy_mib: int
+    budget_s: float = 0.25  # per kernel, after one untimed run
+    max_repeats: int = 20
+
+
+_SHEET_FIELD = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+CALIBRATION = {"cpu": Calibration(matmul_size=1024, copy_mib=128), "cuda": Calibration(matmul_size=8192, copy_mib=1024)}
+
+
+def datasheet(device_name: str) -> Datasheet | None:
+    """The table's entry for a GPU name, or None."""
+    return next((sheet for sheet in DATASHEETS if re.search(sheet.pattern, device_name, re.IGNORECASE)), None)
+
+
+def device_peaks(device: torch.device, dtype: torch.dtype) -> Peaks:
+    """The datasheet's figures for a listed GPU, else calibrated ones (always on the CPU)."""
+    name = describe(device)
+    sheet = datasheet(name) if device.type == "cuda" else None
+    tflops = getattr(sheet, _SHEET_FIELD[dtype], None)
+    gbps = sheet.gbps if sheet else None
+    tflops_source = "datasheet" if tflops is not None else "calibrated"
+    gbps_source = "datasheet" if gbps is not None else "calibrated"
+    sizes = CALIBRATION[device.type]
+    if tflops is None:
+        tflops = calibrate_tflops(device, dtype, sizes)
+    if gbps is None:
+        gbps = calibrate_gbps(device, sizes)
+    release_cached_memory(device)  # the calibration's buffers are not the first benchmark's memory
+    return Peaks(name, dtype_name(dtype), float(tflops), tflops_source, float(gbps), gbps_source)
+
+
+def _best_seconds(run: Callable[[], object], device: torch.device, sizes: Calibration) -> float:
+    """Fastest of several timed runs after an untimed one: the peak is the best case, not the typical one."""
+    run()
+    synchronize(device)
+    best, spent, repeats = float("inf"), 0.0, 0
+    while repeats < sizes.max_repeats and (repeats < 3 or spent < sizes.budget_s):
+        started = time.perf_counter()
+        run()
+        synchronize(device)
+        seconds = time.perf_counter() - started
+        best, spent, repeats = min(best, seconds), spent + seconds, repeats + 1
+    return best
+
+
+def calibrate_tflops(device: torch.device, dtype: torch.dtype, sizes: Calibration) -> float:
+    """Dense matmul throughput in the run's dtype, TFLOP/s."""
+    n = sizes.matmul_size
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    seconds = _best_seconds(lambda: torch.mm(a, b), device, sizes)
+    return 2 * n**3 / seconds / 1e12
+
+
+def calibrate_gbps(device: torch.device, sizes: Calibration) -> float:
+    """Copy bandwidth, GB/s: bytes read plus bytes written, as STREAM counts a copy."""
+    source = torch.empty(sizes.copy_mib * 2**20, dtype=torch.uint8, device=device).fill_(1)
+    target = torch.empty_like(source)
+    seconds = _best_seconds(lambda: target.copy_(source), device, sizes)
+    return 2 * source.numel() / seconds / 1e9
