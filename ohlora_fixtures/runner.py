@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import traceback
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -28,13 +29,14 @@ from .finetune import (
     train,
     warm_up,
 )
-from .inference import encode_prompts, generate_answers, write_answers
+from .inference import Answer, encode_prompts, generate_answers, write_answers
 from .inference import warm_up as warm_up_generation
 from .memory import MemoryMeter, release_cached_memory
-from .models import WeightsNotFound
+from .models import BaseModel, WeightsUnavailable
 from .quality import read_grades, score_answers
 from .registry import Candidate
 from .study import Study
+from .utilisation import decode_figures, finetune_figures
 
 Say = Callable[[str], None]
 PROGRESS_EVERY_STEPS = 10
@@ -66,34 +68,39 @@ def _is_out_of_memory(error: BaseException) -> bool:
 def recorded(study: Study, benchmark: Any, record: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Fills in `record`'s outcome, whatever happens, and writes it to disk at once.
 
-    An out-of-memory error or any other failure is recorded with its message
-    and fails only this benchmark; memory is freed for the next one.
+    Weights that cannot be used skip the benchmark with the reason. Running out
+    of memory fails it with the settings that caused it, after freeing what the
+    failed step held; any other error fails it with its traceback. Either way
+    only this benchmark fails and the run goes on.
     """
-    failure = None
     try:
         yield record
         record["status"] = "ok"
-    except WeightsNotFound as error:
+    except WeightsUnavailable as error:
         record.update(status="skipped", error=str(error))
-        failure = ("skip", str(error))
     except pytest.skip.Exception as error:
         record.update(status="skipped", error=str(error))
         raise
+    except KeyboardInterrupt:
+        record.update(status="interrupted", error="interrupted before the benchmark finished")
+        raise
     except Exception as error:  # noqa: BLE001 - every failure is recorded, then reported
-        status = "oom" if _is_out_of_memory(error) else "failed"
-        record.update(status=status, error=f"{type(error).__name__}: {error}".strip())
-        failure = ("oom" if status == "oom" else "fail", record["error"])
-        if status != "oom":
+        record["error"] = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if not _is_out_of_memory(error):
+            record["status"] = "failed"
             raise
+        record["status"] = "oom"
+        # The error stays referenced until pytest is done with this test (pytest.fail below chains
+        # it); its frames would keep the failed step's activations and optimizer state alive till then.
+        traceback.clear_frames(error.__traceback__)
     finally:
         _store(study, benchmark, record)
-    # Out of the except block, so the traceback no longer pins the failed step's tensors.
-    if failure is not None:
+    if record["status"] in ("skipped", "oom"):
         release_cached_memory(study.device)
-        kind, message = failure
-        if kind == "skip":
-            pytest.skip(message)
-        pytest.fail(f"out of memory ({_settings_summary(record)}): {message}", pytrace=False)
+    if record["status"] == "skipped":
+        pytest.skip(record["error"])
+    if record["status"] == "oom":
+        pytest.fail(f"out of memory ({_settings_summary(record)}): {record['error']}", pytrace=False)
     budget = study.settings.vram_budget_mb
     if record.get("peak_mib") is not None and record["peak_mib"] > budget:
         pytest.fail(
@@ -182,8 +189,32 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
                 tokens=tokens,
                 tokens_per_second=tokens / timed.seconds,
                 **_memory_fields(meter),
+                **finetune_figures(model, tokens, timed.seconds, study.peaks),
             )
+            if study.settings.eval_after_finetune:
+                # Untimed, and while the adapter is still attached: what fine-tuning did to the answers.
+                record["quality_after_finetune"] = _answers_with_adapter(study, base, candidate, model, rank)
     return record
+
+
+def _answers_with_adapter(study: Study, base: BaseModel, candidate: Candidate, model: torch.nn.Module, rank: int) -> dict[str, Any]:
+    """The fine-tuned model answers the inference prompts; scored like the base model's answers."""
+    prompts = encode_prompts(base.tokenizer, candidate, study.experiment.prompts, study.device)
+    answers = generate_answers(model, base.tokenizer, prompts, study.generation_settings, study.device)
+    return _scored_answers(study, base, candidate, answers, f".r{rank}")
+
+
+def _scored_answers(study: Study, base: BaseModel, candidate: Candidate, answers: list[Answer], tag: str = "") -> dict[str, Any]:
+    """Write the answers CSV (grades already given are kept) and score it: automatic figures and human grade."""
+    answers_csv = study.settings.report_dir / "answers" / f"{candidate.name}.{base.weights}-{base.scale}{tag}.csv"
+    write_answers(answers_csv, answers)
+    grade, graded = read_grades(answers_csv)
+    return {
+        "answers_csv": str(answers_csv),
+        "quality": score_answers([a.answer for a in answers], [a.reference or None for a in answers]).as_dict(),
+        "human_grade": grade,
+        "human_graded": graded,
+    }
 
 
 def run_inference(study: Study, benchmark: Any, candidate: Candidate, nodeid: str, say: Say) -> dict[str, Any]:
@@ -206,11 +237,9 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, nodeid: st
                 timed, args=(base.model, base.tokenizer, prompts, generation, study.device, on_prompt),
                 rounds=1, iterations=1, warmup_rounds=0,
             )
-        answers_csv = study.settings.report_dir / "answers" / f"{candidate.name}.{base.weights}-{base.scale}.csv"
-        write_answers(answers_csv, answers)
+        scored = _scored_answers(study, base, candidate, answers)
         new_tokens = sum(answer.new_tokens for answer in answers)
         generate_seconds = sum(answer.seconds for answer in answers)
-        grade, graded = read_grades(answers_csv)
         record.update(
             seconds=timed.seconds,
             prompts=len(answers),
@@ -220,11 +249,9 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, nodeid: st
             prompt_tokens=sum(answer.prompt_tokens for answer in answers),
             tokens_per_second=new_tokens / generate_seconds,
             total_params=base.total_params,
-            answers_csv=str(answers_csv),
-            quality=score_answers([a.answer for a in answers], [a.reference or None for a in answers]).as_dict(),
-            human_grade=grade,
-            human_graded=graded,
+            **scored,
             **_memory_fields(meter),
+            **decode_figures(base.model, [(a.prompt_tokens, a.new_tokens) for a in answers], generate_seconds, study.peaks),
         )
     return record
 

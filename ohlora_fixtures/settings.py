@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -11,6 +12,7 @@ from typing import Any, Callable
 from .dataset import PRESETS
 from .errors import UsageError
 from .registry import DEFAULT_REGISTRY
+from .selection import parse_weights
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_DATASET = DATA_DIR / "persona_qa.csv"
@@ -26,8 +28,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _finite(text: str) -> float:
+    # float() also accepts "inf" and "nan": no setting means them, and JSON cannot store them.
     value = float(text)
+    if not math.isfinite(value):
+        raise ValueError
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite(text)
     if not value > 0:
         raise ValueError
     return value
@@ -41,7 +51,7 @@ def _fraction(text: str) -> float:
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _finite(text)
     if value < 0:
         raise ValueError
     return value
@@ -115,6 +125,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("eval_after_finetune", None, False, "also generate and score answers with the adapter attached"),
     Option("max_params", _positive_float, 3.0, "screening: at most this many billion parameters", "a positive number"),
     Option("min_params", _non_negative_float, 0.0, "screening: at least this many billion parameters", "a number >= 0"),
+    Option("ranking_weights", parse_weights, None,
+           "recommendation weights, e.g. quality=4,leaderboard=2; unnamed criteria keep their "
+           "setup.cfg ohlora_weight_* value or the default"),
 )
 
 
@@ -153,6 +166,7 @@ class Settings:
     eval_after_finetune: bool
     max_params: float
     min_params: float
+    ranking_weights: tuple[tuple[str, float], ...] | None
 
     @property
     def results_path(self) -> Path:
@@ -199,9 +213,19 @@ def parse(raw: dict[str, Any]) -> Settings:
         raise UsageError(
             f"--ohlora-min-params {settings.min_params} is above --ohlora-max-params {settings.max_params}"
         )
-    if settings.report_dir.exists() and not settings.report_dir.is_dir():
-        raise UsageError(f"--ohlora-report-dir: {settings.report_dir} exists and is not a directory")
+    _check_report_dir(settings.report_dir)
     return settings
+
+
+def _check_report_dir(path: Path) -> None:
+    # Results are first written after the first benchmark: too late to find out the directory is unusable.
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--ohlora-report-dir: {path} exists and is not a directory")
+    nearest = next(parent for parent in (path.absolute(), *path.absolute().parents) if parent.exists())
+    if not nearest.is_dir():
+        raise UsageError(f"--ohlora-report-dir: {path} cannot be created: {nearest} is a file, not a directory")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise UsageError(f"--ohlora-report-dir: {path} cannot be written: {nearest} is not writable")
 
 
 def from_pytest(config: Any) -> Settings:

@@ -17,12 +17,17 @@ from . import registry
 from .dataset import ExperimentData, load_experiment
 from .devices import describe, dtype_name, resolve_device, resolve_dtype
 from .finetune import FinetuneSettings
+from .hardware import Peaks, device_peaks
 from .inference import GenerationSettings
 from .memory import release_cached_memory
-from .models import BaseModel, build_random, load_pretrained
+from .models import BaseModel, build_random, check_candidate, check_pretrained, load_pretrained
 from .registry import Candidate
 from .settings import Settings
 from .tokenizer import dataset_tokenizer
+
+# Left out of a benchmark's fingerprint: when it ran, the path the data was read from
+# (data_fingerprint identifies the content) and the whole grid of ranks (its own rank is in `detail`).
+NOT_IN_FINGERPRINT = ("run_id", "date", "dataset", "ranks")
 
 
 @dataclass
@@ -44,13 +49,17 @@ class Study:
     _base: BaseModel | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Study":
-        """Check and load everything a run needs except the models."""
+    def from_settings(cls, settings: Settings, worker: int | None = None) -> "Study":
+        """Check and load everything a run needs except the models; `worker` is a pytest-xdist worker's number."""
         candidates = registry.select(registry.load_registry(settings.candidates), list(settings.models or []))
+        for candidate in candidates:
+            check_candidate(candidate, "full" if settings.weights == "pretrained" else settings.scale)
+            if settings.weights == "pretrained":
+                check_pretrained(candidate, settings.trust_remote_code)
         experiment = load_experiment(
             settings.dataset, settings.preset, settings.train_rows, settings.valid_rows, settings.prompts
         )
-        device = resolve_device(settings.device)
+        device = resolve_device(settings.device, worker)
         return cls(settings, candidates, experiment, device, resolve_dtype(settings.dtype, device))
 
     def finetune_settings(self, rank: int) -> FinetuneSettings:
@@ -83,6 +92,7 @@ class Study:
         if self._base is not None and self._base.candidate.name == candidate.name:
             return self._base
         self.release()
+        _ = self.peaks  # calibrated before the first model takes memory, and outside every timed region
         s = self.settings
         if s.weights == "pretrained":
             base = load_pretrained(
@@ -96,6 +106,11 @@ class Study:
         self.load_counts[candidate.name] += 1
         self._base = base
         return base
+
+    @cached_property
+    def peaks(self) -> Peaks:
+        """The device's peak throughput and bandwidth, looked up or calibrated once per session."""
+        return device_peaks(self.device, self.dtype)
 
     def release(self) -> None:
         """Drop the base model in memory."""
@@ -138,7 +153,7 @@ class Study:
     def fingerprint(self, kind: str, candidate: Candidate, detail: Any) -> str:
         """Identifies a benchmark's settings, so --ohlora-resume reuses only identical ones."""
         described = self.describe()
-        for volatile in ("run_id", "date"):
-            described.pop(volatile)
+        for name in NOT_IN_FINGERPRINT:
+            described.pop(name)
         payload = json.dumps([kind, asdict(candidate), detail, described], sort_keys=True, default=str)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,23 +20,72 @@ TINY_RUN = (
 )
 
 
+def run_grid(
+    directory: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Runs `pytest benchmarks` of this repo in a subprocess, writing only under `directory`:
+    the report dir is directory/"ohlora" and pytest-benchmark's storage directory/"storage"."""
+    command = [
+        sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "-p", "no:cacheprovider",
+        "--benchmark-storage", f"file://{directory / 'storage'}",
+        "--ohlora-report-dir", str(directory / "ohlora"), *args,
+    ]
+    return subprocess.run(
+        command, cwd=directory, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
+
+
 @pytest.fixture
 def run_benchmarks(tmp_path: Path):
-    """Runs `pytest benchmarks` of this repo in a subprocess, writing only under tmp_path.
-
-    Returns the CompletedProcess; the report dir is tmp_path/"ohlora" and
-    pytest-benchmark's storage tmp_path/"storage".
-    """
+    """`run_grid` in this test's tmp_path; returns the CompletedProcess."""
 
     def run(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-        command = [
-            sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "-p", "no:cacheprovider",
-            "--benchmark-storage", f"file://{tmp_path / 'storage'}",
-            "--ohlora-report-dir", str(tmp_path / "ohlora"), *args,
-        ]
-        return subprocess.run(
-            command, cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
-            env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-        )
+        return run_grid(tmp_path, *args, timeout=timeout, env=env)
 
     return run
+
+
+# Reliability tests (test_options, test_failures, test_weights): a small registry and the real grid in pytester.
+
+TINY_ENTRY: dict = {
+    "name": "tiny-llama",
+    "hub_id": "ohlora-test/tiny-llama",
+    "params_label": "0.001 B",
+    "license": "mit",
+    "korean": "none",
+    "model_type": "llama",
+    "architecture": "LlamaForCausalLM",
+    "target_modules": ["q_proj", "v_proj"],
+    "config": {"vocab_size": 512, "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "intermediate_size": 512},
+}
+
+
+def write_registry(path: Path, *entries: dict) -> Path:
+    """A registry TOML file, one [[candidate]] table per entry; an entry's `config` becomes its sub-table."""
+    lines = []
+    for entry in entries:
+        lines.append("[[candidate]]")
+        lines += [f"{key} = {_toml(value)}" for key, value in entry.items() if key != "config"]
+        if "config" in entry:
+            lines.append("[candidate.config]")
+            lines += [f"{key} = {_toml(value)}" for key, value in entry["config"].items()]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(item) for item in value) + "]"
+    return json.dumps(value)  # JSON strings and numbers are valid TOML
+
+
+@pytest.fixture
+def bench_pytester(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A pytester directory holding copies of the two benchmark files, to run the real grid in-process."""
+    for name in ("test_finetune", "test_inference"):
+        pytester.makepyfile(**{name: (REPO / "benchmarks" / f"{name}.py").read_text(encoding="utf-8")})
+    return pytester
