@@ -47,6 +47,17 @@ TEXT: dict[str, tuple[str, str]] = {
     "quality": ("Answer quality", "답변 품질"),
     "plan": ("Full-size plan (estimates)", "원래 크기 기준 예상치 (추정)"),
     "plots": ("Plots", "그래프"),
+    "utilisation": ("Hardware utilisation (estimates)", "하드웨어 활용률 (추정)"),
+    "mfu": ("MFU r{rank}", "MFU r{rank}"),
+    "bandwidth": ("decode bandwidth use", "디코딩 대역폭 활용률"),
+    "peaks": ("device peaks (source)", "장치 최대 성능 (출처)"),
+    "utilisation_note": (
+        "Estimates: MFU = model FLOPs of the timed fine-tuning steps / time / peak FLOP/s; decode bandwidth "
+        "use = bytes of weights and KV cache read per new token x new tokens / generate time / peak bandwidth. "
+        "Formulas in docs/performance.md.",
+        "추정치: MFU = 측정 구간 학습의 모델 FLOPs / 시간 / 최대 FLOP/s; 디코딩 대역폭 활용률 = 새 토큰당 읽는 "
+        "가중치와 KV 캐시 바이트 x 새 토큰 수 / 생성 시간 / 최대 대역폭. 공식은 docs/performance.md.",
+    ),
     "recommendation": ("Recommendation", "추천"),
     "failures": ("Failures", "실패한 벤치마크"),
     "notes": ("Notes", "참고"),
@@ -227,6 +238,11 @@ def _loss(value: float) -> str:
 
 def _share(value: float) -> str:
     return f"{value:.0%}"
+
+
+def _percent(value: float) -> str:
+    # utilisation of tiny models is a few percent: whole percents would round it away
+    return f"{value:.1%}"
 
 
 def _count(value: int) -> str:
@@ -702,6 +718,31 @@ def _plan_table(report: Report) -> Table:
     return Table(tuple(columns), tuple(rows))
 
 
+def _utilisation_table(report: Report) -> Table:
+    """MFU per rank and the decode's bandwidth use, with the peaks they are measured against."""
+    lang, ranks = report.lang, report.ranks
+    columns = [text("model", lang)] + [text("mfu", lang, rank=r) for r in ranks]
+    columns += [text("bandwidth", lang), text("peaks", lang)]
+    rows = []
+    for c in report.candidates:
+        inference = report.record(c.name, "inference")
+        finetune = (report.record(c.name, "finetune", r) for r in ranks)
+        trained = next((r for r in finetune if r is not None and r.get("peak_tflops") is not None), None)
+        peaks = []
+        if trained is not None:
+            peaks.append(f"{trained['peak_tflops']:.3g} TFLOP/s ({trained['peak_source']})")
+        if inference is not None and inference.get("peak_gbps") is not None:
+            peaks.append(f"{inference['peak_gbps']:.3g} GB/s ({inference['peak_source']})")
+        peak_cell = "; ".join(peaks) or text("na", lang)
+        rows.append(tuple(
+            [report.name(c)]
+            + [_status_cell(report, report.record(c.name, "finetune", r), lambda x: _figure(x, "mfu", _percent, lang))
+               for r in ranks]
+            + [_status_cell(report, inference, lambda x: _figure(x, "bandwidth_utilisation", _percent, lang)), peak_cell]
+        ))
+    return Table(tuple(columns), tuple(rows))
+
+
 def _runs_table(report: Report) -> Table:
     rows = []
     for run in report.runs:
@@ -860,6 +901,8 @@ def document(report: Report, images: Mapping[str, Path]) -> list[Block]:
         "Human grades are re-read from the answers CSVs at render time: fill in the `grade` column "
         "(best/good/medium/poor/worst, 최상/상/중/하/최하 or 1-5) and render again."
         + (" " + text("quality_meaningless", lang) if "random_weights" in report.stand_in else ""), "note"))
+    blocks += [Heading(text("utilisation", lang)), _utilisation_table(report)]
+    blocks.append(Paragraph(text("utilisation_note", lang), "note"))
     blocks += [Heading(text("plan", lang)), _plan_table(report)]
     blocks += [Heading(text("plots", lang))]
     blocks += [Image(path, captions[name], wide=name == "training_loss") for name, path in images.items()]

@@ -46,7 +46,7 @@ def finetune(name: str, rank: int, finished: float = 1.0, status: str = "ok", ru
             seconds=seconds, steps=3, losses=[7.2, 7.1, 7.0], final_loss=7.0, eval_loss=7.05, eval_rows=5,
             trainable_params=1000 * rank, total_params=100_000, tokens=300, tokens_per_second=200.0,
             peak_mib=400.0 + rank, start_mib=390.0, after_mib=401.0, peak_increase_mib=10.0 + rank,
-            memory_metric="cpu_peak_rss",
+            memory_metric="cpu_peak_rss", mfu=0.0425, peak_tflops=0.19, peak_source="calibrated",
         )
     return record
 
@@ -62,6 +62,7 @@ def inference(name: str, answers_csv: Path, finished: float = 2.0, run: dict | N
                     "repeated_ngram_share": 0.1},
         "human_grade": None, "human_graded": 0, "peak_mib": 420.0, "start_mib": 410.0, "after_mib": 415.0,
         "peak_increase_mib": 10.0, "memory_metric": "cpu_peak_rss",
+        "bandwidth_utilisation": 0.031, "peak_gbps": 30.0, "peak_source": "datasheet",
     }
 
 
@@ -150,6 +151,17 @@ def test_every_column_is_rendered_from_a_stored_run_and_no_cell_is_blank(tmp_pat
     frame = pd.read_csv(out / "results.csv")
     assert len(frame) == 5
     assert {"quality.chrf", "run.versions.torch", "peak_mib", "memory_metric", "source"} <= set(frame.columns)
+
+
+def test_utilisation_is_shown_per_rank_with_its_peaks_or_why_not(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    assert report.main([str(benchmark_json(tmp_path / "run.json", full_run(tmp_path))), "--out", str(out)]) == 0
+
+    rows = table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Hardware utilisation (estimates)")
+    assert rows[0] == ["model", "MFU r16", "MFU r32", "decode bandwidth use", "device peaks (source)"]
+    assert rows[1] == [
+        "polyglot-ko-1.3b", "4.2%", "4.2%", "3.1%", "0.19 TFLOP/s (calibrated); 30 GB/s (datasheet)"]
+    assert rows[2][1:4] == ["OOM", "not run", "failed"]
 
 
 def test_merging_two_shards_gives_the_same_table_as_one_run_with_both(tmp_path: Path) -> None:
