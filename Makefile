@@ -27,7 +27,7 @@ bench: setup
 	@echo "Timings (pytest-benchmark): .benchmarks/   Results and report: .benchmarks/ohlora/"
 
 test: setup
-	$(BIN)/pytest tests -rs $(ARGS)
+	$(BIN)/pytest tests -rs -m "not slow" $(ARGS)
 
 clean:
 	rm -rf $(VENV) .benchmarks/ohlora .benchmarks/Linux-*
