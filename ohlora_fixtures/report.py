@@ -105,6 +105,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "interrupted": ("interrupted", "중단됨"),
     "running": ("interrupted", "중단됨"),
     "na": ("n/a", "해당 없음"),
+    "no_valid_answers": ("n/a: valid rows have no answers", "해당 없음: 검증 행에 답변 없음"),
     "over_budget": ("over budget", "예산 초과"),
     "eligible": ("eligible", "통과"),
     "excluded": ("excluded", "제외"),
@@ -551,6 +552,13 @@ def _figure(record: Mapping[str, Any], field: str, fmt: Callable[[float], str], 
     return text("na", lang) if value is None else fmt(value)
 
 
+def _eval_loss_cell(record: Mapping[str, Any], lang: str) -> str:
+    # The study's own file leaves its valid rows unanswered: there is no loss to compute, and the cell says so.
+    if record.get("eval_loss") is None and record.get("eval_rows") == 0:
+        return text("no_valid_answers", lang)
+    return _figure(record, "eval_loss", _loss, lang)
+
+
 def _peak(report: Report, record: Mapping[str, Any]) -> str:
     cell = _figure(record, "peak_mib", _mib, report.lang)
     if record.get("peak_mib") is not None and record["peak_mib"] > report.settings.vram_budget_mb:
@@ -601,7 +609,7 @@ def _results_table(report: Report) -> Table:
                           study and study.finetune(c.name, "finetune_memory_mib", rank), _mib)
             for rank, rec in zip(ranks, finetunes)
         ]
-        row += [_status_cell(report, rec, lambda r: _figure(r, "eval_loss", _loss, lang)) for rec in finetunes]
+        row += [_status_cell(report, rec, lambda r: _eval_loss_cell(r, lang)) for rec in finetunes]
         study_row = study.rows.get(c.name, {}) if study else {}
         row += [
             _beside_study(report, _status_cell(report, inference, lambda r: _figure(r, "mean_seconds_per_prompt", _seconds, lang)),

@@ -153,6 +153,15 @@ def test_every_column_is_rendered_from_a_stored_run_and_no_cell_is_blank(tmp_pat
     assert {"quality.chrf", "run.versions.torch", "peak_mib", "memory_metric", "source"} <= set(frame.columns)
 
 
+def test_eval_loss_cell_says_why_when_valid_rows_have_no_answers(tmp_path: Path) -> None:
+    unanswered = {**finetune("polyglot-ko-1.3b", 16), "eval_loss": None, "eval_rows": 0}
+    out = tmp_path / "report"
+    assert report.main([str(benchmark_json(tmp_path / "run.json", [unanswered])), "--out", str(out)]) == 0
+
+    rows = table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Results")
+    assert rows[1][rows[0].index("eval loss after fine-tuning r16")] == "n/a: valid rows have no answers"
+
+
 def test_utilisation_is_shown_per_rank_with_its_peaks_or_why_not(tmp_path: Path) -> None:
     out = tmp_path / "report"
     assert report.main([str(benchmark_json(tmp_path / "run.json", full_run(tmp_path))), "--out", str(out)]) == 0
