@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -12,6 +16,8 @@ import torch
 
 from .dataset import QAPair
 from .devices import synchronize
+from .paths import replace_atomically
+from .quality import decode_answers
 from .registry import Candidate
 
 ANSWER_COLUMNS = ("prompt_line", "prompt", "reference", "answer", "new_tokens", "seconds", "grade")
@@ -115,30 +121,52 @@ def write_answers(path: Path, answers: Sequence[Answer]) -> None:
     """The answers CSV, UTF-8 with BOM so spreadsheets show Korean; `grade` is left for a person.
 
     Grades a person already gave are kept where the prompt and answer are
-    unchanged; if any cannot be carried over, the old file is kept beside it.
+    unchanged; if any cannot be carried over, or the old file cannot be read,
+    the old file is kept beside it. Written through a unique temporary, so
+    concurrent writers never trip over each other.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    previous = _existing_grades(path)
-    carried = 0
-    partial = path.with_suffix(".tmp")
-    with partial.open("w", encoding="utf-8-sig", newline="") as stream:
+    previous = read_answer_grades(path)
+
+    def write(stream: Any) -> None:
         writer = csv.DictWriter(stream, fieldnames=ANSWER_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for answer in answers:
-            grade = previous.get((answer.prompt, answer.answer), "")
-            carried += bool(grade)
+            grade = (previous or {}).get((answer.prompt, answer.answer), "")
             writer.writerow({**asdict(answer), "seconds": f"{answer.seconds:.4f}", "grade": grade})
-    if carried < len(previous):
-        path.replace(path.with_name(f"{path.stem}.graded-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}"))
-    partial.replace(path)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if previous is None or carried_short(previous, answers):
+        _keep_aside(path)
+    replace_atomically(path, write, encoding="utf-8-sig", newline="")
 
 
-def _existing_grades(path: Path) -> dict[tuple[str, str], str]:
+def carried_short(previous: dict[tuple[str, str], str], answers: Sequence[Answer]) -> bool:
+    """Whether some grade a person gave has no matching (prompt, answer) in the new answers."""
+    kept = {(answer.prompt, answer.answer) for answer in answers}
+    return any(key not in kept for key in previous)
+
+
+def _keep_aside(path: Path) -> None:
+    # A copy, not a rename: another writer may be replacing `path` at this moment.
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    handle, backup = tempfile.mkstemp(dir=path.parent, prefix=f"{path.stem}.graded-{stamp}-", suffix=path.suffix)
+    os.close(handle)
+    try:
+        shutil.copyfile(path, backup)
+    except FileNotFoundError:
+        os.unlink(backup)
+
+
+def read_answer_grades(path: Path) -> dict[tuple[str, str], str] | None:
+    """The grades a person gave, by (prompt, answer); {} when there is no file, None when it cannot be read."""
     if not path.is_file():
         return {}
-    with path.open(encoding="utf-8-sig", newline="") as stream:
+    try:
+        text = decode_answers(path.read_bytes())
         return {
-            (row.get("prompt", ""), row.get("answer", "")): row["grade"].strip()
-            for row in csv.DictReader(stream)
-            if (row.get("grade") or "").strip()
+            (row.get("prompt") or "", row.get("answer") or ""): row["grade"].strip()
+            for row in csv.DictReader(io.StringIO(text, newline=""))
+            if isinstance(row.get("grade"), str) and row["grade"].strip()
         }
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None

@@ -8,15 +8,15 @@ back from the answers CSV is the figure the study actually ranks by.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import unicodedata
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sacrebleu.metrics import CHRF
-
-from ohlora_fixtures.errors import UsageError
 
 GRADE_LABELS_EN = ("best", "good", "medium", "poor", "worst")
 GRADE_LABELS_KO = ("최상", "상", "중", "하", "최하")
@@ -173,49 +173,72 @@ def parse_grade(value: str | float | None) -> int | None:
     raise ValueError(f"{value!r} is not a grade; accepted: {_ACCEPTED_GRADES}")
 
 
+class GradeWarning(UserWarning):
+    """A grade cell or answers file that cannot be read; it is left out, the measurement stands."""
+
+
+# The inference benchmark writes UTF-8; Korean spreadsheet programs re-save as CP949.
+ANSWER_ENCODINGS = ("utf-8-sig", "cp949")
+
+
+def decode_answers(raw: bytes) -> str:
+    """The text of an answers CSV in any of ANSWER_ENCODINGS; UnicodeDecodeError if none fits."""
+    for encoding in ANSWER_ENCODINGS[:-1]:
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode(ANSWER_ENCODINGS[-1])
+
+
 def read_grades(answers_csv: Path) -> tuple[float | None, int]:
     """Mean human grade (1..5) from the `grade` column of an answers CSV written
     by the inference benchmark, and how many rows were graded.
 
-    (None, 0) if the column is absent or empty. A bad value raises
-    ohlora_fixtures.errors.UsageError naming the file, the line and the value,
-    listing accepted values.
-
+    (None, 0) if the column is absent or empty. Never raises: a person's
+    mistake must not cost a finished measurement. A cell that is not a grade
+    is left out with a GradeWarning naming the file, the line and the value;
+    a file that cannot be read at all gives (None, 0) with a GradeWarning.
     The line is the one where the row begins in the file (header is line 1).
     """
     # The csv module, not pandas, because answers often span several lines
-    # and the reader's line counter is what lets the error point at the row.
+    # and the reader's line counter is what lets the warning point at the row.
     try:
-        # utf-8-sig drops the BOM written so that Excel shows Korean correctly.
-        with open(answers_csv, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None or "grade" not in header:
-                return None, 0
-            column = header.index("grade")
-            scores: list[int] = []
-            row_start = reader.line_num + 1
-            for row in reader:
-                line, row_start = row_start, reader.line_num + 1
-                # A short row (hand-edited file) simply has no grade.
-                if len(row) <= column:
-                    continue
-                try:
-                    score = parse_grade(row[column])
-                except ValueError:
-                    raise UsageError(
-                        f"{answers_csv}: line {line}: grade {row[column]!r} is "
-                        f"not a grade; accepted: {_ACCEPTED_GRADES}"
-                    ) from None
-                if score is not None:
-                    scores.append(score)
+        text = decode_answers(Path(answers_csv).read_bytes())
     except OSError as error:
-        raise UsageError(f"cannot read answers file {answers_csv}: {error}") from None
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise UsageError(
-            f"{answers_csv}: not a UTF-8 CSV file as written by the inference "
-            f"benchmark: {error}"
-        ) from None
+        warnings.warn(GradeWarning(f"cannot read answers file {answers_csv}: {error}; grades ignored"), stacklevel=2)
+        return None, 0
+    except UnicodeDecodeError as error:
+        warnings.warn(GradeWarning(
+            f"{answers_csv}: neither UTF-8 nor CP949 ({error}); grades ignored; "
+            "re-save it as CSV UTF-8"), stacklevel=2)
+        return None, 0
+    reader = csv.reader(io.StringIO(text, newline=""))
+    scores: list[int] = []
+    try:
+        header = next(reader, None)
+        if header is None or "grade" not in header:
+            return None, 0
+        column = header.index("grade")
+        row_start = reader.line_num + 1
+        for row in reader:
+            line, row_start = row_start, reader.line_num + 1
+            # A short row (hand-edited file) simply has no grade.
+            if len(row) <= column:
+                continue
+            try:
+                score = parse_grade(row[column])
+            except ValueError:
+                warnings.warn(GradeWarning(
+                    f"{answers_csv}: line {line}: grade {row[column]!r} is not a grade and is "
+                    f"ignored; accepted: {_ACCEPTED_GRADES}"), stacklevel=2)
+                continue
+            if score is not None:
+                scores.append(score)
+    except csv.Error as error:
+        warnings.warn(GradeWarning(
+            f"{answers_csv}: line {reader.line_num}: not well-formed CSV ({error}); "
+            "grades from there on ignored"), stacklevel=2)
     if not scores:
         return None, 0
     return sum(scores) / len(scores), len(scores)

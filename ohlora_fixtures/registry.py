@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,10 @@ from .errors import RegistryError
 DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "data" / "candidates.toml"
 DEFAULT_PROMPT_TEMPLATE = "### 질문: {question} ### 답변: "
 KOREAN_SUPPORT = ("specialised", "supporting", "none")
+# A name is the pytest id (`-k NAME`) and part of file names: pytest escapes non-ASCII ids
+# (`-k 한국어` selects nothing) and `-k` parses and/or/not as operators.
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_K_OPERATORS = ("and", "or", "not")
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,7 @@ def _candidate(path: Path, index: int, entry: dict[str, Any]) -> Candidate:
         if not isinstance(value, types) or (type(value) is bool and bool not in types):
             expected = " or ".join(t.__name__ for t in types)
             raise RegistryError(f"{where}: field {name!r} should be {expected}, got {value!r}")
+    _check_name(where, entry["name"])
     # Imported here, not at plugin load: huggingface_hub must not start before the offline switch is set.
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
@@ -149,6 +155,17 @@ def _candidate(path: Path, index: int, entry: dict[str, Any]) -> Candidate:
         path=local_path,
         approximate=entry.get("approximate", False),
         trust_remote_code=entry.get("trust_remote_code", False),
+    )
+
+
+def _check_name(where: str, name: str) -> None:
+    if NAME_RULE.fullmatch(name) and name.lower() not in _K_OPERATORS:
+        return
+    raise RegistryError(
+        f"{where}: field 'name' = {name!r} cannot be used: a name is the pytest id you select with -k and "
+        "part of file names, so it must be 1-64 ASCII letters, digits, '.', '-' or '_', start with a letter "
+        "or digit, and not be and/or/not; write a non-ASCII or longer title in a comment, e.g. "
+        "name = \"llama-ko-1b\"  # 한국어 라마"
     )
 
 

@@ -32,6 +32,7 @@ from .finetune import (
 from .inference import Answer, encode_prompts, generate_answers, write_answers
 from .inference import warm_up as warm_up_generation
 from .memory import MemoryMeter, release_cached_memory
+from .paths import child
 from .models import BaseModel, WeightsUnavailable
 from .quality import read_grades, score_answers
 from .registry import Candidate
@@ -206,7 +207,7 @@ def _answers_with_adapter(study: Study, base: BaseModel, candidate: Candidate, m
 
 def _scored_answers(study: Study, base: BaseModel, candidate: Candidate, answers: list[Answer], tag: str = "") -> dict[str, Any]:
     """Write the answers CSV (grades already given are kept) and score it: automatic figures and human grade."""
-    answers_csv = study.settings.report_dir / "answers" / f"{candidate.name}.{base.weights}-{base.scale}{tag}.csv"
+    answers_csv = child(study.settings.report_dir / "answers", f"{candidate.name}.{base.weights}-{base.scale}{tag}", ".csv")
     write_answers(answers_csv, answers)
     grade, graded = read_grades(answers_csv)
     return {

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.quality import (
     GRADE_LABELS_EN,
     GRADE_LABELS_KO,
@@ -18,6 +17,7 @@ from ohlora_fixtures.quality import (
     grade_label,
     hangul_share,
     parse_grade,
+    GradeWarning,
     read_grades,
     repeated_ngram_share,
     score_answers,
@@ -231,15 +231,16 @@ def test_read_grades_empty_file(tmp_path: Path) -> None:
     assert read_grades(path) == (None, 0)
 
 
-def test_read_grades_bad_value_names_file_line_value(tmp_path: Path) -> None:
-    path = write_answers(tmp_path / "my_answers.csv", ["최상", "", "excellent"])
-    with pytest.raises(UsageError) as excinfo:
-        read_grades(path)
-    message = str(excinfo.value)
-    assert "my_answers.csv" in message
-    assert "line 4" in message  # header is line 1, the third row is line 4
-    assert "'excellent'" in message
-    assert "최상" in message and "worst" in message
+def test_read_grades_bad_value_is_warned_with_file_line_value_and_left_out(tmp_path: Path) -> None:
+    path = write_answers(tmp_path / "my_answers.csv", ["최상", "", "excellent", "great", "2"])
+    with pytest.warns(GradeWarning) as caught:
+        assert read_grades(path) == (pytest.approx((5 + 2) / 2), 2)
+    messages = [str(warning.message) for warning in caught]
+    assert len(messages) == 2
+    assert "my_answers.csv" in messages[0] and "line 4" in messages[0]  # header is line 1
+    assert "'excellent'" in messages[0] and "ignored" in messages[0]
+    assert "최상" in messages[0] and "worst" in messages[0]
+    assert "line 5" in messages[1] and "'great'" in messages[1]
 
 
 def test_read_grades_line_counts_multiline_answers(tmp_path: Path) -> None:
@@ -247,13 +248,30 @@ def test_read_grades_line_counts_multiline_answers(tmp_path: Path) -> None:
     path = write_answers(
         tmp_path / "answers.csv", ["상", "???"], answers=["첫 줄\n둘째 줄\n셋째 줄", "답"]
     )
-    with pytest.raises(UsageError, match="line 5"):
-        read_grades(path)
+    with pytest.warns(GradeWarning, match="line 5"):
+        assert read_grades(path) == (4.0, 1)
+
+
+def test_read_grades_reads_a_file_a_spreadsheet_re_saved_as_cp949(tmp_path: Path) -> None:
+    path = write_answers(tmp_path / "answers.csv", ["최상", "하"])
+    path.write_bytes(path.read_text(encoding="utf-8-sig").encode("cp949"))
+    assert read_grades(path) == (3.5, 2)
+
+
+def test_read_grades_undecodable_or_malformed_file_is_warned_not_raised(tmp_path: Path) -> None:
+    path = tmp_path / "answers.csv"
+    path.write_bytes(b"prompt,answer,grade\n\xff\xfe\xff,x,best\n")
+    with pytest.warns(GradeWarning, match="neither UTF-8 nor CP949"):
+        assert read_grades(path) == (None, 0)
+    # A field past the csv module's size limit (131,072 characters) is one of the few errors it raises.
+    path.write_bytes(b"prompt,answer,grade\nq,a,best\nq," + b"x" * 200_000 + b",good\n")
+    with pytest.warns(GradeWarning, match="answers.csv: line 3: not well-formed CSV"):
+        assert read_grades(path) == (5.0, 1)
 
 
 def test_read_grades_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="missing.csv"):
-        read_grades(tmp_path / "missing.csv")
+    with pytest.warns(GradeWarning, match="missing.csv"):
+        assert read_grades(tmp_path / "missing.csv") == (None, 0)
 
 
 # --- grade_label ------------------------------------------------------------

@@ -1,0 +1,73 @@
+"""Where names become paths: a safe slug, and files replaced atomically.
+
+A candidate name comes from a registry file someone else may have written; it
+reaches the file system only through `slug`, and `child` refuses any result
+that would land outside its folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import IO, Callable
+
+# The characters a registry name may use (see registry.NAME_RULE); anything else becomes "_".
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+MAX_SLUG = 64
+
+
+def slug(name: str) -> str:
+    """`name` as one safe file-name component: ASCII letters, digits, `.`, `-`, `_`; never empty,
+    never starting with a dot (no `..`, no hidden file), at most MAX_SLUG characters."""
+    text = _UNSAFE.sub("_", name).lstrip(".")[:MAX_SLUG]
+    return text or "_"
+
+
+def child(folder: Path, name: str, suffix: str = "") -> Path:
+    """The file `slug(name) + suffix` directly inside `folder`; refuses anything that escapes it."""
+    path = folder / (slug(name) + suffix)
+    if path.resolve().parent != folder.resolve():
+        raise ValueError(f"{name!r} does not name a file inside {folder}")
+    return path
+
+
+def replace_atomically(path: Path, write: Callable[[IO[str]], None], *, encoding: str = "utf-8", newline: str | None = None) -> None:
+    """Write `path` through a unique temporary in the same folder, fsync it, then rename it over `path`.
+
+    A reader sees the old file or the new one, never half of one, and two
+    processes writing the same path at once both succeed (the last rename wins).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding=encoding, newline=newline) as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _umask() -> int:
+    # mkstemp creates 0600; a kept file gets the permissions an ordinary open() would give it.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_writable_folder(folder: Path) -> None:
+    """Raise OSError unless a file can really be created and removed in `folder`.
+
+    os.access trusts permission bits; root passes it for /proc, a read-only
+    mount or a full disk, where creating a file still fails.
+    """
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".ohlora-write-check.")
+    os.close(handle)
+    os.unlink(temporary)

@@ -1,0 +1,120 @@
+"""Bad inputs and start-up checks (issue 11): names that would become unsafe paths, a grader's
+mistakes, concurrent answer writers, registry entries LoRA or the plan cannot handle, seeds and
+folders that cannot be used, rows longer than a model's positions, datasets that are not files."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_ENTRY, TINY_RUN, write_registry
+from ohlora_fixtures import results
+from ohlora_fixtures.errors import RegistryError
+from ohlora_fixtures.inference import Answer, read_answer_grades, write_answers
+from ohlora_fixtures.paths import child, slug
+from ohlora_fixtures.registry import load_registry
+from test_options import _entry, assert_usage_error
+
+# --- 5: a name becomes a path only through a slug ------------------------------------------
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("gemma-2-2b-it", "gemma-2-2b-it"),
+    ("../../../../escape_test/pwn", "_.._.._.._escape_test_pwn"),
+    ("a/b", "a_b"),
+    ("..", "_"),
+    ("한국어", "___"),
+    ("", "_"),
+])
+def test_slug_is_one_safe_file_name(name: str, expected: str) -> None:
+    assert slug(name) == expected
+
+
+def test_child_never_leaves_its_folder(tmp_path: Path) -> None:
+    path = child(tmp_path / "answers", "../../../../escape_test/pwn", ".csv")
+    assert path.parent == tmp_path / "answers"
+    assert path.name == "_.._.._.._escape_test_pwn.csv"
+
+
+@pytest.mark.parametrize("name", ["../../../../escape_test/pwn", "a/b", "한국어", "-dash", "not", "x" * 65, "has space"])
+def test_registry_refuses_a_name_pytest_cannot_select_or_a_file_cannot_carry(tmp_path: Path, name: str) -> None:
+    path = write_registry(tmp_path / "candidates.toml", _entry(name=name))
+    with pytest.raises(RegistryError, match=r"field 'name' = .* must be 1-64 ASCII letters, digits"):
+        load_registry(path)
+
+
+def test_registry_accepts_dots_dashes_and_underscores(tmp_path: Path) -> None:
+    path = write_registry(tmp_path / "candidates.toml", _entry(name="Qwen2.5-0.5B_ko"))
+    assert load_registry(path)[0].name == "Qwen2.5-0.5B_ko"
+
+
+# --- 8: concurrent writers of one answers CSV ----------------------------------------------
+
+
+def _answers(text: str) -> list[Answer]:
+    return [Answer(prompt_line=2, prompt="질문", reference="", answer=text, prompt_tokens=3, new_tokens=2, seconds=0.1)]
+
+
+def _write_many(path: str, writer: int, count: int) -> int:
+    failures = 0
+    for _ in range(count):
+        try:
+            write_answers(Path(path), _answers("답변"))
+        except OSError:
+            failures += 1
+    return failures
+
+
+def test_two_processes_writing_one_answers_csv_both_succeed(tmp_path: Path) -> None:
+    path = tmp_path / "answers" / "model.random-tiny.csv"
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        failures = pool.starmap(_write_many, [(str(path), 1, 100), (str(path), 2, 100)])
+    assert failures == [0, 0]
+    assert read_answer_grades(path) == {}  # whole and readable
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporaries left behind
+
+
+def test_an_unreadable_graded_file_is_kept_aside_not_overwritten(tmp_path: Path) -> None:
+    path = tmp_path / "model.csv"
+    path.write_bytes(b"prompt,answer,grade\n\xff\xfe,x,best\n")
+    write_answers(path, _answers("답변"))
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("model.graded-")]
+    assert len(kept) == 1 and kept[0].read_bytes() == b"prompt,answer,grade\n\xff\xfe,x,best\n"
+    assert read_answer_grades(path) == {}
+
+
+# --- 6: a grader's mistake never costs a finished measurement ------------------------------
+
+
+def test_a_bad_grade_or_a_cp949_answers_file_leaves_the_measurement_standing(bench_pytester: pytest.Pytester) -> None:
+    args = ("--ohlora-models", "FinguAI-Chat-v1", *TINY_RUN, "--ohlora-report-dir", "report", "-k", "test_inference", "-p", "no:randomly")
+    bench_pytester.runpytest_inprocess(*args).assert_outcomes(passed=1)
+    answers = bench_pytester.path / "report" / "answers" / "FinguAI-Chat-v1.random-tiny.csv"
+    log = bench_pytester.path / "report" / "results.jsonl"
+    # A grader types a grade the scale does not have beside a good one.
+    rows = answers.read_text(encoding="utf-8-sig").splitlines()
+    rows[1] += "great"
+    rows[2] += "최상"
+    answers.write_text("\r\n".join(rows) + "\r\n", encoding="utf-8-sig")
+
+    result = bench_pytester.runpytest_inprocess(*args)
+
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*GradeWarning: *FinguAI-Chat-v1.random-tiny.csv: line 2: grade 'great' is not a grade and is ignored*"])
+    record = list(results.read(log))[-1]
+    assert (record["status"], record["human_grade"], record["human_graded"]) == ("ok", 5.0, 1)
+
+    # Then a spreadsheet re-saves it as CP949 (what it cannot encode becomes "?").
+    original = answers.read_text(encoding="utf-8-sig").encode("cp949", errors="replace")
+    answers.write_bytes(original)
+
+    bench_pytester.runpytest_inprocess(*args).assert_outcomes(passed=1)
+
+    record = list(results.read(log))[-1]
+    kept = list(answers.parent.glob("FinguAI-Chat-v1.random-tiny.graded-*.csv"))
+    # The graded rows survived the round trip, so their grades carry over; an answer that did
+    # not would have made the CP949 file be kept aside instead.
+    assert (record["status"], record["human_grade"], record["human_graded"], kept) == ("ok", 5.0, 1, [])
