@@ -11,6 +11,7 @@ from typing import Any
 import huggingface_hub
 import torch
 import transformers
+from transformers.pytorch_utils import Conv1D
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from .errors import RegistryError, UsageError
@@ -81,16 +82,36 @@ def check_candidate(candidate: Candidate, scale: str) -> None:
     """Build the candidate's model on the meta device, so a registry mistake stops the run at start-up.
 
     This finds what the registry's own checks cannot: an unknown model_type,
-    config values the model class rejects, an architecture mismatch, and LoRA
-    target modules the model does not have.
+    config values the model class rejects, an architecture mismatch, LoRA
+    target modules the model does not have or LoRA cannot adapt, and a
+    full-size config past the sanity bounds (the report plans at full size,
+    whatever scale runs).
     """
     where = f"registry entry {candidate.name!r}"
     if candidate.model_type not in CONFIG_MAPPING:
         close = difflib.get_close_matches(candidate.model_type, list(CONFIG_MAPPING.keys()), n=3)
         hint = f"; did you mean {' or '.join(repr(name) for name in close)}?" if close else ""
         raise RegistryError(f"{where}: field 'model_type' = {candidate.model_type!r} is not a transformers model type{hint}")
+    layers = getattr(build_config(candidate, "full"), "num_hidden_layers", 0) or 0
+    if layers > MAX_LAYERS:
+        raise RegistryError(
+            f"{where}: field 'config' has num_hidden_layers = {layers:,}, above the sanity bound of "
+            f"{MAX_LAYERS:,} layers for a full-size model; check the value"
+        )
+    model = _checked_meta_model(where, candidate, scale)
+    _check_target_modules(where, model, candidate.target_modules)
+    full = model if scale == "full" else _checked_meta_model(where, candidate, "full")
+    total = _total(full)
+    if total > MAX_FULL_PARAMS:
+        raise RegistryError(
+            f"{where}: field 'config' gives {total / 1e9:,.1f} B parameters at full size, above the "
+            f"sanity bound of {MAX_FULL_PARAMS / 1e9:.0f} B; check the config values"
+        )
+
+
+def _checked_meta_model(where: str, candidate: Candidate, scale: str) -> PreTrainedModel:
     try:
-        model = meta_model(candidate, scale)
+        return meta_model(candidate, scale)
     except UsageError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever the model class rejects is a registry mistake
@@ -98,13 +119,39 @@ def check_candidate(candidate: Candidate, scale: str) -> None:
             f"{where}: field 'config' cannot build {candidate.architecture} at {scale} scale: "
             f"{type(error).__name__}: {_first_line(error)}"
         ) from None
-    names = [name for name, _ in model.named_modules()]
+
+
+# peft's LoRA dispatch (peft.tuners.lora.layer.dispatch_default) adapts these layer types only;
+# a target that matches anything else makes get_peft_model raise.
+LORA_LAYER_TYPES: tuple[type[torch.nn.Module], ...] = (
+    torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
+    torch.nn.MultiheadAttention, Conv1D,
+)
+# Sanity bounds on a full-size config, checked before and after building it on the meta device:
+# the largest open models have about 130 layers and 400 B parameters; this benchmark targets small ones.
+MAX_LAYERS = 1_000
+MAX_FULL_PARAMS = 100_000_000_000
+
+
+def _check_target_modules(where: str, model: PreTrainedModel, targets: tuple[str, ...]) -> None:
+    modules = list(model.named_modules())
     # peft matches a target against a module's full name or its last dotted parts.
-    missing = [t for t in candidate.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    matched = {t: [(n, m) for n, m in modules if n == t or n.endswith("." + t)] for t in targets}
+    missing = [t for t, found in matched.items() if not found]
     if missing:
         raise RegistryError(
             f"{where}: field 'target_modules' names {missing}, which {type(model).__name__} does not have"
         )
+    for target, found in matched.items():
+        wrong = [(n, m) for n, m in found if not isinstance(m, LORA_LAYER_TYPES)]
+        if wrong:
+            name, module = wrong[0]
+            usable = sorted({n.rsplit(".", 1)[-1] for n, m in modules if isinstance(m, torch.nn.Linear)})
+            raise RegistryError(
+                f"{where}: field 'target_modules' names {target!r}, which is a {type(module).__name__} "
+                f"({name}); LoRA adapts only Linear, Embedding, Conv and Conv1D layers; "
+                f"Linear layers of {type(model).__name__}: {', '.join(usable[:12])}"
+            )
 
 
 def _from_config(candidate: Candidate, config: PretrainedConfig, dtype: torch.dtype | None = None) -> PreTrainedModel:

@@ -118,3 +118,37 @@ def test_a_bad_grade_or_a_cp949_answers_file_leaves_the_measurement_standing(ben
     # The graded rows survived the round trip, so their grades carry over; an answer that did
     # not would have made the CP949 file be kept aside instead.
     assert (record["status"], record["human_grade"], record["human_graded"], kept) == ("ok", 5.0, 1, [])
+
+
+# --- 10: target modules LoRA cannot adapt, and full-size configs past the sanity bounds -----
+
+BOUND_CASES = {
+    "norm as target": (
+        _entry(target_modules=["q_proj", "input_layernorm"]),
+        "field 'target_modules' names 'input_layernorm', which is a LlamaRMSNorm (model.layers.0.input_layernorm); "
+        "LoRA adapts only Linear, Embedding, Conv and Conv1D layers; Linear layers of LlamaForCausalLM: down_proj, ",
+    ),
+    "too many layers": (
+        _entry(config={**TINY_ENTRY["config"], "num_hidden_layers": 200_000}),
+        "field 'config' has num_hidden_layers = 200,000, above the sanity bound of 1,000 layers",
+    ),
+    "too many parameters": (
+        _entry(config={**TINY_ENTRY["config"], "hidden_size": 65_536, "intermediate_size": 400_000}),
+        "B parameters at full size, above the sanity bound of 100 B",
+    ),
+}
+
+
+@pytest.mark.parametrize("entry, message", BOUND_CASES.values(), ids=BOUND_CASES.keys())
+def test_registry_entry_lora_or_the_full_size_plan_cannot_handle_stops_the_start(
+    bench_pytester: pytest.Pytester, tmp_path: Path, entry: dict, message: str
+) -> None:
+    registry = write_registry(tmp_path / "candidates.toml", entry)
+    assert_usage_error(bench_pytester, ["--ohlora-candidates", str(registry)], message)
+
+
+def test_plan_refuses_a_target_lora_cannot_adapt(tmp_path: Path) -> None:
+    from ohlora_fixtures.__main__ import main
+
+    registry = write_registry(tmp_path / "candidates.toml", _entry(target_modules=["input_layernorm"]))
+    assert main(["plan", "--candidates", str(registry)]) == 2
