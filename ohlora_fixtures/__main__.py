@@ -7,8 +7,21 @@ import json
 import os
 import sys
 import warnings
+from typing import Any, Callable
 
 from .errors import UsageError
+
+
+def _argument(parse: Callable[[str], Any], expected: str) -> Callable[[str], Any]:
+    """An argparse `type` that says what it expected, not the parser's function name."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not valid; expected {expected}") from None
+
+    return convert
 
 
 def _plan(argv: list[str]) -> int:
@@ -16,7 +29,7 @@ def _plan(argv: list[str]) -> int:
     from .devices import DTYPES
     from .models import check_candidate
     from .plan import format_plans, plan_candidate
-    from .settings import _names, _ranks
+    from .settings import _names, _positive_int, _ranks
 
     parser = argparse.ArgumentParser(
         prog="python -m ohlora_fixtures plan",
@@ -24,15 +37,15 @@ def _plan(argv: list[str]) -> int:
         "without allocating weights.",
     )
     parser.add_argument("--candidates", default=str(registry.DEFAULT_REGISTRY), help="registry TOML file")
-    parser.add_argument("--models", type=_names, default=None, help="comma-separated candidate names")
-    parser.add_argument("--ranks", type=_ranks, default=(16, 32, 64), help="comma-separated LoRA ranks")
+    parser.add_argument("--models", type=_argument(_names, "comma-separated names"), default=None, help="comma-separated candidate names")
+    parser.add_argument("--ranks", type=_argument(_ranks, "comma-separated positive integers"), default=(16, 32, 64), help="comma-separated LoRA ranks")
     parser.add_argument("--dtype", choices=list(DTYPES), default="bfloat16", help="weights dtype")
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--seq-len", type=int, default=64, help="tokens per training row (estimate input)")
-    parser.add_argument("--max-new-tokens", type=int, default=80)
+    parser.add_argument("--batch-size", type=_argument(_positive_int, "a positive integer"), default=4)
+    parser.add_argument("--seq-len", type=_argument(_positive_int, "a positive integer"), default=64, help="tokens per training row (estimate input)")
+    parser.add_argument("--max-new-tokens", type=_argument(_positive_int, "a positive integer"), default=80)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
-    candidates = registry.select(registry.load_registry(args.candidates), list(args.models or []))
+    candidates = registry.select(registry.load_registry(args.candidates), list(args.models or []), option="--models")
     for candidate in candidates:
         check_candidate(candidate, "full")
     plans = [

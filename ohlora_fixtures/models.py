@@ -6,7 +6,7 @@ import difflib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import huggingface_hub
 import torch
@@ -22,6 +22,7 @@ from .settings import SCALES
 # head counts stay, so the GQA ratio, tying and rotary fraction are the real ones.
 TINY_WIDTH_DIVISOR = 16
 TINY_LAYERS = 2
+T = TypeVar("T")
 _WIDTH_KEYS = ("hidden_size", "intermediate_size", "head_dim", "attention_hidden_size")
 
 
@@ -92,15 +93,16 @@ def check_candidate(candidate: Candidate, scale: str) -> None:
         close = difflib.get_close_matches(candidate.model_type, list(CONFIG_MAPPING.keys()), n=3)
         hint = f"; did you mean {' or '.join(repr(name) for name in close)}?" if close else ""
         raise RegistryError(f"{where}: field 'model_type' = {candidate.model_type!r} is not a transformers model type{hint}")
-    layers = getattr(build_config(candidate, "full"), "num_hidden_layers", 0) or 0
+    # A stand-in has TINY_LAYERS layers, so it is safe to build before the full-size bounds are known.
+    model = _checked_meta_model(where, candidate, scale) if scale != "full" else None
+    layers = getattr(_checked(where, candidate, "full", lambda: build_config(candidate, "full")), "num_hidden_layers", 0) or 0
     if layers > MAX_LAYERS:
         raise RegistryError(
             f"{where}: field 'config' has num_hidden_layers = {layers:,}, above the sanity bound of "
             f"{MAX_LAYERS:,} layers for a full-size model; check the value"
         )
-    model = _checked_meta_model(where, candidate, scale)
-    _check_target_modules(where, model, candidate.target_modules)
-    full = model if scale == "full" else _checked_meta_model(where, candidate, "full")
+    full = _checked_meta_model(where, candidate, "full")
+    _check_target_modules(where, full if model is None else model, candidate.target_modules)
     total = _total(full)
     if total > MAX_FULL_PARAMS:
         raise RegistryError(
@@ -110,8 +112,12 @@ def check_candidate(candidate: Candidate, scale: str) -> None:
 
 
 def _checked_meta_model(where: str, candidate: Candidate, scale: str) -> PreTrainedModel:
+    return _checked(where, candidate, scale, lambda: meta_model(candidate, scale))
+
+
+def _checked(where: str, candidate: Candidate, scale: str, build: Callable[[], T]) -> T:
     try:
-        return meta_model(candidate, scale)
+        return build()
     except UsageError:
         raise
     except Exception as error:  # noqa: BLE001 - whatever the model class rejects is a registry mistake

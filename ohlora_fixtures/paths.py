@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Callable
 
+from .errors import UsageError
+
 # The characters a registry name may use (see registry.NAME_RULE); anything else becomes "_".
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 MAX_SLUG = 64
@@ -62,12 +64,37 @@ def _umask() -> int:
     return mask
 
 
-def check_writable_folder(folder: Path) -> None:
-    """Raise OSError unless a file can really be created and removed in `folder`.
+def check_report_dir(path: Path, results_path: Path) -> None:
+    """Refuse, at start-up, a report folder or results log that cannot be written.
 
-    os.access trusts permission bits; root passes it for /proc, a read-only
-    mount or a full disk, where creating a file still fails.
+    Results are first written after the first benchmark: too late to find
+    out then. Writability is tried by creating and removing a file, because
+    os.access trusts permission bits (root passes it for /proc, a read-only
+    mount or a full disk).
     """
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=".ohlora-write-check.")
-    os.close(handle)
-    os.unlink(temporary)
+    option = "--ohlora-report-dir"
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option}: {path} exists and is not a directory")
+    nearest = next(parent for parent in (path.absolute(), *path.absolute().parents) if parent.exists())
+    if not nearest.is_dir():
+        raise UsageError(f"{option}: {path} cannot be created: {nearest} is a file, not a directory")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=nearest, prefix=".ohlora-write-check.")
+        os.close(handle)
+        os.unlink(temporary)
+    except OSError as error:
+        raise UsageError(f"{option}: {path} cannot be written: creating a file in {nearest} fails ({error.strerror or error})") from None
+    if results_path.is_dir() or (results_path.exists() and not results_path.is_file()):
+        raise UsageError(
+            f"{option}: {results_path} is not a regular file; the results log must be one; move it away"
+        )
+    if results_path.exists():
+        try:
+            # Opening for append changes nothing, and fails where appending a record would.
+            with results_path.open("a", encoding="utf-8"):
+                pass
+        except OSError as error:
+            raise UsageError(
+                f"{option}: {results_path} cannot be appended to ({error.strerror or error}); "
+                "make it writable or choose another --ohlora-report-dir"
+            ) from None

@@ -169,14 +169,16 @@ def _check_name(where: str, name: str) -> None:
     )
 
 
-def select(candidates: tuple[Candidate, ...], names: list[str] | None) -> tuple[Candidate, ...]:
-    """The candidates named by --ohlora-models, in registry order; all when None."""
+def select(
+    candidates: tuple[Candidate, ...], names: list[str] | None, option: str = "--ohlora-models"
+) -> tuple[Candidate, ...]:
+    """The candidates named by `option`, in registry order; all when None."""
     if not names:
         return candidates
     known = {candidate.name for candidate in candidates}
     unknown = [name for name in names if name not in known]
     if unknown:
         raise RegistryError(
-            f"--ohlora-models: unknown candidate(s) {unknown}; valid names: {', '.join(sorted(known))}"
+            f"{option}: unknown candidate(s) {unknown}; valid names: {', '.join(sorted(known))}"
         )
     return tuple(candidate for candidate in candidates if candidate.name in names)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from .dataset import PRESETS
 from .errors import UsageError
+from .paths import check_report_dir
 from .registry import DEFAULT_REGISTRY
 from .selection import parse_weights
 
@@ -24,6 +24,18 @@ SCALES = ("tiny", "full")
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
+        raise ValueError
+    return value
+
+
+# What torch.manual_seed really accepts is [-2**63, 2**64), but a negative seed wraps onto a
+# positive one (-1 is 2**64 - 1): only the unsigned range names each seed once.
+SEED_RANGE = range(0, 2**64)
+
+
+def _seed(text: str) -> int:
+    value = int(text)
+    if value not in SEED_RANGE:
         raise ValueError
     return value
 
@@ -113,7 +125,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("lora_dropout", _fraction, 0.05, "LoRA dropout", "a number in [0, 1)"),
     Option("max_new_tokens", _positive_int, 80, "new tokens per answer (not counting the prompt)", "a positive integer"),
     Option("greedy", None, False, "greedy decoding instead of seeded sampling"),
-    Option("seed", int, 42, "seed for weights, adapters, batches and sampling", "an integer"),
+    Option("seed", _seed, 42, "seed for weights, adapters, batches and sampling", f"an integer from 0 to {SEED_RANGE.stop - 1} (torch's seed range)"),
     Option("allow_download", None, False, "let pretrained weights be downloaded from the hub"),
     Option("trust_remote_code", None, False, "allow remote code for registry entries that ask for it"),
     Option("allow_pickle", None, False, "allow pickle (.bin) checkpoints, which can run code when loaded"),
@@ -213,19 +225,8 @@ def parse(raw: dict[str, Any]) -> Settings:
         raise UsageError(
             f"--ohlora-min-params {settings.min_params} is above --ohlora-max-params {settings.max_params}"
         )
-    _check_report_dir(settings.report_dir)
+    check_report_dir(settings.report_dir, settings.results_path)
     return settings
-
-
-def _check_report_dir(path: Path) -> None:
-    # Results are first written after the first benchmark: too late to find out the directory is unusable.
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--ohlora-report-dir: {path} exists and is not a directory")
-    nearest = next(parent for parent in (path.absolute(), *path.absolute().parents) if parent.exists())
-    if not nearest.is_dir():
-        raise UsageError(f"--ohlora-report-dir: {path} cannot be created: {nearest} is a file, not a directory")
-    if not os.access(nearest, os.W_OK | os.X_OK):
-        raise UsageError(f"--ohlora-report-dir: {path} cannot be written: {nearest} is not writable")
 
 
 def from_pytest(config: Any) -> Settings:

@@ -152,3 +152,65 @@ def test_plan_refuses_a_target_lora_cannot_adapt(tmp_path: Path) -> None:
 
     registry = write_registry(tmp_path / "candidates.toml", _entry(target_modules=["input_layernorm"]))
     assert main(["plan", "--candidates", str(registry)]) == 2
+
+
+# --- 12: seeds, report folders and results logs that cannot be used; plan's own options -----
+
+
+def _results_dir(tmp: Path) -> Path:
+    (tmp / "report" / "results.jsonl").mkdir(parents=True)
+    return tmp / "report"
+
+
+START_UP_CASES = {
+    "seed too large": (["--ohlora-seed", "99999999999999999999999"],
+                       "--ohlora-seed: '99999999999999999999999' is not valid; expected an integer from 0 to 18446744073709551615"),
+    "negative seed": (["--ohlora-seed", "-1"], "--ohlora-seed: '-1' is not valid; expected an integer from 0"),
+    # Root passes os.access for /proc; creating a file there still fails.
+    "unwritable folder": (["--ohlora-report-dir", "/proc/ohlora-x"], "--ohlora-report-dir: /proc/ohlora-x cannot be written: creating a file in /proc fails"),
+}
+
+
+@pytest.mark.parametrize("args, message", START_UP_CASES.values(), ids=START_UP_CASES.keys())
+def test_unusable_seed_or_report_folder_is_refused_at_start_up(bench_pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    assert_usage_error(bench_pytester, args, message)
+
+
+def test_a_results_log_that_is_a_directory_is_refused_at_start_up(bench_pytester: pytest.Pytester, tmp_path: Path) -> None:
+    report = _results_dir(tmp_path)
+    assert_usage_error(bench_pytester, ["--ohlora-report-dir", str(report)],
+                       f"--ohlora-report-dir: {report / 'results.jsonl'} is not a regular file")
+
+
+def test_a_results_log_that_cannot_be_appended_to_is_refused_at_start_up(
+    bench_pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "results.jsonl").write_text("", encoding="utf-8")
+    real_open = Path.open
+
+    def read_only(self: Path, mode: str = "r", *args: object, **kwargs: object):
+        # Fault injection: as root a chmod 0444 file stays writable, so the refusal is simulated.
+        if self.name == "results.jsonl" and "a" in mode:
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", read_only)
+    assert_usage_error(bench_pytester, ["--ohlora-report-dir", str(tmp_path)],
+                       f"{tmp_path / 'results.jsonl'} cannot be appended to (Permission denied)")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "-4"], "argument --batch-size: '-4' is not valid; expected a positive integer"),
+    (["--seq-len", "0"], "argument --seq-len: '0' is not valid; expected a positive integer"),
+    (["--models", "nope"], "error: --models: unknown candidate(s) ['nope']"),
+])
+def test_plan_refuses_bad_sizes_naming_its_own_options(capsys: pytest.CaptureFixture, args: list[str], message: str) -> None:
+    from ohlora_fixtures.__main__ import main
+
+    try:
+        code = main(["plan", *args])
+    except SystemExit as exit:  # argparse exits on its own errors
+        code = exit.code
+    assert code == 2
+    error = capsys.readouterr().err
+    assert message in error and "--ohlora-" not in error
