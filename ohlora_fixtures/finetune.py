@@ -13,6 +13,7 @@ from transformers import PreTrainedModel
 
 from .dataset import QAPair
 from .devices import synchronize
+from .errors import DatasetError
 from .registry import Candidate
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
@@ -38,6 +39,23 @@ class Example:
 
     input_ids: tuple[int, ...]
     labels: tuple[int, ...]
+    line: int = 0
+    """The dataset line the pair starts on."""
+    truncated: bool = False
+    """Whether the answer was cut to fit the model's positions."""
+
+
+# Where transformers configs state how many positions a model has (RWKV: context_length).
+POSITION_KEYS = ("max_position_embeddings", "n_positions", "context_length", "n_ctx")
+
+
+def position_limit(config: Any) -> int | None:
+    """How many tokens (prompt and answer together) a model's config allows; None if it states none."""
+    for key in POSITION_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def lora_config(candidate: Candidate, settings: FinetuneSettings) -> peft.LoraConfig:
@@ -77,10 +95,13 @@ def fresh_adapter(
         base.zero_grad(set_to_none=True)
 
 
-def encode(tokenizer: Any, candidate: Candidate, pairs: Sequence[QAPair]) -> list[Example]:
+def encode(tokenizer: Any, candidate: Candidate, pairs: Sequence[QAPair], limit: int | None = None) -> list[Example]:
     """Tokenise prompt and answer apart, so the label mask falls exactly on the answer.
 
     Pairs without an answer are left out: there is nothing to learn or score.
+    A row longer than `limit` positions keeps its prompt and as much of its
+    answer as fits (`truncated`); one whose prompt leaves no room for an answer
+    token is a DatasetError naming its line.
     """
     examples = []
     for pair in pairs:
@@ -88,9 +109,17 @@ def encode(tokenizer: Any, candidate: Candidate, pairs: Sequence[QAPair]) -> lis
             continue
         prompt_ids = tokenizer(candidate.prompt(pair.question)).input_ids
         answer_ids = tokenizer(pair.answer, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
-        examples.append(
-            Example(tuple(prompt_ids + answer_ids), tuple([IGNORE_INDEX] * len(prompt_ids) + answer_ids))
-        )
+        truncated = limit is not None and len(prompt_ids) + len(answer_ids) > limit
+        if truncated:
+            if len(prompt_ids) >= limit:
+                raise DatasetError(
+                    f"dataset line {pair.line}: the prompt alone is {len(prompt_ids):,} tokens, but "
+                    f"{candidate.name} has {limit:,} positions; shorten the question or leave {candidate.name} out"
+                )
+            answer_ids = answer_ids[: limit - len(prompt_ids)]
+        examples.append(Example(
+            tuple(prompt_ids + answer_ids), tuple([IGNORE_INDEX] * len(prompt_ids) + answer_ids), pair.line, truncated
+        ))
     return examples
 
 

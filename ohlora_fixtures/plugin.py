@@ -46,7 +46,11 @@ def pytest_configure(config: pytest.Config) -> None:
         from .study import Study
 
         worker = getattr(config, "workerinput", None)  # only on a pytest-xdist worker
-        study = Study.from_settings(settings, int(worker["workerid"].removeprefix("gw")) if worker else None)
+        with warnings.catch_warnings(record=True) as caught:  # start-up notices belong in pytest's warnings summary
+            warnings.simplefilter("always")
+            study = Study.from_settings(settings, int(worker["workerid"].removeprefix("gw")) if worker else None)
+        for notice in caught:
+            config.issue_config_time_warning(notice.message, stacklevel=2)
         if worker is not None:
             # The controller's run id: its report gathers the records of this run from the shared log.
             study.run_id = worker["ohlora_run_id"]

@@ -25,6 +25,7 @@ from .finetune import (
     eval_batches,
     eval_loss,
     fresh_adapter,
+    position_limit,
     step_batches,
     train,
     warm_up,
@@ -156,10 +157,11 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
     _resume_or_none(study, record)
     with recorded(study, benchmark, record):
         base = study.base_model(candidate)
-        train_examples = encode(base.tokenizer, candidate, study.experiment.train)
+        limit = position_limit(base.model.config)
+        train_examples = encode(base.tokenizer, candidate, study.experiment.train, limit)
         pad_id = base.tokenizer.pad_token_id
         batches = step_batches(train_examples, settings, pad_id, study.device)
-        valid_examples = encode(base.tokenizer, candidate, study.experiment.valid)
+        valid_examples = encode(base.tokenizer, candidate, study.experiment.valid, limit)
         valid = eval_batches(valid_examples, settings.batch_size, pad_id, study.device)
         with fresh_adapter(base.model, candidate, settings) as model:
             trainable, total = model.get_nb_trainable_parameters()

@@ -21,6 +21,7 @@ from .hardware import Peaks, device_peaks
 from .inference import GenerationSettings
 from .memory import release_cached_memory
 from .models import BaseModel, build_random, check_candidate, check_pretrained, load_pretrained
+from .positions import check_row_lengths
 from .registry import Candidate
 from .settings import Settings
 from .tokenizer import dataset_tokenizer
@@ -60,7 +61,11 @@ class Study:
             settings.dataset, settings.preset, settings.train_rows, settings.valid_rows, settings.prompts
         )
         device = resolve_device(settings.device, worker)
-        return cls(settings, candidates, experiment, device, resolve_dtype(settings.dtype, device))
+        study = cls(settings, candidates, experiment, device, resolve_dtype(settings.dtype, device))
+        if settings.weights == "random":
+            # A pretrained model's tokenizer loads with its weights; the runner cuts its rows then.
+            check_row_lengths(study.random_tokenizer, candidates, experiment, settings.scale, settings.max_new_tokens)
+        return study
 
     def finetune_settings(self, rank: int) -> FinetuneSettings:
         """The fine-tuning settings of one rank."""

@@ -214,3 +214,73 @@ def test_plan_refuses_bad_sizes_naming_its_own_options(capsys: pytest.CaptureFix
     assert code == 2
     error = capsys.readouterr().err
     assert message in error and "--ohlora-" not in error
+
+
+# --- 13: rows longer than a candidate's positions ---------------------------------------------
+
+
+def _dataset(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    import csv
+
+    with path.open("w", encoding="utf-8", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(("data_type", "input_data", "output_data"))
+        writer.writerows(rows)
+    return path
+
+
+def _long(words: int) -> str:
+    return " ".join(f"답변{index % 97}번" for index in range(words))  # about 20,000 characters at 3,500 words
+
+
+def _short_positions_registry(tmp: Path) -> Path:
+    return write_registry(tmp / "candidates.toml", _entry(config={**TINY_ENTRY["config"], "max_position_embeddings": 128}))
+
+
+def test_long_training_rows_are_cut_to_the_positions_with_one_warning(bench_pytester: pytest.Pytester, tmp_path: Path) -> None:
+    long_answer = _long(3_500)
+    assert len(long_answer) >= 20_000
+    rows = [("train", f"질문 {i}", long_answer if i in (1, 3) else f"짧은 답 {i}") for i in range(4)]
+    rows += [("valid", f"검증 {i}", long_answer) for i in range(4)]
+    dataset = _dataset(tmp_path / "long.csv", rows)
+
+    result = bench_pytester.runpytest_inprocess(
+        "--ohlora-candidates", str(_short_positions_registry(tmp_path)), "--ohlora-dataset", str(dataset),
+        *TINY_RUN, "--ohlora-report-dir", "report", "-k", "test_finetune", "-p", "no:randomly",
+    )
+
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        f"*RowsTruncatedWarning: tiny-llama: 4 training/validation row(s) are longer than its 128 positions; "
+        f"their answers are cut to fit (first at {dataset} line 3)*",
+    ])
+    assert result.stdout.str().count("RowsTruncatedWarning") == 1
+    record = list(results.read(bench_pytester.path / "report" / "results.jsonl"))[-1]
+    assert record["status"] == "ok"
+    # 2 of 4 rows hold 128 tokens, per epoch: well under what 20,000-character rows would be.
+    assert record["tokens"] <= 4 * 128
+
+
+@pytest.mark.parametrize("question, message", [
+    (_long(3_000), "line 2: the prompt alone is"),
+    ("짧은 질문", "line 9: the prompt plus --ohlora-max-new-tokens 100 needs"),
+])
+def test_a_prompt_that_does_not_fit_the_positions_is_refused_with_its_line(
+    bench_pytester: pytest.Pytester, tmp_path: Path, question: str, message: str
+) -> None:
+    rows = [("train", question, "답")] + [("train", f"질문 {i}", "답") for i in range(3)] + [("valid", "검증", "답")] * 2
+    # Prompts are the valid rows after the two used for validation: lines 8 and 9.
+    rows += [("valid", "검증", "답"), ("valid", _long(60) if "max-new" in message else "검증", "답")]
+    dataset = _dataset(tmp_path / "long.csv", rows)
+    assert_usage_error(bench_pytester, [
+        "--ohlora-candidates", str(_short_positions_registry(tmp_path)), "--ohlora-dataset", str(dataset),
+        *TINY_RUN, "--ohlora-max-new-tokens", "100",
+    ], message)
+
+
+def test_rwkv_s_limit_is_its_context_length() -> None:
+    from ohlora_fixtures.finetune import position_limit
+    from ohlora_fixtures.models import build_config
+
+    rwkv = next(c for c in load_registry() if c.model_type == "rwkv")
+    assert position_limit(build_config(rwkv, "tiny")) == build_config(rwkv, "tiny").context_length == 1024
