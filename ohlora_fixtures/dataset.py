@@ -13,11 +13,13 @@ import csv
 import hashlib
 import io
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ohlora_fixtures.errors import DatasetError, UsageError
+from ohlora_fixtures.paths import not_a_file
 
 if TYPE_CHECKING:
     import pandas
@@ -243,10 +245,10 @@ def load_experiment(
 
 
 def _read_bytes(path: Path) -> bytes:
-    if not path.is_file():
-        what = "is a directory, not a file" if path.is_dir() else "not found"
+    problem = not_a_file(path)
+    if problem:
         raise DatasetError(
-            f"{path}: dataset file {what}; pass the path of a CSV file with "
+            f"{path}: dataset file {problem}; pass the path of a CSV file with "
             "--ohlora-dataset"
         )
     try:
@@ -256,15 +258,35 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _decode(raw: bytes, path: Path) -> str:
-    for encoding in ENCODINGS:
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    raise DatasetError(
-        f"{path}: cannot decode the file as any of {', '.join(ENCODINGS)}; "
-        "re-save it as UTF-8 CSV"
-    )
+    try:
+        return raw.decode(ENCODINGS[0])
+    except UnicodeDecodeError:
+        pass
+    try:
+        text = raw.decode(ENCODINGS[1])
+    except UnicodeDecodeError:
+        text = None
+    lines = raw.split(b"\n")  # a newline byte is never inside a UTF-8 or CP949 character
+    # A line with non-ASCII bytes that is valid UTF-8 is never CP949 Hangul (its lead bytes are
+    # UTF-8 continuation bytes): a file that also has a non-UTF-8 line mixes the two encodings.
+    not_utf8 = next(n for n, line in enumerate(lines, 1) if not _decodes(line, "utf-8"))
+    utf8 = next((n for n, line in enumerate(lines, 1) if not line.isascii() and _decodes(line, "utf-8")), None)
+    if text is not None and utf8 is None:
+        return text
+    neither = next((n for n, line in enumerate(lines, 1) if not _decodes(line, "utf-8") and not _decodes(line, "cp949")), None)
+    if neither is not None:
+        what = f"line {neither} is neither UTF-8 nor CP949"
+    else:
+        what = f"it mixes encodings: line {utf8} is UTF-8 but line {not_utf8} is not (CP949?)"
+    raise DatasetError(f"{path}: cannot decode the file: {what}; re-save the whole file as UTF-8 CSV")
+
+
+def _decodes(line: bytes, encoding: str) -> bool:
+    try:
+        line.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _lines(text: str) -> io.StringIO:
@@ -307,6 +329,7 @@ def _scan_rows(text: str, path: Path) -> tuple[int, list[int]]:
             continue
         if not header_line:
             header_line, width = record_start, len(record)
+            _check_header(record, record_start, path)
         elif len(record) > width:
             raise DatasetError(
                 f"{path}: not a well-formed CSV file: line {record_start} has "
@@ -328,6 +351,21 @@ def _scan_rows(text: str, path: Path) -> tuple[int, list[int]]:
     return header_line, row_lines
 
 
+def _check_header(header: list[str], line: int, path: Path) -> None:
+    # pandas would rename the second copy to "input_data.1" and use the first without a word.
+    repeated = [column for column in REQUIRED_COLUMNS if header.count(column) > 1]
+    if repeated:
+        raise DatasetError(
+            f"{path}: the header (line {line}) has the column {repeated[0]!r} "
+            f"{header.count(repeated[0])} times; keep one, or rename the others"
+        )
+
+
+def _is_blank_text(text: str) -> bool:
+    """No visible character: only whitespace and control or format characters (NUL, zero-width space)."""
+    return all(char.isspace() or unicodedata.category(char) in ("Cc", "Cf") for char in text)
+
+
 def _check_rows(frame: pandas.DataFrame, raw_types: pandas.Series, path: Path) -> None:
     problems: list[str] = []
     for line, data_type, raw_type, question, answer in zip(
@@ -344,15 +382,15 @@ def _check_rows(frame: pandas.DataFrame, raw_types: pandas.Series, path: Path) -
                 "train nor valid"
             )
             continue
-        if not question.strip():
+        if _is_blank_text(question):
             problems.append(
-                f"line {line}, column input_data: the question is empty "
-                f"({data_type} rows need one)"
+                f"line {line}, column input_data: the question is empty or has no "
+                f"visible character ({data_type} rows need one)"
             )
-        if data_type == "train" and not answer.strip():
+        if data_type == "train" and _is_blank_text(answer):
             problems.append(
-                f"line {line}, column output_data: the answer is empty "
-                "(train rows need one)"
+                f"line {line}, column output_data: the answer is empty or has no "
+                "visible character (train rows need one)"
             )
     if problems:
         shown = problems[:MAX_PROBLEMS_SHOWN]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RegistryError
+from .paths import not_a_file
 
 DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "data" / "candidates.toml"
 DEFAULT_PROMPT_TEMPLATE = "### 질문: {question} ### 답변: "
@@ -74,8 +75,8 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
 def load_registry(path: str | Path = DEFAULT_REGISTRY) -> tuple[Candidate, ...]:
     """Read and check a registry file; every problem names the entry and field."""
     path = Path(path)
-    if not path.is_file():
-        what = "is a directory, not a file" if path.is_dir() else "not found"
+    what = not_a_file(path)
+    if what:
         raise RegistryError(
             f"candidate registry {path}: {what}; "
             "pass --ohlora-candidates with the path of a TOML registry like data/candidates.toml"

@@ -25,6 +25,7 @@ from .devices import DTYPES
 from .errors import UsageError
 from .plan import CandidatePlan, plan_candidate
 from .plots import CandidateSeries, write_plots
+from .paths import not_a_file
 from .quality import read_grades, grade_label
 from .registry import Candidate
 from .settings import DATA_DIR, Settings, parse
@@ -155,8 +156,10 @@ def _is_record(value: Any) -> bool:
 
 def read_stored(path: Path) -> list[Stored]:
     """The records of a results.jsonl log or of a pytest-benchmark JSON file (its `extra_info`)."""
-    if not path.is_file():
-        raise UsageError(f"{path}: not found; give pytest-benchmark JSON files or results.jsonl logs")
+    problem = not_a_file(path)
+    if problem:
+        problem = "is a directory, expected a results file" if path.is_dir() else problem
+        raise UsageError(f"{path}: {problem}; give pytest-benchmark JSON files or results.jsonl logs")
     if path.suffix == ".jsonl":
         return [Stored(record, str(path)) for record in results.read(path) if _is_record(record)]
     try:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 import uuid
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -53,6 +54,13 @@ class Study:
     def from_settings(cls, settings: Settings, worker: int | None = None) -> "Study":
         """Check and load everything a run needs except the models; `worker` is a pytest-xdist worker's number."""
         candidates = registry.select(registry.load_registry(settings.candidates), list(settings.models or []))
+        if settings.eval_after_finetune and settings.resume:
+            warnings.warn(
+                "--ohlora-eval-after-finetune with --ohlora-resume: fine-tunes already in results.jsonl are not "
+                "re-run, so they keep the adapter answers of their own run (none if it ran without this flag); "
+                "leave out --ohlora-resume to answer with every adapter",
+                stacklevel=2,
+            )
         for candidate in candidates:
             check_candidate(candidate, "full" if settings.weights == "pretrained" else settings.scale)
             if settings.weights == "pretrained":

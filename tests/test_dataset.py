@@ -105,12 +105,11 @@ def test_cp949_file_is_not_valid_utf8():
         KOREAN.encode("cp949").decode("utf-8")
 
 
-def test_undecodable_file_names_the_encodings_tried(tmp_path):
+def test_undecodable_file_names_the_line_and_the_encodings_tried(tmp_path):
     path = tmp_path / "latin.csv"
     path.write_bytes(HEADER.encode() + b"train,\x80\xff,answer\n")
     message = dataset_error(path)
-    assert "utf-8-sig" in message and "cp949" in message
-    assert "UTF-8" in message
+    assert "line 2 is neither UTF-8 nor CP949; re-save the whole file as UTF-8 CSV" in message
 
 
 # --- file-level rejections ---------------------------------------------------

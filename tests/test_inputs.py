@@ -284,3 +284,82 @@ def test_rwkv_s_limit_is_its_context_length() -> None:
 
     rwkv = next(c for c in load_registry() if c.model_type == "rwkv")
     assert position_limit(build_config(rwkv, "tiny")) == build_config(rwkv, "tiny").context_length == 1024
+
+
+# --- 14: special files, folders, mixed encodings, duplicate columns, invisible questions --------
+
+
+def _fifo(tmp: Path) -> Path:
+    os.mkfifo(tmp / "fifo.csv")
+    return tmp / "fifo.csv"
+
+
+SPECIAL_CASES = {
+    "dev null": (lambda tmp: Path("/dev/null"), "/dev/null: dataset file is not a regular file (a character device)"),
+    # Opening a FIFO would wait for a writer forever: the check must only stat it.
+    "fifo": (_fifo, "fifo.csv: dataset file is not a regular file (a FIFO)"),
+}
+
+
+@pytest.mark.parametrize("make, message", SPECIAL_CASES.values(), ids=SPECIAL_CASES.keys())
+def test_a_dataset_that_is_not_a_regular_file_says_what_it_is(bench_pytester: pytest.Pytester, tmp_path: Path, make, message: str) -> None:
+    assert_usage_error(bench_pytester, ["--ohlora-dataset", str(make(tmp_path))], message)
+
+
+def test_a_registry_that_is_a_device_says_what_it_is(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="/dev/null: is not a regular file"):
+        load_registry("/dev/null")
+
+
+def test_report_given_a_folder_says_it_is_a_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from ohlora_fixtures.__main__ import main
+
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    assert f"{tmp_path}: is a directory, expected a results file" in capsys.readouterr().err
+
+
+def _dataset_error(path: Path) -> str:
+    from ohlora_fixtures.dataset import load_dataset
+    from ohlora_fixtures.errors import DatasetError
+
+    with pytest.raises(DatasetError) as caught:
+        load_dataset(path)
+    return str(caught.value)
+
+
+HEADER = b"data_type,input_data,output_data\n"
+
+
+def test_a_mixed_encoding_dataset_names_a_line_of_each(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    path.write_bytes(HEADER + "train,안녕,반가워\n".encode("utf-8") + "train,누구야,오로라야\n".encode("cp949"))
+    assert "it mixes encodings: line 2 is UTF-8 but line 3 is not (CP949?)" in _dataset_error(path)
+
+
+def test_a_cp949_dataset_still_loads(tmp_path: Path) -> None:
+    from ohlora_fixtures.dataset import load_dataset
+
+    path = tmp_path / "cp949.csv"
+    path.write_bytes(HEADER + "train,안녕,반가워\ntrain,누구야,오로라야\n".encode("cp949"))
+    assert list(load_dataset(path)["input_data"]) == ["안녕", "누구야"]
+
+
+def test_a_duplicate_column_is_refused_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "dup.csv"
+    path.write_bytes(b"data_type,input_data,output_data,input_data\ntrain,q,a,q2\n")
+    assert "the header (line 1) has the column 'input_data' 2 times" in _dataset_error(path)
+
+
+@pytest.mark.parametrize("question", ["\x00", " \x00\t\x00 ", "\u200b"])
+def test_a_question_without_a_visible_character_is_refused_naming_the_line(tmp_path: Path, question: str) -> None:
+    path = tmp_path / "nul.csv"
+    path.write_bytes(HEADER + b"train,ok,a\n" + f'train,"{question}",b\n'.encode("utf-8"))
+    assert "line 3, column input_data: the question is empty or has no visible character" in _dataset_error(path)
+
+
+def test_eval_after_finetune_with_resume_warns_that_reused_fine_tunes_give_no_new_answers(bench_pytester: pytest.Pytester) -> None:
+    result = bench_pytester.runpytest_inprocess(
+        "--ohlora-models", "FinguAI-Chat-v1", "--ohlora-eval-after-finetune", "--ohlora-resume", "--collect-only", "-q",
+    )
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*UserWarning: --ohlora-eval-after-finetune with --ohlora-resume: fine-tunes already in results.jsonl are not re-run*"])
