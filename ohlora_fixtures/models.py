@@ -14,8 +14,7 @@ import transformers
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from .errors import RegistryError, UsageError
-from .registry import Candidate
-from .settings import SCALES
+from .registry import SCALES, Candidate
 
 # Tiny stand-ins divide every width by this and keep TINY_LAYERS layers; the
 # head counts stay, so the GQA ratio, tying and rotary fraction are the real ones.
@@ -68,7 +67,7 @@ def build_config(candidate: Candidate, scale: str = "full", vocab_size: int | No
 
 def count_parameters(candidate: Candidate, scale: str = "full") -> int:
     """Total parameters of the candidate's model, built on the meta device (nothing allocated)."""
-    return sum(parameter.numel() for parameter in meta_model(candidate, scale).parameters())
+    return parameter_count(meta_model(candidate, scale))
 
 
 def meta_model(candidate: Candidate, scale: str = "full") -> PreTrainedModel:
@@ -140,7 +139,7 @@ def build_random(
     with torch.device(device):
         model = _from_config(candidate, config, dtype=dtype)
     _align_generation_config(model, tokenizer)
-    return BaseModel(candidate, model, tokenizer, "random", scale, _total(model))
+    return BaseModel(candidate, model, tokenizer, "random", scale, parameter_count(model))
 
 
 def load_pretrained(
@@ -182,7 +181,7 @@ def load_pretrained(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     _align_generation_config(model, tokenizer)
-    return BaseModel(candidate, model, tokenizer, "pretrained", "full", _total(model))
+    return BaseModel(candidate, model, tokenizer, "pretrained", "full", parameter_count(model))
 
 
 def check_pretrained(candidate: Candidate, trust_remote_code: bool) -> None:
@@ -242,5 +241,6 @@ def _align_generation_config(model: PreTrainedModel, tokenizer: Any) -> None:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
 
 
-def _total(model: PreTrainedModel) -> int:
+def parameter_count(model: torch.nn.Module) -> int:
+    """Every parameter of the model, adapter included if attached: the one place parameters are counted."""
     return sum(parameter.numel() for parameter in model.parameters())

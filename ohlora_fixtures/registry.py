@@ -12,6 +12,7 @@ from .errors import RegistryError
 DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "data" / "candidates.toml"
 DEFAULT_PROMPT_TEMPLATE = "### 질문: {question} ### 답변: "
 KOREAN_SUPPORT = ("specialised", "supporting", "none")
+SCALES = ("tiny", "full")  # a candidate is built as a tiny stand-in of its shape, or at full size
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,13 @@ from typing import Any, Callable
 
 from .dataset import PRESETS
 from .errors import UsageError
-from .registry import DEFAULT_REGISTRY
+from .registry import DEFAULT_REGISTRY, SCALES
 from .selection import parse_weights
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_DATASET = DATA_DIR / "persona_qa.csv"
 DEFAULT_REPORT_DIR = Path(".benchmarks") / "ohlora"
 WEIGHTS = ("random", "pretrained")
-SCALES = ("tiny", "full")
 
 
 def _positive_int(text: str) -> int:
