@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
+from . import defaults
 from .devices import DTYPES
 from .finetune import FinetuneSettings, fresh_adapter
 from .memory import MIB
@@ -76,11 +77,11 @@ def activation_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: in
 
 def plan_candidate(
     candidate: Candidate,
-    ranks: Sequence[int] = (16, 32, 64),
-    dtype: str = "bfloat16",
-    batch_size: int = 4,
-    seq_len: int = 64,
-    max_new_tokens: int = 80,
+    ranks: Sequence[int] = defaults.RANKS,
+    dtype: str = defaults.PLAN_DTYPE,
+    batch_size: int = defaults.BATCH_SIZE,
+    seq_len: int = defaults.PLAN_SEQ_LEN,
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS,
 ) -> CandidatePlan:
     """Exact counts and estimated peaks of one candidate at full size."""
     dtype_bytes = DTYPES[dtype].itemsize

@@ -9,7 +9,7 @@ from typing import Callable
 
 from .. import registry, selection
 from ..errors import UsageError
-from ..settings import parse
+from ..settings import REPORT, add_options, parse
 from .render import render
 from .stored import read_stored
 
@@ -33,27 +33,11 @@ def main(argv: list[str]) -> int:
         "(candidate, kind, rank) wins.",
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="pytest-benchmark JSON or results.jsonl")
-    parser.add_argument("--out", default=str(Path(".benchmarks") / "ohlora"), help="output directory (default: %(default)s)")
-    parser.add_argument("--candidates", default=str(registry.DEFAULT_REGISTRY), help="candidate registry TOML")
-    parser.add_argument("--lang", default="en", help="en or ko (Korean headers)")
-    parser.add_argument("--compare-study", action="store_true", help="show the reference study's T4 figures beside ours")
-    parser.add_argument("--max-params", default=None, help="screening: at most this many billion parameters (3.0)")
-    parser.add_argument("--min-params", default=None, help="screening: at least this many billion parameters (0.0)")
-    parser.add_argument("--vram-budget-mb", default=None, help="fine-tuning peak budget in MiB (12288)")
-    parser.add_argument("--ranking-weights", default=None, metavar="NAME=W,...",
-                        help="recommendation weights; names: " + ", ".join(selection.CRITERION_NAMES))
+    add_options(parser.add_argument, REPORT)
     parser.add_argument("--ini", type=Path, default=Path("setup.cfg"),
                         help="read ohlora_weight_* keys from this file's [tool:pytest] section (default: %(default)s)")
     args = parser.parse_args(argv)
-    try:
-        settings = parse({
-            "report_dir": args.out, "candidates": args.candidates, "lang": args.lang,
-            "compare_study": args.compare_study, "max_params": args.max_params, "min_params": args.min_params,
-            "vram_budget_mb": args.vram_budget_mb, "ranking_weights": args.ranking_weights,
-        })
-    except UsageError as error:
-        # The options are checked by the plugin's own parsers, whose messages name the pytest flags.
-        raise UsageError(str(error).replace("--ohlora-report-dir", "--out").replace("--ohlora-", "--")) from None
+    settings = parse(vars(args), REPORT)
     stored = [item for path in args.files for item in read_stored(path)]
     if not stored:
         raise UsageError(f"no ohlora records in {', '.join(str(p) for p in args.files)}")
