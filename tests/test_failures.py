@@ -180,7 +180,9 @@ def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) 
         "--ohlora-report-dir", str(report), "--ohlora-models", "FinguAI-Chat-v1,TinyKo-v5-a", *TINY_RUN, "--ohlora-ranks", "16,32",
     ]
     # One thread each: this machine's other processes make OpenMP threads spin, which only costs time.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path / "plugins")}
+    # The caller's PYTHONPATH is kept after the hang plugin's, so the subprocess runs the code under test.
+    python_path = os.pathsep.join(filter(None, [str(tmp_path / "plugins"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
 
     # Order: FinguAI r16, r32, inference, then TinyKo r16 (the 3rd train call) hangs.
     hang = {"OHLORA_HANG_AT_TRAIN": "3", "OHLORA_HANG_MARKER": str(marker)}
