@@ -38,6 +38,11 @@ def test_schema1_lines_load_and_round_trip_through_the_current_schema() -> None:
     assert [r.flat() for r in records] == old
 
 
+def test_schema1_extra_info_of_pytest_benchmark_json_loads_as_the_same_records() -> None:
+    from_json_file = [stored.record for stored in report.read_stored(SCHEMA1 / "benchmark.json")]
+    assert from_json_file == schema1_records()
+
+
 def test_from_json_names_the_field_and_the_bad_value() -> None:
     good = json.loads(schema1_records()[0].to_json())
     cases = [
