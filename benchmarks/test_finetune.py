@@ -10,6 +10,7 @@ import math
 def test_finetune(ohlora_finetune, ohlora_candidate, lora_rank):
     record = ohlora_finetune(ohlora_candidate, lora_rank)
 
-    assert record["steps"] == len(record["losses"])
-    assert all(math.isfinite(loss) for loss in record["losses"])
-    assert record["trainable_params"] > 0
+    figures = record.finetune
+    assert figures.steps == len(figures.losses)
+    assert all(math.isfinite(loss) for loss in figures.losses)
+    assert figures.trainable_params > 0

@@ -25,31 +25,29 @@ def _argument(parse: Callable[[str], Any], expected: str) -> Callable[[str], Any
 
 
 def _plan(argv: list[str]) -> int:
-    from . import registry
+    from . import defaults, registry
     from .devices import DTYPES
     from .models import check_candidate
     from .plan import format_plans, plan_candidate
-    from .settings import _names, _positive_int, _ranks
+    from .settings import PLAN, add_options, parse, positive_int
 
     parser = argparse.ArgumentParser(
         prog="python -m ohlora_fixtures plan",
         description="Exact parameter counts and estimated memory of every candidate at full size, "
         "without allocating weights.",
     )
-    parser.add_argument("--candidates", default=str(registry.DEFAULT_REGISTRY), help="registry TOML file")
-    parser.add_argument("--models", type=_argument(_names, "comma-separated names"), default=None, help="comma-separated candidate names")
-    parser.add_argument("--ranks", type=_argument(_ranks, "comma-separated positive integers"), default=(16, 32, 64), help="comma-separated LoRA ranks")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="bfloat16", help="weights dtype")
-    parser.add_argument("--batch-size", type=_argument(_positive_int, "a positive integer"), default=4)
-    parser.add_argument("--seq-len", type=_argument(_positive_int, "a positive integer"), default=64, help="tokens per training row (estimate input)")
-    parser.add_argument("--max-new-tokens", type=_argument(_positive_int, "a positive integer"), default=80)
+    add_options(parser.add_argument, PLAN)
+    parser.add_argument("--dtype", choices=list(DTYPES), default=defaults.PLAN_DTYPE, help="weights dtype")
+    parser.add_argument("--seq-len", type=_argument(positive_int, "a positive integer"), default=defaults.PLAN_SEQ_LEN,
+                        help="tokens per training row (estimate input)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
-    candidates = registry.select(registry.load_registry(args.candidates), list(args.models or []), option="--models")
+    settings = parse(vars(args), PLAN)
+    candidates = registry.select(registry.load_registry(settings.candidates), list(settings.models or []), option="--models")
     for candidate in candidates:
         check_candidate(candidate, "full")
     plans = [
-        plan_candidate(candidate, args.ranks, args.dtype, args.batch_size, args.seq_len, args.max_new_tokens)
+        plan_candidate(candidate, settings.ranks, args.dtype, settings.batch_size, args.seq_len, settings.max_new_tokens)
         for candidate in candidates
     ]
     if args.json:

@@ -11,6 +11,7 @@ import peft
 import torch
 from transformers import PreTrainedModel
 
+from . import defaults
 from .dataset import QAPair
 from .devices import synchronize
 from .errors import DatasetError
@@ -24,13 +25,13 @@ class FinetuneSettings:
     """The study's fine-tuning settings by default: 20 rows, batch 4, 10 epochs = 50 steps."""
 
     rank: int
-    alpha: int = 16
-    dropout: float = 0.05
+    alpha: int = defaults.LORA_ALPHA
+    dropout: float = defaults.LORA_DROPOUT
     init: str = "gaussian"
-    learning_rate: float = 2e-4
-    batch_size: int = 4
-    epochs: int = 10
-    seed: int = 42
+    learning_rate: float = defaults.LEARNING_RATE
+    batch_size: int = defaults.BATCH_SIZE
+    epochs: int = defaults.EPOCHS
+    seed: int = defaults.SEED
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from . import defaults
 from .dataset import QAPair
 from .devices import synchronize
 from .paths import replace_atomically
@@ -27,9 +28,9 @@ ANSWER_COLUMNS = ("prompt_line", "prompt", "reference", "answer", "new_tokens", 
 class GenerationSettings:
     """At most `max_new_tokens` NEW tokens per answer (the study's cap counted the prompt too)."""
 
-    max_new_tokens: int = 80
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS
     greedy: bool = False
-    seed: int = 42
+    seed: int = defaults.SEED
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,7 @@ from transformers.pytorch_utils import Conv1D
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from .errors import RegistryError, UsageError
-from .registry import Candidate
-from .settings import SCALES
+from .registry import SCALES, Candidate
 
 # Tiny stand-ins divide every width by this and keep TINY_LAYERS layers; the
 # head counts stay, so the GQA ratio, tying and rotary fraction are the real ones.
@@ -70,7 +69,7 @@ def build_config(candidate: Candidate, scale: str = "full", vocab_size: int | No
 
 def count_parameters(candidate: Candidate, scale: str = "full") -> int:
     """Total parameters of the candidate's model, built on the meta device (nothing allocated)."""
-    return sum(parameter.numel() for parameter in meta_model(candidate, scale).parameters())
+    return parameter_count(meta_model(candidate, scale))
 
 
 def meta_model(candidate: Candidate, scale: str = "full") -> PreTrainedModel:
@@ -103,7 +102,7 @@ def check_candidate(candidate: Candidate, scale: str) -> None:
         )
     full = _checked_meta_model(where, candidate, "full")
     _check_target_modules(where, full if model is None else model, candidate.target_modules)
-    total = _total(full)
+    total = parameter_count(full)
     if total > MAX_FULL_PARAMS:
         raise RegistryError(
             f"{where}: field 'config' gives {total / 1e9:,.1f} B parameters at full size, above the "
@@ -193,7 +192,7 @@ def build_random(
     with torch.device(device):
         model = _from_config(candidate, config, dtype=dtype)
     _align_generation_config(model, tokenizer)
-    return BaseModel(candidate, model, tokenizer, "random", scale, _total(model))
+    return BaseModel(candidate, model, tokenizer, "random", scale, parameter_count(model))
 
 
 def load_pretrained(
@@ -235,7 +234,7 @@ def load_pretrained(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     _align_generation_config(model, tokenizer)
-    return BaseModel(candidate, model, tokenizer, "pretrained", "full", _total(model))
+    return BaseModel(candidate, model, tokenizer, "pretrained", "full", parameter_count(model))
 
 
 def check_pretrained(candidate: Candidate, trust_remote_code: bool) -> None:
@@ -295,5 +294,6 @@ def _align_generation_config(model: PreTrainedModel, tokenizer: Any) -> None:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
 
 
-def _total(model: PreTrainedModel) -> int:
+def parameter_count(model: torch.nn.Module) -> int:
+    """Every parameter of the model, adapter included if attached: the one place parameters are counted."""
     return sum(parameter.numel() for parameter in model.parameters())

@@ -83,7 +83,7 @@ def not_a_file(path: Path) -> str | None:
     return f"is not a regular file ({kind})"
 
 
-def check_report_dir(path: Path, results_path: Path) -> None:
+def check_report_dir(path: Path, results_path: Path, option: str = "--ohlora-report-dir") -> None:
     """Refuse, at start-up, a report folder or results log that cannot be written.
 
     Results are first written after the first benchmark: too late to find
@@ -91,7 +91,6 @@ def check_report_dir(path: Path, results_path: Path) -> None:
     os.access trusts permission bits (root passes it for /proc, a read-only
     mount or a full disk).
     """
-    option = "--ohlora-report-dir"
     if path.exists() and not path.is_dir():
         raise UsageError(f"{option}: {path} exists and is not a directory")
     nearest = next(parent for parent in (path.absolute(), *path.absolute().parents) if parent.exists())
@@ -115,5 +114,5 @@ def check_report_dir(path: Path, results_path: Path) -> None:
         except OSError as error:
             raise UsageError(
                 f"{option}: {results_path} cannot be appended to ({error.strerror or error}); "
-                "make it writable or choose another --ohlora-report-dir"
+                "make it writable or choose another {option}"
             ) from None

@@ -12,11 +12,14 @@ from typing import Any, Sequence
 
 import torch
 
+from . import defaults
 from .devices import DTYPES
 from .finetune import FinetuneSettings, fresh_adapter
 from .memory import MIB
-from .models import meta_model
+from .models import meta_model, parameter_count
 from .registry import Candidate
+from .text import aligned, display_name
+from .utilisation import kv_cache_bytes_per_token, recurrent_state_bytes
 
 ADAPTER_BYTES = 4  # peft keeps adapter weights in float32 even on a bf16 base
 ADAM_STATES = 2
@@ -72,28 +75,19 @@ def activation_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: in
     return layers + logits
 
 
-def kv_cache_bytes(config: Any, batch_size: int, tokens: int, dtype_bytes: int) -> float:
-    """Keys and values of every layer for `tokens` positions; RWKV keeps a fixed state instead."""
-    if not getattr(config, "num_attention_heads", None):
-        return 5 * config.num_hidden_layers * config.hidden_size * batch_size * 4.0
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return 2.0 * config.num_hidden_layers * kv_heads * head_dim * tokens * batch_size * dtype_bytes
-
-
 def plan_candidate(
     candidate: Candidate,
-    ranks: Sequence[int] = (16, 32, 64),
-    dtype: str = "bfloat16",
-    batch_size: int = 4,
-    seq_len: int = 64,
-    max_new_tokens: int = 80,
+    ranks: Sequence[int] = defaults.RANKS,
+    dtype: str = defaults.PLAN_DTYPE,
+    batch_size: int = defaults.BATCH_SIZE,
+    seq_len: int = defaults.PLAN_SEQ_LEN,
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS,
 ) -> CandidatePlan:
     """Exact counts and estimated peaks of one candidate at full size."""
     dtype_bytes = DTYPES[dtype].itemsize
     model = meta_model(candidate, "full")
     config = model.config
-    total = sum(parameter.numel() for parameter in model.parameters())
+    total = parameter_count(model)
     weights = total * dtype_bytes
     activations = activation_bytes(config, batch_size, seq_len, dtype_bytes)
     # On the meta device peft's new layers are shapes only, not initialised weights. LoRA's A (r x in)
@@ -109,7 +103,8 @@ def plan_candidate(
         rank_plans.append(
             RankPlan(rank, trainable, adapter / MIB, activations / MIB, (weights + adapter + activations) / MIB)
         )
-    kv_cache = kv_cache_bytes(config, 1, seq_len + max_new_tokens, dtype_bytes)
+    # One sequence of prompt and answer; RWKV has no per-token cache, only its fixed recurrent state.
+    kv_cache = kv_cache_bytes_per_token(config, DTYPES[dtype]) * (seq_len + max_new_tokens) + recurrent_state_bytes(config)
     logits = config.vocab_size * 4.0
     return CandidatePlan(
         name=candidate.name,
@@ -137,13 +132,12 @@ def format_plans(plans: Sequence[CandidatePlan]) -> str:
     rows = [header]
     for plan in plans:
         rows.append(
-            [plan.name + (" (approx.)" if plan.approximate else ""), f"{plan.total_params:,}", f"{plan.weights_mib:,.0f}"]
+            [display_name(plan.name, plan.approximate), f"{plan.total_params:,}", f"{plan.weights_mib:,.0f}"]
             + [f"{rank.trainable_params:,}" for rank in plan.ranks]
             + [f"{rank.finetune_peak_estimate_mib:,.0f}" for rank in plan.ranks]
             + [f"{plan.inference_peak_estimate_mib:,.0f}"]
         )
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    lines = ["  ".join(cell.rjust(width) for cell, width in zip(row, widths)) for row in rows]
+    lines = aligned(rows, right=True)
     first = plans[0]
     lines.append(
         f"Parameter counts are exact (meta-device build). Memory beyond the weights is an ESTIMATE: "

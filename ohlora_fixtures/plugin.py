@@ -18,6 +18,7 @@ from .errors import UsageError
 from .selection import ini_keys
 
 if TYPE_CHECKING:
+    from .record import BenchmarkRecord
     from .registry import Candidate
     from .report import ReportFiles
     from .study import Study
@@ -139,7 +140,7 @@ def ohlora_say(pytestconfig: pytest.Config) -> Callable[[str], None]:
 
 
 @pytest.fixture
-def ohlora_finetune(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[[str], None], request: pytest.FixtureRequest) -> Callable[["Candidate", int], dict]:
+def ohlora_finetune(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[[str], None], request: pytest.FixtureRequest) -> Callable[["Candidate", int], "BenchmarkRecord"]:
     """Runs the fine-tuning benchmark of one (candidate, rank) and returns its record."""
     from .runner import run_finetune
 
@@ -147,7 +148,7 @@ def ohlora_finetune(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[
 
 
 @pytest.fixture
-def ohlora_inference(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[[str], None], request: pytest.FixtureRequest) -> Callable[["Candidate"], dict]:
+def ohlora_inference(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[[str], None], request: pytest.FixtureRequest) -> Callable[["Candidate"], "BenchmarkRecord"]:
     """Runs the inference benchmark of one candidate and returns its record."""
     from .runner import run_inference
 
@@ -157,8 +158,10 @@ def ohlora_inference(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
     study = config.stash.get(STUDY, None)
     if study is not None:
+        from .record import plain
+
         output_json["ohlora"] = {
-            **study.describe(), "model_loads": dict(study.load_counts), "peaks": study.peaks.as_dict(),
+            **plain(study.describe()), "model_loads": dict(study.load_counts), "peaks": study.peaks.as_dict(),
         }
 
 

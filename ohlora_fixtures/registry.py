@@ -18,6 +18,7 @@ KOREAN_SUPPORT = ("specialised", "supporting", "none")
 # (`-k 한국어` selects nothing) and `-k` parses and/or/not as operators.
 NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _K_OPERATORS = ("and", "or", "not")
+SCALES = ("tiny", "full")  # a candidate is built as a tiny stand-in of its shape, or at full size
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,28 @@
-"""The results log: one JSON line per benchmark, on disk the moment it is measured."""
+"""The results log: one JSON line per benchmark record, on disk the moment it is measured."""
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
+import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
+
+from .record import BenchmarkRecord, RecordError
 
 
-def append(path: Path, record: dict[str, Any]) -> None:
+class UnreadableRecord(UserWarning):
+    """A line of a results log that is not a valid record; it is skipped and the rest are read."""
+
+
+def append(path: Path, record: BenchmarkRecord) -> None:
     """Append one record and force it to disk before returning.
 
     A lock keeps lines whole when several pytest-xdist workers share the file;
     fsync means a killed run loses only the benchmark still in flight.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    # default=str: a field of an unexpected type is kept as text rather than losing the whole record.
-    line = (json.dumps(record, ensure_ascii=False, sort_keys=True, default=str) + "\n").encode("utf-8")
+    line = (record.to_json() + "\n").encode("utf-8")
     with path.open("a+b") as stream:
         fcntl.flock(stream, fcntl.LOCK_EX)
         try:
@@ -33,25 +38,32 @@ def append(path: Path, record: dict[str, Any]) -> None:
             fcntl.flock(stream, fcntl.LOCK_UN)
 
 
-def read(path: Path) -> Iterator[dict[str, Any]]:
-    """Every whole record in the file; a line cut short by a kill is skipped."""
+def read(path: Path) -> Iterator[BenchmarkRecord]:
+    """Every valid record in the file, old (flat) or current schema.
+
+    A line cut short by a kill is skipped silently (it is expected: the last
+    line of a killed run); any other unreadable line is skipped with an
+    UnreadableRecord warning naming the file, the line and what is wrong.
+    """
     if not path.is_file():
         return
     # A line cut inside a multi-byte character must not stop the lines after it from being read.
     with path.open(encoding="utf-8", errors="replace") as stream:
-        for line in stream:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
                 continue
-            if isinstance(record, dict):
-                yield record
+            try:
+                yield BenchmarkRecord.from_json(line)
+            except RecordError as error:
+                if str(error).startswith("not JSON"):
+                    continue  # cut short mid-write: append() starts the next record on a line of its own
+                warnings.warn(UnreadableRecord(f"{path}:{number}: skipped, not a valid record: {error}"), stacklevel=2)
 
 
-def completed(path: Path, fingerprint: str) -> dict[str, Any] | None:
+def completed(path: Path, fingerprint: str) -> BenchmarkRecord | None:
     """The last successful record with this settings fingerprint, for --ohlora-resume."""
     found = None
     for record in read(path):
-        if record.get("fingerprint") == fingerprint and record.get("status") == "ok":
+        if record.fingerprint == fingerprint and record.ok:
             found = record
     return found

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -32,10 +33,11 @@ from .finetune import (
 )
 from .inference import Answer, encode_prompts, generate_answers, write_answers
 from .inference import warm_up as warm_up_generation
-from .memory import MemoryMeter, release_cached_memory
+from .memory import MemoryFigures, MemoryMeter, release_cached_memory
 from .paths import child
 from .models import BaseModel, WeightsUnavailable
 from .quality import read_grades, score_answers
+from .record import Answers, BenchmarkRecord, FinetuneFigures, InferenceFigures, Kind, Status
 from .registry import Candidate
 from .study import Study
 from .utilisation import decode_figures, finetune_figures
@@ -45,18 +47,39 @@ PROGRESS_EVERY_STEPS = 10
 PROGRESS_EVERY_PROMPTS = 5
 
 
-class _Timed:
-    """Wraps the timed function so its own clock reading is kept beside pytest-benchmark's."""
+@dataclass(frozen=True)
+class Measured:
+    """What one timed region returned, how long it took by its own clock, and the memory it used."""
 
-    def __init__(self, function: Callable[..., Any]) -> None:
-        self.function = function
-        self.seconds = 0.0
+    value: Any
+    seconds: float
+    memory: MemoryFigures
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+
+def measure(study: Study, benchmark: Any, function: Callable[..., Any], *args: Any) -> Measured:
+    """Run `function(*args)` once as pytest-benchmark's timed round, inside a MemoryMeter.
+
+    The function's own perf_counter reading is kept beside pytest-benchmark's
+    (whose statistics are not part of the record); memory figures are rounded
+    to 0.01 MiB, as they are stored.
+    """
+    seconds = 0.0
+
+    def timed() -> Any:
+        nonlocal seconds
         started = time.perf_counter()
-        value = self.function(*args, **kwargs)
-        self.seconds = time.perf_counter() - started
+        value = function(*args)
+        seconds = time.perf_counter() - started
         return value
+
+    with MemoryMeter(study.device) as meter:
+        value = benchmark.pedantic(timed, rounds=1, iterations=1, warmup_rounds=0)
+    return Measured(value, seconds, MemoryFigures(**meter.figures.as_dict()))
+
+
+def progress_due(index: int, total: int, every: int) -> bool:
+    """Whether item `index` (1-based) of `total` gets a progress line: every `every`th, and the last."""
+    return index % every == 0 or index == total
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -67,7 +90,7 @@ def _is_out_of_memory(error: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def recorded(study: Study, benchmark: Any, record: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def recorded(study: Study, benchmark: Any, record: BenchmarkRecord) -> Iterator[BenchmarkRecord]:
     """Fills in `record`'s outcome, whatever happens, and writes it to disk at once.
 
     Weights that cannot be used skip the benchmark with the reason. Running out
@@ -77,83 +100,75 @@ def recorded(study: Study, benchmark: Any, record: dict[str, Any]) -> Iterator[d
     """
     try:
         yield record
-        record["status"] = "ok"
+        record.status = Status.OK
     except WeightsUnavailable as error:
-        record.update(status="skipped", error=str(error))
+        record.status, record.error = Status.SKIPPED, str(error)
     except pytest.skip.Exception as error:
-        record.update(status="skipped", error=str(error))
+        record.status, record.error = Status.SKIPPED, str(error)
         raise
     except KeyboardInterrupt:
-        record.update(status="interrupted", error="interrupted before the benchmark finished")
+        record.status, record.error = Status.INTERRUPTED, "interrupted before the benchmark finished"
         raise
     except Exception as error:  # noqa: BLE001 - every failure is recorded, then reported
-        record["error"] = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        record.error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
         if not _is_out_of_memory(error):
-            record["status"] = "failed"
+            record.status = Status.FAILED
             raise
-        record["status"] = "oom"
+        record.status = Status.OOM
         # The error stays referenced until pytest is done with this test (pytest.fail below chains
         # it); its frames would keep the failed step's activations and optimizer state alive till then.
         traceback.clear_frames(error.__traceback__)
     finally:
         _store(study, benchmark, record)
-    if record["status"] in ("skipped", "oom"):
+    if record.status in (Status.SKIPPED, Status.OOM):
         release_cached_memory(study.device)
-    if record["status"] == "skipped":
-        pytest.skip(record["error"])
-    if record["status"] == "oom":
-        pytest.fail(f"out of memory ({_settings_summary(record)}): {record['error']}", pytrace=False)
-    budget = study.settings.vram_budget_mb
-    if record.get("peak_mib") is not None and record["peak_mib"] > budget:
+    if record.status is Status.SKIPPED:
+        pytest.skip(record.error)
+    if record.status is Status.OOM:
+        pytest.fail(f"out of memory ({_settings_summary(record)}): {record.error}", pytrace=False)
+    if record.over_budget:
         pytest.fail(
-            f"peak memory {record['peak_mib']:.0f} MiB ({record['memory_metric']}) exceeds "
-            f"--ohlora-vram-budget-mb {budget:.0f}",
+            f"peak memory {record.peak_mib:.0f} MiB ({record.memory.metric}) exceeds "
+            f"--ohlora-vram-budget-mb {study.settings.vram_budget_mb:.0f}",
             pytrace=False,
         )
 
 
-def _settings_summary(record: dict[str, Any]) -> str:
-    run = record["run"]
-    rank = f", rank {record['rank']}" if record.get("rank") else ""
-    return f"{record['candidate']}{rank}, {run['scale']} {run['weights']} weights, {run['dtype']} on {run['device']}"
+def _settings_summary(record: BenchmarkRecord) -> str:
+    run = record.run
+    rank = f", rank {record.rank}" if record.rank else ""
+    return f"{record.candidate}{rank}, {run.scale} {run.weights} weights, {run.dtype} on {run.device}"
 
 
-def _store(study: Study, benchmark: Any, record: dict[str, Any]) -> None:
-    record["finished"] = time.time()
-    record["over_budget"] = bool(record.get("peak_mib") and record["peak_mib"] > study.settings.vram_budget_mb)
+def _store(study: Study, benchmark: Any, record: BenchmarkRecord) -> None:
+    record.finished = time.time()
+    record.over_budget = bool(record.peak_mib and record.peak_mib > study.settings.vram_budget_mb)
     results.append(study.settings.results_path, record)
     study.records.append(record)
-    benchmark.extra_info.update(record)
+    benchmark.extra_info.update(record.flat())
 
 
-def new_record(study: Study, kind: str, candidate: Candidate, rank: int | None, nodeid: str, detail: Any) -> dict[str, Any]:
+def new_record(study: Study, kind: Kind, candidate: Candidate, rank: int | None, nodeid: str, detail: Any) -> BenchmarkRecord:
     """A record's identity and context; the measurement fills in the rest."""
-    return {
-        "id": nodeid,
-        "kind": kind,
-        "candidate": candidate.name,
-        "rank": rank,
-        "approximate": candidate.approximate,
-        "fingerprint": study.fingerprint(kind, candidate, detail),
-        "run": study.describe(),
-        "status": "running",
-        "error": None,
-    }
+    return BenchmarkRecord(
+        id=nodeid, kind=kind, candidate=candidate.name, rank=rank, approximate=candidate.approximate,
+        fingerprint=study.fingerprint(kind.value, candidate, detail), run=study.describe(),
+    )
 
 
-def _resume_or_none(study: Study, record: dict[str, Any]) -> None:
+def _resume_or_none(study: Study, record: BenchmarkRecord) -> None:
     if not study.settings.resume:
         return
-    earlier = results.completed(study.settings.results_path, record["fingerprint"])
+    earlier = results.completed(study.settings.results_path, record.fingerprint)
     if earlier is not None:
         study.records.append(earlier)
         pytest.skip(f"already measured with identical settings in {study.settings.results_path} (--ohlora-resume)")
 
 
-def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, nodeid: str, say: Say) -> dict[str, Any]:
+def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, nodeid: str, say: Say) -> BenchmarkRecord:
     """Fine-tune a fresh rank-`rank` adapter on the candidate's clean base; time the training loop."""
     settings = study.finetune_settings(rank)
-    record = new_record(study, "finetune", candidate, rank, nodeid, settings)
+    record = new_record(study, Kind.FINETUNE, candidate, rank, nodeid, settings)
     _resume_or_none(study, record)
     with recorded(study, benchmark, record):
         base = study.base_model(candidate)
@@ -170,60 +185,50 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
             synchronize(study.device)
 
             def on_step(step: int, loss: torch.Tensor) -> None:
-                if step % PROGRESS_EVERY_STEPS == 0 or step == len(batches):
+                if progress_due(step, len(batches), PROGRESS_EVERY_STEPS):
                     say(f"{candidate.name} r{rank}: step {step}/{len(batches)} loss {float(loss):.4f}")
 
-            timed = _Timed(train)
-            with MemoryMeter(study.device) as meter:
-                losses = benchmark.pedantic(
-                    timed, args=(model, batches, settings.learning_rate, study.device, on_step),
-                    rounds=1, iterations=1, warmup_rounds=0,
-                )
-            tokens = count_tokens(batches)
-            record.update(
-                seconds=timed.seconds,
+            measured = measure(study, benchmark, train, model, batches, settings.learning_rate, study.device, on_step)
+            losses, tokens = measured.value, count_tokens(batches)
+            record.seconds, record.memory = measured.seconds, measured.memory
+            record.finetune = FinetuneFigures(
                 steps=len(batches),
-                losses=[round(loss, 6) for loss in losses],
+                losses=tuple(round(loss, 6) for loss in losses),
                 final_loss=losses[-1],
                 eval_loss=eval_loss(model, valid),
                 eval_rows=len(valid_examples),
                 trainable_params=trainable,
                 total_params=total - trainable,
                 tokens=tokens,
-                tokens_per_second=tokens / timed.seconds,
-                **_memory_fields(meter),
-                **finetune_figures(model, tokens, timed.seconds, study.peaks),
-            )
-            if study.settings.eval_after_finetune:
+                tokens_per_second=tokens / measured.seconds,
+                utilisation=finetune_figures(model, tokens, measured.seconds, study.peaks),
                 # Untimed, and while the adapter is still attached: what fine-tuning did to the answers.
-                record["quality_after_finetune"] = _answers_with_adapter(study, base, candidate, model, rank)
+                after_finetune=_answers_with_adapter(study, base, candidate, model, rank)
+                if study.settings.eval_after_finetune else None,
+            )
     return record
 
 
-def _answers_with_adapter(study: Study, base: BaseModel, candidate: Candidate, model: torch.nn.Module, rank: int) -> dict[str, Any]:
+def _answers_with_adapter(study: Study, base: BaseModel, candidate: Candidate, model: torch.nn.Module, rank: int) -> Answers:
     """The fine-tuned model answers the inference prompts; scored like the base model's answers."""
     prompts = encode_prompts(base.tokenizer, candidate, study.experiment.prompts, study.device)
     answers = generate_answers(model, base.tokenizer, prompts, study.generation_settings, study.device)
     return _scored_answers(study, base, candidate, answers, f".r{rank}")
 
 
-def _scored_answers(study: Study, base: BaseModel, candidate: Candidate, answers: list[Answer], tag: str = "") -> dict[str, Any]:
+def _scored_answers(study: Study, base: BaseModel, candidate: Candidate, answers: list[Answer], tag: str = "") -> Answers:
     """Write the answers CSV (grades already given are kept) and score it: automatic figures and human grade."""
     answers_csv = child(study.settings.report_dir / "answers", f"{candidate.name}.{base.weights}-{base.scale}{tag}", ".csv")
     write_answers(answers_csv, answers)
     grade, graded = read_grades(answers_csv)
-    return {
-        "answers_csv": str(answers_csv),
-        "quality": score_answers([a.answer for a in answers], [a.reference or None for a in answers]).as_dict(),
-        "human_grade": grade,
-        "human_graded": graded,
-    }
+    quality = score_answers([a.answer for a in answers], [a.reference or None for a in answers])
+    return Answers(str(answers_csv), quality, grade, graded)
 
 
-def run_inference(study: Study, benchmark: Any, candidate: Candidate, nodeid: str, say: Say) -> dict[str, Any]:
+def run_inference(study: Study, benchmark: Any, candidate: Candidate, nodeid: str, say: Say) -> BenchmarkRecord:
     """The untuned base answers every prompt; time the generation."""
     generation = study.generation_settings
-    record = new_record(study, "inference", candidate, None, nodeid, generation)
+    record = new_record(study, Kind.INFERENCE, candidate, None, nodeid, generation)
     _resume_or_none(study, record)
     with recorded(study, benchmark, record):
         base = study.base_model(candidate)
@@ -231,20 +236,17 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, nodeid: st
         warm_up_generation(base.model, prompts[0], base.tokenizer.pad_token_id)
 
         def on_prompt(index: int, answer: Any) -> None:
-            if index % PROGRESS_EVERY_PROMPTS == 0 or index == len(prompts):
+            if progress_due(index, len(prompts), PROGRESS_EVERY_PROMPTS):
                 say(f"{candidate.name} inference: prompt {index}/{len(prompts)} ({answer.new_tokens} new tokens)")
 
-        timed = _Timed(generate_answers)
-        with MemoryMeter(study.device) as meter:
-            answers = benchmark.pedantic(
-                timed, args=(base.model, base.tokenizer, prompts, generation, study.device, on_prompt),
-                rounds=1, iterations=1, warmup_rounds=0,
-            )
+        measured = measure(study, benchmark, generate_answers, base.model, base.tokenizer, prompts, generation,
+                           study.device, on_prompt)
+        answers = measured.value
         scored = _scored_answers(study, base, candidate, answers)
         new_tokens = sum(answer.new_tokens for answer in answers)
         generate_seconds = sum(answer.seconds for answer in answers)
-        record.update(
-            seconds=timed.seconds,
+        record.seconds, record.memory = measured.seconds, measured.memory
+        record.inference = InferenceFigures(
             prompts=len(answers),
             mean_seconds_per_prompt=generate_seconds / len(answers),
             new_tokens=new_tokens,
@@ -252,14 +254,9 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, nodeid: st
             prompt_tokens=sum(answer.prompt_tokens for answer in answers),
             tokens_per_second=new_tokens / generate_seconds,
             total_params=base.total_params,
-            **scored,
-            **_memory_fields(meter),
-            **decode_figures(base.model, [(a.prompt_tokens, a.new_tokens) for a in answers], generate_seconds, study.peaks),
+            answers=scored,
+            utilisation=decode_figures(
+                base.model, [(a.prompt_tokens, a.new_tokens) for a in answers], generate_seconds, study.peaks
+            ),
         )
     return record
-
-
-def _memory_fields(meter: MemoryMeter) -> dict[str, Any]:
-    figures = meter.figures.as_dict()
-    figures["memory_metric"] = figures.pop("metric")
-    return figures

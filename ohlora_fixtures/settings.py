@@ -1,4 +1,10 @@
-"""The plugin's command-line options, parsed and checked once at start-up."""
+"""Every option of the three entry points, declared once, parsed and checked once at start-up.
+
+`OPTIONS` is the one table: parser, default (from defaults.py) and help of each
+option. An `EntryPoint` says which of them a command offers and how it spells
+them: pytest offers all as `--ohlora-*`, `report` and `plan` a few as `--*`.
+Messages name the option as the entry point in use spells it.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from . import defaults
 from .dataset import PRESETS
 from .errors import UsageError
 from .paths import check_report_dir
-from .registry import DEFAULT_REGISTRY
+from .registry import DEFAULT_REGISTRY, SCALES
 from .selection import parse_weights
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DEFAULT_DATASET = DATA_DIR / "persona_qa.csv"
 DEFAULT_REPORT_DIR = Path(".benchmarks") / "ohlora"
 WEIGHTS = ("random", "pretrained")
-SCALES = ("tiny", "full")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError
@@ -77,7 +83,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _ranks(text: str) -> tuple[int, ...]:
-    return tuple(sorted({_positive_int(part.strip()) for part in text.split(",")}))
+    return tuple(sorted({positive_int(part.strip()) for part in text.split(",")}))
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -92,7 +98,7 @@ def _choice(*choices: str) -> Callable[[str], str]:
 
 @dataclass(frozen=True)
 class Option:
-    """One `--ohlora-*` option: its parser, default and help."""
+    """One option: its parser, default and help; `flag` is its pytest spelling."""
 
     name: str
     parse: Callable[[str], Any] | None  # None: a flag
@@ -102,7 +108,32 @@ class Option:
 
     @property
     def flag(self) -> str:
-        return "--ohlora-" + self.name.replace("_", "-")
+        return PYTEST.flag(self.name)
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """One command's view of the option table: which options it offers and how it spells them."""
+
+    prefix: str
+    names: tuple[str, ...] | None = None  # None: every option
+    renamed: tuple[tuple[str, str], ...] = ()  # (option name, flag) where the flag is not prefix + name
+
+    def offers(self, name: str) -> bool:
+        """Whether this command has the option."""
+        return self.names is None or name in self.names
+
+    def flag(self, name: str) -> str:
+        """The option as this command spells it, e.g. --ohlora-batch-size or --batch-size."""
+        return dict(self.renamed).get(name) or self.prefix + name.replace("_", "-")
+
+
+PYTEST = EntryPoint("--ohlora-")
+REPORT = EntryPoint(
+    "--", ("report_dir", "candidates", "lang", "compare_study", "max_params", "min_params", "vram_budget_mb",
+           "ranking_weights"), renamed=(("report_dir", "--out"),),
+)
+PLAN = EntryPoint("--", ("candidates", "models", "ranks", "batch_size", "max_new_tokens"))
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -110,28 +141,28 @@ OPTIONS: tuple[Option, ...] = (
     Option("dataset", Path, DEFAULT_DATASET, "question/answer CSV (data_type, input_data, output_data)", "a path"),
     Option("preset", _choice(*PRESETS), "default", "row selection: default, or study (the reference study's rows)"),
     Option("models", _names, None, "comma-separated candidate names to run (default: all)", "comma-separated names"),
-    Option("ranks", _ranks, (16, 32, 64), "comma-separated LoRA ranks", "comma-separated positive integers"),
+    Option("ranks", _ranks, defaults.RANKS, "comma-separated LoRA ranks", "comma-separated positive integers"),
     Option("weights", _choice(*WEIGHTS), "random", "random (seeded stand-in weights) or pretrained"),
     Option("scale", _choice(*SCALES), "tiny", "tiny stand-ins or full-size models (random weights)"),
     Option("device", str, "auto", "auto, cpu, cuda or cuda:N"),
     Option("dtype", _choice("auto", "float32", "bfloat16", "float16"), "auto", "weights dtype; auto = bf16 on GPU"),
-    Option("train_rows", _positive_int, 20, "train rows to fine-tune on", "a positive integer"),
-    Option("valid_rows", _positive_int, 5, "held-out rows for the eval loss", "a positive integer"),
-    Option("prompts", _positive_int, 25, "prompts for the inference benchmark", "a positive integer"),
-    Option("batch_size", _positive_int, 4, "fine-tuning batch size", "a positive integer"),
-    Option("epochs", _positive_int, 10, "fine-tuning epochs", "a positive integer"),
-    Option("lr", _positive_float, 2e-4, "AdamW learning rate", "a positive number"),
-    Option("lora_alpha", _positive_int, 16, "LoRA alpha", "a positive integer"),
-    Option("lora_dropout", _fraction, 0.05, "LoRA dropout", "a number in [0, 1)"),
-    Option("max_new_tokens", _positive_int, 80, "new tokens per answer (not counting the prompt)", "a positive integer"),
+    Option("train_rows", positive_int, defaults.TRAIN_ROWS, "train rows to fine-tune on", "a positive integer"),
+    Option("valid_rows", positive_int, defaults.VALID_ROWS, "held-out rows for the eval loss", "a positive integer"),
+    Option("prompts", positive_int, defaults.PROMPTS, "prompts for the inference benchmark", "a positive integer"),
+    Option("batch_size", positive_int, defaults.BATCH_SIZE, "fine-tuning batch size", "a positive integer"),
+    Option("epochs", positive_int, defaults.EPOCHS, "fine-tuning epochs", "a positive integer"),
+    Option("lr", _positive_float, defaults.LEARNING_RATE, "AdamW learning rate", "a positive number"),
+    Option("lora_alpha", positive_int, defaults.LORA_ALPHA, "LoRA alpha", "a positive integer"),
+    Option("lora_dropout", _fraction, defaults.LORA_DROPOUT, "LoRA dropout", "a number in [0, 1)"),
+    Option("max_new_tokens", positive_int, defaults.MAX_NEW_TOKENS, "new tokens per answer (not counting the prompt)", "a positive integer"),
     Option("greedy", None, False, "greedy decoding instead of seeded sampling"),
-    Option("seed", _seed, 42, "seed for weights, adapters, batches and sampling", f"an integer from 0 to {SEED_RANGE.stop - 1} (torch's seed range)"),
+    Option("seed", _seed, defaults.SEED, "seed for weights, adapters, batches and sampling", f"an integer from 0 to {SEED_RANGE.stop - 1} (torch's seed range)"),
     Option("allow_download", None, False, "let pretrained weights be downloaded from the hub"),
     Option("trust_remote_code", None, False, "allow remote code for registry entries that ask for it"),
     Option("allow_pickle", None, False, "allow pickle (.bin) checkpoints, which can run code when loaded"),
     Option("report_dir", Path, DEFAULT_REPORT_DIR, "where results.jsonl, answers and the report go", "a path"),
     Option("resume", None, False, "skip benchmarks already measured with identical settings in results.jsonl"),
-    Option("vram_budget_mb", _positive_float, 12288.0, "fail a benchmark whose peak memory exceeds this (MiB)", "a positive number of MiB"),
+    Option("vram_budget_mb", _positive_float, defaults.VRAM_BUDGET_MB, "fail a benchmark whose peak memory exceeds this (MiB)", "a positive number of MiB"),
     Option("lang", _choice("en", "ko"), "en", "report language: en or ko"),
     Option("compare_study", None, False, "show the reference study's figures beside ours in the report"),
     Option("eval_after_finetune", None, False, "also generate and score answers with the adapter attached"),
@@ -190,15 +221,21 @@ class Settings:
 assert [option.name for option in OPTIONS] == [field.name for field in dataclasses.fields(Settings)]
 
 
-def add_options(add: Callable[..., Any]) -> None:
-    """Declare the options through `add`: a pytest group's `addoption` or argparse's `add_argument`."""
+def add_options(add: Callable[..., Any], entry: EntryPoint = PYTEST) -> None:
+    """Declare `entry`'s options through `add`: a pytest group's `addoption` or argparse's `add_argument`.
+
+    Outside pytest each option's dest is its name, so `parse(vars(args), entry)` finds it.
+    """
     for option in OPTIONS:
+        if not entry.offers(option.name):
+            continue
+        dest = {} if entry is PYTEST else {"dest": option.name}
         if option.parse is None:
-            add(option.flag, action="store_true", default=False, help=option.help)
+            add(entry.flag(option.name), action="store_true", default=False, help=option.help, **dest)
         else:
             # Values stay strings here, so that parsing and its messages live in one place.
-            add(option.flag, default=None, metavar=option.name.upper(),
-                help=f"{option.help} (default: {_shown(option.default)})")
+            add(entry.flag(option.name), default=None, metavar=option.name.upper(),
+                help=f"{option.help} (default: {_shown(option.default)})", **dest)
 
 
 def _shown(value: Any) -> str:
@@ -207,11 +244,12 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def parse(raw: dict[str, Any]) -> Settings:
-    """Settings from raw option values (strings or None); a bad value is a UsageError naming the option."""
+def parse(raw: dict[str, Any], entry: EntryPoint = PYTEST) -> Settings:
+    """Settings from raw option values (strings or None); a bad value is a UsageError naming the option
+    as `entry` spells it. Options `entry` does not offer keep their defaults."""
     values = {}
     for option in OPTIONS:
-        value = raw.get(option.name)
+        value = raw.get(option.name) if entry.offers(option.name) else None
         if option.parse is None or value is None:
             values[option.name] = bool(value) if option.parse is None else option.default
             continue
@@ -219,13 +257,14 @@ def parse(raw: dict[str, Any]) -> Settings:
             values[option.name] = option.parse(value)
         except (ValueError, TypeError):
             expected = option.expected or getattr(option.parse, "expected", "a valid value")
-            raise UsageError(f"{option.flag}: {value!r} is not valid; expected {expected}") from None
+            raise UsageError(f"{entry.flag(option.name)}: {value!r} is not valid; expected {expected}") from None
     settings = Settings(**values)
     if settings.min_params > settings.max_params:
         raise UsageError(
-            f"--ohlora-min-params {settings.min_params} is above --ohlora-max-params {settings.max_params}"
+            f"{entry.flag('min_params')} {settings.min_params} is above {entry.flag('max_params')} {settings.max_params}"
         )
-    check_report_dir(settings.report_dir, settings.results_path)
+    if entry.offers("report_dir"):
+        check_report_dir(settings.report_dir, settings.results_path, entry.flag("report_dir"))
     return settings
 
 

@@ -23,6 +23,7 @@ from .inference import GenerationSettings
 from .memory import release_cached_memory
 from .models import BaseModel, build_random, check_candidate, check_pretrained, load_pretrained
 from .positions import check_row_lengths
+from .record import BenchmarkRecord, RunDescription, plain
 from .registry import Candidate
 from .settings import Settings
 from .tokenizer import dataset_tokenizer
@@ -47,7 +48,7 @@ class Study:
     dtype: torch.dtype
     run_id: str = field(default_factory=lambda: f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
     load_counts: Counter = field(default_factory=Counter)
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[BenchmarkRecord] = field(default_factory=list)
     _base: BaseModel | None = None
 
     @classmethod
@@ -130,42 +131,42 @@ class Study:
         self._base = None
         release_cached_memory(self.device)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> RunDescription:
         """What the run shows: device, dtype, weights kind and scale, settings, versions."""
         import peft
         import transformers
 
         s = self.settings
-        return {
-            "run_id": self.run_id,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "device": str(self.device),
-            "device_name": describe(self.device),
-            "dtype": dtype_name(self.dtype),
-            "weights": s.weights,
-            "scale": "full" if s.weights == "pretrained" else s.scale,
-            "dataset": str(self.experiment.source),
-            "preset": self.experiment.preset,
-            "data_fingerprint": self.experiment.fingerprint(),
-            "train_rows": len(self.experiment.train),
-            "valid_rows": len(self.experiment.valid),
-            "prompts": len(self.experiment.prompts),
-            "batch_size": s.batch_size,
-            "epochs": s.epochs,
-            "learning_rate": s.lr,
-            "lora_alpha": s.lora_alpha,
-            "lora_dropout": s.lora_dropout,
-            "ranks": list(s.ranks),
-            "max_new_tokens": s.max_new_tokens,
-            "greedy": s.greedy,
-            "seed": s.seed,
-            "vram_budget_mb": s.vram_budget_mb,
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
-        }
+        return RunDescription(
+            run_id=self.run_id,
+            date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            device=str(self.device),
+            device_name=describe(self.device),
+            dtype=dtype_name(self.dtype),
+            weights=s.weights,
+            scale="full" if s.weights == "pretrained" else s.scale,
+            dataset=str(self.experiment.source),
+            preset=self.experiment.preset,
+            data_fingerprint=self.experiment.fingerprint(),
+            train_rows=len(self.experiment.train),
+            valid_rows=len(self.experiment.valid),
+            prompts=len(self.experiment.prompts),
+            batch_size=s.batch_size,
+            epochs=s.epochs,
+            learning_rate=s.lr,
+            lora_alpha=s.lora_alpha,
+            lora_dropout=s.lora_dropout,
+            ranks=tuple(s.ranks),
+            max_new_tokens=s.max_new_tokens,
+            greedy=s.greedy,
+            seed=s.seed,
+            vram_budget_mb=s.vram_budget_mb,
+            versions={"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+        )
 
     def fingerprint(self, kind: str, candidate: Candidate, detail: Any) -> str:
         """Identifies a benchmark's settings, so --ohlora-resume reuses only identical ones."""
-        described = self.describe()
+        described = plain(self.describe())
         for name in NOT_IN_FINGERPRINT:
             described.pop(name)
         payload = json.dumps([kind, asdict(candidate), detail, described], sort_keys=True, default=str)

@@ -62,8 +62,11 @@ def finetune_flops(weights: MatmulWeights, tokens: int) -> int:
 
 
 def kv_cache_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
-    """Bytes of keys and values one token of context adds to the cache; 0 for recurrent models (RWKV), whose
-    state has a fixed size independent of the context."""
+    """Bytes of keys and values one token of context adds to the cache (the one home of this formula).
+
+    0 for recurrent models (RWKV, no attention heads): they keep no per-token
+    cache, only a fixed state (`recurrent_state_bytes`) whatever the context length.
+    """
     config = config.get_text_config()
     heads = getattr(config, "num_attention_heads", None)
     if not heads:
@@ -73,6 +76,14 @@ def kv_cache_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
     return 2 * config.num_hidden_layers * kv_heads * head_dim * dtype.itemsize
 
 
+def recurrent_state_bytes(config: Any, batch_size: int = 1) -> float:
+    """An RWKV model's fixed recurrent state (5 float32 vectors of hidden size per layer); 0 for attention models."""
+    config = config.get_text_config()
+    if getattr(config, "num_attention_heads", None):
+        return 0.0
+    return 5 * config.num_hidden_layers * config.hidden_size * batch_size * 4.0
+
+
 def decode_bytes(weight_bytes: int, kv_bytes_per_token: int, prompt_tokens: int, new_tokens: int) -> int:
     """Bytes one generation must read: each new token reads every matmul weight once, plus the KV cache of
     everything before it (the prompt and the tokens generated so far; the first token's pass is the prefill)."""
@@ -80,31 +91,43 @@ def decode_bytes(weight_bytes: int, kv_bytes_per_token: int, prompt_tokens: int,
     return new_tokens * weight_bytes + kv_bytes_per_token * context_read
 
 
-def finetune_figures(model: torch.nn.Module, tokens: int, seconds: float, peaks: Peaks) -> dict[str, Any]:
-    """A fine-tuning record's utilisation fields."""
+@dataclass(frozen=True)
+class FinetuneUtilisation:
+    """How close the timed fine-tuning came to the device's peak FLOP/s (an estimate, see FINETUNE_ESTIMATE)."""
+
+    model_flops: int
+    achieved_tflops: float
+    peak_tflops: float
+    mfu: float
+    peak_source: str  # where peak_tflops comes from: datasheet or calibrated
+    utilisation_estimate: str = FINETUNE_ESTIMATE
+
+
+@dataclass(frozen=True)
+class DecodeUtilisation:
+    """How close the timed generation came to the device's peak bandwidth (an estimate, see DECODE_ESTIMATE)."""
+
+    decode_bytes: int
+    achieved_gbps: float
+    peak_gbps: float
+    bandwidth_utilisation: float
+    peak_source: str  # where peak_gbps comes from: datasheet or calibrated
+    utilisation_estimate: str = DECODE_ESTIMATE
+
+
+def finetune_figures(model: torch.nn.Module, tokens: int, seconds: float, peaks: Peaks) -> FinetuneUtilisation:
+    """A fine-tuning record's utilisation figures."""
     flops = finetune_flops(MatmulWeights.of(model), tokens)
     achieved = flops / seconds / 1e12
-    return {
-        "model_flops": flops,
-        "achieved_tflops": achieved,
-        "peak_tflops": peaks.tflops,
-        "mfu": achieved / peaks.tflops,
-        "peak_source": peaks.tflops_source,
-        "utilisation_estimate": FINETUNE_ESTIMATE,
-    }
+    return FinetuneUtilisation(flops, achieved, peaks.tflops, achieved / peaks.tflops, peaks.tflops_source)
 
 
-def decode_figures(model: torch.nn.Module, generations: Iterable[tuple[int, int]], seconds: float, peaks: Peaks) -> dict[str, Any]:
-    """An inference record's utilisation fields; `generations` are (prompt tokens, new tokens) pairs."""
+def decode_figures(
+    model: torch.nn.Module, generations: Iterable[tuple[int, int]], seconds: float, peaks: Peaks,
+) -> DecodeUtilisation:
+    """An inference record's utilisation figures; `generations` are (prompt tokens, new tokens) pairs."""
     weight_bytes = MatmulWeights.of(model).bytes
     kv_bytes = kv_cache_bytes_per_token(model.config, model.dtype)
     read = sum(decode_bytes(weight_bytes, kv_bytes, prompt, new) for prompt, new in generations)
     achieved = read / seconds / 1e9
-    return {
-        "decode_bytes": read,
-        "achieved_gbps": achieved,
-        "peak_gbps": peaks.gbps,
-        "bandwidth_utilisation": achieved / peaks.gbps,
-        "peak_source": peaks.gbps_source,
-        "utilisation_estimate": DECODE_ESTIMATE,
-    }
+    return DecodeUtilisation(read, achieved, peaks.gbps, achieved / peaks.gbps, peaks.gbps_source)

@@ -121,7 +121,7 @@ def test_finetune_overhead(ohlora_finetune, ohlora_study, ohlora_candidate, repe
     record = ohlora_finetune(ohlora_candidate, rank)
     if bare is None:
         bare = bare_finetune(ohlora_study, ohlora_candidate, rank)
-    assert record["status"] == "ok"
+    assert record.ok
     benchmark.extra_info["bare_seconds"] = bare
 
 
@@ -131,7 +131,7 @@ def test_inference_overhead(ohlora_inference, ohlora_study, ohlora_candidate, re
     if bare is None:
         bare = bare_inference(ohlora_study, ohlora_candidate)
     benchmark.extra_info.update(bare_seconds=bare[0], bare_new_tokens=bare[1])
-    assert bare[1] == record["new_tokens"], "the bare loop generated a different number of tokens: not the same work"
+    assert bare[1] == record.inference.new_tokens, "the bare loop generated a different number of tokens: not the same work"
 
 
 # --- the script -----------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def measure_session(pytest_args: list[str]) -> dict[str, Any]:
         subprocess.run(command, cwd=ROOT, check=True)
         wall = time.perf_counter() - started
         records = list(results.read(Path(tmp) / "ohlora" / "results.jsonl"))
-    timed = sum(record.get("seconds") or 0.0 for record in records)
+    timed = sum(record.seconds or 0.0 for record in records)
     return {
         "benchmarks": len(records),
         "wall_seconds": wall,

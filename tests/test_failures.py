@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
@@ -23,6 +24,7 @@ import torch
 
 from conftest import REPO, TINY_RUN
 from ohlora_fixtures import results, settings
+from ohlora_fixtures.record import BenchmarkRecord, Kind, RunDescription, Status
 from ohlora_fixtures.study import Study
 
 # Test-only fault hook: `train` raises FAULTS[rank] after building what a real step holds (an
@@ -91,9 +93,9 @@ def run_with_faults(pytester: pytest.Pytester, faults: dict[int, tuple[str, str]
     return result, list(results.read(pytester.path / "report" / "results.jsonl"))
 
 
-def by_benchmark(records: list[dict]) -> dict[str, dict]:
+def by_benchmark(records: list[BenchmarkRecord]) -> dict[str, BenchmarkRecord]:
     """Records keyed `r<rank>` or `inference`; each benchmark must have exactly one."""
-    keyed = {f"r{record['rank']}" if record["rank"] else record["kind"]: record for record in records}
+    keyed = {f"r{record.rank}" if record.rank else record.kind.value: record for record in records}
     assert len(keyed) == len(records)
     return keyed
 
@@ -110,14 +112,14 @@ def test_oom_and_errors_are_recorded_and_the_run_goes_on(bench_pytester: pytest.
 
     result.assert_outcomes(passed=2, failed=4)
     recorded = by_benchmark(records)
-    assert {name: record["status"] for name, record in recorded.items()} == {
+    assert {name: record.status for name, record in recorded.items()} == {
         "r4": "oom", "r8": "oom", "r16": "oom", "r32": "failed", "r64": "ok", "inference": "ok",
     }
-    assert recorded["r4"]["error"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
-    assert recorded["r8"]["error"] == "MemoryError"
-    assert recorded["r32"]["error"] == "ValueError: injected fault"
+    assert recorded["r4"].error == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert recorded["r8"].error == "MemoryError"
+    assert recorded["r32"].error == "ValueError: injected fault"
     # An OOM record carries the settings that caused it.
-    assert recorded["r4"]["rank"] == 4 and recorded["r4"]["run"]["epochs"] == 1 and recorded["r4"]["run"]["dtype"] == "float32"
+    assert recorded["r4"].rank == 4 and recorded["r4"].run.epochs == 1 and recorded["r4"].run.dtype == "float32"
     result.stdout.fnmatch_lines([
         "*out of memory (FinguAI-Chat-v1, rank 4, tiny random weights, float32 on cpu): OutOfMemoryError: CUDA out of memory*",
         "*ValueError: injected fault*",
@@ -134,8 +136,8 @@ def test_ctrl_c_records_the_benchmark_as_interrupted(bench_pytester: pytest.Pyte
 
     assert result.ret == pytest.ExitCode.INTERRUPTED
     recorded = by_benchmark(records)
-    assert recorded["r16"]["status"] == "ok"
-    assert recorded["r32"]["status"] == "interrupted"
+    assert recorded["r16"].status is Status.OK
+    assert recorded["r32"].status is Status.INTERRUPTED
     assert "inference" not in recorded
 
 
@@ -178,7 +180,9 @@ def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) 
         "--ohlora-report-dir", str(report), "--ohlora-models", "FinguAI-Chat-v1,TinyKo-v5-a", *TINY_RUN, "--ohlora-ranks", "16,32",
     ]
     # One thread each: this machine's other processes make OpenMP threads spin, which only costs time.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tmp_path / "plugins")}
+    # The caller's PYTHONPATH is kept after the hang plugin's, so the subprocess runs the code under test.
+    python_path = os.pathsep.join(filter(None, [str(tmp_path / "plugins"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
 
     # Order: FinguAI r16, r32, inference, then TinyKo r16 (the 3rd train call) hangs.
     hang = {"OHLORA_HANG_AT_TRAIN": "3", "OHLORA_HANG_MARKER": str(marker)}
@@ -199,8 +203,8 @@ def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) 
 
     before = log.read_bytes()
     assert before.endswith(b"\n")
-    kept = [json.loads(line) for line in before.decode("utf-8").splitlines()]
-    assert [(record["candidate"], record["kind"], record["status"]) for record in kept] == [
+    kept = [BenchmarkRecord.from_json(line) for line in before.decode("utf-8").splitlines()]
+    assert [(record.candidate, record.kind, record.status) for record in kept] == [
         ("FinguAI-Chat-v1", "finetune", "ok"), ("FinguAI-Chat-v1", "finetune", "ok"), ("FinguAI-Chat-v1", "inference", "ok"),
     ]
 
@@ -214,8 +218,8 @@ def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) 
     assert after.startswith(before)  # earlier lines untouched
     records = list(results.read(log))
     assert len(records) == 6
-    assert Counter(record["id"] for record in records if record["status"] == "ok") == {
-        record["id"]: 1 for record in records
+    assert Counter(record.id for record in records if record.ok) == {
+        record.id: 1 for record in records
     }
     # The resumed benchmarks are in this session's summary beside the new ones.
     summary = output.split("= ohlora-bench =", 1)[1]
@@ -230,15 +234,40 @@ def test_append_keeps_every_whole_record_after_a_line_cut_short(tmp_path: Path, 
     real_fsync = os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
 
-    results.append(log, {"id": "first", "answer": "안녕하세요"})
-    cut = json.dumps({"id": "cut", "answer": "안녕하세요"}, ensure_ascii=False).encode("utf-8")
+    results.append(log, a_record("first", error="안녕하세요"))
+    cut = a_record("cut", error="안녕하세요").to_json().encode("utf-8")
     with log.open("ab") as stream:
         stream.write(cut[: cut.index("녕".encode("utf-8")) + 1])  # ends inside a multi-byte character
-    results.append(log, {"id": "second", "path": tmp_path})
+    results.append(log, a_record("second"))
 
-    assert [record["id"] for record in results.read(log)] == ["first", "second"]
-    assert list(results.read(log))[1]["path"] == str(tmp_path)  # an odd type is kept as text
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a line cut short is expected after a kill: no warning
+        assert [record.id for record in results.read(log)] == ["first", "second"]
+    assert list(results.read(log))[0].error == "안녕하세요"
     assert len(synced) == 2
+
+
+def a_record(record_id: str, **fields: object) -> BenchmarkRecord:
+    run = RunDescription(
+        run_id="r", date="d", device="cpu", device_name="CPU", dtype="float32", weights="random", scale="tiny",
+        dataset="x.csv", preset="default", data_fingerprint="f", train_rows=1, valid_rows=1, prompts=1, batch_size=1,
+        epochs=1, learning_rate=1e-3, lora_alpha=16, lora_dropout=0.0, ranks=(4,), max_new_tokens=4, greedy=True,
+        seed=1, vram_budget_mb=1.0,
+    )
+    return BenchmarkRecord(record_id, Kind.FINETUNE, "llama1B", 4, False, "fp", run, **fields)
+
+
+def test_a_line_that_is_not_a_valid_record_is_skipped_with_a_warning_naming_file_and_line(tmp_path: Path) -> None:
+    log = tmp_path / "results.jsonl"
+    results.append(log, a_record("first"))
+    bad = json.loads(a_record("bad").to_json())
+    bad["rank"] = "four"
+    with log.open("a", encoding="utf-8") as stream:
+        stream.write(json.dumps(bad) + "\n")
+    results.append(log, a_record("third"))
+
+    with pytest.warns(results.UnreadableRecord, match=rf"{re.escape(str(log))}:2: .*rank: 'four' is not an integer"):
+        assert [record.id for record in results.read(log)] == ["first", "third"]
 
 
 def _study(tmp_path: Path, **options: str) -> Study:

@@ -66,8 +66,8 @@ def test_bf16_run_of_one_tiny_candidate(tmp_path):
     assert saved["ohlora"]["model_loads"] == {"llama1B": 1}
     assert saved["ohlora"]["dtype"] == "bfloat16"
     for record in results.read(tmp_path / "ohlora" / "results.jsonl"):
-        assert record["status"] == "ok" and record["memory_metric"] == "cuda_max_allocated"
-        assert record["run"]["device"].startswith("cuda")
+        assert record.ok and record.memory.metric == "cuda_max_allocated"
+        assert record.run.device.startswith("cuda")
         assert (record.get("mfu") or record.get("bandwidth_utilisation")) > 0
 
 
@@ -75,5 +75,5 @@ def test_bf16_run_of_one_tiny_candidate(tmp_path):
 def test_each_xdist_worker_runs_on_its_own_gpu(tmp_path):
     result = run_grid(tmp_path, *TINY_RUN, "--ohlora-models", "llama1B,polyglot-ko-1.3b", "-n", "2")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    devices = {r["candidate"]: r["run"]["device"] for r in results.read(tmp_path / "ohlora" / "results.jsonl")}
+    devices = {r.candidate: r.run.device for r in results.read(tmp_path / "ohlora" / "results.jsonl")}
     assert sorted(devices.values()) == ["cuda:0", "cuda:1"]

@@ -105,7 +105,7 @@ def test_a_bad_grade_or_a_cp949_answers_file_leaves_the_measurement_standing(ben
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*GradeWarning: *FinguAI-Chat-v1.random-tiny.csv: line 2: grade 'great' is not a grade and is ignored*"])
     record = list(results.read(log))[-1]
-    assert (record["status"], record["human_grade"], record["human_graded"]) == ("ok", 5.0, 1)
+    assert (record.status, record.inference.answers.human_grade, record.inference.answers.human_graded) == ("ok", 5.0, 1)
 
     # Then a spreadsheet re-saves it as CP949 (what it cannot encode becomes "?").
     original = answers.read_text(encoding="utf-8-sig").encode("cp949", errors="replace")
@@ -117,7 +117,7 @@ def test_a_bad_grade_or_a_cp949_answers_file_leaves_the_measurement_standing(ben
     kept = list(answers.parent.glob("FinguAI-Chat-v1.random-tiny.graded-*.csv"))
     # The graded rows survived the round trip, so their grades carry over; an answer that did
     # not would have made the CP949 file be kept aside instead.
-    assert (record["status"], record["human_grade"], record["human_graded"], kept) == ("ok", 5.0, 1, [])
+    assert (record.status, record.inference.answers.human_grade, record.inference.answers.human_graded, kept) == ("ok", 5.0, 1, [])
 
 
 # --- 10: target modules LoRA cannot adapt, and full-size configs past the sanity bounds -----
@@ -200,8 +200,8 @@ def test_a_results_log_that_cannot_be_appended_to_is_refused_at_start_up(
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--batch-size", "-4"], "argument --batch-size: '-4' is not valid; expected a positive integer"),
-    (["--seq-len", "0"], "argument --seq-len: '0' is not valid; expected a positive integer"),
+    (["--batch-size", "-4"], "--batch-size: '-4' is not valid; expected a positive integer"),
+    (["--seq-len", "0"], "--seq-len: '0' is not valid; expected a positive integer"),
     (["--models", "nope"], "error: --models: unknown candidate(s) ['nope']"),
 ])
 def test_plan_refuses_bad_sizes_naming_its_own_options(capsys: pytest.CaptureFixture, args: list[str], message: str) -> None:
@@ -256,9 +256,9 @@ def test_long_training_rows_are_cut_to_the_positions_with_one_warning(bench_pyte
     ])
     assert result.stdout.str().count("RowsTruncatedWarning") == 1
     record = list(results.read(bench_pytester.path / "report" / "results.jsonl"))[-1]
-    assert record["status"] == "ok"
+    assert record.status == "ok"
     # 2 of 4 rows hold 128 tokens, per epoch: well under what 20,000-character rows would be.
-    assert record["tokens"] <= 4 * 128
+    assert record.finetune.tokens <= 4 * 128
 
 
 @pytest.mark.parametrize("question, message", [

@@ -167,3 +167,23 @@ def test_local_path_without_a_checkpoint_is_one_usage_error(bench_pytester: pyte
         bench_pytester, ["--ohlora-candidates", str(registry), "--ohlora-weights", "pretrained"],
         f"registry entry 'tiny-llama': field 'path' = '{tmp_path / 'empty'}' holds no checkpoint (no config.json)",
     )
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["plan", "--batch-size", "0"], "error: --batch-size: '0' is not valid; expected a positive integer"),
+    (["plan", "--ranks", "8,x"], "error: --ranks: '8,x' is not valid"),
+    (["report", "x.jsonl", "--max-params", "abc"], "error: --max-params: 'abc' is not valid; expected a positive number"),
+    (["report", "x.jsonl", "--min-params", "5"], "error: --min-params 5.0 is above --max-params 3.0"),
+    (["report", "x.jsonl", "--out", "{file}"], "error: --out: {file} exists and is not a directory"),
+])
+def test_commands_name_their_own_spelling_of_a_bad_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str,
+) -> None:
+    from ohlora_fixtures.__main__ import main
+
+    file = tmp_path / "file"
+    file.write_text("", encoding="utf-8")
+    assert main([arg.format(file=file) for arg in argv]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(message.format(file=file)), error
+    assert "--ohlora-" not in error

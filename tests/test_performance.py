@@ -23,6 +23,7 @@ from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
 from conftest import REPO, TINY_RUN, run_grid
 from ohlora_fixtures import hardware, results
+from ohlora_fixtures.record import BenchmarkRecord
 from ohlora_fixtures.devices import resolve_device
 from ohlora_fixtures.hardware import Peaks, datasheet, device_peaks
 from ohlora_fixtures.scaleout import candidate_units
@@ -39,8 +40,8 @@ EXPECTED = {(kind, name, rank) for name in CANDIDATES.split(",") for kind, rank 
             [("finetune", 16), ("finetune", 32), ("finetune", 64), ("inference", None)]}
 
 
-def _grid_keys(records: list[dict]) -> set[tuple]:
-    return {(r["kind"], r["candidate"], r["rank"]) for r in records}
+def _grid_keys(records: list[BenchmarkRecord]) -> set[tuple]:
+    return {(r.kind.value, r.candidate, r.rank) for r in records}
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +155,7 @@ def test_cpu_peaks_are_calibrated_quickly():
 def test_each_base_model_is_built_once_per_session(serial):
     saved = json.loads((serial / "run.json").read_text())
     assert saved["ohlora"]["model_loads"] == {"llama1B": 1, "polyglot-ko-1.3b": 1}
-    assert _grid_keys([b["extra_info"] for b in saved["benchmarks"]]) == EXPECTED
+    assert _grid_keys([BenchmarkRecord.from_json(b["extra_info"]) for b in saved["benchmarks"]]) == EXPECTED
 
 
 def test_every_record_is_set_against_the_calibrated_peaks(serial):
@@ -163,16 +164,17 @@ def test_every_record_is_set_against_the_calibrated_peaks(serial):
     records = list(results.read(serial / "ohlora" / "results.jsonl"))
     assert _grid_keys(records) == EXPECTED
     for record in records:
-        assert record["peak_source"] == "calibrated"
-        assert record["utilisation_estimate"].startswith("estimate")
-        if record["kind"] == "finetune":
-            assert record["model_flops"] > 0 and record["mfu"] > 0
-            assert record["achieved_tflops"] == pytest.approx(record["model_flops"] / record["seconds"] / 1e12, rel=1e-3)
+        used = (record.finetune or record.inference).utilisation
+        assert used.peak_source == "calibrated"
+        assert used.utilisation_estimate.startswith("estimate")
+        if record.finetune is not None:
+            assert used.model_flops > 0 and used.mfu > 0
+            assert used.achieved_tflops == pytest.approx(used.model_flops / record.seconds / 1e12, rel=1e-3)
         else:
-            assert record["decode_bytes"] > 0 and record["bandwidth_utilisation"] > 0
-            generate_seconds = record["mean_seconds_per_prompt"] * record["prompts"]
-            assert record["achieved_gbps"] == pytest.approx(record["decode_bytes"] / generate_seconds / 1e9, rel=1e-3)
-    flops = {r["rank"]: r["model_flops"] for r in records if r["kind"] == "finetune" and r["candidate"] == "llama1B"}
+            assert used.decode_bytes > 0 and used.bandwidth_utilisation > 0
+            generate_seconds = record.inference.mean_seconds_per_prompt * record.inference.prompts
+            assert used.achieved_gbps == pytest.approx(used.decode_bytes / generate_seconds / 1e9, rel=1e-3)
+    flops = {r.rank: r.finetune.utilisation.model_flops for r in records if r.finetune and r.candidate == "llama1B"}
     assert flops[16] < flops[32] < flops[64]  # same tokens, larger adapter
 
 
@@ -184,7 +186,7 @@ def test_vram_budget_fails_a_benchmark_over_it_and_says_why(tmp_path):
     assert result.returncode == 1, result.stdout[-3000:]
     assert re.search(r"peak memory \d+ MiB \(cpu_peak_rss\) exceeds --ohlora-vram-budget-mb 1", result.stdout)
     [record] = results.read(tmp_path / "ohlora" / "results.jsonl")
-    assert record["status"] == "ok" and record["over_budget"] is True
+    assert record.ok and record.over_budget is True
 
 
 def _baseline_scaled(storage: Path, factor: float, name: str) -> None:
@@ -244,7 +246,7 @@ def test_two_xdist_workers_keep_each_candidate_together_and_merge_into_one_run(s
     assert set(workers) == set(CANDIDATES.split(",")) and all(len(on) == 1 for on in workers.values()), result.stdout
     records = list(results.read(tmp_path / "ohlora" / "results.jsonl"))
     assert _grid_keys(records) == _grid_keys(list(results.read(serial / "ohlora" / "results.jsonl"))) == EXPECTED
-    assert len({record["run"]["run_id"] for record in records}) == 1
+    assert len({record.run.run_id for record in records}) == 1
     markdown = next(line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("report: "))
     assert all(name in Path(markdown).read_text(encoding="utf-8") for name in CANDIDATES.split(","))
 

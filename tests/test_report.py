@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -13,7 +14,15 @@ import pytest
 
 from conftest import TINY_RUN
 from ohlora_fixtures import report, selection
+from ohlora_fixtures.errors import UsageError
+from ohlora_fixtures.memory import MemoryFigures
+from ohlora_fixtures.quality import QualityFigures
+from ohlora_fixtures.record import (
+    Answers, BenchmarkRecord, FinetuneFigures, InferenceFigures, Kind, RunDescription, Status, plain,
+)
 from ohlora_fixtures.registry import load_registry
+from ohlora_fixtures.report.tables import results_table
+from ohlora_fixtures.utilisation import DecodeUtilisation, FinetuneUtilisation
 from ohlora_fixtures.settings import parse
 
 CANDIDATES = {c.name: c for c in load_registry()}
@@ -22,48 +31,52 @@ NAMES = ("polyglot-ko-1.3b", "TinyKo-v5-a")
 RANKS = (16, 32)
 
 
-def run_description(run_id: str = "run-a", **overrides: Any) -> dict[str, Any]:
-    return {
-        "run_id": run_id, "date": "2026-01-02 03:04:05 UTC", "device": "cpu", "device_name": "CPU: test",
-        "dtype": "float32", "weights": "random", "scale": "tiny", "dataset": "data/persona_qa.csv",
-        "preset": "default", "train_rows": 20, "valid_rows": 5, "prompts": 3, "batch_size": 4, "epochs": 10,
-        "learning_rate": 2e-4, "lora_alpha": 16, "lora_dropout": 0.05, "ranks": list(RANKS), "max_new_tokens": 80,
-        "greedy": False, "seed": 42, "vram_budget_mb": 12288.0,
-        "versions": {"torch": "2.13.0", "transformers": "5.24.0", "peft": "0.21.2"}, **overrides,
-    }
+def run_description(run_id: str = "run-a", **overrides: Any) -> RunDescription:
+    return dataclasses.replace(RunDescription(
+        run_id=run_id, date="2026-01-02 03:04:05 UTC", device="cpu", device_name="CPU: test",
+        dtype="float32", weights="random", scale="tiny", dataset="data/persona_qa.csv",
+        preset="default", data_fingerprint="0123456789ab", train_rows=20, valid_rows=5, prompts=3, batch_size=4,
+        epochs=10, learning_rate=2e-4, lora_alpha=16, lora_dropout=0.05, ranks=RANKS, max_new_tokens=80,
+        greedy=False, seed=42, vram_budget_mb=12288.0,
+        versions={"torch": "2.13.0", "transformers": "5.24.0", "peft": "0.21.2"},
+    ), **overrides)
 
 
-def finetune(name: str, rank: int, finished: float = 1.0, status: str = "ok", run: dict | None = None,
-             seconds: float = 1.5) -> dict[str, Any]:
-    record = {
-        "id": f"benchmarks/test_finetune.py::test_finetune[{name}-r{rank}]", "kind": "finetune",
-        "candidate": name, "rank": rank, "approximate": CANDIDATES[name].approximate, "status": status,
-        "error": None if status == "ok" else "RuntimeError: boom", "finished": finished,
-        "run": run or run_description(), "over_budget": False,
-    }
-    if status == "ok":
-        record.update(
-            seconds=seconds, steps=3, losses=[7.2, 7.1, 7.0], final_loss=7.0, eval_loss=7.05, eval_rows=5,
+def memory(peak_mib: float, start_mib: float, after_mib: float) -> MemoryFigures:
+    return MemoryFigures("cpu_peak_rss", peak_mib, start_mib, after_mib, peak_mib - start_mib)
+
+
+def finetune(name: str, rank: int, finished: float = 1.0, status: Status = Status.OK,
+             run: RunDescription | None = None, seconds: float = 1.5) -> BenchmarkRecord:
+    record = BenchmarkRecord(
+        id=f"benchmarks/test_finetune.py::test_finetune[{name}-r{rank}]", kind=Kind.FINETUNE,
+        candidate=name, rank=rank, approximate=CANDIDATES[name].approximate, fingerprint=f"ft-{name}-{rank}",
+        run=run or run_description(), status=status, error=None if status is Status.OK else "RuntimeError: boom",
+        finished=finished,
+    )
+    if status is Status.OK:
+        record.seconds, record.memory = seconds, memory(400.0 + rank, 390.0, 401.0)
+        record.finetune = FinetuneFigures(
+            steps=3, losses=(7.2, 7.1, 7.0), final_loss=7.0, eval_loss=7.05, eval_rows=5,
             trainable_params=1000 * rank, total_params=100_000, tokens=300, tokens_per_second=200.0,
-            peak_mib=400.0 + rank, start_mib=390.0, after_mib=401.0, peak_increase_mib=10.0 + rank,
-            memory_metric="cpu_peak_rss", mfu=0.0425, peak_tflops=0.19, peak_source="calibrated",
+            utilisation=FinetuneUtilisation(8_100_000_000, 0.008, 0.19, 0.0425, "calibrated"),
         )
     return record
 
 
-def inference(name: str, answers_csv: Path, finished: float = 2.0, run: dict | None = None) -> dict[str, Any]:
-    return {
-        "id": f"benchmarks/test_inference.py::test_inference[{name}]", "kind": "inference", "candidate": name,
-        "rank": None, "approximate": CANDIDATES[name].approximate, "status": "ok", "error": None,
-        "finished": finished, "run": run or run_description(), "over_budget": False, "seconds": 0.6,
-        "prompts": 3, "mean_seconds_per_prompt": 0.2, "new_tokens": 30, "max_new_tokens_seen": 10,
-        "prompt_tokens": 20, "tokens_per_second": 50.0, "total_params": 100_000, "answers_csv": str(answers_csv),
-        "quality": {"chrf": 4.5, "n_scored": 3, "empty_share": 0.0, "hangul_share": 0.9,
-                    "repeated_ngram_share": 0.1},
-        "human_grade": None, "human_graded": 0, "peak_mib": 420.0, "start_mib": 410.0, "after_mib": 415.0,
-        "peak_increase_mib": 10.0, "memory_metric": "cpu_peak_rss",
-        "bandwidth_utilisation": 0.031, "peak_gbps": 30.0, "peak_source": "datasheet",
-    }
+def inference(name: str, answers_csv: Path, finished: float = 2.0, run: RunDescription | None = None) -> BenchmarkRecord:
+    answers = Answers(str(answers_csv), QualityFigures(chrf=4.5, n_scored=3, empty_share=0.0, hangul_share=0.9,
+                                                       repeated_ngram_share=0.1))
+    return BenchmarkRecord(
+        id=f"benchmarks/test_inference.py::test_inference[{name}]", kind=Kind.INFERENCE, candidate=name,
+        rank=None, approximate=CANDIDATES[name].approximate, fingerprint=f"inf-{name}", run=run or run_description(),
+        status=Status.OK, finished=finished, seconds=0.6, memory=memory(420.0, 410.0, 415.0),
+        inference=InferenceFigures(
+            prompts=3, mean_seconds_per_prompt=0.2, new_tokens=30, max_new_tokens_seen=10, prompt_tokens=20,
+            tokens_per_second=50.0, total_params=100_000, answers=answers,
+            utilisation=DecodeUtilisation(55_800_000, 0.93, 30.0, 0.031, "datasheet"),
+        ),
+    )
 
 
 def answers_file(path: Path, grades: list[str]) -> Path:
@@ -76,18 +89,18 @@ def answers_file(path: Path, grades: list[str]) -> Path:
     return path
 
 
-def benchmark_json(path: Path, records: list[dict[str, Any]]) -> Path:
+def benchmark_json(path: Path, records: list[BenchmarkRecord]) -> Path:
     """A file shaped like pytest-benchmark's autosave: each benchmark's extra_info is one record."""
     path.write_text(json.dumps({
         "machine_info": {}, "commit_info": {}, "datetime": "2026-01-02T03:04:05", "version": "5.3.1",
-        "benchmarks": [{"name": r["id"], "extra_info": r, "stats": {"mean": 1.0}} for r in records],
-        "ohlora": records[0]["run"] if records else {},
+        "benchmarks": [{"name": r.id, "extra_info": r.flat(), "stats": {"mean": 1.0}} for r in records],
+        "ohlora": plain(records[0].run) if records else {},
     }), encoding="utf-8")
     return path
 
 
-def jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+def jsonl(path: Path, records: list[BenchmarkRecord]) -> Path:
+    path.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
     return path
 
 
@@ -95,14 +108,14 @@ def settings_for(out: Path, **raw: str | bool) -> Any:
     return parse({"report_dir": str(out), **raw})
 
 
-def full_run(tmp_path: Path) -> list[dict[str, Any]]:
+def full_run(tmp_path: Path) -> list[BenchmarkRecord]:
     """polyglot measured at every rank; TinyKo with an OOM, a failure and a rank not run."""
     answers = tmp_path / "answers"
     return [
         finetune("polyglot-ko-1.3b", 16), finetune("polyglot-ko-1.3b", 32),
         inference("polyglot-ko-1.3b", answers_file(answers / "polyglot-ko-1.3b.random-tiny.csv", ["", "", ""])),
-        finetune("TinyKo-v5-a", 16, status="oom"),
-        {**inference("TinyKo-v5-a", answers / "none.csv"), "status": "failed", "error": "ValueError: bad"},
+        finetune("TinyKo-v5-a", 16, status=Status.OOM),
+        dataclasses.replace(inference("TinyKo-v5-a", answers / "none.csv"), status=Status.FAILED, error="ValueError: bad"),
     ]
 
 
@@ -154,7 +167,9 @@ def test_every_column_is_rendered_from_a_stored_run_and_no_cell_is_blank(tmp_pat
 
 
 def test_eval_loss_cell_says_why_when_valid_rows_have_no_answers(tmp_path: Path) -> None:
-    unanswered = {**finetune("polyglot-ko-1.3b", 16), "eval_loss": None, "eval_rows": 0}
+    measured = finetune("polyglot-ko-1.3b", 16)
+    unanswered = dataclasses.replace(
+        measured, finetune=dataclasses.replace(measured.finetune, eval_loss=None, eval_rows=0))
     out = tmp_path / "report"
     assert report.main([str(benchmark_json(tmp_path / "run.json", [unanswered])), "--out", str(out)]) == 0
 
@@ -175,7 +190,7 @@ def test_utilisation_is_shown_per_rank_with_its_peaks_or_why_not(tmp_path: Path)
 
 def test_merging_two_shards_gives_the_same_table_as_one_run_with_both(tmp_path: Path) -> None:
     records = full_run(tmp_path)
-    earlier = {**finetune("polyglot-ko-1.3b", 16, finished=0.5, seconds=99.0), "run": run_description("run-0")}
+    earlier = finetune("polyglot-ko-1.3b", 16, finished=0.5, seconds=99.0, run=run_description("run-0"))
     settings = settings_for(tmp_path / "out")
     weights = selection.resolve_weights()
     shard_a = benchmark_json(tmp_path / "a.json", records[:3])
@@ -188,7 +203,7 @@ def test_merging_two_shards_gives_the_same_table_as_one_run_with_both(tmp_path: 
     single = report.gather([report.Stored(r, "one run") for r in records], [CANDIDATES[n] for n in NAMES],
                            settings, weights)
 
-    assert report._results_table(merged) == report._results_table(single)
+    assert results_table(merged) == results_table(single)
     assert merged.replaced == 1  # the later 1.50 s replaced the earlier 99 s
     assert {source for run in merged.runs for source in run.sources} == {str(shard_a), str(shard_b)}
     assert merged.recommendation == single.recommendation
@@ -200,7 +215,7 @@ def test_a_later_measurement_replaces_an_earlier_one_whatever_the_file_order(tmp
 
     for order in ([earlier, later], [later, earlier]):
         kept, replaced = report.merge(order)
-        assert [item.record["seconds"] for item in kept] == [2.0] and replaced == 1
+        assert [item.record.seconds for item in kept] == [2.0] and replaced == 1
     kept, replaced = report.merge([later, later])
     assert len(kept) == 1 and replaced == 0
 
@@ -212,7 +227,7 @@ def test_human_grades_are_read_back_from_the_answers_csv_at_render_time(tmp_path
     report.main([str(log), "--out", str(out)])
     assert "not graded" in table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Results")[1][11]
 
-    answers_file(Path(records[2]["answers_csv"]), ["best", "good", "5"])  # a person grades the answers
+    answers_file(Path(records[2].inference.answers.answers_csv), ["best", "good", "5"])  # a person grades the answers
     report.main([str(log), "--out", str(out)])
 
     cell = table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Results")[1][11]
@@ -245,7 +260,7 @@ def test_compare_study_shows_the_studys_t4_figures_beside_ours(tmp_path: Path) -
 
 def test_merged_runs_that_differ_say_so_per_row(tmp_path: Path) -> None:
     gpu = run_description("run-gpu", device="cuda", device_name="NVIDIA T4", dtype="bfloat16")
-    records = [finetune("polyglot-ko-1.3b", 16), {**finetune("TinyKo-v5-a", 16), "run": gpu}]
+    records = [finetune("polyglot-ko-1.3b", 16), finetune("TinyKo-v5-a", 16, run=gpu)]
     out = tmp_path / "out"
     report.main([str(jsonl(tmp_path / "results.jsonl", records)), "--out", str(out)])
 
@@ -258,7 +273,7 @@ def test_merged_runs_that_differ_say_so_per_row(tmp_path: Path) -> None:
 def test_cli_rejects_a_file_that_is_not_a_stored_run(tmp_path: Path) -> None:
     bogus = tmp_path / "x.json"
     bogus.write_text("{}", encoding="utf-8")
-    with pytest.raises(report.UsageError, match="not a pytest-benchmark JSON"):
+    with pytest.raises(UsageError, match="not a pytest-benchmark JSON"):
         report.main([str(bogus)])
 
 

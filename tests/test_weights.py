@@ -76,19 +76,19 @@ def test_missing_weights_skip_only_that_candidate(run_benchmarks, tmp_path: Path
     assert result.returncode == 0, output
     assert "2 passed, 4 skipped" in output
     logged = list(results.read(tmp_path / "ohlora" / "results.jsonl"))
-    records = {(r["candidate"], r["kind"]): r for r in logged}
+    records = {(r.candidate, r.kind.value): r for r in logged}
     assert len(logged) == len(records)
-    assert {key: record["status"] for key, record in records.items()} == {
+    assert {key: record.status for key, record in records.items()} == {
         ("local", "finetune"): "ok", ("local", "inference"): "ok",
         ("llama1B", "finetune"): "skipped", ("llama1B", "inference"): "skipped",
         ("pickled", "finetune"): "skipped", ("pickled", "inference"): "skipped",
     }
-    absent = records[("llama1B", "finetune")]["error"]
+    absent = records[("llama1B", "finetune")].error
     assert absent.startswith(
         "llama1B: pretrained weights for Yebin46/llama1B are not on this machine and downloads are off. "
         "Fetch them with `hf download Yebin46/llama1B` (or pass --ohlora-allow-download)"
     )
-    assert f"pickled: {snapshot} holds only pickle (.bin) weights" in records[("pickled", "finetune")]["error"]
+    assert f"pickled: {snapshot} holds only pickle (.bin) weights" in records[("pickled", "finetune")].error
     assert "hf download Yebin46/llama1B" in output  # the skip reason, as pytest shows it
 
 

@@ -1,0 +1,366 @@
+"""The benchmark record: one typed value that carries a measurement from the runner to the report.
+
+A record is stored as one JSON object per line of results.jsonl (`to_json`),
+nested as the dataclasses are, with `schema` = SCHEMA_VERSION. `from_json`
+checks every field's type and raises `RecordError` naming the field and the
+bad value, so a reader can skip one bad line and keep the rest. Records written
+before the schema existed (one flat namespace, also the shape of
+pytest-benchmark's `extra_info`) still load: `from_json` recognises them by the
+missing `schema` key and reads them through `from_flat`. `flat()` writes that
+same flat view for `extra_info`, so `pytest-benchmark compare` users keep their
+keys (listed in README.md).
+
+Adding a figure is one line in one of the dataclasses below (with a default,
+so older records still load) plus the code that fills it in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .memory import MemoryFigures
+from .quality import QualityFigures
+from .utilisation import DecodeUtilisation, FinetuneUtilisation
+
+SCHEMA_VERSION = 2  # 1: the flat dicts written before this module existed (no `schema` key)
+
+
+class RecordError(ValueError):
+    """A stored record that cannot be read: names the field and the value at fault."""
+
+
+class Status(str, enum.Enum):
+    """How a benchmark ended; the values are the words stored in JSON."""
+
+    OK = "ok"
+    OOM = "oom"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    INTERRUPTED = "interrupted"
+    RUNNING = "running"  # never finished: the process died mid-benchmark
+
+    @property
+    def failed(self) -> bool:
+        """Whether the benchmark broke (as opposed to ran, or was skipped on purpose)."""
+        return self in (Status.OOM, Status.FAILED, Status.INTERRUPTED, Status.RUNNING)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Kind(str, enum.Enum):
+    """Which benchmark a record is of."""
+
+    FINETUNE = "finetune"
+    INFERENCE = "inference"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class RunDescription:
+    """What a run was: device, dtype, weights kind and scale, data, settings, library versions."""
+
+    run_id: str
+    date: str
+    device: str
+    device_name: str
+    dtype: str
+    weights: str
+    scale: str
+    dataset: str
+    preset: str
+    data_fingerprint: str
+    train_rows: int
+    valid_rows: int
+    prompts: int
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    lora_alpha: int
+    lora_dropout: float
+    ranks: tuple[int, ...]
+    max_new_tokens: int
+    greedy: bool
+    seed: int
+    vram_budget_mb: float
+    versions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """E.g. "CPU: x86_64, float32, random weights, tiny scale"."""
+        return f"{self.device_name or self.device}, {self.dtype}, {self.weights} weights, {self.scale} scale"
+
+
+@dataclass(frozen=True)
+class Answers:
+    """One set of generated answers: where they are, their automatic figures and their human grade."""
+
+    answers_csv: str
+    quality: QualityFigures
+    human_grade: float | None = None
+    human_graded: int = 0
+
+
+@dataclass(frozen=True)
+class FinetuneFigures:
+    """A fine-tuning benchmark's figures beyond time and memory."""
+
+    steps: int
+    losses: tuple[float, ...]
+    final_loss: float
+    eval_loss: float | None
+    eval_rows: int
+    trainable_params: int
+    total_params: int  # the frozen base's parameters, adapter excluded
+    tokens: int
+    tokens_per_second: float
+    utilisation: FinetuneUtilisation | None = None
+    after_finetune: Answers | None = None  # --ohlora-eval-after-finetune
+
+
+@dataclass(frozen=True)
+class InferenceFigures:
+    """An inference benchmark's figures beyond time and memory."""
+
+    prompts: int
+    mean_seconds_per_prompt: float
+    new_tokens: int
+    max_new_tokens_seen: int
+    prompt_tokens: int
+    tokens_per_second: float
+    total_params: int
+    answers: Answers
+    utilisation: DecodeUtilisation | None = None
+
+
+@dataclass
+class BenchmarkRecord:
+    """One benchmark of one candidate (and rank): identity, run, outcome and figures.
+
+    `seconds` is the timed region (see runner.py); `memory` what it used. A
+    record that did not end `ok` may lack every figure.
+    """
+
+    id: str
+    kind: Kind
+    candidate: str
+    rank: int | None
+    approximate: bool
+    fingerprint: str
+    run: RunDescription
+    status: Status = Status.RUNNING
+    error: str | None = None
+    finished: float | None = None
+    over_budget: bool = False
+    seconds: float | None = None
+    memory: MemoryFigures | None = None
+    finetune: FinetuneFigures | None = None
+    inference: InferenceFigures | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int | None]:
+        """What identifies a benchmark across runs: candidate, kind, rank."""
+        return self.candidate, self.kind.value, self.rank
+
+    @property
+    def ok(self) -> bool:
+        """Whether the benchmark finished and its figures are there."""
+        return self.status is Status.OK
+
+    @property
+    def peak_mib(self) -> float | None:
+        """The headline peak memory of the timed region, or None when not measured."""
+        return self.memory.peak_mib if self.memory else None
+
+    @property
+    def answers(self) -> Answers | None:
+        """The answers this benchmark scored: the base model's, or the adapter's after fine-tuning."""
+        if self.inference is not None:
+            return self.inference.answers
+        return self.finetune.after_finetune if self.finetune else None
+
+    @property
+    def benchmark_name(self) -> str:
+        """E.g. "fine-tuning r16" or "inference"."""
+        return f"fine-tuning r{self.rank}" if self.kind is Kind.FINETUNE else "inference"
+
+    def to_json(self) -> str:
+        """One line of results.jsonl (no newline); refuses NaN and infinity, which JSON cannot hold."""
+        payload = {"schema": SCHEMA_VERSION, **plain(self)}
+        try:
+            return json.dumps(payload, ensure_ascii=False, sort_keys=True, allow_nan=False)
+        except ValueError as error:
+            raise RecordError(f"record {self.id}: {error} ({_non_finite(payload)})") from None
+
+    @classmethod
+    def from_json(cls, data: str | Mapping[str, Any]) -> "BenchmarkRecord":
+        """A record from a line of results.jsonl (or its parsed object), either schema; RecordError if malformed."""
+        if isinstance(data, str):
+            try:
+                data = json.loads(data, parse_constant=_refuse_constant)
+            except json.JSONDecodeError as error:
+                raise RecordError(f"not JSON: {error}") from None
+        if not isinstance(data, Mapping):
+            raise RecordError(f"a record is a JSON object, not {type(data).__name__}")
+        if "schema" not in data:
+            return from_flat(data)
+        schema = data["schema"]
+        if schema != SCHEMA_VERSION:
+            raise RecordError(f"schema: {schema!r} is not {SCHEMA_VERSION}, the version this code reads")
+        return _build(cls, data, "")
+
+    def flat(self) -> dict[str, Any]:
+        """The flat view: one namespace, as records were stored before SCHEMA_VERSION 2 (pytest-benchmark extra_info)."""
+        out: dict[str, Any] = {
+            "id": self.id, "kind": self.kind.value, "candidate": self.candidate, "rank": self.rank,
+            "approximate": self.approximate, "fingerprint": self.fingerprint, "run": plain(self.run),
+            "status": self.status.value, "error": self.error, "finished": self.finished,
+            "over_budget": self.over_budget,
+        }
+        if self.seconds is not None:
+            out["seconds"] = self.seconds
+        if self.memory is not None:
+            memory = plain(self.memory)
+            memory["memory_metric"] = memory.pop("metric")
+            out.update(memory)
+        for figures in (self.finetune, self.inference):
+            if figures is None:
+                continue
+            for name, value in plain(figures).items():
+                if name == "utilisation":
+                    out.update(value or {})
+                elif name == "answers":
+                    out.update(value)
+                elif name == "after_finetune":
+                    if value is not None:
+                        out["quality_after_finetune"] = value
+                else:
+                    out[name] = value
+        return out
+
+
+# Fields of the flat view that belong to each part (the rest are the record's own or run).
+_MEMORY_FLAT = {f.name if f.name != "metric" else "memory_metric": f.name for f in dataclasses.fields(MemoryFigures)}
+
+
+def from_flat(data: Mapping[str, Any]) -> BenchmarkRecord:
+    """A record from the flat view: results.jsonl before schema 2, or pytest-benchmark's extra_info."""
+    own = {f.name: data[f.name] for f in dataclasses.fields(BenchmarkRecord)
+           if f.name in data and f.name not in ("memory", "finetune", "inference")}
+    if "peak_mib" in data:
+        own["memory"] = {part: data[flat] for flat, part in _MEMORY_FLAT.items() if flat in data}
+    kind = data.get("kind")
+    if kind == Kind.FINETUNE.value and "steps" in data:
+        figures = _pick(FinetuneFigures, data)
+        figures["utilisation"] = _pick(FinetuneUtilisation, data) if "mfu" in data else None
+        figures["after_finetune"] = data.get("quality_after_finetune")
+        own["finetune"] = figures
+    elif kind == Kind.INFERENCE.value and "prompts" in data:
+        figures = _pick(InferenceFigures, data)
+        figures["utilisation"] = _pick(DecodeUtilisation, data) if "bandwidth_utilisation" in data else None
+        figures["answers"] = _pick(Answers, data)
+        own["inference"] = figures
+    return _build(BenchmarkRecord, own, "")
+
+
+def _pick(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    return {f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data}
+
+
+def _refuse_constant(name: str) -> float:
+    raise RecordError(f"{name} is not a number a record may hold")
+
+
+def _non_finite(value: Any, where: str = "") -> str:
+    """The first NaN/infinity in a plain value, as "field: value"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where or 'value'}: {value!r}"
+    if isinstance(value, dict):
+        found = (_non_finite(v, f"{where}.{k}" if where else str(k)) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        found = (_non_finite(v, f"{where}[{i}]") for i, v in enumerate(value))
+    else:
+        return ""
+    return next((f for f in found if f), "")
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses, enums and tuples as JSON-ready dicts, strings and lists (e.g. a RunDescription for JSON)."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    return value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """`cls` from a JSON object, every field checked against its annotation; unknown keys are ignored
+    so that a record written by newer code with an extra figure still loads."""
+    if not isinstance(data, Mapping):
+        raise RecordError(f"{where or cls.__name__}: {data!r} is not an object")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        name = f"{where}.{f.name}" if where else f.name
+        if f.name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RecordError(f"{name}: missing")
+            continue
+        values[f.name] = _convert(hints[f.name], data[f.name], name)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        if len(options) == 1:
+            return _convert(options[0], value, where)
+        raise RecordError(f"{where}: unsupported annotation {hint}")  # pragma: no cover - a coding error
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            raise RecordError(f"{where}: {value!r} is not one of {[m.value for m in hint]}") from None
+    if origin in (tuple, list):
+        if not isinstance(value, list):
+            raise RecordError(f"{where}: {value!r} is not a list")
+        item = args[0]
+        items = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecordError(f"{where}: {value!r} is not an object")
+        return {str(k): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecordError(f"{where}: {value!r} is not a number")
+        if not math.isfinite(value):
+            raise RecordError(f"{where}: {value!r} is not a finite number")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecordError(f"{where}: {value!r} is not an integer")
+        return value
+    if hint in (str, bool):
+        if not isinstance(value, hint):
+            raise RecordError(f"{where}: {value!r} is not a {hint.__name__}")
+        return value
+    raise RecordError(f"{where}: unsupported annotation {hint}")  # pragma: no cover - a coding error

@@ -1,0 +1,85 @@
+"""How one figure reads in a table cell: number formats, and the word that stands where a figure is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..record import BenchmarkRecord
+from .gather import Report
+from .language import text
+
+
+def seconds(value: float) -> str:
+    return f"{value:.2f}" if value < 100 else f"{value:,.1f}"
+
+
+def mib(value: float) -> str:
+    return f"{value:,.0f}"
+
+
+def loss(value: float) -> str:
+    return f"{value:.3f}"
+
+
+def share(value: float) -> str:
+    return f"{value:.0%}"
+
+
+def percent(value: float) -> str:
+    # utilisation of tiny models is a few percent: whole percents would round it away
+    return f"{value:.1%}"
+
+
+def count(value: int) -> str:
+    return f"{value:,}"
+
+
+def status_cell(report: Report, record: BenchmarkRecord | None, value: Callable[[BenchmarkRecord], str]) -> str:
+    """A measured figure, or why there is none (not run, skipped, OOM, failed, interrupted): never blank."""
+    if record is None:
+        return text("not_run", report.lang)
+    if not record.ok:
+        return text(record.status.value, report.lang)
+    return value(record)
+
+
+def figure(value: float | None, fmt: Callable[[float], str], lang: str) -> str:
+    """A figure, or n/a where the benchmark ran but the figure does not apply."""
+    return text("na", lang) if value is None else fmt(value)
+
+
+def eval_loss_cell(record: BenchmarkRecord, lang: str) -> str:
+    figures = record.finetune
+    # The study's own file leaves its valid rows unanswered: there is no loss to compute, and the cell says so.
+    if figures is not None and figures.eval_loss is None and figures.eval_rows == 0:
+        return text("no_valid_answers", lang)
+    return figure(figures.eval_loss if figures else None, loss, lang)
+
+
+def peak_cell(report: Report, record: BenchmarkRecord) -> str:
+    cell = figure(record.peak_mib, mib, report.lang)
+    if record.peak_mib is not None and record.peak_mib > report.settings.vram_budget_mb:
+        cell += f" ⚠ {text('over_budget', report.lang)}"
+    return cell
+
+
+def beside_study(report: Report, cell: str, theirs: float | None, fmt: Callable[[float], str]) -> str:
+    """The cell, followed by the reference study's figure when --compare-study asks for it."""
+    if report.study is None or theirs is None:
+        return cell
+    return f"{cell} · {text('study_t4', report.lang)}: {fmt(theirs)}"
+
+
+def beside_report(report: Report, path: str | None) -> str | None:
+    """A path relative to the report's folder when it lies inside it: short, and still right if the folder moves."""
+    if not path:
+        return None
+    try:
+        return str(Path(path).resolve().relative_to(report.settings.report_dir.resolve()))
+    except ValueError:
+        return path
+
+
+def leaderboard_cell(average: float | None, lang: str) -> str:
+    return text("na", lang) if average is None else f"{average:.2f}"

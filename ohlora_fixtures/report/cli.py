@@ -1,0 +1,49 @@
+"""`python -m ohlora_fixtures report FILE...`: render the report from stored runs."""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+from pathlib import Path
+from typing import Callable
+
+from .. import registry, selection
+from ..errors import UsageError
+from ..settings import REPORT, add_options, parse
+from .render import render
+from .stored import read_stored
+
+
+def _ini_from(path: Path | None) -> Callable[[str], object] | None:
+    """`ohlora_weight_*` keys of a setup.cfg's [tool:pytest] section, as pytest would read them."""
+    if path is None or not path.is_file():
+        return None
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(path, encoding="utf-8")
+    section = parser["tool:pytest"] if parser.has_section("tool:pytest") else {}
+    return lambda key: section.get(key)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m ohlora_fixtures report FILE...`: render the report from stored runs."""
+    parser = argparse.ArgumentParser(
+        prog="python -m ohlora_fixtures report",
+        description="Merge stored runs (pytest-benchmark JSON files under .benchmarks/<machine>/ and/or "
+        "results.jsonl logs) into one leaderboard; the latest measurement of each benchmark "
+        "(candidate, kind, rank) wins.",
+    )
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="pytest-benchmark JSON or results.jsonl")
+    add_options(parser.add_argument, REPORT)
+    parser.add_argument("--ini", type=Path, default=Path("setup.cfg"),
+                        help="read ohlora_weight_* keys from this file's [tool:pytest] section (default: %(default)s)")
+    args = parser.parse_args(argv)
+    settings = parse(vars(args), REPORT)
+    stored = [item for path in args.files for item in read_stored(path)]
+    if not stored:
+        raise UsageError(f"no ohlora records in {', '.join(str(p) for p in args.files)}")
+    names = {item.record.candidate for item in stored}
+    candidates = [c for c in registry.load_registry(settings.candidates) if c.name in names]
+    weights = selection.resolve_weights(_ini_from(args.ini), settings.ranking_weights)
+    files = render(stored, candidates, settings, weights)
+    print("\n".join(files.lines()))
+    return 0

@@ -1,0 +1,258 @@
+"""Gather and merge: the kept records, re-read grades and full-size plans, in one `Report` the renderers read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from .. import selection
+from ..errors import UsageError
+from ..plan import CandidatePlan, plan_candidate
+from ..quality import read_grades
+from ..record import Answers, BenchmarkRecord, Kind, RunDescription, Status
+from ..registry import Candidate
+from ..settings import Settings
+from ..text import display_name
+from .language import text
+from .reference import StudyResults, load_study
+from .stored import Stored, merge
+
+Key = tuple[str, str, int | None]
+
+
+@dataclass(frozen=True)
+class Grade:
+    """A human grade read back from an answers CSV at render time."""
+
+    score: float | None
+    graded: int
+    note: str = ""
+
+
+def reread_grade(answers: Answers, source: str) -> Grade:
+    """The answers CSV's grades now (a person may have filled them in since the run).
+
+    The path is tried as recorded, then beside the source file (`answers/NAME`),
+    so a report dir that was copied elsewhere still works.
+    """
+    stored_grade, graded = answers.human_grade, answers.human_graded
+    if not answers.answers_csv:
+        return Grade(stored_grade, graded, "no answers file recorded")
+    recorded = Path(answers.answers_csv)
+    for path in (recorded, Path(source).parent / "answers" / recorded.name):
+        if path.is_file():
+            # Unreadable cells are warned about (file, line, value) and left out; never raises.
+            score, count = read_grades(path)
+            return Grade(score, count)
+    return Grade(stored_grade, graded, f"answers file {answers.answers_csv} not found; grade as stored in the record")
+
+
+@lru_cache(maxsize=None)
+def _plan(candidate: Candidate, ranks: tuple[int, ...], dtype: str, batch_size: int, max_new_tokens: int) -> CandidatePlan:
+    # Building full-size models on the meta device takes a moment; reports of one process reuse it.
+    return plan_candidate(candidate, ranks, dtype=dtype, batch_size=batch_size, max_new_tokens=max_new_tokens)
+
+
+def is_measured_peak(record: BenchmarkRecord) -> bool:
+    """Whether a record's peak is a GPU peak of a full-size model: the only one the VRAM budget can read."""
+    return record.run.scale == "full" and record.memory is not None and record.memory.metric.startswith("cuda")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """One merged run: its description, files, and how many benchmarks of it the report uses."""
+
+    run_id: str
+    description: RunDescription
+    sources: tuple[str, ...]
+    used: int
+
+
+@dataclass
+class Report:
+    """Everything the renderers need, gathered once."""
+
+    lang: str
+    settings: Settings
+    candidates: list[Candidate]
+    records: dict[Key, Stored]
+    ranks: list[int]
+    runs: list[RunInfo]
+    runs_read: int
+    replaced: int
+    plan_dtype: str
+    plans: dict[str, CandidatePlan]
+    grades: dict[tuple[str, int | None], Grade]
+    weights: Mapping[str, float]
+    study: StudyResults | None
+
+    @cached_property
+    def evidence(self) -> dict[str, selection.Evidence]:
+        """What the recommendation reads of each candidate."""
+        return {c.name: _evidence(self, c) for c in self.candidates}
+
+    @cached_property
+    def recommendation(self) -> selection.Recommendation:
+        """Screening, budget, ranking: the final model and the backup."""
+        s = self.settings
+        rules = selection.Rules(
+            max_params=s.max_params, min_params=s.min_params, vram_budget_mib=s.vram_budget_mb,
+            weights=self.weights, licences=selection.load_licences(),
+        )
+        return selection.recommend(list(self.evidence.values()), rules)
+
+    def name(self, candidate: Candidate, lang: str | None = None) -> str:
+        """The candidate's display name; approximate stand-ins are marked wherever they appear."""
+        return display_name(candidate.name, candidate.approximate, lang or self.lang)
+
+    def record(self, name: str, kind: Kind, rank: int | None = None) -> BenchmarkRecord | None:
+        """The kept record of one benchmark, or None when it was not run."""
+        stored = self.records.get((name, kind.value, rank))
+        return stored.record if stored else None
+
+    def ok_record(self, name: str, kind: Kind, rank: int | None = None) -> BenchmarkRecord | None:
+        """The kept record of one benchmark if it finished with figures, else None."""
+        record = self.record(name, kind, rank)
+        return record if record is not None and record.ok else None
+
+    @property
+    def all_records(self) -> list[BenchmarkRecord]:
+        """Every kept record."""
+        return [stored.record for stored in self.records.values()]
+
+    @property
+    def stand_in(self) -> list[str]:
+        """What makes these figures stand-ins (text keys "random_weights", "tiny_scale"); empty for real ones."""
+        found = []
+        if any(r.run.weights == "random" for r in self.all_records):
+            found.append("random_weights")
+        if any(r.run.scale == "tiny" for r in self.all_records):
+            found.append("tiny_scale")
+        return found
+
+    @property
+    def memory_metrics(self) -> str:
+        """The peak-memory metrics the records use, e.g. "cpu_peak_rss"."""
+        return ", ".join(sorted({r.memory.metric for r in self.all_records if r.memory and r.memory.metric})) or "n/a"
+
+    def stand_in_text(self, lang: str | None = None) -> str:
+        """E.g. "random weights and tiny-scale models"."""
+        lang = lang or self.lang
+        return text("and", lang).join(text(key, lang) for key in self.stand_in)
+
+    @property
+    def run_labels(self) -> list[str]:
+        """Each distinct run setting of the kept records, e.g. "CPU: x, float32, random weights, tiny scale"."""
+        return list(dict.fromkeys(r.run.label for r in self.all_records))
+
+    @property
+    def mixed_runs(self) -> bool:
+        """Whether the merged records differ in device, dtype, weights or scale."""
+        return len(self.run_labels) > 1
+
+
+def gather(
+    stored: Iterable[Stored], candidates: Sequence[Candidate], settings: Settings, weights: Mapping[str, float],
+) -> Report:
+    """Merge the records, re-read grades and plan every candidate at full size; the report judges them lazily."""
+    stored = list(stored)
+    kept, replaced = merge(stored)
+    known = {candidate.name for candidate in candidates}
+    unknown = sorted({item.record.candidate for item in kept} - known)
+    if unknown:
+        raise UsageError(
+            f"records name candidate(s) {unknown} that the registry {settings.candidates} does not list; "
+            "pass the registry they were run with (--candidates)"
+        )
+    records = {item.key: item for item in kept}
+    ranks = sorted(
+        {item.record.rank for item in kept if item.record.kind is Kind.FINETUNE}
+        | {rank for item in kept for rank in item.record.run.ranks}
+    ) or list(settings.ranks)
+    ordered = sorted(candidates, key=lambda c: (c.leaderboard_average is None, -(c.leaderboard_average or 0.0)))
+    first_run = kept[0].record.run if kept else None
+    gpu_dtypes = [item.record.run.dtype for item in kept if item.record.run.device.startswith("cuda")]
+    # A GPU run plans at its own dtype; a CPU run at bf16, the dtype a GPU run of the study uses.
+    plan_dtype = gpu_dtypes[0] if gpu_dtypes else "bfloat16"
+    batch_size = first_run.batch_size if first_run else settings.batch_size
+    max_new_tokens = first_run.max_new_tokens if first_run else settings.max_new_tokens
+    plans = {c.name: _plan(c, tuple(ranks), plan_dtype, batch_size, max_new_tokens) for c in ordered}
+    return Report(
+        lang=settings.lang, settings=settings, candidates=ordered, records=records, ranks=ranks, runs=_runs(kept),
+        runs_read=len({item.record.run.run_id for item in stored}), replaced=replaced,
+        plan_dtype=plan_dtype, plans=plans, grades=_reread_grades(records), weights=weights,
+        study=load_study() if settings.compare_study else None,
+    )
+
+
+def _reread_grades(records: Mapping[Key, Stored]) -> dict[tuple[str, int | None], Grade]:
+    """Grades of the base model's answers (rank None) and of each adapter's (rank r)."""
+    grades = {}
+    for (name, _, rank), stored in records.items():
+        record = stored.record
+        if record.kind is Kind.INFERENCE and record.ok and record.inference is not None:
+            grades[(name, None)] = reread_grade(record.inference.answers, stored.source)
+        if record.kind is Kind.FINETUNE and record.finetune and record.finetune.after_finetune:
+            grades[(name, rank)] = reread_grade(record.finetune.after_finetune, stored.source)
+    return grades
+
+
+def _runs(kept: Sequence[Stored]) -> list[RunInfo]:
+    runs: dict[str, tuple[RunDescription, list[str], list[int]]] = {}
+    for item in kept:
+        run = item.record.run
+        description, sources, used = runs.setdefault(run.run_id or "unknown", (run, [], [0]))
+        used[0] += 1
+        if item.source not in sources:
+            sources.append(item.source)
+    return [RunInfo(run_id, d, tuple(sources), used[0]) for run_id, (d, sources, used) in runs.items()]
+
+
+def _evidence(report: Report, candidate: Candidate) -> selection.Evidence:
+    """What the recommendation reads of one candidate, each figure with its source."""
+    largest = report.ranks[-1]
+    plan = report.plans[candidate.name]
+    finetune = report.record(candidate.name, Kind.FINETUNE, largest)
+    ok_finetune = report.ok_record(candidate.name, Kind.FINETUNE, largest)
+    ok_inference = report.ok_record(candidate.name, Kind.INFERENCE)
+    estimate = f"plan estimate at full size, {plan.dtype}"
+    if finetune and finetune.status is Status.OOM and is_measured_peak(finetune):
+        ft_peak, ft_source = None, "out of memory at full size"
+    elif ok_finetune and is_measured_peak(ok_finetune):
+        ft_peak, ft_source = ok_finetune.peak_mib, f"measured, {ok_finetune.memory.metric}"
+    else:
+        ft_peak = next(r.finetune_peak_estimate_mib for r in plan.ranks if r.rank == largest)
+        ft_source = estimate
+    if ok_inference and is_measured_peak(ok_inference):
+        inf_peak, inf_source = ok_inference.peak_mib, f"measured, {ok_inference.memory.metric}"
+    else:
+        inf_peak, inf_source = plan.inference_peak_estimate_mib, estimate
+    failures = tuple(
+        f"{record.benchmark_name} {text(record.status.value, 'en')}: {record.error or 'no message'}"
+        for record in report.all_records
+        if record.candidate == candidate.name and record.status.failed
+    )
+    grade = report.grades.get((candidate.name, None))
+    pretrained = ok_inference is not None and ok_inference.run.weights == "pretrained"
+    return selection.Evidence(
+        candidate=candidate,
+        largest_rank=largest,
+        finetune_peak_mib=ft_peak,
+        finetune_peak_source=ft_source,
+        figures={
+            "finetune_time": ok_finetune.seconds if ok_finetune else None,
+            "finetune_memory": ft_peak,
+            "inference_time": ok_inference.inference.mean_seconds_per_prompt if ok_inference else None,
+            "inference_memory": inf_peak,
+        },
+        sources={
+            "finetune_time": f"measured at r{largest}" if ok_finetune else "not measured",
+            "finetune_memory": f"{ft_source} at r{largest}",
+            "inference_time": "measured" if ok_inference else "not measured",
+            "inference_memory": inf_source,
+        },
+        human_grade=grade.score if grade and pretrained else None,
+        failures=failures,
+    )

@@ -1,0 +1,86 @@
+"""Stored runs in: the records of results.jsonl logs and pytest-benchmark JSON files, merged per benchmark."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from .. import results
+from ..errors import UsageError
+from ..paths import not_a_file
+from ..record import BenchmarkRecord, RecordError
+from ..results import UnreadableRecord
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One benchmark record and the file (or session) it came from."""
+
+    record: BenchmarkRecord
+    source: str
+
+    @property
+    def key(self) -> tuple[str, str, int | None]:
+        """What identifies a benchmark across runs: candidate, kind, rank."""
+        return self.record.key
+
+
+def _looks_like_record(value: Any) -> bool:
+    # pytest-benchmark JSON may hold other plugins' benchmarks: only ours carry a candidate and a kind.
+    return isinstance(value, dict) and "candidate" in value and "kind" in value
+
+
+def read_stored(path: Path) -> list[Stored]:
+    """The records of a results.jsonl log or of a pytest-benchmark JSON file (its `extra_info`).
+
+    A record that does not parse is skipped with an UnreadableRecord warning naming the file and where.
+    """
+    problem = not_a_file(path)
+    if problem:
+        problem = "is a directory, expected a results file" if path.is_dir() else problem
+        raise UsageError(f"{path}: {problem}; give pytest-benchmark JSON files or results.jsonl logs")
+    if path.suffix == ".jsonl":
+        return [Stored(record, str(path)) for record in results.read(path)]
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"{path}: not a JSON file: {error}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("benchmarks"), list):
+        raise UsageError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
+    found, ours = [], 0
+    for index, benchmark in enumerate(document["benchmarks"]):
+        extra = benchmark.get("extra_info") if isinstance(benchmark, dict) else None
+        if not _looks_like_record(extra):
+            continue
+        ours += 1
+        try:
+            found.append(Stored(BenchmarkRecord.from_json(extra), str(path)))
+        except RecordError as error:
+            name = benchmark.get("name", f"#{index}")
+            warnings.warn(UnreadableRecord(f"{path}: benchmark {name}: skipped, not a valid record: {error}"),
+                          stacklevel=2)
+    if document["benchmarks"] and not ours:
+        raise UsageError(f"{path}: its benchmarks carry no ohlora records; was it written by ohlora-bench?")
+    return found
+
+
+def merge(stored: Iterable[Stored]) -> tuple[list[Stored], int]:
+    """The latest record of each benchmark (by `finished`; later input wins a tie), and how many were replaced.
+
+    The same record seen twice (the session's copy and the log's) is not a replacement.
+    """
+    kept: dict[tuple[str, str, int | None], Stored] = {}
+    replaced = 0
+    for item in stored:
+        earlier = kept.get(item.key)
+        if earlier is not None:
+            if earlier.record.finished == item.record.finished:
+                continue
+            replaced += 1
+            if (earlier.record.finished or 0) > (item.record.finished or 0):
+                continue
+        kept[item.key] = item
+    return list(kept.values()), replaced

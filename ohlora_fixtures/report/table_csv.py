@@ -1,0 +1,41 @@
+"""results.csv: one row per kept benchmark, every figure of its flat view, for pandas and spreadsheet users."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..record import Kind
+from .gather import Report
+
+
+def results_frame(report: Report) -> Any:
+    """One row per benchmark, nested figures flattened (`quality.chrf`, `run.versions.torch`), for pandas users."""
+    import pandas as pd
+
+    rows = []
+    for stored in report.records.values():
+        record = stored.record
+        # Sorted, as results.jsonl lines were before the typed record: the columns keep their order.
+        row = json.loads(json.dumps(record.flat(), sort_keys=True))
+        grade = report.grades.get((record.candidate, None if record.kind is Kind.INFERENCE else record.rank))
+        if grade is not None:
+            # The grade as it stands now, not as it stood when the benchmark ran.
+            graded = {"human_grade": grade.score, "human_graded": grade.graded}
+            if record.kind is Kind.INFERENCE:
+                row.update(graded)
+            else:
+                row["quality_after_finetune"] = {**row["quality_after_finetune"], **graded}
+        if isinstance(row.get("losses"), list):
+            row["losses"] = json.dumps(row["losses"])
+        row["source"] = stored.source
+        rows.append(row)
+    frame = pd.json_normalize(rows, sep=".")
+    first = [c for c in ("candidate", "kind", "rank", "status", "seconds", "peak_mib") if c in frame.columns]
+    return frame[first + [c for c in frame.columns if c not in first]]
+
+
+def write_csv(report: Report, path: Path) -> None:
+    """Write results.csv."""
+    results_frame(report).to_csv(path, index=False)

@@ -1,0 +1,223 @@
+"""The report's tables, each built from the gathered `Report` as rows of display strings."""
+
+from __future__ import annotations
+
+from .. import selection
+from ..devices import DTYPES
+from ..memory import MIB
+from ..quality import grade_label
+from ..record import Answers, Kind
+from ..registry import Candidate
+from . import cells
+from .blocks import Table
+from .gather import Grade, Report
+from .language import text
+
+
+def results_table(report: Report) -> Table:
+    """One row per candidate: fine-tuning time, peak and eval loss per rank; inference time, peak and quality."""
+    lang, ranks, study = report.lang, report.ranks, report.study
+    columns = [text("model", lang), text("leaderboard", lang), text("params", lang)]
+    columns += [text("ft_time", lang, rank=r) for r in ranks] + [text("ft_memory", lang, rank=r) for r in ranks]
+    columns += [text("eval_loss", lang, rank=r) for r in ranks]
+    columns += [text("inf_time", lang), text("inf_memory", lang), text("answer_quality", lang)]
+    if report.mixed_runs:
+        columns.append(text("measured_with", lang))
+    rows = []
+    for c in report.candidates:
+        finetunes = [report.record(c.name, Kind.FINETUNE, r) for r in ranks]
+        inference = report.record(c.name, Kind.INFERENCE)
+        row = [report.name(c), cells.leaderboard_cell(c.leaderboard_average, lang), c.params_label]
+        row += [
+            cells.beside_study(report, cells.status_cell(report, rec, lambda r: cells.figure(r.seconds, cells.seconds, lang)),
+                               study and study.finetune(c.name, "finetune_seconds", rank), cells.seconds)
+            for rank, rec in zip(ranks, finetunes)
+        ]
+        row += [
+            cells.beside_study(report, cells.status_cell(report, rec, lambda r: cells.peak_cell(report, r)),
+                               study and study.finetune(c.name, "finetune_memory_mib", rank), cells.mib)
+            for rank, rec in zip(ranks, finetunes)
+        ]
+        row += [cells.status_cell(report, rec, lambda r: cells.eval_loss_cell(r, lang)) for rec in finetunes]
+        study_row = study.rows.get(c.name, {}) if study else {}
+        per_prompt = cells.status_cell(
+            report, inference, lambda r: cells.figure(r.inference.mean_seconds_per_prompt, cells.seconds, lang))
+        row += [
+            cells.beside_study(report, per_prompt, study_row.get("inference_seconds"), cells.seconds),
+            cells.beside_study(report, cells.status_cell(report, inference, lambda r: cells.peak_cell(report, r)),
+                               study_row.get("inference_memory_mib"), cells.mib),
+            cells.status_cell(report, inference, lambda r: _quality_cell(report, c.name, r.inference.answers)),
+        ]
+        if report.mixed_runs:
+            mine = [r for r in (*finetunes, inference) if r is not None]
+            row.append("; ".join(dict.fromkeys(r.run.label for r in mine)) or text("not_run", lang))
+        rows.append(tuple(row))
+    return Table(tuple(columns), tuple(rows))
+
+
+def _quality_cell(report: Report, name: str, answers: Answers) -> str:
+    grade = report.grades.get((name, None), Grade(None, 0))
+    cell = grade_label(grade.score, report.lang)
+    if grade.score is not None:
+        cell += f" ({grade.score:.1f}, n={grade.graded})"
+    if answers.quality.chrf is not None:
+        cell += f" · chrF {answers.quality.chrf:.1f}"
+    if report.study is not None and name in report.study.rows:
+        cell += f" · {text('study_t4', report.lang)}: {report.study.rows[name]['human_grade']}"
+    return cell
+
+
+def candidates_table(report: Report) -> Table:
+    """The screening: every candidate with its size, licence, Korean support and verdict."""
+    lang = report.lang
+    rows = []
+    for place, c in enumerate(report.candidates, start=1):
+        verdict = report.recommendation.verdicts[c.name]
+        params = c.params_label + (f" ({c.params_exact:,})" if c.params_exact else "")
+        summary = text("eligible" if verdict.eligible else "excluded", lang)
+        details = [*verdict.reasons, *(f"⚠ {flag}" for flag in verdict.flags)]
+        rows.append((str(place), report.name(c), params, cells.leaderboard_cell(c.leaderboard_average, lang),
+                     c.license, c.korean, summary + (": " + "; ".join(details) if details else "")))
+    columns = ("rank", "model", "params", "leaderboard", "licence", "korean", "verdict")
+    return Table(tuple(text(key, lang) for key in columns), tuple(rows))
+
+
+def choice_table(report: Report) -> Table:
+    """The final choice and the backup, with why (and the study's, with --compare-study)."""
+    lang, rec = report.lang, report.recommendation
+    rows = [
+        (text("final", lang), rec.final or text("na", lang), rec.final_reason),
+        (text("backup", lang), rec.backup or text("na", lang), rec.backup_reason or text("na", lang)),
+    ]
+    if report.study is not None:
+        rows.append((f"{text('final', lang)} / {text('backup', lang)} ({text('study_t4', lang)})",
+                     f"{report.study.final} / {report.study.backup}",
+                     "the reference study's choice (it used the backup in the end, for its licence)"))
+    return Table((text("final", lang) + " / " + text("backup", lang), text("model", lang), text("why", lang)),
+                 tuple(rows))
+
+
+def quality_table(report: Report) -> Table:
+    """One row per candidate for the base model's answers, plus one per adapter rank scored after fine-tuning."""
+    lang = report.lang
+    rows = []
+    for c in report.candidates:
+        inference = report.record(c.name, Kind.INFERENCE)
+        adapters: list[tuple[str, int | None, Answers]] = []
+        if inference is None or not inference.ok:
+            status = cells.status_cell(report, inference, str)
+            rows.append((report.name(c), text("base", lang), *[status] * 7))
+        else:
+            adapters.append((text("base", lang), None, inference.inference.answers))
+        for rank in report.ranks:
+            record = report.record(c.name, Kind.FINETUNE, rank)
+            if record is not None and record.finetune is not None and record.finetune.after_finetune is not None:
+                adapters.append((f"r{rank}", rank, record.finetune.after_finetune))
+        rows += [_quality_row(report, c, adapter, rank, answered) for adapter, rank, answered in adapters]
+    keys = ("model", "adapter", "human_grade", "graded", "chrf", "empty", "hangul", "repeats", "answers_csv")
+    return Table(tuple(text(key, lang) for key in keys), tuple(rows))
+
+
+def _quality_row(report: Report, c: Candidate, adapter: str, rank: int | None, answered: Answers) -> tuple[str, ...]:
+    lang = report.lang
+    grade = report.grades.get((c.name, rank), Grade(None, 0))
+    figures = answered.quality
+    return (
+        report.name(c), adapter,
+        grade_label(grade.score, lang) + (f" ({grade.score:.1f})" if grade.score is not None else "")
+        + (f" — {grade.note}" if grade.note else ""),
+        str(grade.graded),
+        text("na", lang) if figures.chrf is None else f"{figures.chrf:.1f} (n={figures.n_scored})",
+        cells.share(figures.empty_share),
+        cells.share(figures.hangul_share),
+        cells.share(figures.repeated_ngram_share),
+        cells.beside_report(report, answered.answers_csv) or text("na", lang),
+    )
+
+
+def plan_table(report: Report) -> Table:
+    """Full-size parameter counts (exact) and memory (estimates) of every candidate, against the budget."""
+    lang, ranks, budget = report.lang, report.ranks, report.settings.vram_budget_mb
+    run_dtypes = sorted({r.run.dtype for r in report.all_records} - {report.plan_dtype})
+    dtype = report.plan_dtype
+    columns = [text("model", lang), text("total_params", lang), text("weights_mib", lang, dtype=dtype)]
+    columns += [text("weights_as_run", lang, dtype=other) for other in run_dtypes]
+    columns += [text("trainable", lang, rank=r) for r in ranks]
+    columns += [text("ft_estimate", lang, rank=r, dtype=dtype) for r in ranks]
+    columns += [text("inf_estimate", lang, dtype=dtype), text("fits", lang, rank=ranks[-1], budget=f"{budget:,.0f}")]
+    rows = []
+    for c in report.candidates:
+        plan = report.plans[c.name]
+        largest = plan.ranks[-1].finetune_peak_estimate_mib
+        rows.append(tuple(
+            [report.name(c), cells.count(plan.total_params), cells.mib(plan.weights_mib)]
+            + [cells.mib(plan.total_params * DTYPES[other].itemsize / MIB) for other in run_dtypes]
+            + [cells.count(r.trainable_params) for r in plan.ranks]
+            + [cells.mib(r.finetune_peak_estimate_mib) for r in plan.ranks]
+            + [cells.mib(plan.inference_peak_estimate_mib), text("yes_est" if largest <= budget else "no_est", lang)]
+        ))
+    return Table(tuple(columns), tuple(rows))
+
+
+def utilisation_table(report: Report) -> Table:
+    """MFU per rank and the decode's bandwidth use, with the peaks they are measured against."""
+    lang, ranks = report.lang, report.ranks
+    columns = [text("model", lang)] + [text("mfu", lang, rank=r) for r in ranks]
+    columns += [text("bandwidth", lang), text("peaks", lang)]
+    rows = []
+    for c in report.candidates:
+        inference = report.record(c.name, Kind.INFERENCE)
+        finetunes = [report.record(c.name, Kind.FINETUNE, r) for r in ranks]
+        trained = next((r.finetune.utilisation for r in finetunes
+                        if r is not None and r.finetune is not None and r.finetune.utilisation is not None), None)
+        decoded = inference.inference.utilisation if inference is not None and inference.inference else None
+        peaks = []
+        if trained is not None:
+            peaks.append(f"{trained.peak_tflops:.3g} TFLOP/s ({trained.peak_source})")
+        if decoded is not None:
+            peaks.append(f"{decoded.peak_gbps:.3g} GB/s ({decoded.peak_source})")
+        rows.append(tuple(
+            [report.name(c)]
+            + [cells.status_cell(report, record, lambda x: cells.figure(
+                x.finetune.utilisation and x.finetune.utilisation.mfu, cells.percent, lang)) for record in finetunes]
+            + [cells.status_cell(report, inference, lambda x: cells.figure(
+                x.inference.utilisation and x.inference.utilisation.bandwidth_utilisation, cells.percent, lang)),
+               "; ".join(peaks) or text("na", lang)]
+        ))
+    return Table(tuple(columns), tuple(rows))
+
+
+def runs_table(report: Report) -> Table:
+    """The merged runs: where each came from and what it was run with."""
+    rows = []
+    for run in report.runs:
+        d = run.description
+        rows.append((
+            run.run_id, ", ".join(run.sources), d.date or "?",
+            f"{d.device_name or d.device} ({d.device})", d.dtype, d.weights, d.scale,
+            f"train {d.train_rows}, valid {d.valid_rows} ({d.preset})",
+            f"batch {d.batch_size}, {d.epochs} epochs, lr {d.learning_rate}",
+            ", ".join(str(r) for r in d.ranks),
+            f"{d.prompts} prompts, ≤{d.max_new_tokens} new tokens" + (", greedy" if d.greedy else ", sampled"),
+            " / ".join(f"{lib} {d.versions.get(lib, '?')}" for lib in ("torch", "transformers", "peft")),
+            str(run.used),
+        ))
+    columns = ("run id", "file(s)", "date", "device", "dtype", "weights", "scale", "rows", "training",
+               "ranks", "inference", "torch / transformers / peft", "benchmarks used")
+    return Table(columns, tuple(rows))
+
+
+def scores_table(report: Report) -> Table:
+    """Each eligible candidate's raw and normalised criteria, and its weighted score."""
+    rec = report.recommendation
+    columns = [text("model", report.lang), text("place", report.lang)] + [
+        f"{c.label} (w={rec.weights[c.name]:g})" for c in selection.CRITERIA
+    ] + [text("score", report.lang)]
+    by_name = {c.name: c for c in report.candidates}
+    rows = []
+    for score in rec.scores:
+        row = [report.name(by_name[score.name]), str(score.place)]
+        row += [f"{c.show(score.raw[c.name])} → {score.normalised[c.name]:.2f}" for c in selection.CRITERIA]
+        row.append(f"{score.score:.3f}")
+        rows.append(tuple(row))
+    return Table(tuple(columns), tuple(rows))

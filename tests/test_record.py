@@ -1,0 +1,109 @@
+"""The typed record: one JSON shape in and out, checked types, and schema-1 files still render the same report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ohlora_fixtures import report, results
+from ohlora_fixtures.record import SCHEMA_VERSION, BenchmarkRecord, RecordError, Status, from_flat
+
+SCHEMA1 = Path(__file__).parent / "fixtures" / "schema1"
+# Lines of the rendered report that depend on when and where it was rendered, not on the records.
+RENDER_TIME = re.compile(r"^Rendered \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ from")
+
+
+def schema1_records() -> list[BenchmarkRecord]:
+    return list(results.read(SCHEMA1 / "results.jsonl"))
+
+
+def test_schema1_lines_load_and_round_trip_through_the_current_schema() -> None:
+    records = schema1_records()
+    assert [(r.candidate, r.kind.value, r.rank, r.status) for r in records] == [
+        ("polyglot-ko-1.3b", "finetune", 4, Status.OK), ("polyglot-ko-1.3b", "inference", None, Status.OK),
+        ("llama1B", "finetune", 4, Status.OK), ("llama1B", "inference", None, Status.OK),
+    ]
+    for record in records:
+        line = record.to_json()
+        assert json.loads(line)["schema"] == SCHEMA_VERSION
+        assert BenchmarkRecord.from_json(line) == record
+    old = [json.loads(line) for line in (SCHEMA1 / "results.jsonl").read_text(encoding="utf-8").splitlines()]
+    # The flat view (pytest-benchmark's extra_info) is the schema-1 shape, key for key and value for value.
+    assert [r.flat() for r in records] == old
+
+
+def test_schema1_extra_info_of_pytest_benchmark_json_loads_as_the_same_records() -> None:
+    from_json_file = [stored.record for stored in report.read_stored(SCHEMA1 / "benchmark.json")]
+    assert from_json_file == schema1_records()
+
+
+def test_from_json_names_the_field_and_the_bad_value() -> None:
+    good = json.loads(schema1_records()[0].to_json())
+    cases = [
+        (("rank",), "four", r"^rank: 'four' is not an integer$"),
+        (("status",), "done", r"^status: 'done' is not one of"),
+        (("memory", "peak_mib"), "big", r"^memory\.peak_mib: 'big' is not a number$"),
+        (("finetune", "losses"), [7.0, "x"], r"^finetune\.losses\[1\]: 'x' is not a number$"),
+        (("run", "greedy"), 1, r"^run\.greedy: 1 is not a bool$"),
+    ]
+    for path, value, message in cases:
+        bad = json.loads(json.dumps(good))
+        target = bad
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        with pytest.raises(RecordError, match=message):
+            BenchmarkRecord.from_json(bad)
+    with pytest.raises(RecordError, match=r"^fingerprint: missing$"):
+        BenchmarkRecord.from_json({k: v for k, v in good.items() if k != "fingerprint"})
+    with pytest.raises(RecordError, match="schema: 99"):
+        BenchmarkRecord.from_json({**good, "schema": 99})
+
+
+def test_non_finite_figures_are_refused_both_ways() -> None:
+    record = schema1_records()[0]
+    line = record.to_json().replace('"final_loss": ', '"final_loss": NaN, "x": ', 1)
+    with pytest.raises(RecordError, match="NaN"):
+        BenchmarkRecord.from_json(line)
+    with pytest.raises(RecordError, match=r"finetune\.final_loss: inf"):
+        BenchmarkRecord.from_json({**json.loads(record.to_json()),
+                                   "finetune": {**json.loads(record.to_json())["finetune"], "final_loss": math.inf}})
+    broken = dataclasses.replace(record, finetune=dataclasses.replace(record.finetune, final_loss=math.nan))
+    with pytest.raises(RecordError, match=r"finetune\.final_loss: nan"):
+        broken.to_json()
+
+
+def test_flat_view_reads_back_to_the_same_record() -> None:
+    for record in schema1_records():
+        assert from_flat(record.flat()) == record
+
+
+def _tables(markdown: str) -> list[str]:
+    return [block for block in markdown.split("\n\n") if block.startswith("|")]
+
+
+@pytest.mark.parametrize("lang", ["en", "ko"])
+def test_schema1_files_render_every_table_as_the_previous_code_did(tmp_path: Path, lang: str) -> None:
+    # Rendered by the code before the typed record from these same files (see tests/fixtures/schema1).
+    stored = tmp_path / "tests" / "fixtures" / "schema1"
+    shutil.copytree(SCHEMA1, stored)
+    out = tmp_path / "out"
+    files = [str(Path("tests/fixtures/schema1") / name) for name in ("results.jsonl", "benchmark.json")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)  # the runs table names the files as given
+        assert report.main([*files, "--out", str(out), "--lang", lang, "--compare-study"]) == 0
+
+    expected = (SCHEMA1 / f"leaderboard.{lang}.md").read_text(encoding="utf-8")
+    rendered = (out / "leaderboard.md").read_text(encoding="utf-8")
+    assert _tables(rendered) == _tables(expected)
+    assert len(_tables(expected)) >= 8
+    strip = lambda text: [line for line in text.splitlines() if not RENDER_TIME.match(line)]  # noqa: E731
+    assert strip(rendered) == strip(expected)
+    if lang == "en":
+        assert (out / "results.csv").read_text(encoding="utf-8") == (SCHEMA1 / "results.en.csv").read_text(encoding="utf-8")
