@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from . import defaults
 from .dataset import QAPair
 from .devices import synchronize
 from .paths import replace_atomically
+from .percentiles import median, percentile
 from .quality import decode_answers
 from .registry import Candidate
 
@@ -44,6 +46,10 @@ class Answer:
     prompt_tokens: int
     new_tokens: int
     seconds: float
+    first_token_seconds: float = 0.0
+    """Time to first token: from the call of `generate` until the prefill's logits exist (see FirstTokenClock)."""
+    generated_tokens: int = 0
+    """Tokens `generate` produced (`new_tokens` stops at the first end-of-sequence token)."""
 
 
 @dataclass(frozen=True)
@@ -64,13 +70,43 @@ def encode_prompts(
     ]
 
 
-def _generate(model: torch.nn.Module, input_ids: torch.Tensor, settings: GenerationSettings, pad_id: int) -> torch.Tensor:
+class FirstTokenClock(LogitsProcessor):
+    """Notes when the first new token's logits exist: the end of the prefill, inside the real generation.
+
+    `generate` calls its logits processors once per new token, on the host,
+    after the forward pass that produced the logits was queued. On CUDA the
+    first call synchronises before reading the clock, so the time is when the
+    prefill's logits are on the device, not when the host queued the work.
+    That wait adds nothing: generate's own end-of-sequence check moves a flag
+    to the host microseconds later and would wait just as long. Later calls
+    only return the scores.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.at: float | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.at is None:
+            synchronize(self.device)
+            self.at = time.perf_counter()
+        return scores
+
+
+def _generate(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    settings: GenerationSettings,
+    pad_id: int,
+    first_token: FirstTokenClock | None = None,
+) -> torch.Tensor:
     return model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
         max_new_tokens=settings.max_new_tokens,
         do_sample=not settings.greedy,
         pad_token_id=pad_id,
+        logits_processor=LogitsProcessorList([first_token] if first_token is not None else []),
     )
 
 
@@ -90,17 +126,20 @@ def generate_answers(
     device: torch.device,
     on_prompt: Callable[[int, Answer], None] | None = None,
 ) -> list[Answer]:
-    """The timed region: one `generate` per prompt, each timed between device synchronisations."""
+    """The timed region: one `generate` per prompt, each timed between device synchronisations,
+    with its time to first token noted inside the same call (FirstTokenClock)."""
     model.eval()
     torch.manual_seed(settings.seed)
     answers = []
     for index, prompt in enumerate(prompts, start=1):
+        first_token = FirstTokenClock(device)
         synchronize(device)
         started = time.perf_counter()
-        output = _generate(model, prompt.input_ids, settings, tokenizer.pad_token_id)
+        output = _generate(model, prompt.input_ids, settings, tokenizer.pad_token_id, first_token)
         synchronize(device)
-        seconds = time.perf_counter() - started
+        ended = time.perf_counter()
         new_ids = output[0, prompt.input_ids.shape[1] :].tolist()
+        generated = len(new_ids)
         if tokenizer.eos_token_id in new_ids:
             new_ids = new_ids[: new_ids.index(tokenizer.eos_token_id) + 1]
         answer = Answer(
@@ -110,7 +149,9 @@ def generate_answers(
             answer=tokenizer.decode(new_ids, skip_special_tokens=True).strip(),
             prompt_tokens=int(prompt.input_ids.shape[1]),
             new_tokens=len(new_ids),
-            seconds=seconds,
+            seconds=ended - started,
+            first_token_seconds=(first_token.at or ended) - started,
+            generated_tokens=generated,
         )
         answers.append(answer)
         if on_prompt is not None:
@@ -171,3 +212,29 @@ def read_answer_grades(path: Path) -> dict[tuple[str, str], str] | None:
         }
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
+
+
+def latency_figures(answers: Sequence[Answer]) -> dict[str, float | None]:
+    """The latency anatomy of one set of answers, as InferenceFigures' fields.
+
+    Time to first token is each prompt's prefill (FirstTokenClock). Decode time
+    per token is the rest of the call over the tokens generated after the
+    first, for prompts that generated at least two; decode tokens/s is the
+    same over all those prompts together. Medians and p90 are over prompts.
+    """
+    decoding = [a for a in answers if a.generated_tokens > 1]
+    per_token = [(a.seconds - a.first_token_seconds) / (a.generated_tokens - 1) for a in decoding]
+    decode_seconds = sum(a.seconds - a.first_token_seconds for a in decoding)
+    first_token = [a.first_token_seconds for a in answers]
+    generate = [a.seconds for a in answers]
+    return {
+        "first_token_median_s": median(first_token),
+        "first_token_p90_s": percentile(first_token, 90),
+        "decode_token_median_s": median(per_token) if per_token else None,
+        "decode_token_p90_s": percentile(per_token, 90) if per_token else None,
+        "decode_tokens_per_second": sum(a.generated_tokens - 1 for a in decoding) / decode_seconds
+        if decode_seconds > 0 else None,
+        "generate_median_s": median(generate),
+        "generate_p90_s": percentile(generate, 90),
+        "generate_max_s": max(generate),
+    }
