@@ -77,9 +77,9 @@ class FirstTokenClock(LogitsProcessor):
     after the forward pass that produced the logits was queued. On CUDA the
     first call synchronises before reading the clock, so the time is when the
     prefill's logits are on the device, not when the host queued the work.
-    That wait adds nothing: generate's own end-of-sequence check moves a flag
-    to the host microseconds later and would wait just as long. Later calls
-    only return the scores.
+    That wait adds nothing on CUDA: generate's stop check (transformers'
+    StopCheck) reads a flag on the host right after and would wait as long;
+    transformers defers it by a step only on MPS. Later calls only return the scores.
     """
 
     def __init__(self, device: torch.device) -> None:
