@@ -103,6 +103,7 @@ def code_revision() -> str:
     return f"git {commit[:12]}" + ("+modified" if modified else "")
 
 
+@cache
 def gpu_software(device: torch.device) -> dict[str, Any]:
     """`gpu_driver` and `cuda_version` of a CUDA device (from NVML and torch), empty strings elsewhere."""
     if device.type != "cuda":
