@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RegistryError
+from .resources import CANDIDATES, bundled
 
-DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "data" / "candidates.toml"
+DEFAULT_REGISTRY = bundled(CANDIDATES)
 DEFAULT_PROMPT_TEMPLATE = "### 질문: {question} ### 답변: "
 KOREAN_SUPPORT = ("specialised", "supporting", "none")
 

@@ -27,12 +27,13 @@ from .plan import CandidatePlan, plan_candidate
 from .plots import CandidateSeries, write_plots
 from .quality import read_grades, grade_label
 from .registry import Candidate
-from .settings import DATA_DIR, Settings, parse
+from .resources import STUDY_RESULTS, bundled
+from .settings import Settings, parse
 
 if TYPE_CHECKING:
     from .study import Study
 
-DEFAULT_STUDY_RESULTS = DATA_DIR / "study_results.toml"
+DEFAULT_STUDY_RESULTS = bundled(STUDY_RESULTS)
 MIB_PER_BYTE = 1 / (1024 * 1024)
 FAILED_STATUSES = ("oom", "failed", "interrupted", "running")  # "running": the process died mid-benchmark
 
@@ -335,7 +336,7 @@ class Report:
         s = self.settings
         rules = selection.Rules(
             max_params=s.max_params, min_params=s.min_params, vram_budget_mib=s.vram_budget_mb,
-            weights=self.weights, licences=selection.load_licences(),
+            weights=self.weights, licences=selection.load_licences(s.licenses),
         )
         return selection.recommend(list(self.evidence.values()), rules)
 
@@ -1115,6 +1116,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="pytest-benchmark JSON or results.jsonl")
     parser.add_argument("--out", default=str(Path(".benchmarks") / "ohlora"), help="output directory (default: %(default)s)")
     parser.add_argument("--candidates", default=str(registry.DEFAULT_REGISTRY), help="candidate registry TOML")
+    parser.add_argument("--licenses", default=str(selection.DEFAULT_LICENCES), help="licence policy TOML")
     parser.add_argument("--lang", default="en", help="en or ko (Korean headers)")
     parser.add_argument("--compare-study", action="store_true", help="show the reference study's T4 figures beside ours")
     parser.add_argument("--max-params", default=None, help="screening: at most this many billion parameters (3.0)")
@@ -1127,7 +1129,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         settings = parse({
-            "report_dir": args.out, "candidates": args.candidates, "lang": args.lang,
+            "report_dir": args.out, "candidates": args.candidates, "licenses": args.licenses, "lang": args.lang,
             "compare_study": args.compare_study, "max_params": args.max_params, "min_params": args.min_params,
             "vram_budget_mb": args.vram_budget_mb, "ranking_weights": args.ranking_weights,
         })

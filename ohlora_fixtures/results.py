@@ -5,6 +5,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -55,3 +57,8 @@ def completed(path: Path, fingerprint: str) -> dict[str, Any] | None:
         if record.get("fingerprint") == fingerprint and record.get("status") == "ok":
             found = record
     return found
+
+
+def new_run_id() -> str:
+    """A fresh run id: start time plus a random suffix, so that runs started in the same second differ."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"

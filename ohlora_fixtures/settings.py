@@ -12,10 +12,10 @@ from typing import Any, Callable
 from .dataset import PRESETS
 from .errors import UsageError
 from .registry import DEFAULT_REGISTRY
-from .selection import parse_weights
+from .resources import DATASET, bundled
+from .selection import DEFAULT_LICENCES, parse_weights
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_DATASET = DATA_DIR / "persona_qa.csv"
+DEFAULT_DATASET = bundled(DATASET)
 DEFAULT_REPORT_DIR = Path(".benchmarks") / "ohlora"
 WEIGHTS = ("random", "pretrained")
 SCALES = ("tiny", "full")
@@ -128,6 +128,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ranking_weights", parse_weights, None,
            "recommendation weights, e.g. quality=4,leaderboard=2; unnamed criteria keep their "
            "setup.cfg ohlora_weight_* value or the default"),
+    Option("licenses", Path, DEFAULT_LICENCES, "licence policy TOML file for the recommendation's screening", "a path"),
 )
 
 
@@ -167,6 +168,7 @@ class Settings:
     max_params: float
     min_params: float
     ranking_weights: tuple[tuple[str, float], ...] | None
+    licenses: Path
 
     @property
     def results_path(self) -> Path:
