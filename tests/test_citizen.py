@@ -242,4 +242,4 @@ def test_pytest_benchmark_compare_prints_one_table_per_group(saved_run, group_by
     assert result.returncode == 0, result.stderr[-3000:]
     titles = [line for line in result.stdout.splitlines() if "benchmark" in line and "'" in line]
     assert sorted(title.split("'")[1] for title in titles) == sorted(headers), result.stdout
-    assert max(len(title) for title in titles) < 200
+    assert "UNSERIALIZABLE" not in result.stdout
