@@ -179,6 +179,13 @@ def test_collecting_a_benchmark_builds_the_study_without_any_option(bench_pytest
     ]
 
 
+def test_a_missing_licence_policy_stops_the_run_at_start_up(bench_pytester):
+    result = bench_pytester.runpytest_inprocess("--ohlora-licenses", "nope.toml")
+    errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert len(errors) == 1 and errors[0].startswith("ERROR: licence policy nope.toml: cannot be read"), errors
+
+
 # --- fits pytest and pytest-benchmark ---------------------------------------------------------------
 
 
