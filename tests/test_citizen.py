@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# The study's stack (torch, transformers, peft) is imported here, not first inside a pytester in-process
+# run: pytester restores sys.modules after each run, and torch cannot be imported a second time.
+import ohlora_fixtures.study  # noqa: F401
 from conftest import REPO, TINY_RUN, run_grid
 from ohlora_fixtures import resources
 
