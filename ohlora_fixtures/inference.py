@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers.generation.streamers import BaseStreamer
 
 from . import defaults
 from .dataset import QAPair
@@ -47,7 +47,7 @@ class Answer:
     new_tokens: int
     seconds: float
     first_token_seconds: float = 0.0
-    """Time to first token: from the call of `generate` until the prefill's logits exist (see FirstTokenClock)."""
+    """Time to first token: from the call of `generate` until its first new token is on the host (FirstTokenClock)."""
     generated_tokens: int = 0
     """Tokens `generate` produced (`new_tokens` stops at the first end-of-sequence token)."""
 
@@ -70,27 +70,29 @@ def encode_prompts(
     ]
 
 
-class FirstTokenClock(LogitsProcessor):
-    """Notes when the first new token's logits exist: the end of the prefill, inside the real generation.
+class FirstTokenClock(BaseStreamer):
+    """Notes when the first new token reaches the host: the prefill and its token, inside the real generation.
 
-    `generate` calls its logits processors once per new token, on the host,
-    after the forward pass that produced the logits was queued. On CUDA the
-    first call synchronises before reading the clock, so the time is when the
-    prefill's logits are on the device, not when the host queued the work.
-    That wait adds nothing on CUDA: generate's stop check (transformers'
-    StopCheck) reads a flag on the host right after and would wait as long;
-    transformers defers it by a step only on MPS. Later calls only return the scores.
+    `generate` hands a streamer the prompt before the prefill, then each new
+    token as it copies it to the host (`tokens.cpu()`), just before its own stop
+    check reads a flag there. On CUDA that copy waits for the device, so the
+    time is when the prefill and the first token's sampling have run, not when
+    the host queued them, and the streamer adds no wait of its own: only a
+    method call per token. (transformers defers the stop check, and so streams a
+    token a step late, only on MPS.)
     """
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
+    def __init__(self) -> None:
         self.at: float | None = None
+        self._puts = 0
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.at is None:
-            synchronize(self.device)
+    def put(self, value: torch.Tensor) -> None:
+        self._puts += 1
+        if self._puts == 2:  # the first put is the prompt
             self.at = time.perf_counter()
-        return scores
+
+    def end(self) -> None:
+        """Nothing to flush: only the time is kept."""
 
 
 def _generate(
@@ -98,7 +100,7 @@ def _generate(
     input_ids: torch.Tensor,
     settings: GenerationSettings,
     pad_id: int,
-    first_token: FirstTokenClock | None = None,
+    streamer: FirstTokenClock | None = None,
 ) -> torch.Tensor:
     return model.generate(
         input_ids=input_ids,
@@ -106,7 +108,7 @@ def _generate(
         max_new_tokens=settings.max_new_tokens,
         do_sample=not settings.greedy,
         pad_token_id=pad_id,
-        logits_processor=LogitsProcessorList([first_token] if first_token is not None else []),
+        streamer=streamer,
     )
 
 
@@ -132,7 +134,7 @@ def generate_answers(
     torch.manual_seed(settings.seed)
     answers = []
     for index, prompt in enumerate(prompts, start=1):
-        first_token = FirstTokenClock(device)
+        first_token = FirstTokenClock()
         synchronize(device)
         started = time.perf_counter()
         output = _generate(model, prompt.input_ids, settings, tokenizer.pad_token_id, first_token)

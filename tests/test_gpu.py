@@ -103,7 +103,8 @@ def test_step_clock_reads_cuda_events_that_cover_the_queued_work(cuda):
 
 
 def test_first_token_is_timed_after_the_prefill_has_run_on_the_gpu(cuda):
-    from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList
+    # a 2048-token prefill takes far longer than queueing it: a clock read before the device finished would be near 0
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     from ohlora_fixtures.inference import FirstTokenClock
 
@@ -114,10 +115,10 @@ def test_first_token_is_timed_after_the_prefill_has_run_on_the_gpu(cuda):
     with torch.no_grad():
         model.generate(input_ids=ids, max_new_tokens=2, do_sample=False, pad_token_id=0)  # warm-up
         torch.cuda.synchronize(cuda)
-        clock = FirstTokenClock(cuda)
+        clock = FirstTokenClock()
         started = time.perf_counter()
         model.generate(input_ids=ids, max_new_tokens=8, do_sample=False, pad_token_id=0,
-                       logits_processor=LogitsProcessorList([clock]))
+                       streamer=clock)
         torch.cuda.synchronize(cuda)
         total = time.perf_counter() - started
     assert 0 < clock.at - started < total
