@@ -236,7 +236,8 @@ def _check_memory_belongs_to_its_benchmark(finetune: dict, inference: dict, run:
         assert figures["absolute_peak_mib"] == pytest.approx(figures["peak_mib"] + figures["baseline_mib"], abs=0.02)
         assert figures["baseline_mib"] == run["runtime_baseline_mib"] > 100
         # Each reset of the kernel's high-water mark keeps the lifetime peak it would have hidden.
-        assert run["lifetime_peak_mib"] >= figures["lifetime_peak_mib"] >= figures["absolute_peak_mib"]
+        # (records hold 0.01 MiB, the session figure full precision)
+        assert run["lifetime_peak_mib"] + 0.01 >= figures["lifetime_peak_mib"] >= figures["absolute_peak_mib"]
     # Freed memory is given back before the region: a fine-tune's adapter, optimizer and activations show.
     assert finetune["peak_increase_mib"] > 0  # seen: 0.96 MiB for this 2-step run, 0.00 to 0.03 before the trim
 
