@@ -26,9 +26,11 @@ def _argument(parse: Callable[[str], Any], expected: str) -> Callable[[str], Any
 
 def _plan(argv: list[str]) -> int:
     from . import defaults, registry
+    from .dataset import load_experiment
     from .devices import DTYPES
+    from .finetune import FinetuneSettings
     from .models import check_candidate
-    from .plan import format_plans, plan_candidate
+    from .plan import experiment_widths, fixed_widths, format_plans, plan_candidate
     from .settings import PLAN, add_options, parse, positive_int
 
     parser = argparse.ArgumentParser(
@@ -38,16 +40,25 @@ def _plan(argv: list[str]) -> int:
     )
     add_options(parser.add_argument, PLAN)
     parser.add_argument("--dtype", choices=list(DTYPES), default=defaults.PLAN_DTYPE, help="weights dtype")
-    parser.add_argument("--seq-len", type=_argument(positive_int, "a positive integer"), default=defaults.PLAN_SEQ_LEN,
-                        help="tokens per training row (estimate input)")
+    parser.add_argument("--seq-len", type=_argument(positive_int, "a positive integer"), default=None,
+                        help="tokens per training row, overriding the dataset's batch widths (estimate input)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     settings = parse(vars(args), PLAN)
     candidates = registry.select(registry.load_registry(settings.candidates), list(settings.models or []), option="--models")
     for candidate in candidates:
         check_candidate(candidate, "full")
+    if args.seq_len is not None:
+        widths = {candidate.name: fixed_widths(args.seq_len) for candidate in candidates}
+    else:
+        experiment = load_experiment(
+            settings.dataset, settings.preset, settings.train_rows, settings.valid_rows, settings.prompts
+        )
+        batching = FinetuneSettings(rank=1, batch_size=settings.batch_size, epochs=settings.epochs, seed=settings.seed)
+        widths = experiment_widths(candidates, experiment, batching)
     plans = [
-        plan_candidate(candidate, settings.ranks, args.dtype, settings.batch_size, args.seq_len, settings.max_new_tokens)
+        plan_candidate(candidate, settings.ranks, args.dtype, settings.batch_size, widths[candidate.name],
+                       settings.max_new_tokens)
         for candidate in candidates
     ]
     if args.json:

@@ -3,36 +3,131 @@
 Parameter counts are exact: the candidate's model is built on the `meta`
 device and peft attaches the real adapter to it. Memory beyond the weights is
 an ESTIMATE from the formulas below, not a measurement.
+
+Token widths are the dataset's: the selected training rows are tokenised
+(`encode`, with the candidate's own tokenizer where its checkpoint is on this
+machine, else the dataset tokenizer a random-weight run builds) and batched as
+fine-tuning batches them (`step_batches`); the peak is the widest batch's.
+
+The activation term is calibrated: Korthikanti et al.'s per-layer structure
+times `ACTIVATION_FIT`, fitted so the plan meets fine-tuning increases measured
+at full size on the CPU (random weights, peak RSS above the start of the
+training loop, allocator trimmed; `memory.MemoryMeter`), listed in
+`CALIBRATION`. The fit is from CPU float32 runs; GPU kernels (fused attention,
+bf16) keep different intermediates, so on a GPU it stays an estimate to check.
 """
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+import transformers
 
 from . import defaults
+from .dataset import ExperimentData
 from .devices import DTYPES
-from .finetune import FinetuneSettings, fresh_adapter
+from .errors import DatasetError
+from .finetune import Example, FinetuneSettings, encode, fresh_adapter, position_limit, step_batches
 from .memory import MIB
-from .models import meta_model, parameter_count
+from .models import build_config, meta_model, parameter_count
+from .provenance import hub_snapshot
 from .registry import Candidate
 from .text import aligned, display_name
+from .tokenizer import experiment_tokenizer
 from .utilisation import kv_cache_bytes_per_token, recurrent_state_bytes
 
 ADAPTER_BYTES = 4  # peft keeps adapter weights in float32 even on a bf16 base
 ADAM_STATES = 2
 
+# Measured fine-tuning increases this fit is checked against (CPU float32, random weights, r16, batch 4,
+# one epoch over the 20 default training rows, dataset tokenizer; scripts/calibrate_plan.py re-measures):
+# (candidate, widest batch in tokens, measured increase MiB, measured peak MiB)
+CALIBRATION: tuple[tuple[str, int, float, float], ...] = ()
+ACTIVATION_FIT = 1.0
+"""Fitted multiplier on Korthikanti et al.'s per-layer activation bytes (see CALIBRATION)."""
+
+
+@dataclass(frozen=True)
+class TokenWidths:
+    """The padded widths of the fine-tuning batches: the widest sets the peak."""
+
+    widest: int
+    mean: float
+    batches: int
+    source: str
+    """Where the widths came from, e.g. "data.csv, dataset tokenizer" or "--seq-len"."""
+
+
+def batch_widths(examples: Sequence[Example], settings: FinetuneSettings) -> list[int]:
+    """Each optimizer step's padded width, with fine-tuning's own batching (shuffle, batch, pad to the longest)."""
+    if not examples:
+        return []
+    return [int(batch["input_ids"].shape[1]) for batch in step_batches(examples, settings, 0, torch.device("cpu"))]
+
+
+def own_tokenizer(candidate: Candidate) -> Any | None:
+    """The candidate's own tokenizer from its registry path or the HF cache, offline, no remote code; else None."""
+    local = candidate.path if candidate.path is not None else hub_snapshot(candidate.hub_id)
+    if local is None:
+        return None
+    try:
+        return transformers.AutoTokenizer.from_pretrained(str(local), local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError):
+        return None
+
+
+def dataset_widths(
+    candidate: Candidate, experiment: ExperimentData, settings: FinetuneSettings, fallback: Any
+) -> TokenWidths:
+    """The token widths of `candidate`'s fine-tuning batches on `experiment`'s training rows.
+
+    Rows are cut to the model's positions as the runner cuts them; `fallback` is
+    the dataset tokenizer, used when the candidate's own is not on this machine.
+    """
+    tokenizer, which = own_tokenizer(candidate), "own tokenizer"
+    if tokenizer is None:
+        tokenizer, which = fallback, "dataset tokenizer"
+    limit = position_limit(build_config(candidate, "full"))
+    widths = batch_widths(encode(tokenizer, candidate, experiment.train, limit), settings)
+    if not widths:
+        raise DatasetError(f"{experiment.source}: no training row has an answer; the plan needs one to size a batch")
+    return TokenWidths(max(widths), sum(widths) / len(widths), len(widths), f"{Path(str(experiment.source)).name}, {which}")
+
+
+def experiment_widths(
+    candidates: Sequence[Candidate], experiment: ExperimentData, settings: FinetuneSettings,
+    cache_dir: Path | None = None,
+) -> dict[str, TokenWidths]:
+    """Every candidate's widths; the dataset tokenizer is built once (cached in `cache_dir`, else a temporary folder)."""
+    with tempfile.TemporaryDirectory(prefix="ohlora-plan-") as scratch:
+        fallback = experiment_tokenizer(candidates, experiment, cache_dir or Path(scratch))
+        return {c.name: dataset_widths(c, experiment, settings, fallback) for c in candidates}
+
+
+def fixed_widths(seq_len: int, source: str = "--seq-len") -> TokenWidths:
+    """Widths not read from a dataset (given by hand, or assumed): every batch that wide."""
+    return TokenWidths(seq_len, float(seq_len), 0, source)
+
 
 @dataclass(frozen=True)
 class RankPlan:
-    """One LoRA rank: exact trainable parameters and the estimated fine-tuning peak."""
+    """One LoRA rank: exact trainable parameters and the estimated fine-tuning peak.
+
+    `adapter_training_mib` is the adapter's weights, gradients and AdamW moments;
+    `finetune_increase_estimate_mib` what training adds above the base with the
+    adapter attached (as `MemoryFigures.peak_increase_mib` measures it); the peak
+    adds the base's and the adapter's weights.
+    """
 
     rank: int
     trainable_params: int
     adapter_training_mib: float
     activations_mib: float
+    finetune_increase_estimate_mib: float
     finetune_peak_estimate_mib: float
 
 
@@ -51,28 +146,40 @@ class CandidatePlan:
     batch_size: int
     seq_len: int
     max_new_tokens: int
+    mean_seq_len: float = 0.0
+    width_source: str = "--seq-len"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for JSON and reports."""
         return asdict(self)
 
 
-def activation_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: int) -> float:
-    """Activations kept for the backward pass, for one batch.
+def layer_activation_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: int) -> float:
+    """Korthikanti et al.'s (2022) activations of all transformer layers, no recomputation, unfitted.
 
-    Per transformer layer s·b·h·(34 + 5·a·s/h) bytes at 16 bits (Korthikanti et
-    al., 2022, no recomputation), scaled to the dtype; the attention-score term
-    is left out for attention-free models (RWKV). The logits add b·s·V·(dtype
-    + 4 + 4) bytes: the logits, their float32 copy for the loss and its gradient.
-    Gradients flow back through the frozen base to reach every adapter, so
-    nearly all of these are kept.
+    Per layer s·b·h·(34 + 5·a·s/h) bytes at 16 bits, scaled to the dtype; the
+    attention-score term is left out for attention-free models (RWKV).
     """
     hidden = config.hidden_size
     heads = getattr(config, "num_attention_heads", 0) or 0
     per_layer = seq_len * batch_size * hidden * (34 + 5 * heads * seq_len / hidden)
-    layers = per_layer * config.num_hidden_layers * dtype_bytes / 2
-    logits = batch_size * seq_len * config.vocab_size * (dtype_bytes + 8)
-    return layers + logits
+    return per_layer * config.num_hidden_layers * dtype_bytes / 2
+
+
+def logits_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: int) -> float:
+    """b·s·V·(dtype + 4 + 4): the logits, their float32 copy for the loss and its gradient."""
+    return batch_size * seq_len * config.vocab_size * (dtype_bytes + 8)
+
+
+def activation_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: int) -> float:
+    """Activations kept for the backward pass of one batch: fitted layer term plus the logits.
+
+    Gradients flow back through the frozen base to reach every adapter, so
+    nearly all of these are kept.
+    """
+    return ACTIVATION_FIT * layer_activation_bytes(config, batch_size, seq_len, dtype_bytes) + logits_bytes(
+        config, batch_size, seq_len, dtype_bytes
+    )
 
 
 def plan_candidate(
@@ -80,10 +187,12 @@ def plan_candidate(
     ranks: Sequence[int] = defaults.RANKS,
     dtype: str = defaults.PLAN_DTYPE,
     batch_size: int = defaults.BATCH_SIZE,
-    seq_len: int = defaults.PLAN_SEQ_LEN,
+    widths: TokenWidths | None = None,
     max_new_tokens: int = defaults.MAX_NEW_TOKENS,
 ) -> CandidatePlan:
-    """Exact counts and estimated peaks of one candidate at full size."""
+    """Exact counts and estimated peaks of one candidate at full size; `widths` default to PLAN_SEQ_LEN tokens."""
+    widths = widths or fixed_widths(defaults.PLAN_SEQ_LEN)
+    seq_len = widths.widest
     dtype_bytes = DTYPES[dtype].itemsize
     model = meta_model(candidate, "full")
     config = model.config
@@ -98,11 +207,14 @@ def plan_candidate(
     rank_plans = []
     for rank in ranks:
         trainable = per_rank * rank
-        # weights, gradients and AdamW's two moments of the adapter
-        adapter = trainable * ADAPTER_BYTES * (2 + ADAM_STATES)
-        rank_plans.append(
-            RankPlan(rank, trainable, adapter / MIB, activations / MIB, (weights + adapter + activations) / MIB)
-        )
+        adapter_weights = trainable * ADAPTER_BYTES
+        # The increase is what training adds to a base with the adapter attached: its gradients and
+        # AdamW's two moments, and the activations; the adapter's weights are held before training starts.
+        increase = adapter_weights * (1 + ADAM_STATES) + activations
+        rank_plans.append(RankPlan(
+            rank, trainable, adapter_weights * (2 + ADAM_STATES) / MIB, activations / MIB, increase / MIB,
+            (weights + adapter_weights + increase) / MIB,
+        ))
     # One sequence of prompt and answer; RWKV has no per-token cache, only its fixed recurrent state.
     kv_cache = kv_cache_bytes_per_token(config, DTYPES[dtype]) * (seq_len + max_new_tokens) + recurrent_state_bytes(config)
     logits = config.vocab_size * 4.0
@@ -118,7 +230,16 @@ def plan_candidate(
         batch_size=batch_size,
         seq_len=seq_len,
         max_new_tokens=max_new_tokens,
+        mean_seq_len=widths.mean,
+        width_source=widths.source,
     )
+
+
+def describe_widths(plan: CandidatePlan) -> str:
+    """E.g. "widest batch 87 tokens (mean 61; data.csv, dataset tokenizer)"."""
+    if plan.mean_seq_len == plan.seq_len and "tokenizer" not in plan.width_source:
+        return f"{plan.seq_len} tokens per row ({plan.width_source})"
+    return f"widest batch {plan.seq_len} tokens (mean {plan.mean_seq_len:.0f}; {plan.width_source})"
 
 
 def format_plans(plans: Sequence[CandidatePlan]) -> str:
@@ -141,8 +262,9 @@ def format_plans(plans: Sequence[CandidatePlan]) -> str:
     first = plans[0]
     lines.append(
         f"Parameter counts are exact (meta-device build). Memory beyond the weights is an ESTIMATE: "
-        f"batch {first.batch_size}, {first.seq_len} tokens per row, {first.max_new_tokens} new tokens; "
-        "CUDA context and allocator overhead not included."
+        f"batch {first.batch_size}, {first.max_new_tokens} new tokens, activations calibrated on CPU float32 "
+        "peaks; CUDA context and allocator overhead not included."
     )
+    lines += [f"  {display_name(plan.name, plan.approximate)}: {describe_widths(plan)}" for plan in plans]
     return "\n".join(lines)
 

@@ -133,7 +133,10 @@ REPORT = EntryPoint(
     "--", ("report_dir", "candidates", "licenses", "lang", "compare_study", "max_params", "min_params", "vram_budget_mb",
            "ranking_weights"), renamed=(("report_dir", "--out"),),
 )
-PLAN = EntryPoint("--", ("candidates", "models", "ranks", "batch_size", "max_new_tokens"))
+PLAN = EntryPoint(
+    "--", ("candidates", "models", "ranks", "batch_size", "max_new_tokens", "dataset", "preset", "train_rows",
+           "valid_rows", "prompts", "epochs", "seed"),
+)
 
 
 OPTIONS: tuple[Option, ...] = (

@@ -26,7 +26,7 @@ from .provenance import code_revision, gpu_software
 from .record import BenchmarkRecord, RunDescription, plain
 from .registry import Candidate
 from .settings import Settings
-from .tokenizer import dataset_tokenizer
+from .tokenizer import experiment_tokenizer
 
 # Left out of a benchmark's fingerprint: when it ran, the path the data was read from
 # (data_fingerprint identifies the content), the whole grid of ranks (its own rank is in `detail`) and
@@ -95,10 +95,7 @@ class Study:
     @cached_property
     def random_tokenizer(self) -> Any:
         """The dataset-built tokenizer random-weight models share."""
-        pairs = (*self.experiment.train, *self.experiment.valid, *self.experiment.prompts)
-        texts = [template for c in self.candidates for template in [c.prompt("")]]
-        texts += [pair.question for pair in pairs] + [pair.answer for pair in pairs if pair.answer]
-        return dataset_tokenizer(texts, self.settings.report_dir / "cache")
+        return experiment_tokenizer(self.candidates, self.experiment, self.settings.report_dir / "cache")
 
     def base_model(self, candidate: Candidate) -> BaseModel:
         """The candidate's base model, built or loaded once and kept while its benchmarks run.

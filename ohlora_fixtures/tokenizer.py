@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 import tokenizers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -41,3 +41,11 @@ def dataset_tokenizer(texts: Iterable[str], cache_dir: Path, vocab_size: int = D
         tokenizer.save(str(partial))
         partial.replace(path)
     return PreTrainedTokenizerFast(tokenizer_file=str(path), **SPECIAL_TOKENS)
+
+
+def experiment_tokenizer(candidates: Sequence[Any], experiment: Any, cache_dir: Path) -> PreTrainedTokenizerFast:
+    """The dataset tokenizer a random-weight run of `candidates` on `experiment` builds (its prompts and rows)."""
+    pairs = (*experiment.train, *experiment.valid, *experiment.prompts)
+    texts = [candidate.prompt("") for candidate in candidates]
+    texts += [pair.question for pair in pairs] + [pair.answer for pair in pairs if pair.answer]
+    return dataset_tokenizer(texts, cache_dir)

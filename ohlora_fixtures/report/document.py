@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .. import selection
+from ..plan import describe_widths
 from . import tables
 from .blocks import Block, Bullets, Heading, Image, Paragraph
 from .gather import Report
@@ -112,7 +113,8 @@ def _notes(report: Report) -> list[str]:
         "with the same caveat as every quality figure for random weights.",
         "Full-size plan: parameter counts are exact (meta-device build); memory beyond the weights is an estimate "
         f"(batch {report.plans[report.candidates[0].name].batch_size}, "
-        f"{report.plans[report.candidates[0].name].seq_len} tokens per row); CUDA context not included."
+        f"{describe_widths(report.plans[report.candidates[0].name])}; activations calibrated on CPU float32 peaks); "
+        "CUDA context not included."
         if report.candidates else "",
         *_approximate_note(report),
     ]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from .. import selection
-from ..errors import UsageError
-from ..plan import CandidatePlan, plan_candidate
+from .. import defaults, selection
+from ..errors import DatasetError, UsageError
+from ..dataset import load_experiment
+from ..finetune import FinetuneSettings
+from ..plan import CandidatePlan, TokenWidths, experiment_widths, fixed_widths, plan_candidate
 from ..quality import read_grades
 from ..record import Answers, BenchmarkRecord, Kind, RunDescription, Status
 from ..registry import Candidate
@@ -50,9 +53,34 @@ def reread_grade(answers: Answers, source: str) -> Grade:
 
 
 @lru_cache(maxsize=None)
-def _plan(candidate: Candidate, ranks: tuple[int, ...], dtype: str, batch_size: int, max_new_tokens: int) -> CandidatePlan:
+def _plan(
+    candidate: Candidate, ranks: tuple[int, ...], dtype: str, batch_size: int, widths: TokenWidths, max_new_tokens: int
+) -> CandidatePlan:
     # Building full-size models on the meta device takes a moment; reports of one process reuse it.
-    return plan_candidate(candidate, ranks, dtype=dtype, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    return plan_candidate(candidate, ranks, dtype, batch_size, widths, max_new_tokens)
+
+
+@lru_cache(maxsize=None)
+def _widths(
+    candidates: tuple[Candidate, ...], dataset: str, preset: str, rows: tuple[int, int, int], batching: FinetuneSettings
+) -> dict[str, TokenWidths]:
+    try:
+        return experiment_widths(candidates, load_experiment(dataset, preset, *rows), batching)
+    except (DatasetError, OSError) as error:
+        # The report still renders from what was measured; only the plan's widths fall back.
+        warnings.warn(f"the full-size plan assumes {defaults.PLAN_SEQ_LEN} tokens per row: {error}", stacklevel=2)
+        return {c.name: fixed_widths(defaults.PLAN_SEQ_LEN, "assumed; dataset unreadable") for c in candidates}
+
+
+def plan_widths(candidates: Sequence[Candidate], run: RunDescription | None, settings: Settings) -> dict[str, TokenWidths]:
+    """Token widths of the run's fine-tuning batches: its dataset, rows and batching (the options' without a run)."""
+    if run is None:
+        source = (str(settings.dataset), settings.preset, (settings.train_rows, settings.valid_rows, settings.prompts))
+        batching = FinetuneSettings(rank=1, batch_size=settings.batch_size, epochs=settings.epochs, seed=settings.seed)
+    else:
+        source = (run.dataset, run.preset, (run.train_rows, run.valid_rows, run.prompts))
+        batching = FinetuneSettings(rank=1, batch_size=run.batch_size, epochs=run.epochs, seed=run.seed)
+    return _widths(tuple(candidates), *source, batching)
 
 
 def is_measured_peak(record: BenchmarkRecord) -> bool:
@@ -178,7 +206,14 @@ def gather(
     plan_dtype = gpu_dtypes[0] if gpu_dtypes else "bfloat16"
     batch_size = first_run.batch_size if first_run else settings.batch_size
     max_new_tokens = first_run.max_new_tokens if first_run else settings.max_new_tokens
-    plans = {c.name: _plan(c, tuple(ranks), plan_dtype, batch_size, max_new_tokens) for c in ordered}
+    # The dataset tokenizer of the run was built from the prompts of the candidates it ran.
+    ran = [c for c in ordered if c.name in {item.record.candidate for item in kept}] or ordered
+    widths = plan_widths(ran, first_run, settings)
+    fallback = max(widths.values(), key=lambda w: w.widest)
+    plans = {
+        c.name: _plan(c, tuple(ranks), plan_dtype, batch_size, widths.get(c.name, fallback), max_new_tokens)
+        for c in ordered
+    }
     return Report(
         lang=settings.lang, settings=settings, candidates=ordered, records=records, ranks=ranks, runs=_runs(kept),
         runs_read=len({item.record.run.run_id for item in stored}), replaced=replaced,
