@@ -43,12 +43,19 @@ from .utilisation import kv_cache_bytes_per_token, recurrent_state_bytes
 ADAPTER_BYTES = 4  # peft keeps adapter weights in float32 even on a bf16 base
 ADAM_STATES = 2
 
-# Measured fine-tuning increases this fit is checked against (CPU float32, random weights, r16, batch 4,
-# one epoch over the 20 default training rows, dataset tokenizer; scripts/calibrate_plan.py re-measures):
-# (candidate, widest batch in tokens, measured increase MiB, measured peak MiB)
-CALIBRATION: tuple[tuple[str, int, float, float], ...] = ()
-ACTIVATION_FIT = 1.0
-"""Fitted multiplier on Korthikanti et al.'s per-layer activation bytes (see CALIBRATION)."""
+# Measured on this project's CPU (2 shared cores, 24 GB; 2026-11-25): full size, float32, random weights,
+# r16, batch 4, one epoch over the 20 default training rows (dataset tokenizer: widest batch 20 tokens),
+# one run each; `scripts/calibrate_plan.py` re-measures and refits.
+# (candidate, widest batch in tokens, measured peak_increase_mib, measured peak_mib)
+CALIBRATION: tuple[tuple[str, int, float, float], ...] = (
+    ("FinguAI-Chat-v1", 20, 702.38, 2569.09),
+    ("llama1B", 20, 879.63, 5695.93),
+)
+ACTIVATION_FIT = 3.57
+"""Korthikanti's layer term times this meets CALIBRATION's increases (least squares, after the adapter's
+gradients and moments and the logits term at face value; fitted apart per model it is 3.57 and 3.56, and a
+free logits coefficient comes out at 1.03). Every calibration batch is 20 tokens wide, so the attention
+term (5·a·s/h, about 5 % of the layer term there) is not checked by it."""
 
 
 @dataclass(frozen=True)

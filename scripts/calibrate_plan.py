@@ -19,11 +19,17 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 from ohlora_fixtures import registry, results
 from ohlora_fixtures.dataset import load_experiment
 from ohlora_fixtures.finetune import FinetuneSettings
-from ohlora_fixtures.plan import RankPlan, experiment_widths, plan_candidate
+from ohlora_fixtures.memory import MIB
+from ohlora_fixtures.models import build_config
+from ohlora_fixtures.plan import (
+    ADAM_STATES, ADAPTER_BYTES, CALIBRATION, RankPlan, experiment_widths, fixed_widths, layer_activation_bytes,
+    logits_bytes, plan_candidate,
+)
 from ohlora_fixtures.settings import DEFAULT_DATASET
 
 REPO = Path(__file__).resolve().parent.parent
@@ -80,12 +86,26 @@ def compare(name: str, rank: int = 16, epochs: int = 1, report_dir: Path | None 
     return Comparison(name, widths.widest, planned, peak, increase)
 
 
+def refit(rows: Sequence[tuple[str, int, float, float]] = CALIBRATION, rank: int = 16, batch_size: int = 4) -> float:
+    """The least-squares layer coefficient (plan.ACTIVATION_FIT) that meets `rows`' measured float32 increases."""
+    products = squares = 0.0
+    for name, width, increase, _ in rows:
+        candidate = registry.select(registry.load_registry(), [name])[0]
+        config = build_config(candidate, "full")
+        trainable = plan_candidate(candidate, (rank,), DTYPE, batch_size, fixed_widths(width)).ranks[0].trainable_params
+        layers = layer_activation_bytes(config, batch_size, width, 4) / MIB
+        rest = increase - (trainable * ADAPTER_BYTES * (1 + ADAM_STATES) + logits_bytes(config, batch_size, width, 4)) / MIB
+        products, squares = products + layers * rest, squares + layers * layers
+    return products / squares
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--models", default="FinguAI-Chat-v1", help="comma-separated candidate names")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args(argv)
+    rows = []
     print("candidate  widest  increase plan/measured MiB (error)  peak plan/measured MiB (error)")
     for name in args.models.split(","):
         c = compare(name, args.rank, args.epochs)
@@ -95,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             f"({c.peak_error:+.1%})",
             flush=True,
         )
+        rows.append((c.name, c.widest, c.measured_increase_mib, c.measured_peak_mib))
+    print(f"ACTIVATION_FIT refitted to these runs: {refit(rows, args.rank):.3f} (plan.py uses its CALIBRATION's)")
     return 0
 
 
