@@ -93,6 +93,11 @@ class RunDescription:
     seed: int
     vram_budget_mb: float
     versions: dict[str, str] = field(default_factory=dict)
+    # Inputs that shape a figure beyond the settings (empty in records written before they were kept):
+    # the dataset tokenizer random-weight models share (sha256 of its serialized JSON; it is trained on the
+    # selected candidates' prompt templates) and the code of the measuring path (package version + source hash).
+    tokenizer: str = ""
+    code: str = ""
 
     @property
     def label(self) -> str:

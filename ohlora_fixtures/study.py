@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import time
 import uuid
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import registry
+from . import __version__, registry
 from .dataset import ExperimentData, load_experiment
 from .devices import describe, dtype_name, resolve_device, resolve_dtype
 from .finetune import FinetuneSettings
@@ -31,6 +33,21 @@ from .tokenizer import dataset_tokenizer
 # Left out of a benchmark's fingerprint: when it ran, the path the data was read from
 # (data_fingerprint identifies the content) and the whole grid of ranks (its own rank is in `detail`).
 NOT_IN_FINGERPRINT = ("run_id", "date", "dataset", "ranks")
+# The modules whose code shapes a figure: a change to any of them makes every stored measurement stale.
+MEASURING_MODULES = (
+    "study", "runner", "finetune", "inference", "memory", "models", "tokenizer", "dataset", "positions",
+    "devices", "hardware", "utilisation", "quality",
+)
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The package version and a hash of the measuring modules' source, e.g. "0.1.0+3f2a9c1d0b7e"."""
+    digest = hashlib.sha256()
+    for name in MEASURING_MODULES:
+        module = importlib.import_module(f"{__package__}.{name}")
+        digest.update(name.encode() + b"\0" + Path(module.__file__).read_bytes() + b"\0")
+    return f"{__version__}+{digest.hexdigest()[:12]}"
 
 
 @dataclass
@@ -97,6 +114,14 @@ class Study:
         texts += [pair.question for pair in pairs] + [pair.answer for pair in pairs if pair.answer]
         return dataset_tokenizer(texts, self.settings.report_dir / "cache")
 
+    @cached_property
+    def tokenizer_digest(self) -> str:
+        """sha256 of the dataset tokenizer's serialized JSON (random weights), "" where each model brings its own."""
+        if self.settings.weights != "random":
+            return ""
+        serialized = self.random_tokenizer.backend_tokenizer.to_str()
+        return hashlib.sha256(serialized.encode("utf-8")).hexdigest()[:16]
+
     def base_model(self, candidate: Candidate) -> BaseModel:
         """The candidate's base model, built or loaded once and kept while its benchmarks run.
 
@@ -162,10 +187,14 @@ class Study:
             seed=s.seed,
             vram_budget_mb=s.vram_budget_mb,
             versions={"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+            tokenizer=self.tokenizer_digest,
+            code=code_version(),
         )
 
     def fingerprint(self, kind: str, candidate: Candidate, detail: Any) -> str:
-        """Identifies a benchmark's settings, so --ohlora-resume reuses only identical ones."""
+        """Identifies every input of a benchmark's measurement, so --ohlora-resume reuses only identical ones:
+        the candidate's whole registry entry (template, config, targets), the kind's settings, the run's
+        settings and data, the dataset tokenizer's contents, library versions and the measuring code."""
         described = plain(self.describe())
         for name in NOT_IN_FINGERPRINT:
             described.pop(name)
