@@ -20,11 +20,11 @@ from .selection import ini_keys
 if TYPE_CHECKING:
     from .record import BenchmarkRecord
     from .registry import Candidate
-    from .report import ReportFiles
+    from .report import SessionReport
     from .study import Study
 
 STUDY = pytest.StashKey["Study"]()
-REPORT = pytest.StashKey["ReportFiles | str"]()  # the files written, or why none were
+REPORT = pytest.StashKey["SessionReport | str"]()  # the files written, or why none were
 KIND_ORDER = {"test_finetune": 0, "test_inference": 1}
 
 
@@ -56,6 +56,8 @@ def pytest_configure(config: pytest.Config) -> None:
             # The controller's run id: its report gathers the records of this run from the shared log.
             study.run_id = worker["ohlora_run_id"]
         config.stash[STUDY] = study
+        if worker is None:
+            config.pluginmanager.register(ResumedRecords(study), "ohlora-resumed-records")
         # torch, transformers and peft are loaded now: ~400k objects that live as long as the process.
         # Out of the collector's sight, each later collection (between models, at exit, and the automatic
         # ones inside timed regions) takes microseconds instead of 0.2 s.
@@ -144,7 +146,7 @@ def ohlora_finetune(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[
     """Runs the fine-tuning benchmark of one (candidate, rank) and returns its record."""
     from .runner import run_finetune
 
-    return lambda candidate, rank: run_finetune(ohlora_study, benchmark, candidate, rank, request.node.nodeid, ohlora_say)
+    return lambda candidate, rank: run_finetune(ohlora_study, benchmark, candidate, rank, request.node, ohlora_say)
 
 
 @pytest.fixture
@@ -152,7 +154,36 @@ def ohlora_inference(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable
     """Runs the inference benchmark of one candidate and returns its record."""
     from .runner import run_inference
 
-    return lambda candidate: run_inference(ohlora_study, benchmark, candidate, request.node.nodeid, ohlora_say)
+    return lambda candidate: run_inference(ohlora_study, benchmark, candidate, request.node, ohlora_say)
+
+
+class ResumedRecords:
+    """On pytest-xdist's controller: a worker's resumed records join the controller's report.
+
+    A resumed benchmark writes nothing to the log under this run's id, and the
+    controller reads the log by run id; so each worker sends its resumed record
+    in the test report's user_properties (runner.RESUMED) and this picks it up.
+    """
+
+    def __init__(self, study: "Study") -> None:
+        self.study = study
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from .record import BenchmarkRecord, RecordError
+        from .runner import RESUMED
+
+        for key, value in report.user_properties:
+            if key != RESUMED:
+                continue
+            try:
+                record = BenchmarkRecord.from_json(value)
+            except RecordError as error:
+                warnings.warn(f"{report.nodeid}: resumed record not readable, left out of the report: {error}",
+                              stacklevel=2)
+                continue
+            # Without xdist the runner already holds it; each test phase's report carries it again.
+            if not any(own.key == record.key and own.finished == record.finished for own in self.study.records):
+                self.study.records.append(record)
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
@@ -177,6 +208,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         report = render_session(study, config.getini)
     except UsageError as error:
         config.stash[REPORT] = f"report not written: {error}"
+        return
+    except OSError as error:
+        # A full disk, a read-only folder: the measurements are in results.jsonl and the previous report
+        # is untouched (render writes through a staging folder); say so and keep the summary.
+        config.stash[REPORT] = (
+            f"report not written: {error.strerror or error} ({error.filename or study.settings.report_dir}); "
+            f"every finished measurement is in {study.settings.results_path}; free space and run "
+            f"`python -m ohlora_fixtures report {study.settings.results_path}`"
+        )
         return
     if report is not None:
         config.stash[REPORT] = report

@@ -55,6 +55,8 @@ def _what_blocks(report: Report) -> list[Block]:
         f"(data/licenses.toml), Korean support; VRAM budget {s.vram_budget_mb:,.0f} MiB for the fine-tuning "
         f"peak at r{report.ranks[-1]}.",
     ]
+    if report.note:
+        lines.append(report.note)
     return [*(Paragraph(line) for line in lines), tables.runs_table(report)]
 
 

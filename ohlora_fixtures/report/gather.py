@@ -94,6 +94,7 @@ class Report:
     grades: dict[tuple[str, int | None], Grade]
     weights: Mapping[str, float]
     study: StudyResults | None
+    note: str = ""  # set by the renderer: which runs a merged leaderboard took and left out
 
     @cached_property
     def evidence(self) -> dict[str, selection.Evidence]:
