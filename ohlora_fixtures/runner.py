@@ -156,18 +156,15 @@ def new_record(study: Study, kind: Kind, candidate: Candidate, rank: int | None,
     )
 
 
-RESUMED = "ohlora_resumed"  # the user_properties key that carries a resumed record to pytest-xdist's controller
-
-
 def _resume_or_none(study: Study, record: BenchmarkRecord, node: pytest.Item) -> None:
     if not study.settings.resume:
         return
     earlier = results.completed(study.settings.results_path, record.fingerprint)
     if earlier is not None:
         study.records.append(earlier)
-        # Under pytest-xdist this session is a worker: the report travels to the controller, which
-        # renders, with this property (see plugin.pytest_runtest_logreport).
-        node.user_properties.append((RESUMED, earlier.to_json()))
+        # Under pytest-xdist this session is a worker: the test report travels to the controller, which
+        # renders, with this property (see plugin.ResumedRecords).
+        node.user_properties.append((results.RESUMED_PROPERTY, earlier.to_json()))
         pytest.skip(f"already measured with identical settings in {study.settings.results_path} (--ohlora-resume)")
 
 
