@@ -65,12 +65,16 @@ class Study:
     run_id: str = field(default_factory=results.new_run_id)
     load_counts: Counter = field(default_factory=Counter)
     records: list[BenchmarkRecord] = field(default_factory=list)
+    # The prompt templates of every registry candidate, selected or not: the dataset tokenizer is trained on
+    # them, so that `--ohlora-models` picks figures out of one vocabulary instead of making a new one.
+    templates: tuple[str, ...] = ()
     _base: BaseModel | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, worker: int | None = None) -> "Study":
         """Check and load everything a run needs except the models; `worker` is a pytest-xdist worker's number."""
-        candidates = registry.select(registry.load_registry(settings.candidates), list(settings.models or []))
+        registered = registry.load_registry(settings.candidates)
+        candidates = registry.select(registered, list(settings.models or []))
         if settings.eval_after_finetune and settings.resume:
             warnings.warn(
                 "--ohlora-eval-after-finetune with --ohlora-resume: fine-tunes already in results.jsonl are not "
@@ -87,7 +91,8 @@ class Study:
             settings.dataset, settings.preset, settings.train_rows, settings.valid_rows, settings.prompts
         )
         device = resolve_device(settings.device, worker)
-        study = cls(settings, candidates, experiment, device, resolve_dtype(settings.dtype, device))
+        study = cls(settings, candidates, experiment, device, resolve_dtype(settings.dtype, device),
+                    templates=tuple(candidate.prompt("") for candidate in registered))
         if settings.weights == "random":
             # A pretrained model's tokenizer loads with its weights; the runner cuts its rows then.
             check_row_lengths(study.random_tokenizer, candidates, experiment, settings.scale, settings.max_new_tokens)
@@ -110,7 +115,7 @@ class Study:
     def random_tokenizer(self) -> Any:
         """The dataset-built tokenizer random-weight models share."""
         pairs = (*self.experiment.train, *self.experiment.valid, *self.experiment.prompts)
-        texts = [template for c in self.candidates for template in [c.prompt("")]]
+        texts = list(self.templates or (c.prompt("") for c in self.candidates))
         texts += [pair.question for pair in pairs] + [pair.answer for pair in pairs if pair.answer]
         return dataset_tokenizer(texts, self.settings.report_dir / "cache")
 

@@ -242,3 +242,17 @@ def test_pretrained_weights_that_are_not_here_give_a_report_that_names_no_model(
     markdown = (tmp_path / "ohlora" / "leaderboard.md").read_text(encoding="utf-8")
     assert "NOTHING MEASURED (4 skipped)" in markdown and "real figures" not in markdown
     assert "**final choice: n/a**" in markdown and "**backup:" not in markdown
+
+
+def test_identical_settings_ignore_when_where_the_grid_and_the_gpu_index_but_not_what() -> None:
+    from ohlora_fixtures.report.render import comparable
+
+    base = finetune("polyglot-ko-1.3b", 16).run
+    same = [dataclasses.replace(base, run_id="other", date="later", dataset="/elsewhere.csv", ranks=(4,),
+                                vram_budget_mb=1.0)]
+    same.append(dataclasses.replace(base, device="cuda:1", device_name="GPU"))
+    assert comparable(same[0]) == comparable(base)
+    assert comparable(same[1]) == comparable(dataclasses.replace(base, device="cuda:0", device_name="GPU"))
+    for change in ({"seed": 7}, {"dtype": "bfloat16"}, {"data_fingerprint": "x"}, {"tokenizer": "t"},
+                   {"code": "0.1.0+edited"}, {"versions": {"torch": "3"}}, {"weights": "pretrained"}):
+        assert comparable(dataclasses.replace(base, **change)) != comparable(base), change

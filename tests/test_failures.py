@@ -317,6 +317,10 @@ def test_fingerprint_tracks_the_dataset_tokenizer_a_new_candidates_template_chan
     assert first.tokenizer_digest != second.tokenizer_digest
     assert _fingerprints(first)[0] != _fingerprints(second)[0]
     assert _fingerprints(first) == _fingerprints(_study(tmp_path, models="tiny-llama", candidates=str(alone)))
+    # Selecting fewer of the registry's candidates keeps the vocabulary: a partial run measures the same thing.
+    partial = _study(tmp_path, models="tiny-llama", candidates=str(both))
+    assert partial.tokenizer_digest == second.tokenizer_digest
+    assert _fingerprints(partial) == _fingerprints(second)
 
 
 def test_fingerprint_tracks_the_measuring_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,8 @@ def results_table(report: Report) -> Table:
     columns += [text("inf_time", lang), text("inf_memory", lang), text("answer_quality", lang)]
     if report.mixed_runs:
         columns.append(text("measured_with", lang))
+    if len(report.runs) > 1:  # merged runs: which run each row's figures came from
+        columns.append(text("from_runs", lang))
     rows = []
     for c in report.candidates:
         finetunes = [report.record(c.name, Kind.FINETUNE, r) for r in ranks]
@@ -48,9 +50,11 @@ def results_table(report: Report) -> Table:
                                study_row.get("inference_memory_mib"), cells.mib),
             cells.status_cell(report, inference, lambda r: _quality_cell(report, c.name, r.inference.answers)),
         ]
+        mine = [r for r in (*finetunes, inference) if r is not None]
         if report.mixed_runs:
-            mine = [r for r in (*finetunes, inference) if r is not None]
             row.append("; ".join(dict.fromkeys(r.run.label for r in mine)) or text("not_run", lang))
+        if len(report.runs) > 1:
+            row.append(", ".join(dict.fromkeys(r.run.run_id for r in mine)) or text("not_run", lang))
         rows.append(tuple(row))
     return Table(tuple(columns), tuple(rows))
 
