@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
@@ -118,6 +119,11 @@ def render(
         for name in names:  # leaderboard.md, the file people open, last
             os.replace(staging / name, out / name)
         _fsync_folder(out)
+    except OSError as error:
+        if error.filename and Path(error.filename).parent == staging:
+            # Name the file the user knows, not the hidden staging copy that was being written.
+            raise OSError(error.errno, error.strerror, str(out / Path(error.filename).name)) from error
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ReportFiles(out / "leaderboard.md", out / "leaderboard.html", out / "results.csv",
@@ -141,8 +147,6 @@ def _fsync_folder(folder: Path) -> None:
 
 def _remove_stale_staging(out: Path) -> None:
     """Staging folders a killed render left behind; a render still running elsewhere is left alone for an hour."""
-    import time
-
     for staging in out.glob(STAGING_PREFIX + "*"):
         with contextlib.suppress(OSError):
             if staging.is_dir() and time.time() - staging.stat().st_mtime > 3600:
