@@ -93,11 +93,14 @@ class RunDescription:
     seed: int
     vram_budget_mb: float
     versions: dict[str, str] = field(default_factory=dict)
-    # Inputs that shape a figure beyond the settings (empty in records written before they were kept):
-    # the dataset tokenizer random-weight models share (sha256 of its serialized JSON; it is trained on the
-    # selected candidates' prompt templates) and the code of the measuring path (package version + source hash).
+    code_revision: str = ""  # this project's git commit ("+modified" if the tree was), else its package version
+    gpu_driver: str = ""  # NVIDIA driver and CUDA runtime on a GPU run; the GPU's name is device_name
+    cuda_version: str = ""
+    # Inputs that shape a figure beyond the settings, matched by the fingerprint (empty in older records):
+    # the dataset tokenizer random-weight models share (sha256 of its serialized JSON; it is trained on every
+    # registry candidate's prompt template) and the measuring code (package version + hash of its modules).
     tokenizer: str = ""
-    code: str = ""
+    measuring_code: str = ""
 
     @property
     def label(self) -> str:
@@ -130,6 +133,9 @@ class FinetuneFigures:
     tokens_per_second: float
     utilisation: FinetuneUtilisation | None = None
     after_finetune: Answers | None = None  # --ohlora-eval-after-finetune
+    step_median_s: float | None = None  # over the steps after the first (which creates AdamW's state)
+    step_p90_s: float | None = None
+    adapter_bytes: int | None = None  # adapter_model.safetensors as save_pretrained writes it
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,16 @@ class InferenceFigures:
     total_params: int
     answers: Answers
     utilisation: DecodeUtilisation | None = None
+    # Latency anatomy over the prompts (inference.latency_figures): time to first token (the prefill),
+    # decode time per new token after it, decode throughput, and the spread of whole generate calls.
+    first_token_median_s: float | None = None
+    first_token_p90_s: float | None = None
+    decode_token_median_s: float | None = None
+    decode_token_p90_s: float | None = None
+    decode_tokens_per_second: float | None = None
+    generate_median_s: float | None = None
+    generate_p90_s: float | None = None
+    generate_max_s: float | None = None
 
 
 @dataclass
@@ -163,6 +179,7 @@ class BenchmarkRecord:
     fingerprint: str
     run: RunDescription
     status: Status = Status.RUNNING
+    weights_revision: str | None = None  # provenance.weights_revision: which weights were measured
     error: str | None = None
     finished: float | None = None
     over_budget: bool = False
@@ -229,14 +246,14 @@ class BenchmarkRecord:
             "id": self.id, "kind": self.kind.value, "candidate": self.candidate, "rank": self.rank,
             "approximate": self.approximate, "fingerprint": self.fingerprint, "run": plain(self.run),
             "status": self.status.value, "error": self.error, "finished": self.finished,
-            "over_budget": self.over_budget,
+            "over_budget": self.over_budget, "weights_revision": self.weights_revision,
         }
         if self.seconds is not None:
             out["seconds"] = self.seconds
         if self.memory is not None:
             memory = plain(self.memory)
             memory["memory_metric"] = memory.pop("metric")
-            out.update(memory)
+            out.update({k: v for k, v in memory.items() if v is not None or k not in _MEMORY_SINCE_SCHEMA_2})
         for figures in (self.finetune, self.inference):
             if figures is None:
                 continue
@@ -252,6 +269,9 @@ class BenchmarkRecord:
                     out[name] = value
         return out
 
+
+# Memory fields added after schema 1: left out of the flat view when unknown, so an old record's view is unchanged.
+_MEMORY_SINCE_SCHEMA_2 = frozenset({"absolute_peak_mib", "baseline_mib", "trimmed", "lifetime_peak_mib"})
 
 # Fields of the flat view that belong to each part (the rest are the record's own or run).
 _MEMORY_FLAT = {f.name if f.name != "metric" else "memory_metric": f.name for f in dataclasses.fields(MemoryFigures)}

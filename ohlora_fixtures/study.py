@@ -21,21 +21,24 @@ from .devices import describe, dtype_name, resolve_device, resolve_dtype
 from .finetune import FinetuneSettings
 from .hardware import Peaks, device_peaks
 from .inference import GenerationSettings
-from .memory import release_cached_memory
+from .memory import release_cached_memory, runtime_baseline_mib
 from .models import BaseModel, build_random, check_candidate, check_pretrained, load_pretrained
 from .positions import check_row_lengths
+from .provenance import code_revision, gpu_software
 from .record import BenchmarkRecord, RunDescription, plain
 from .registry import Candidate
 from .settings import Settings
 from .tokenizer import dataset_tokenizer
 
 # Left out of a benchmark's fingerprint: when it ran, the path the data was read from
-# (data_fingerprint identifies the content) and the whole grid of ranks (its own rank is in `detail`).
-NOT_IN_FINGERPRINT = ("run_id", "date", "dataset", "ranks")
+# (data_fingerprint identifies the content), the whole grid of ranks (its own rank is in `detail`) and
+# provenance that is recorded, not matched (a new commit of this project does not void earlier figures;
+# a change to the measuring code does, through `measuring_code`).
+NOT_IN_FINGERPRINT = ("run_id", "date", "dataset", "ranks", "code_revision", "gpu_driver", "cuda_version")
 # The modules whose code shapes a figure: a change to any of them makes every stored measurement stale.
 MEASURING_MODULES = (
     "study", "runner", "finetune", "inference", "memory", "models", "tokenizer", "dataset", "positions",
-    "devices", "hardware", "utilisation", "quality",
+    "devices", "hardware", "utilisation", "quality", "percentiles",
 )
 
 
@@ -96,6 +99,7 @@ class Study:
         if settings.weights == "random":
             # A pretrained model's tokenizer loads with its weights; the runner cuts its rows then.
             check_row_lengths(study.random_tokenizer, candidates, experiment, settings.scale, settings.max_new_tokens)
+        runtime_baseline_mib()  # the CPU memory headlines count from here: libraries loaded, no model built
         return study
 
     def finetune_settings(self, rank: int) -> FinetuneSettings:
@@ -192,8 +196,10 @@ class Study:
             seed=s.seed,
             vram_budget_mb=s.vram_budget_mb,
             versions={"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+            code_revision=code_revision(),
+            **gpu_software(self.device),
             tokenizer=self.tokenizer_digest,
-            code=code_version(),
+            measuring_code=code_version(),
         )
 
     def fingerprint(self, kind: str, candidate: Candidate, detail: Any) -> str:

@@ -254,5 +254,5 @@ def test_identical_settings_ignore_when_where_the_grid_and_the_gpu_index_but_not
     assert comparable(same[0]) == comparable(base)
     assert comparable(same[1]) == comparable(dataclasses.replace(base, device="cuda:0", device_name="GPU"))
     for change in ({"seed": 7}, {"dtype": "bfloat16"}, {"data_fingerprint": "x"}, {"tokenizer": "t"},
-                   {"code": "0.1.0+edited"}, {"versions": {"torch": "3"}}, {"weights": "pretrained"}):
+                   {"measuring_code": "0.1.0+edited"}, {"versions": {"torch": "3"}}, {"weights": "pretrained"}):
         assert comparable(dataclasses.replace(base, **change)) != comparable(base), change

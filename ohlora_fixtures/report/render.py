@@ -72,8 +72,9 @@ def _series(report: Report) -> list[CandidateSeries]:
 STAGING_PREFIX = ".render-"
 RUNS_FOLDER = "runs"
 # Left out of "identical settings" when runs are merged into the top-level leaderboard: when and where a run
-# happened, the grid it chose (each benchmark carries its own rank) and the budget (it judges, never measures).
-NOT_COMPARED = ("run_id", "date", "dataset", "ranks", "vram_budget_mb")
+# happened, the grid it chose (each benchmark carries its own rank), the budget (it judges, never measures) and
+# provenance that is recorded, not matched, as in study.NOT_IN_FINGERPRINT.
+NOT_COMPARED = ("run_id", "date", "dataset", "ranks", "vram_budget_mb", "code_revision", "gpu_driver", "cuda_version")
 
 
 def comparable(run: RunDescription) -> str:
