@@ -96,6 +96,11 @@ class RunDescription:
     code_revision: str = ""  # this project's git commit ("+modified" if the tree was), else its package version
     gpu_driver: str = ""  # NVIDIA driver and CUDA runtime on a GPU run; the GPU's name is device_name
     cuda_version: str = ""
+    # Inputs that shape a figure beyond the settings, matched by the fingerprint (empty in older records):
+    # the dataset tokenizer random-weight models share (sha256 of its serialized JSON; it is trained on every
+    # registry candidate's prompt template) and the measuring code (package version + hash of its modules).
+    tokenizer: str = ""
+    measuring_code: str = ""
 
     @property
     def label(self) -> str:

@@ -160,20 +160,23 @@ def new_record(study: Study, kind: Kind, candidate: Candidate, rank: int | None,
     )
 
 
-def _resume_or_none(study: Study, record: BenchmarkRecord) -> None:
+def _resume_or_none(study: Study, record: BenchmarkRecord, node: pytest.Item) -> None:
     if not study.settings.resume:
         return
     earlier = results.completed(study.settings.results_path, record.fingerprint)
     if earlier is not None:
         study.records.append(earlier)
+        # Under pytest-xdist this session is a worker: the test report travels to the controller, which
+        # renders, with this property (see plugin.ResumedRecords).
+        node.user_properties.append((results.RESUMED_PROPERTY, earlier.to_json()))
         pytest.skip(f"already measured with identical settings in {study.settings.results_path} (--ohlora-resume)")
 
 
-def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, nodeid: str, say: Say) -> BenchmarkRecord:
+def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, node: pytest.Item, say: Say) -> BenchmarkRecord:
     """Fine-tune a fresh rank-`rank` adapter on the candidate's clean base; time the training loop."""
     settings = study.finetune_settings(rank)
-    record = new_record(study, Kind.FINETUNE, candidate, rank, nodeid, settings)
-    _resume_or_none(study, record)
+    record = new_record(study, Kind.FINETUNE, candidate, rank, node.nodeid, settings)
+    _resume_or_none(study, record, node)
     with recorded(study, benchmark, record):
         base = study.base_model(candidate)
         record.weights_revision = base.revision
@@ -234,11 +237,11 @@ def _scored_answers(study: Study, base: BaseModel, candidate: Candidate, answers
     return Answers(str(answers_csv), quality, grade, graded)
 
 
-def run_inference(study: Study, benchmark: Any, candidate: Candidate, nodeid: str, say: Say) -> BenchmarkRecord:
+def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pytest.Item, say: Say) -> BenchmarkRecord:
     """The untuned base answers every prompt; time the generation."""
     generation = study.generation_settings
-    record = new_record(study, Kind.INFERENCE, candidate, None, nodeid, generation)
-    _resume_or_none(study, record)
+    record = new_record(study, Kind.INFERENCE, candidate, None, node.nodeid, generation)
+    _resume_or_none(study, record, node)
     with recorded(study, benchmark, record):
         base = study.base_model(candidate)
         record.weights_revision = base.revision

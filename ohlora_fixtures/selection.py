@@ -11,6 +11,7 @@ This module only judges figures it is given; report.py gathers them.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -154,6 +155,8 @@ class Evidence:
     `sources` says where each came from. `finetune_peak_mib` is the figure the
     budget constraint reads. `human_grade` is None unless answers of pretrained
     weights were graded: grades of random-weight answers must not drive the choice.
+    `measured` is whether any benchmark of the candidate finished with figures in
+    the records the report reads: a candidate without one is never ranked.
     """
 
     candidate: Candidate
@@ -164,6 +167,7 @@ class Evidence:
     sources: Mapping[str, str]
     human_grade: float | None = None
     failures: tuple[str, ...] = ()
+    measured: bool = False
 
 
 @dataclass(frozen=True)
@@ -194,6 +198,7 @@ class Recommendation:
     scores: tuple[Score, ...]
     quality_source: str
     weights: Mapping[str, float]
+    effective_weights: Mapping[str, float]
     final: str | None
     backup: str | None
     final_reason: str
@@ -232,10 +237,18 @@ def judge(evidence: Evidence, rules: Rules) -> Verdict:
     elif peak is None:
         flags.append(f"fine-tuning peak at r{evidence.largest_rank} unknown: the budget could not be checked")
     reasons.extend(evidence.failures)
+    if not evidence.measured and not evidence.failures:
+        reasons.append("nothing measured for it in the runs this report reads: not ranked")
     return Verdict(not reasons, tuple(reasons), tuple(flags))
 
 
+def _finite(value: float | None) -> float | None:
+    """The figure, or None when it is missing or not a finite number (a NaN must never rank best)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
 def _normalise(values: Mapping[str, float | None], higher_is_better: bool) -> dict[str, float]:
+    values = {name: _finite(value) for name, value in values.items()}
     known = [value for value in values.values() if value is not None]
     low, high = (min(known), max(known)) if known else (0.0, 0.0)
     normalised = {}
@@ -253,8 +266,27 @@ def _normalise(values: Mapping[str, float | None], higher_is_better: bool) -> di
 FORMULA = (
     "score = Σ w·n / Σ w over the criteria; n = (x − min) / (max − min) where higher is better, "
     "(max − x) / (max − min) for costs; min and max over the eligible candidates; "
-    "a missing figure gives n = 0, equal figures give n = 1."
+    "a missing (or non-finite) figure gives n = 0, equal figures give n = 1; a criterion with no figure for "
+    "any eligible candidate, and answer quality without human grades, get weight 0 (the effective weights)."
 )
+
+
+def effective_weights(
+    weights: Mapping[str, float], raw: Mapping[str, Mapping[str, float | None]], graded: bool,
+) -> dict[str, float]:
+    """The weights the score uses: a criterion counts only where some eligible candidate has a figure for it.
+
+    Without human grades answer quality has no evidence of its own; handing its
+    weight to the leaderboard average would count that criterion twice.
+    """
+    effective = dict(weights)
+    for criterion in CRITERIA:
+        if criterion.name == "quality" and not graded:
+            effective["quality"] = 0.0
+        elif not any(_finite(row[criterion.name]) is not None for row in raw.values()):
+            effective[criterion.name] = 0.0
+    return effective
+
 
 
 def recommend(evidence: Sequence[Evidence], rules: Rules) -> Recommendation:
@@ -265,12 +297,13 @@ def recommend(evidence: Sequence[Evidence], rules: Rules) -> Recommendation:
     graded = bool(eligible) and all(e.human_grade is not None for e in eligible)
     quality_source = (
         "human grade (mean of the graded answers, 1-5)" if graded else
-        "leaderboard average, standing in: not every eligible candidate has human grades of pretrained answers"
+        "no evidence: not every eligible candidate has human grades of pretrained answers, so answer quality "
+        "gets weight 0 (the leaderboard average is its own criterion and is not counted twice)"
     )
     raw: dict[str, dict[str, float | None]] = {}
     for e in eligible:
         raw[e.candidate.name] = {
-            "quality": e.human_grade if graded else e.candidate.leaderboard_average,
+            "quality": e.human_grade if graded else None,
             "leaderboard": e.candidate.leaderboard_average,
             **{name: e.figures.get(name) for name in CRITERION_NAMES[2:]},
         }
@@ -279,24 +312,26 @@ def recommend(evidence: Sequence[Evidence], rules: Rules) -> Recommendation:
         column = _normalise({name: row[criterion.name] for name, row in raw.items()}, criterion.higher_is_better)
         for name, value in column.items():
             normalised[name][criterion.name] = value
-    total = sum(rules.weights.values())
+    weights = effective_weights(rules.weights, raw, graded)
+    total = sum(weights.values())
+    # With no weighted evidence left every score is 0 and the leaderboard average breaks the tie.
     weighted = {
-        name: sum(rules.weights[c] * n for c, n in normalised[name].items()) / total for name in raw
+        name: sum(weights[c] * n for c, n in normalised[name].items()) / total if total else 0.0 for name in raw
     }
     leaderboard = {e.candidate.name: e.candidate.leaderboard_average or 0.0 for e in eligible}
     order = sorted(weighted, key=lambda name: (-weighted[name], -leaderboard[name]))
     scores = tuple(
         Score(name, raw[name], normalised[name], weighted[name], place) for place, name in enumerate(order, start=1)
     )
-    final, backup, final_reason, backup_reason = _choose(scores, evidence, licence_status, rules, graded)
+    final, backup, final_reason, backup_reason = _choose(scores, evidence, licence_status, rules, weights)
     return Recommendation(
-        verdicts, scores, quality_source, dict(rules.weights), final, backup, final_reason, backup_reason,
+        verdicts, scores, quality_source, dict(rules.weights), weights, final, backup, final_reason, backup_reason,
     )
 
 
 def _choose(
     scores: Sequence[Score], evidence: Sequence[Evidence], licence_status: Mapping[str, str], rules: Rules,
-    graded: bool,
+    weights: Mapping[str, float],
 ) -> tuple[str | None, str | None, str, str]:
     """The first-placed candidate, and a backup.
 
@@ -305,6 +340,8 @@ def _choose(
     candidate whose licence is on the allow-list (if any), else the runner-up.
     """
     if not scores:
+        if not any(e.measured for e in evidence):
+            return None, None, "nothing was measured in the runs this report reads, so no model is named", ""
         return None, None, "no candidate passed the screening and the constraints", ""
     by_name = {e.candidate.name: e for e in evidence}
     final = scores[0]
@@ -320,7 +357,7 @@ def _choose(
         final_reason = f"{final.name} is the only candidate that passed the screening and the constraints"
     else:
         final_reason = f"{final.name} places first of {len(scores)} with score {final.score:.2f}: " + _strengths(
-            final, by_name[final.name], rules, graded
+            final, by_name[final.name], rules, weights
         )
     if licence_status[final.name] != "allowed":
         final_reason += f"; but its licence is flagged ({rules.licences.judge(by_name[final.name].candidate.license)[1]})"
@@ -335,15 +372,13 @@ def _choose(
         )
     else:
         opening = f"{backup.name} places {backup.place} with score {backup.score:.2f}: "
-    backup_reason = opening + _strengths(backup, by_name[backup.name], rules, graded) + "."
+    backup_reason = opening + _strengths(backup, by_name[backup.name], rules, weights) + "."
     return final.name, backup.name, final_reason, backup_reason
 
 
-def _strengths(score: Score, evidence: Evidence, rules: Rules, graded: bool) -> str:
+def _strengths(score: Score, evidence: Evidence, rules: Rules, weights: Mapping[str, float]) -> str:
     """A clause naming the candidate's strongest figures and the budget figure it passed."""
-    # Without grades, "quality" is the leaderboard average again; name it once.
-    shown = [c for c in CRITERIA if rules.weights[c.name] > 0 and score.raw[c.name] is not None
-             and (graded or c.name != "quality")]
+    shown = [c for c in CRITERIA if weights[c.name] > 0 and _finite(score.raw[c.name]) is not None]
     best = [c for c in shown if score.normalised[c.name] == 1.0]
     if best:
         lead = "best " + ", ".join(f"{c.label} ({c.show(score.raw[c.name])})" for c in best)

@@ -265,9 +265,9 @@ def test_merged_runs_that_differ_say_so_per_row(tmp_path: Path) -> None:
     report.main([str(jsonl(tmp_path / "results.jsonl", records)), "--out", str(out)])
 
     rows = table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Results")
-    assert rows[0][-1] == "measured with"
-    assert rows[1][-1] == "CPU: test, float32, random weights, tiny scale"
-    assert rows[2][-1] == "NVIDIA T4, bfloat16, random weights, tiny scale"
+    assert rows[0][-2:] == ["measured with", "run(s)"]
+    assert rows[1][-2:] == ["CPU: test, float32, random weights, tiny scale", "run-a"]
+    assert rows[2][-2:] == ["NVIDIA T4, bfloat16, random weights, tiny scale", "run-gpu"]
 
 
 def test_cli_rejects_a_file_that_is_not_a_stored_run(tmp_path: Path) -> None:

@@ -20,12 +20,18 @@ CAPTIONS = {
 
 def _banner(report: Report) -> list[Block]:
     lang = report.lang
+    if report.measured_nothing:
+        outcomes = ", ".join(run.outcomes for run in report.runs) or "no benchmark ran"
+        return [Paragraph(f"NOTHING MEASURED ({outcomes}): no benchmark finished with figures, so this report "
+                          "has no figures and names no model. See Failures for why each benchmark did not run.",
+                          "banner")]
     if report.stand_in:
         blocks: list[Block] = [Paragraph(text("banner_stand_in", lang, what=report.stand_in_text()), "banner")]
         if "random_weights" in report.stand_in:
             blocks.append(Paragraph(text("quality_meaningless", lang), "banner"))
         return blocks
-    return [Paragraph("Pretrained weights at full size: real figures of these models on the device below.", "note")]
+    return [Paragraph("Pretrained weights at full size: real figures of the measured models on the device below.",
+                      "note")]
 
 
 def _approximate_note(report: Report) -> list[str]:
@@ -56,6 +62,8 @@ def _what_blocks(report: Report) -> list[Block]:
         f"(data/licenses.toml), Korean support; VRAM budget {s.vram_budget_mb:,.0f} MiB for the fine-tuning "
         f"peak at r{report.ranks[-1]}.",
     ]
+    if report.note:
+        lines.append(report.note)
     return [*(Paragraph(line) for line in lines), tables.runs_table(report), tables.provenance_table(report)]
 
 
@@ -65,6 +73,8 @@ def _recommendation_blocks(report: Report) -> list[Block]:
     blocks: list[Block] = [
         Paragraph("Weights (defaults, then setup.cfg `ohlora_weight_*`, then `--ohlora-ranking-weights`): "
                   + ", ".join(f"{c.label} {rec.weights[c.name]:g}" for c in selection.CRITERIA) + "."),
+        Paragraph("Effective weights used (a criterion without evidence counts 0): "
+                  + ", ".join(f"{c.label} {rec.effective_weights[c.name]:g}" for c in selection.CRITERIA) + "."),
         Paragraph(f"Answer quality comes from: {rec.quality_source}."),
         Paragraph(f"Formula: {selection.FORMULA}"),
         Paragraph("Cost figures: " + _sources_sentence(report)),

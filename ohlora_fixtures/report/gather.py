@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -68,6 +69,12 @@ class RunInfo:
     description: RunDescription
     sources: tuple[str, ...]
     used: int
+    statuses: Mapping[str, int]
+
+    @property
+    def outcomes(self) -> str:
+        """What the run's used benchmarks measured, e.g. "3 ok, 29 skipped"."""
+        return ", ".join(f"{count} {status}" for status, count in sorted(self.statuses.items())) or "none"
 
 
 @dataclass
@@ -87,6 +94,7 @@ class Report:
     grades: dict[tuple[str, int | None], Grade]
     weights: Mapping[str, float]
     study: StudyResults | None
+    note: str = ""  # set by the renderer: which runs a merged leaderboard took and left out
 
     @cached_property
     def evidence(self) -> dict[str, selection.Evidence]:
@@ -123,19 +131,29 @@ class Report:
         return [stored.record for stored in self.records.values()]
 
     @property
+    def measured_records(self) -> list[BenchmarkRecord]:
+        """The kept records that finished with figures: what the banners and the ranking may speak of."""
+        return [record for record in self.all_records if record.ok]
+
+    @property
+    def measured_nothing(self) -> bool:
+        """Whether no kept record has figures (e.g. every benchmark skipped): the report names no model."""
+        return not self.measured_records
+
+    @property
     def stand_in(self) -> list[str]:
         """What makes these figures stand-ins (text keys "random_weights", "tiny_scale"); empty for real ones."""
         found = []
-        if any(r.run.weights == "random" for r in self.all_records):
+        if any(r.run.weights == "random" for r in self.measured_records):
             found.append("random_weights")
-        if any(r.run.scale == "tiny" for r in self.all_records):
+        if any(r.run.scale == "tiny" for r in self.measured_records):
             found.append("tiny_scale")
         return found
 
     @property
     def memory_metrics(self) -> str:
         """The peak-memory metrics the records use, e.g. "cpu_peak_rss"."""
-        return ", ".join(sorted({r.memory.metric for r in self.all_records if r.memory and r.memory.metric})) or "n/a"
+        return ", ".join(sorted({r.memory.metric for r in self.measured_records if r.memory and r.memory.metric})) or "n/a"
 
     def stand_in_text(self, lang: str | None = None) -> str:
         """E.g. "random weights and tiny-scale models"."""
@@ -144,8 +162,8 @@ class Report:
 
     @property
     def run_labels(self) -> list[str]:
-        """Each distinct run setting of the kept records, e.g. "CPU: x, float32, random weights, tiny scale"."""
-        return list(dict.fromkeys(r.run.label for r in self.all_records))
+        """Each distinct run setting of the measured records, e.g. "CPU: x, float32, random weights, tiny scale"."""
+        return list(dict.fromkeys(r.run.label for r in self.measured_records))
 
     @property
     def mixed_runs(self) -> bool:
@@ -200,14 +218,15 @@ def _reread_grades(records: Mapping[Key, Stored]) -> dict[tuple[str, int | None]
 
 
 def _runs(kept: Sequence[Stored]) -> list[RunInfo]:
-    runs: dict[str, tuple[RunDescription, list[str], list[int]]] = {}
+    runs: dict[str, tuple[RunDescription, list[str], Counter]] = {}
     for item in kept:
         run = item.record.run
-        description, sources, used = runs.setdefault(run.run_id or "unknown", (run, [], [0]))
-        used[0] += 1
+        description, sources, statuses = runs.setdefault(run.run_id or "unknown", (run, [], Counter()))
+        statuses[item.record.status.value] += 1
         if item.source not in sources:
             sources.append(item.source)
-    return [RunInfo(run_id, d, tuple(sources), used[0]) for run_id, (d, sources, used) in runs.items()]
+    return [RunInfo(run_id, d, tuple(sources), sum(statuses.values()), dict(statuses))
+            for run_id, (d, sources, statuses) in runs.items()]
 
 
 def _evidence(report: Report, candidate: Candidate) -> selection.Evidence:
@@ -255,4 +274,5 @@ def _evidence(report: Report, candidate: Candidate) -> selection.Evidence:
         },
         human_grade=grade.score if grade and pretrained else None,
         failures=failures,
+        measured=any(r.ok for r in report.all_records if r.candidate == candidate.name),
     )

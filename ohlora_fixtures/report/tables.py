@@ -23,6 +23,8 @@ def results_table(report: Report) -> Table:
     columns += [text("inf_time", lang), text("inf_memory", lang), text("answer_quality", lang)]
     if report.mixed_runs:
         columns.append(text("measured_with", lang))
+    if len(report.runs) > 1:  # merged runs: which run each row's figures came from
+        columns.append(text("from_runs", lang))
     rows = []
     for c in report.candidates:
         finetunes = [report.record(c.name, Kind.FINETUNE, r) for r in ranks]
@@ -48,9 +50,11 @@ def results_table(report: Report) -> Table:
                                study_row.get("inference_memory_mib"), cells.mib),
             cells.status_cell(report, inference, lambda r: _quality_cell(report, c.name, r.inference.answers)),
         ]
+        mine = [r for r in (*finetunes, inference) if r is not None]
         if report.mixed_runs:
-            mine = [r for r in (*finetunes, inference) if r is not None]
             row.append("; ".join(dict.fromkeys(r.run.label for r in mine)) or text("not_run", lang))
+        if len(report.runs) > 1:
+            row.append(", ".join(dict.fromkeys(r.run.run_id for r in mine)) or text("not_run", lang))
         rows.append(tuple(row))
     return Table(tuple(columns), tuple(rows))
 
@@ -200,18 +204,24 @@ def runs_table(report: Report) -> Table:
             ", ".join(str(r) for r in d.ranks),
             f"{d.prompts} prompts, ≤{d.max_new_tokens} new tokens" + (", greedy" if d.greedy else ", sampled"),
             " / ".join(f"{lib} {d.versions.get(lib, '?')}" for lib in ("torch", "transformers", "peft")),
-            str(run.used),
+            str(run.used), run.outcomes,
         ))
     columns = ("run id", "file(s)", "date", "device", "dtype", "weights", "scale", "rows", "training",
-               "ranks", "inference", "torch / transformers / peft", "benchmarks used")
+               "ranks", "inference", "torch / transformers / peft", "benchmarks used", "outcome")
     return Table(columns, tuple(rows))
+
+
+def _weight(rec: selection.Recommendation, name: str) -> str:
+    """The weight the score used, and the configured one where they differ (e.g. "0, set 4")."""
+    used, configured = rec.effective_weights[name], rec.weights[name]
+    return f"{used:g}" if used == configured else f"{used:g}, set {configured:g}"
 
 
 def scores_table(report: Report) -> Table:
     """Each eligible candidate's raw and normalised criteria, and its weighted score."""
     rec = report.recommendation
     columns = [text("model", report.lang), text("place", report.lang)] + [
-        f"{c.label} (w={rec.weights[c.name]:g})" for c in selection.CRITERIA
+        f"{c.label} (w={_weight(rec, c.name)})" for c in selection.CRITERIA
     ] + [text("score", report.lang)]
     by_name = {c.name: c for c in report.candidates}
     rows = []
