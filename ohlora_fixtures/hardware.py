@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 
 from .devices import describe, dtype_name, synchronize
+from .load import CpuTimes, machine_load
 from .memory import release_cached_memory
 from .paths import replace_atomically
 
@@ -146,6 +147,7 @@ def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool) -> 
     entry = cache.get(key)
     if recalibrate or not _valid(entry):
         sizes = CALIBRATION[device.type]
+        before = CpuTimes.now()
         entry = {
             "tflops": calibrate_tflops(device, dtype, sizes),
             "gbps": calibrate_gbps(device, sizes),
@@ -153,6 +155,14 @@ def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool) -> 
             "taken": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         }
         release_cached_memory(device)  # the calibration's buffers are not the first benchmark's memory
+        load = machine_load(before, CpuTimes.now(), None, None)
+        if load.busy:
+            entry["taken_while_busy"] = load.why_busy
+            warnings.warn(
+                f"peak FLOP/s and bandwidth calibrated while the machine was busy ({load.why_busy}): they read low "
+                f"and MFU reads high; run once with --ohlora-recalibrate on a quiet machine ({path} keeps them)",
+                stacklevel=3,
+            )
         cache[key] = entry
         _write_cache(path, cache)
     return entry

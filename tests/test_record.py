@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import math
 import re
@@ -34,8 +36,11 @@ def test_schema1_lines_load_and_round_trip_through_the_current_schema() -> None:
         assert json.loads(line)["schema"] == SCHEMA_VERSION
         assert BenchmarkRecord.from_json(line) == record
     old = [json.loads(line) for line in (SCHEMA1 / "results.jsonl").read_text(encoding="utf-8").splitlines()]
-    # The flat view (pytest-benchmark's extra_info) is the schema-1 shape, key for key and value for value.
-    assert [r.flat() for r in records] == old
+    # The flat view (pytest-benchmark's extra_info) is the schema-1 shape, key for key and value for value,
+    # plus the run's round count kept since (one round, as every schema-1 run had).
+    flat = [r.flat() for r in records]
+    assert [view["run"].pop("rounds") for view in flat] == [1] * len(flat)
+    assert flat == old
 
 
 def test_schema1_extra_info_of_pytest_benchmark_json_loads_as_the_same_records() -> None:
@@ -106,4 +111,9 @@ def test_schema1_files_render_every_table_as_the_previous_code_did(tmp_path: Pat
     strip = lambda text: [line for line in text.splitlines() if not RENDER_TIME.match(line)]  # noqa: E731
     assert strip(rendered) == strip(expected)
     if lang == "en":
-        assert (out / "results.csv").read_text(encoding="utf-8") == (SCHEMA1 / "results.en.csv").read_text(encoding="utf-8")
+        # The same table, plus the run's round count kept since (1 for these runs).
+        read = lambda path: list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"))))  # noqa: E731
+        rows = read(out / "results.csv")
+        rounds = rows[0].index("run.rounds")
+        assert [row.pop(rounds) for row in rows] == ["run.rounds"] + ["1"] * (len(rows) - 1)
+        assert rows == read(SCHEMA1 / "results.en.csv")
