@@ -131,7 +131,7 @@ def device_peaks(device: torch.device, dtype: torch.dtype, recalibrate: bool = F
     sheet = datasheet(name) if device.type == "cuda" else None
     tflops = getattr(sheet, _SHEET_FIELD[dtype], None)
     gbps = sheet.gbps if sheet else None
-    calibrated = _calibrated(device, dtype, recalibrate)
+    calibrated = _calibrated(device, dtype, recalibrate, need=("tflops",) * (tflops is None) + ("gbps",) * (gbps is None))
     return Peaks(
         name, dtype_name(dtype),
         float(tflops if tflops is not None else calibrated["tflops"]), "datasheet" if tflops is not None else "calibrated",
@@ -140,20 +140,21 @@ def device_peaks(device: torch.device, dtype: torch.dtype, recalibrate: bool = F
     )
 
 
-def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool) -> dict:
-    """This machine's calibrated figures: cached, or measured now and cached."""
+def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool, need: tuple[str, ...]) -> dict:
+    """This machine's calibrated figures (`need`, and always the load probe): cached, or measured now and cached.
+    A GPU with a datasheet entry only needs the probe."""
     path, key = cache_path(), machine_key(device, dtype)
     cache = _read_cache(path)
     entry = cache.get(key)
-    if recalibrate or not _valid(entry):
+    if recalibrate or not _valid(entry, ("probe_tflops", *need)):
         sizes = CALIBRATION[device.type]
         before = CpuTimes.now()
-        entry = {
-            "tflops": calibrate_tflops(device, dtype, sizes),
-            "gbps": calibrate_gbps(device, sizes),
-            "probe_tflops": calibrate_tflops(device, dtype, sizes.probe),
-            "taken": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        }
+        entry = {"probe_tflops": calibrate_tflops(device, dtype, sizes.probe),
+                 "taken": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        if "tflops" in need:
+            entry["tflops"] = calibrate_tflops(device, dtype, sizes)
+        if "gbps" in need:
+            entry["gbps"] = calibrate_gbps(device, sizes)
         release_cached_memory(device)  # the calibration's buffers are not the first benchmark's memory
         load = machine_load(before, CpuTimes.now(), None, None)
         if load.busy:
@@ -168,8 +169,7 @@ def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool) -> 
     return entry
 
 
-def _valid(entry: object) -> bool:
-    numbers = ("tflops", "gbps", "probe_tflops")
+def _valid(entry: object, numbers: tuple[str, ...]) -> bool:
     return isinstance(entry, dict) and all(
         isinstance(entry.get(n), (int, float)) and not isinstance(entry.get(n), bool) and entry[n] > 0 for n in numbers
     )

@@ -63,7 +63,7 @@ def test_peaks_are_calibrated_once_per_machine_and_reused_until_asked_again(
     cpu = torch.device("cpu")
 
     first = hardware.device_peaks(cpu, torch.float32)
-    assert calls == ["tflops", "gbps", "tflops"]  # peak, bandwidth, load probe
+    assert calls == ["tflops", "tflops", "gbps"]  # load probe, peak, bandwidth
     cache = json.loads((tmp_path / "ohlora-bench" / "peaks.json").read_text())
     assert list(cache) == [hardware.machine_key(cpu, torch.float32)]
 
@@ -72,7 +72,7 @@ def test_peaks_are_calibrated_once_per_machine_and_reused_until_asked_again(
     assert calls == [] and second == first  # identical values: MFU of the same work is comparable across runs
 
     again = hardware.device_peaks(cpu, torch.float32, recalibrate=True)
-    assert calls == ["tflops", "gbps", "tflops"] and again.calibrated >= first.calibrated
+    assert calls == ["tflops", "tflops", "gbps"] and again.calibrated >= first.calibrated
     assert hardware.device_peaks(cpu, torch.float32) == again  # the new calibration is the one kept
 
     other_threads = torch.get_num_threads() + 1
