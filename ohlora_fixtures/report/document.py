@@ -50,7 +50,7 @@ def _what_blocks(report: Report) -> list[Block]:
         f"(data/licenses.toml), Korean support; VRAM budget {s.vram_budget_mb:,.0f} MiB for the fine-tuning "
         f"peak at r{report.ranks[-1]}.",
     ]
-    return [*(Paragraph(line) for line in lines), tables.runs_table(report)]
+    return [*(Paragraph(line) for line in lines), tables.runs_table(report), tables.provenance_table(report)]
 
 
 def _recommendation_blocks(report: Report) -> list[Block]:
@@ -153,6 +153,8 @@ def document(report: Report, images: Mapping[str, Path]) -> list[Block]:
         + (" " + text("quality_meaningless", lang) if "random_weights" in report.stand_in else ""), "note"))
     blocks += [Heading(text("utilisation", lang)), tables.utilisation_table(report)]
     blocks.append(Paragraph(text("utilisation_note", lang), "note"))
+    blocks += [Heading(text("anatomy", lang)), tables.latency_table(report), tables.finetune_spread_table(report),
+               Paragraph(text("anatomy_note", lang), "note")]
     blocks += [Heading(text("plan", lang)), tables.plan_table(report)]
     blocks += [Heading(text("plots", lang))]
     blocks += [Image(path, CAPTIONS[name], wide=name == "training_loss") for name, path in images.items()]
