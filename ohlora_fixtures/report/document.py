@@ -37,12 +37,19 @@ def _approximate_note(report: Report) -> list[str]:
             "is measured and planned instead. Its figures are approximate wherever they appear."]
 
 
+_ABOVE_RUNTIME_MEANING = (
+    " The *_above_runtime figures count from the process's resident memory once Python and the libraries were "
+    "loaded, before any model was built; the C allocator's freed memory was given back before each region."
+)
+
+
 def _what_blocks(report: Report) -> list[Block]:
     s = report.settings
     lines = [
         f"Measured with: {'; '.join(report.run_labels) or 'nothing'}.",
         f"Peak memory metric: {report.memory_metrics} (cuda_max_allocated = torch's allocator peak; "
-        "cpu_peak_rss = the process's peak resident memory, model and Python included).",
+        "cpu_peak_rss = the process's peak resident memory, model and Python included)."
+        + (_ABOVE_RUNTIME_MEANING if "above_runtime" in report.memory_metrics else ""),
         f"Rendered {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {report.runs_read} run(s); the latest "
         f"measurement of each benchmark (candidate, kind, rank) is kept: {len(report.records)} benchmark(s) "
         f"from the {len(report.runs)} run(s) below, {report.replaced} earlier measurement(s) replaced.",
