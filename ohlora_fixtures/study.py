@@ -157,8 +157,8 @@ class Study:
 
     @cached_property
     def peaks(self) -> Peaks:
-        """The device's peak throughput and bandwidth, looked up or calibrated once per session."""
-        return device_peaks(self.device, self.dtype)
+        """The device's peak throughput and bandwidth: looked up, or calibrated once per machine and settings (cached)."""
+        return device_peaks(self.device, self.dtype, self.settings.recalibrate)
 
     def release(self) -> None:
         """Drop the base model in memory."""
@@ -195,6 +195,7 @@ class Study:
             greedy=s.greedy,
             seed=s.seed,
             vram_budget_mb=s.vram_budget_mb,
+            rounds=s.rounds,
             versions={"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
             code_revision=code_revision(),
             **gpu_software(self.device),

@@ -58,6 +58,21 @@ def status_cell(report: Report, record: BenchmarkRecord | None, value: Callable[
     return value(record)
 
 
+def timed(record: BenchmarkRecord, value: float | None, lang: str) -> str:
+    """A time figure of the record's median round; with several rounds, the range over them beside it (scaled
+    from the rounds' totals to this figure), and a mark where the machine was busy (load.py)."""
+    if value is None:
+        return text("na", lang)
+    cell = seconds(value)
+    rounds = record.round_seconds
+    if len(rounds) > 1 and record.seconds:
+        scale = value / record.seconds
+        cell += f" ({seconds(min(rounds) * scale)}–{seconds(max(rounds) * scale)}, {len(rounds)}×)"
+    if record.load is not None and record.load.busy:
+        cell += " " + text("busy_mark", lang)
+    return cell
+
+
 def figure(value: float | None, fmt: Callable[[float], str], lang: str) -> str:
     """A figure, or n/a where the benchmark ran but the figure does not apply."""
     return text("na", lang) if value is None else fmt(value)

@@ -8,6 +8,7 @@ from typing import Mapping
 
 from .. import selection
 from . import tables
+from ..load import BUSY_OTHER_CORES, BUSY_PROBE, BUSY_STEAL
 from .blocks import Block, Bullets, Heading, Image, Paragraph
 from .gather import Report
 from .language import text
@@ -118,6 +119,7 @@ def _notes(report: Report) -> list[str]:
         "n/a: the benchmark ran but the figure does not apply (e.g. no held-out rows for the eval loss).",
         "Fine-tuning time is the timed training loop (optimizer steps); inference time is the mean `generate` "
         "time per prompt, at most the stated number of NEW tokens.",
+        _rounds_note(report),
         "Eval loss: answer-token loss on the held-out rows after the fine-tuning steps: the adapter's potential, "
         "with the same caveat as every quality figure for random weights.",
         "Full-size plan: parameter counts are exact (meta-device build); memory beyond the weights is an estimate "
@@ -134,6 +136,22 @@ def _notes(report: Report) -> list[str]:
             "the prompt: compare with care."
         )
     return [note for note in notes if note]
+
+
+def _rounds_note(report: Report) -> str:
+    """What the rounds and the busy mark mean, where the report shows either."""
+    records = report.all_records
+    if not any(len(r.round_seconds) > 1 or (r.load and r.load.busy) for r in records):
+        return ""
+    busy = [f"{r.candidate} {r.benchmark_name}: {r.load.why_busy}" for r in records if r.load and r.load.busy]
+    return (
+        "With --ohlora-rounds N > 1 a time is the median round's, with the range over the N rounds in brackets "
+        "(for time per prompt scaled from the rounds' totals); peak memory is the highest round's. "
+        + text("busy_mark", report.lang) + ": taken on a busy machine (another process kept at least "
+        f"{BUSY_OTHER_CORES} core busy, the hypervisor stole at least {BUSY_STEAL:.0%} of CPU time, or a short matmul "
+        f"probe ran below {BUSY_PROBE:.0%} of its calibrated speed); measure again on a quiet machine"
+        + (": " + "; ".join(busy) if busy else "") + "."
+    )
 
 
 def document(report: Report, images: Mapping[str, Path]) -> list[Block]:

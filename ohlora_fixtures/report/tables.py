@@ -31,7 +31,7 @@ def results_table(report: Report) -> Table:
         inference = report.record(c.name, Kind.INFERENCE)
         row = [report.name(c), cells.leaderboard_cell(c.leaderboard_average, lang), c.params_label]
         row += [
-            cells.beside_study(report, cells.status_cell(report, rec, lambda r: cells.figure(r.seconds, cells.seconds, lang)),
+            cells.beside_study(report, cells.status_cell(report, rec, lambda r: cells.timed(r, r.seconds, lang)),
                                study and study.finetune(c.name, "finetune_seconds", rank), cells.seconds)
             for rank, rec in zip(ranks, finetunes)
         ]
@@ -43,7 +43,7 @@ def results_table(report: Report) -> Table:
         row += [cells.status_cell(report, rec, lambda r: cells.eval_loss_cell(r, lang)) for rec in finetunes]
         study_row = study.rows.get(c.name, {}) if study else {}
         per_prompt = cells.status_cell(
-            report, inference, lambda r: cells.figure(r.inference.mean_seconds_per_prompt, cells.seconds, lang))
+            report, inference, lambda r: cells.timed(r, r.inference.mean_seconds_per_prompt, lang))
         row += [
             cells.beside_study(report, per_prompt, study_row.get("inference_seconds"), cells.seconds),
             cells.beside_study(report, cells.status_cell(report, inference, lambda r: cells.peak_cell(report, r)),
