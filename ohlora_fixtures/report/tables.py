@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .. import selection
 from ..devices import DTYPES
+from ..message import in_language
 from ..memory import MIB
 from ..quality import grade_label
 from ..record import Answers, Kind
@@ -50,7 +51,7 @@ def results_table(report: Report) -> Table:
         ]
         if report.mixed_runs:
             mine = [r for r in (*finetunes, inference) if r is not None]
-            row.append("; ".join(dict.fromkeys(r.run.label for r in mine)) or text("not_run", lang))
+            row.append("; ".join(dict.fromkeys(cells.run_label(r.run, lang) for r in mine)) or text("not_run", lang))
         rows.append(tuple(row))
     return Table(tuple(columns), tuple(rows))
 
@@ -63,7 +64,8 @@ def _quality_cell(report: Report, name: str, answers: Answers) -> str:
     if answers.quality.chrf is not None:
         cell += f" · chrF {answers.quality.chrf:.1f}"
     if report.study is not None and name in report.study.rows:
-        cell += f" · {text('study_t4', report.lang)}: {report.study.rows[name]['human_grade']}"
+        theirs = report.study.rows[name]["human_grade"]
+        cell += f" · {text('study_t4', report.lang)}: {cells.word(f'grade_{theirs}', theirs, report.lang)}"
     return cell
 
 
@@ -75,9 +77,11 @@ def candidates_table(report: Report) -> Table:
         verdict = report.recommendation.verdicts[c.name]
         params = c.params_label + (f" ({c.params_exact:,})" if c.params_exact else "")
         summary = text("eligible" if verdict.eligible else "excluded", lang)
-        details = [*verdict.reasons, *(f"⚠ {flag}" for flag in verdict.flags)]
+        details = [cells.sentences(verdict.reasons, lang)] if verdict.reasons else []
+        details += [f"⚠ {in_language(flag, lang)}" for flag in verdict.flags]
         rows.append((str(place), report.name(c), params, cells.leaderboard_cell(c.leaderboard_average, lang),
-                     c.license, c.korean, summary + (": " + "; ".join(details) if details else "")))
+                     cells.word(f"licence_{c.license}", c.license, lang), cells.word(f"korean_{c.korean}", c.korean, lang),
+                     summary + (": " + "; ".join(details) if details else "")))
     columns = ("rank", "model", "params", "leaderboard", "licence", "korean", "verdict")
     return Table(tuple(text(key, lang) for key in columns), tuple(rows))
 
@@ -86,13 +90,13 @@ def choice_table(report: Report) -> Table:
     """The final choice and the backup, with why (and the study's, with --compare-study)."""
     lang, rec = report.lang, report.recommendation
     rows = [
-        (text("final", lang), rec.final or text("na", lang), rec.final_reason),
-        (text("backup", lang), rec.backup or text("na", lang), rec.backup_reason or text("na", lang)),
+        (text("final", lang), rec.final or text("na", lang), in_language(rec.final_reason, lang)),
+        (text("backup", lang), rec.backup or text("na", lang), in_language(rec.backup_reason, lang) or text("na", lang)),
     ]
     if report.study is not None:
         rows.append((f"{text('final', lang)} / {text('backup', lang)} ({text('study_t4', lang)})",
                      f"{report.study.final} / {report.study.backup}",
-                     "the reference study's choice (it used the backup in the end, for its licence)"))
+                     text("study_choice", lang)))
     return Table((text("final", lang) + " / " + text("backup", lang), text("model", lang), text("why", lang)),
                  tuple(rows))
 
@@ -125,7 +129,7 @@ def _quality_row(report: Report, c: Candidate, adapter: str, rank: int | None, a
     return (
         report.name(c), adapter,
         grade_label(grade.score, lang) + (f" ({grade.score:.1f})" if grade.score is not None else "")
-        + (f" — {grade.note}" if grade.note else ""),
+        + (f" — {in_language(grade.note, lang)}" if grade.note else ""),
         str(grade.graded),
         text("na", lang) if figures.chrf is None else f"{figures.chrf:.1f} (n={figures.n_scored})",
         cells.share(figures.empty_share),
@@ -173,9 +177,11 @@ def utilisation_table(report: Report) -> Table:
         decoded = inference.inference.utilisation if inference is not None and inference.inference else None
         peaks = []
         if trained is not None:
-            peaks.append(f"{trained.peak_tflops:.3g} TFLOP/s ({trained.peak_source})")
+            source = cells.word(f"source_{trained.peak_source}", trained.peak_source, lang)
+            peaks.append(f"{trained.peak_tflops:.3g} TFLOP/s ({source})")
         if decoded is not None:
-            peaks.append(f"{decoded.peak_gbps:.3g} GB/s ({decoded.peak_source})")
+            source = cells.word(f"source_{decoded.peak_source}", decoded.peak_source, lang)
+            peaks.append(f"{decoded.peak_gbps:.3g} GB/s ({source})")
         rows.append(tuple(
             [report.name(c)]
             + [cells.status_cell(report, record, lambda x: cells.figure(
@@ -189,35 +195,39 @@ def utilisation_table(report: Report) -> Table:
 
 def runs_table(report: Report) -> Table:
     """The merged runs: where each came from and what it was run with."""
+    lang = report.lang
     rows = []
     for run in report.runs:
         d = run.description
+        sampling = "inference_cell_greedy" if d.greedy else "inference_cell_sampled"
         rows.append((
             run.run_id, ", ".join(run.sources), d.date or "?",
-            f"{d.device_name or d.device} ({d.device})", d.dtype, d.weights, d.scale,
-            f"train {d.train_rows}, valid {d.valid_rows} ({d.preset})",
-            f"batch {d.batch_size}, {d.epochs} epochs, lr {d.learning_rate}",
+            f"{d.device_name or d.device} ({d.device})", d.dtype,
+            cells.word(f"weights_{d.weights}", d.weights, lang), cells.word(f"scale_{d.scale}", d.scale, lang),
+            text("rows_cell", lang, train=d.train_rows, valid=d.valid_rows,
+                 preset=cells.word(f"preset_{d.preset}", d.preset, lang)),
+            text("training_cell", lang, batch=d.batch_size, epochs=d.epochs, lr=d.learning_rate),
             ", ".join(str(r) for r in d.ranks),
-            f"{d.prompts} prompts, ≤{d.max_new_tokens} new tokens" + (", greedy" if d.greedy else ", sampled"),
+            text(sampling, lang, prompts=d.prompts, tokens=d.max_new_tokens),
             " / ".join(f"{lib} {d.versions.get(lib, '?')}" for lib in ("torch", "transformers", "peft")),
             str(run.used),
         ))
-    columns = ("run id", "file(s)", "date", "device", "dtype", "weights", "scale", "rows", "training",
-               "ranks", "inference", "torch / transformers / peft", "benchmarks used")
-    return Table(columns, tuple(rows))
+    columns = ("run_id", "run_files", "run_date", "run_device", "run_dtype", "run_weights", "run_scale", "run_rows",
+               "run_training", "run_ranks", "run_inference", "run_versions", "run_used")
+    return Table(tuple(text(key, lang) for key in columns), tuple(rows))
 
 
 def scores_table(report: Report) -> Table:
     """Each eligible candidate's raw and normalised criteria, and its weighted score."""
-    rec = report.recommendation
-    columns = [text("model", report.lang), text("place", report.lang)] + [
-        f"{c.label} (w={rec.weights[c.name]:g})" for c in selection.CRITERIA
-    ] + [text("score", report.lang)]
+    rec, lang = report.recommendation, report.lang
+    columns = [text("model", lang), text("place", lang)] + [
+        f"{c.title.in_(lang)} (w={rec.weights[c.name]:g})" for c in selection.CRITERIA
+    ] + [text("score", lang)]
     by_name = {c.name: c for c in report.candidates}
     rows = []
     for score in rec.scores:
         row = [report.name(by_name[score.name]), str(score.place)]
-        row += [f"{c.show(score.raw[c.name])} → {score.normalised[c.name]:.2f}" for c in selection.CRITERIA]
+        row += [f"{c.show(score.raw[c.name]).in_(lang)} → {score.normalised[c.name]:.2f}" for c in selection.CRITERIA]
         row.append(f"{score.score:.3f}")
         rows.append(tuple(row))
     return Table(tuple(columns), tuple(rows))
