@@ -45,6 +45,15 @@ def _what_blocks(report: Report) -> list[Block]:
     return [*(Paragraph(line) for line in lines), tables.runs_table(report)]
 
 
+def _study_table_lead(report: Report) -> str:
+    """Which figures fill the study's table: weights, scale, device, units."""
+    lang = report.lang
+    labels = dict.fromkeys(cells.run_label(r.run, lang) for r in report.all_records)
+    stand_in = text("study_table_stand_in", lang, what=report.stand_in_text()) if report.stand_in else ""
+    return text("study_table_lead", lang, labels="; ".join(labels) or text("nothing", lang), stand_in=stand_in,
+                metrics=report.memory_metrics, ranks=" / ".join(f"r{r}" for r in report.ranks))
+
+
 def _recommendation_blocks(report: Report) -> list[Block]:
     rec, lang = report.recommendation, report.lang
     by_name = {c.name: c for c in report.candidates}
@@ -118,6 +127,9 @@ def document(report: Report, images: Mapping[str, Path]) -> list[Block]:
     blocks += [Heading(text("utilisation", lang)), tables.utilisation_table(report)]
     blocks.append(Paragraph(text("utilisation_note", lang), "note"))
     blocks += [Heading(text("plan", lang)), tables.plan_table(report)]
+    blocks += [Heading(text("pareto", lang)), tables.pareto_table(report), Paragraph(text("pareto_note", lang), "note")]
+    if lang == "ko":  # the study's table is Korean by nature: its headers are the study's own
+        blocks += [Heading(text("study_table", lang)), Paragraph(_study_table_lead(report)), tables.study_table(report)]
     blocks += [Heading(text("plots", lang))]
     blocks += [Image(path, text(f"caption_{name}", lang), wide=name == "training_loss") for name, path in images.items()]
     if not images:

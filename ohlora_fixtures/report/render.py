@@ -7,13 +7,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
 from .. import results, selection
-from ..plots import CandidateSeries, write_plots
+from .. import plots
+from ..plots import CandidateSeries, TradeOffPlot, TradeOffPoint, write_plots
 from ..record import Kind
 from ..registry import Candidate
 from ..settings import Settings
 from .document import document
+from . import cells, tradeoff
 from .gather import Report, gather
 from .html import to_html
+from .language import text
 from .markdown import to_markdown
 from .stored import Stored
 from .table_csv import write_csv
@@ -37,13 +40,13 @@ class ReportFiles:
                 f"plots: {', '.join(str(p) for p in self.plots) or 'none'}"]
 
 
-def _series(report: Report) -> list[CandidateSeries]:
+def _series(report: Report, lang: str) -> list[CandidateSeries]:
     series = []
     for c in report.candidates:
         ok = {r: rec for r in report.ranks if (rec := report.ok_record(c.name, Kind.FINETUNE, r))}
         inference = report.ok_record(c.name, Kind.INFERENCE)
         series.append(CandidateSeries(
-            label=report.name(c, "en"),  # plot fonts may lack Hangul
+            label=report.name(c, lang),
             finetune_seconds={r: rec.seconds for r, rec in ok.items()},
             finetune_peak_mib={r: rec.peak_mib for r, rec in ok.items() if rec.peak_mib is not None},
             losses={r: list(rec.finetune.losses) for r, rec in ok.items() if rec.finetune and rec.finetune.losses},
@@ -53,6 +56,14 @@ def _series(report: Report) -> list[CandidateSeries]:
     return series
 
 
+def _tradeoff_plot(report: Report, lang: str) -> TradeOffPlot:
+    view = tradeoff.trade_offs(report, lang)
+    points = [TradeOffPoint(p.label, p.quality, p.costs["finetune_time"], p.costs["inference_time"], p.role)
+              for p in view.points]
+    quality = text("plot_quality_graded" if view.graded else "plot_quality_stand_in", lang)
+    return TradeOffPlot(points, quality, report.ranks[-1])
+
+
 def render(
     stored: Iterable[Stored], candidates: Sequence[Candidate], settings: Settings, weights: Mapping[str, float],
 ) -> ReportFiles:
@@ -60,10 +71,14 @@ def render(
     report = gather(stored, candidates, settings, weights)
     out = settings.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    subtitle = "; ".join(report.run_labels)
+    # Korean words on a plot need a Hangul font; without one the plots stay English rather than show boxes.
+    font = plots.hangul_font() if report.lang != "en" else None
+    lang = report.lang if font or report.lang == "en" else "en"
+    subtitle = "; ".join(dict.fromkeys(cells.run_label(r.run, lang) for r in report.all_records))
     if report.stand_in:
-        subtitle = f"STAND-IN ({report.stand_in_text('en')}): {subtitle}"
-    images = write_plots(_series(report), out, subtitle, report.memory_metrics)
+        subtitle = text("plot_stand_in", lang, what=report.stand_in_text(lang), labels=subtitle)
+    images = write_plots(_series(report, lang), out, subtitle, report.memory_metrics,
+                         lambda key, **values: text(key, lang, **values), _tradeoff_plot(report, lang), font)
     blocks = document(report, images)
     files = ReportFiles(out / "leaderboard.md", out / "leaderboard.html", out / "results.csv", tuple(images.values()))
     files.markdown.write_text(to_markdown(blocks), encoding="utf-8")

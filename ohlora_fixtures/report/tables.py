@@ -9,7 +9,7 @@ from ..memory import MIB
 from ..quality import grade_label
 from ..record import Answers, Kind
 from ..registry import Candidate
-from . import cells
+from . import cells, tradeoff
 from .blocks import Table
 from .gather import Grade, Report
 from .language import text
@@ -231,3 +231,64 @@ def scores_table(report: Report) -> Table:
         row.append(f"{score.score:.3f}")
         rows.append(tuple(row))
     return Table(tuple(columns), tuple(rows))
+
+
+def pareto_table(report: Report) -> Table:
+    """Each measured candidate's quality and costs, and which candidates dominate it in each view."""
+    lang, largest = report.lang, report.ranks[-1]
+    view = tradeoff.trade_offs(report)
+    quality = text("quality_graded" if view.graded else "quality_stand_in", lang)
+    columns = [text("model", lang), text("quality_axis", lang, source=quality),
+               text("ft_time", lang, rank=largest), text("pareto_ft_memory", lang, rank=largest),
+               text("inf_time", lang), text("pareto_inf_memory", lang),
+               text("dominated_finetune", lang, rank=largest), text("dominated_inference", lang),
+               text("dominated_all", lang)]
+    rows = []
+    for point in view.points:
+        role = f" ({text(point.role, lang)})" if point.role else ""
+        costs = point.costs
+        rows.append((
+            point.label + role, f"{point.quality:.2f}",
+            cells.figure(costs["finetune_time"], cells.seconds, lang), cells.figure(costs["finetune_memory"], cells.mib, lang),
+            cells.figure(costs["inference_time"], cells.seconds, lang), cells.figure(costs["inference_memory"], cells.mib, lang),
+            *(_dominance_cell(report, view.dominated[name].get(point.name)) for name in ("finetune", "inference", "all")),
+        ))
+    return Table(tuple(columns), tuple(rows))
+
+
+def _dominance_cell(report: Report, by: tuple[str, ...] | None) -> str:
+    if by is None:
+        return text("na", report.lang)
+    if not by:
+        return text("on_front", report.lang)
+    names = {c.name: report.name(c) for c in report.candidates}
+    return ", ".join(names[name] for name in by)
+
+
+# The reference study's own results table, word for word; `{ranks}` becomes the ranks run ("16, 32, 64").
+STUDY_COLUMNS = (
+    "모델 이름", "종합 점수 (Average from Leaderboard)", "파라미터 개수", "Fine-Tuning 시간 (LoRA rank {ranks})",
+    "Fine-Tuning 최대 메모리 사용량 (LoRA rank {ranks})", "Inference 시간", "Inference 최대 메모리 사용량",
+    "Inference 답변 품질",
+)
+
+
+def study_table(report: Report) -> Table:
+    """Our figures in the study's table: its 8 columns, the ranks of one figure in one cell (`a / b / c`)."""
+    lang, ranks = report.lang, report.ranks
+    rows = []
+    for c in report.candidates:
+        finetunes = [report.record(c.name, Kind.FINETUNE, r) for r in ranks]
+        inference = report.record(c.name, Kind.INFERENCE)
+        grade = report.grades.get((c.name, None), Grade(None, 0))
+        rows.append((
+            report.name(c), cells.leaderboard_cell(c.leaderboard_average, lang), c.params_label,
+            " / ".join(cells.status_cell(report, r, lambda x: cells.figure(x.seconds, cells.seconds, lang)) for r in finetunes),
+            " / ".join(cells.status_cell(report, r, lambda x: cells.figure(x.peak_mib, cells.mib, lang)) for r in finetunes),
+            cells.status_cell(report, inference, lambda x: cells.figure(x.inference.mean_seconds_per_prompt, cells.seconds, lang)),
+            cells.status_cell(report, inference, lambda x: cells.figure(x.peak_mib, cells.mib, lang)),
+            cells.status_cell(report, inference, lambda x: grade_label(grade.score, lang)
+                              + (f" ({grade.score:.1f}, n={grade.graded})" if grade.score is not None else "")),
+        ))
+    columns = tuple(column.format(ranks=", ".join(str(r) for r in ranks)) for column in STUDY_COLUMNS)
+    return Table(columns, tuple(rows))
