@@ -180,6 +180,7 @@ def _tradeoff(series: Sequence[CandidateSeries], view: TradeOffPlot | None, subt
                 axis.scatter(cost(p), p.quality, s=220, facecolors="none", edgecolors="black", linewidths=1.3, zorder=4,
                              marker="*" if p.role == "final" else "s")
                 axis.annotate(words(p.role), (cost(p), p.quality), textcoords="offset points", xytext=(7, 7), fontsize=8)
+        axis.margins(x=0.1, y=0.12)  # room for the words beside the chosen ones
         axis.set_xlabel(label)
         axis.grid(alpha=0.3)
     axes[0].set_ylabel(view.quality_label)
