@@ -5,6 +5,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION ?= 2.13.0
+# Which torch: by default what pip's index serves for the pin (PyPI: the CUDA build on Linux x86-64,
+# several GB of nvidia-* wheels). CPU build: TORCH_INDEX=https://download.pytorch.org/whl/cpu.
+# A wheel file: TORCH_SPEC=/path/to/torch-....whl
+TORCH_INDEX ?=
+TORCH_SPEC ?= torch==$(TORCH_VERSION)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
@@ -13,10 +18,10 @@ export TRANSFORMERS_OFFLINE ?= 1
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch is pinned and installed first: a loose requirement pulls several GB of CUDA wheels.
+# torch is installed first, as chosen above; the package's looser torch>=2.4 then keeps it.
 $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 

@@ -1,14 +1,19 @@
 """The pytest plugin: options, fixtures and hooks. Each hook only delegates.
 
-Heavy imports (torch, transformers) wait until pytest_configure, so that the
-offline switch is set before huggingface_hub reads it.
+Invisible until asked for: a session that passes no `--ohlora-*` option and
+collects no test using the ohlora fixtures imports nothing heavy, reads no
+file and sets nothing. The Study (settings, registry, dataset; torch with it)
+is built at start-up when an option is given, else on first need while
+collecting; either way every bad option, registry entry or dataset row stops
+the run with exit code 4 before any model loads. The offline switch is set just
+before, so that huggingface_hub reads it.
 """
 
 from __future__ import annotations
 
 import gc
-import os
 import warnings
+import os
 from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
@@ -24,8 +29,13 @@ if TYPE_CHECKING:
     from .study import Study
 
 STUDY = pytest.StashKey["Study"]()
+STUDY_ERROR = pytest.StashKey[str]()  # why the Study could not be built while collecting; raised after it
+RUN_ID = pytest.StashKey[str]()
+WORKERS_USED_OHLORA = pytest.StashKey[bool]()  # pytest-xdist controller: a worker built a Study
 REPORT = pytest.StashKey["ReportFiles | str"]()  # the files written, or why none were
 KIND_ORDER = {"test_finetune": 0, "test_inference": 1}
+# A test that asks for any of these is an ohlora benchmark: it needs the Study.
+STUDY_FIXTURES = frozenset({"ohlora_study", "ohlora_candidate", "lora_rank", "ohlora_finetune", "ohlora_inference"})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,44 +47,80 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped where torch sees none")
     config.addinivalue_line("markers", "slow: takes minutes; CI skips it (-m 'not slow')")
-    # setup.cfg turns autosave on for `pytest benchmarks`; runs without benchmarks need no notice of it.
-    warnings.filterwarnings("ignore", message="Not saving anything, no benchmarks have been run")
-    try:
-        settings = options.from_pytest(config)
-        if not settings.allow_download:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        from .study import Study
-
-        worker = getattr(config, "workerinput", None)  # only on a pytest-xdist worker
-        with warnings.catch_warnings(record=True) as caught:  # start-up notices belong in pytest's warnings summary
-            warnings.simplefilter("always")
-            study = Study.from_settings(settings, int(worker["workerid"].removeprefix("gw")) if worker else None)
-        for notice in caught:
-            config.issue_config_time_warning(notice.message, stacklevel=2)
-        if worker is not None:
-            # The controller's run id: its report gathers the records of this run from the shared log.
-            study.run_id = worker["ohlora_run_id"]
-        config.stash[STUDY] = study
-        # torch, transformers and peft are loaded now: ~400k objects that live as long as the process.
-        # Out of the collector's sight, each later collection (between models, at exit, and the automatic
-        # ones inside timed regions) takes microseconds instead of 0.2 s.
-        gc.collect()
-        gc.freeze()
-    except UsageError as error:
-        raise pytest.UsageError(str(error)) from None
+    if _options_given(config):
+        try:
+            _study(config)
+        except UsageError as error:
+            raise pytest.UsageError(str(error)) from None
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own exit-time collections, which the freeze keeps quick
 def pytest_unconfigure(config: pytest.Config) -> None:
-    # Whatever outlives this session (an in-process pytester run) is collectable again.
-    gc.unfreeze()
+    if STUDY in config.stash:
+        # Whatever outlives this session (an in-process pytester run) is collectable again.
+        gc.unfreeze()
+
+
+def _options_given(config: pytest.Config) -> bool:
+    """Whether any `--ohlora-*` option was passed (command line or addopts)."""
+    return any(config.getoption(option.flag) not in (None, False) for option in options.OPTIONS)
+
+
+def _run_id(config: pytest.Config) -> str:
+    """This run's id; an xdist worker takes its controller's, so the report finds every worker's records."""
+    if RUN_ID not in config.stash:
+        # Imported here: the results log's record types pull in torch, which an unrelated suite must not pay for.
+        from .results import new_run_id
+
+        worker = getattr(config, "workerinput", None)
+        config.stash[RUN_ID] = worker["ohlora_run_id"] if worker else new_run_id()
+    return config.stash[RUN_ID]
+
+
+def _study(config: pytest.Config) -> "Study":
+    """The session's Study, built on first need; a bad option, registry or dataset is a UsageError."""
+    if STUDY in config.stash:
+        return config.stash[STUDY]
+    if not config.pluginmanager.has_plugin("benchmark"):
+        raise UsageError(
+            "ohlora benchmarks are measured by pytest-benchmark, which -p no:benchmark switched off; "
+            "drop that option (--benchmark-disable runs them once, untimed)"
+        )
+    settings = options.from_pytest(config)
+    if not settings.allow_download:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from .study import Study
+
+    worker = getattr(config, "workerinput", None)  # only on a pytest-xdist worker
+    with warnings.catch_warnings(record=True) as caught:  # start-up notices belong in pytest's warnings summary
+        warnings.simplefilter("always")
+        study = Study.from_settings(settings, int(worker["workerid"].removeprefix("gw")) if worker else None)
+    for notice in caught:
+        config.issue_config_time_warning(notice.message, stacklevel=2)
+    study.run_id = _run_id(config)
+    config.stash[STUDY] = study
+    # torch, transformers and peft are loaded now: ~400k objects that live as long as the process.
+    # Out of the collector's sight, each later collection (between models, at exit, and the automatic
+    # ones inside timed regions) takes microseconds instead of 0.2 s.
+    gc.collect()
+    gc.freeze()
+    return study
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    study = metafunc.config.stash[STUDY]
+    if STUDY_FIXTURES.isdisjoint(metafunc.fixturenames) or STUDY_ERROR in metafunc.config.stash:
+        return
+    try:
+        study = _study(metafunc.config)
+    except UsageError as error:
+        # Raised once collection is done: one ERROR line and exit code 4, not a collection error per module.
+        metafunc.config.stash[STUDY_ERROR] = str(error)
+        return
     if "ohlora_candidate" in metafunc.fixturenames:
-        metafunc.parametrize("ohlora_candidate", study.candidates, ids=[c.name for c in study.candidates])
+        # By name, so that pytest-benchmark stores a readable param; the fixture turns it into the Candidate.
+        names = [candidate.name for candidate in study.candidates]
+        metafunc.parametrize("ohlora_candidate", names, ids=names, indirect=True)
     if "lora_rank" in metafunc.fixturenames:
         metafunc.parametrize("lora_rank", study.settings.ranks, ids=[f"r{rank}" for rank in study.settings.ranks])
 
@@ -82,7 +128,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """pytest-xdist, on the controller: every worker files its records under the controller's run id."""
-    node.workerinput["ohlora_run_id"] = node.config.stash[STUDY].run_id
+    node.workerinput["ohlora_run_id"] = _run_id(node.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """pytest-xdist, on the controller: note whether a worker ran ohlora benchmarks, for the report."""
+    if getattr(node, "workeroutput", {}).get("ohlora"):
+        node.config.stash[WORKERS_USED_OHLORA] = True
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -93,19 +146,32 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from .scaleout import CandidateScheduling
 
-    return CandidateScheduling(config, log, [candidate.name for candidate in config.stash[STUDY].candidates])
+    return CandidateScheduling(config, log, lambda: _candidate_names(config))
+
+
+def _candidate_names(config: pytest.Config) -> list[str]:
+    # The controller collects nothing, so it reads the names from the registry itself.
+    from .registry import load_registry
+
+    if STUDY in config.stash:
+        return [candidate.name for candidate in config.stash[STUDY].candidates]
+    return [candidate.name for candidate in load_registry(options.from_pytest(config).candidates)]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if STUDY_ERROR in config.stash:
+        raise pytest.UsageError(config.stash[STUDY_ERROR])
+    if STUDY not in config.stash:
+        return
     # A candidate's benchmarks run together, so its base model is built once.
     order = {candidate.name: index for index, candidate in enumerate(config.stash[STUDY].candidates)}
 
     def key(item: pytest.Item) -> tuple[int, int]:
         params = getattr(item, "callspec", None)
-        candidate = params.params.get("ohlora_candidate") if params else None
-        if candidate is None:
+        name = params.params.get("ohlora_candidate") if params else None
+        if name not in order:
             return (-1, 0)
-        return (order[candidate.name], KIND_ORDER.get(getattr(item, "originalname", ""), 2))
+        return (order[name], KIND_ORDER.get(getattr(item, "originalname", ""), 2))
 
     items.sort(key=key)
 
@@ -121,7 +187,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def ohlora_study(pytestconfig: pytest.Config) -> "Study":
     """The session's settings, candidates, data and base-model cache."""
-    return pytestconfig.stash[STUDY]
+    return _study(pytestconfig)
+
+
+@pytest.fixture
+def ohlora_candidate(request: pytest.FixtureRequest, ohlora_study: "Study") -> "Candidate":
+    """The candidate a benchmark measures; parametrized with the names of the selected candidates."""
+    return next(candidate for candidate in ohlora_study.candidates if candidate.name == request.param)
 
 
 @pytest.fixture
@@ -144,7 +216,11 @@ def ohlora_finetune(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[
     """Runs the fine-tuning benchmark of one (candidate, rank) and returns its record."""
     from .runner import run_finetune
 
-    return lambda candidate, rank: run_finetune(ohlora_study, benchmark, candidate, rank, request.node.nodeid, ohlora_say)
+    def finetune(candidate: "Candidate", rank: int) -> dict:
+        benchmark.group = f"finetune-r{rank}"  # pytest-benchmark compares like with like: one table per rank
+        return run_finetune(ohlora_study, benchmark, candidate, rank, request.node.nodeid, ohlora_say)
+
+    return finetune
 
 
 @pytest.fixture
@@ -152,14 +228,25 @@ def ohlora_inference(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable
     """Runs the inference benchmark of one candidate and returns its record."""
     from .runner import run_inference
 
-    return lambda candidate: run_inference(ohlora_study, benchmark, candidate, request.node.nodeid, ohlora_say)
+    def inference(candidate: "Candidate") -> dict:
+        benchmark.group = "inference"
+        return run_inference(ohlora_study, benchmark, candidate, request.node.nodeid, ohlora_say)
+
+    return inference
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-benchmark's hook: absent under -p no:benchmark
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
     study = config.stash.get(STUDY, None)
     if study is not None:
         from .record import plain
 
+        for bench in output_json.get("benchmarks", ()):
+            params = bench.get("params") or {}
+            if "ohlora_candidate" in params and "lora_rank" not in params:
+                # Inference measures the base model, no adapter: rank null, so that
+                # `pytest-benchmark compare --group-by=param:lora_rank` can file it.
+                bench["params"] = {**params, "lora_rank": None}
         output_json["ohlora"] = {
             **plain(study.describe()), "model_loads": dict(study.load_counts), "peaks": study.peaks.as_dict(),
         }
@@ -169,7 +256,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     study = config.stash.get(STUDY, None)
     # An xdist worker leaves the report to the controller, which reads every worker's records from the log.
-    if study is None or hasattr(config, "workerinput"):
+    if hasattr(config, "workerinput"):
+        if study is not None:
+            config.workeroutput["ohlora"] = True
+        return
+    if study is None and config.stash.get(WORKERS_USED_OHLORA, False):
+        try:
+            study = _study(config)
+        except UsageError as error:
+            config.stash[REPORT] = f"report not written: {error}"
+            return
+    if study is None:
         return
     from .report import render_session
 

@@ -10,8 +10,9 @@ from typing import Any
 
 from .errors import RegistryError
 from .paths import not_a_file
+from .resources import CANDIDATES, bundled
 
-DEFAULT_REGISTRY = Path(__file__).resolve().parent.parent / "data" / "candidates.toml"
+DEFAULT_REGISTRY = bundled(CANDIDATES)
 DEFAULT_PROMPT_TEMPLATE = "### 질문: {question} ### 답변: "
 KOREAN_SUPPORT = ("specialised", "supporting", "none")
 # A name is the pytest id (`-k NAME`) and part of file names: pytest escapes non-ASCII ids

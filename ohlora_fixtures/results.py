@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -67,3 +69,8 @@ def completed(path: Path, fingerprint: str) -> BenchmarkRecord | None:
         if record.fingerprint == fingerprint and record.ok:
             found = record
     return found
+
+
+def new_run_id() -> str:
+    """A fresh run id: start time plus a random suffix, so that runs started in the same second differ."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"

@@ -29,11 +29,20 @@ def candidate_units(candidates: Sequence[str]) -> Callable[[str], str]:
 
 
 class CandidateScheduling(LoadScopeScheduling):
-    """Sends all of a candidate's benchmarks to one worker as one unit; any other test goes alone."""
+    """Sends all of a candidate's benchmarks to one worker as one unit; any other test goes alone.
 
-    def __init__(self, config: Any, log: Any, candidates: Sequence[str]) -> None:
+    `candidates` gives the names when first needed: a run without parametrized
+    tests never reads the registry.
+    """
+
+    def __init__(self, config: Any, log: Any, candidates: Callable[[], Sequence[str]]) -> None:
         super().__init__(config, log)
-        self._unit = candidate_units(candidates)
+        self._candidates = candidates
+        self._unit: Callable[[str], str] | None = None
 
     def _split_scope(self, nodeid: str) -> str:
+        if "[" not in nodeid:  # not parametrized, so no candidate in its id
+            return nodeid
+        if self._unit is None:
+            self._unit = candidate_units(self._candidates())
         return self._unit(nodeid)

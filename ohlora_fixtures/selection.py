@@ -20,8 +20,9 @@ from typing import Callable, Mapping, Sequence
 from .errors import UsageError
 from .message import Message
 from .registry import Candidate
+from .resources import LICENCES, bundled
 
-DEFAULT_LICENCES = Path(__file__).resolve().parent.parent / "data" / "licenses.toml"
+DEFAULT_LICENCES = bundled(LICENCES)
 INI_PREFIX = "ohlora_weight_"
 
 

@@ -19,10 +19,10 @@ from .dataset import PRESETS
 from .errors import UsageError
 from .paths import check_report_dir
 from .registry import DEFAULT_REGISTRY, SCALES
-from .selection import parse_weights
+from .resources import DATASET, bundled
+from .selection import DEFAULT_LICENCES, parse_weights
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-DEFAULT_DATASET = DATA_DIR / "persona_qa.csv"
+DEFAULT_DATASET = bundled(DATASET)
 DEFAULT_REPORT_DIR = Path(".benchmarks") / "ohlora"
 WEIGHTS = ("random", "pretrained")
 
@@ -130,7 +130,7 @@ class EntryPoint:
 
 PYTEST = EntryPoint("--ohlora-")
 REPORT = EntryPoint(
-    "--", ("report_dir", "candidates", "lang", "compare_study", "max_params", "min_params", "vram_budget_mb",
+    "--", ("report_dir", "candidates", "licenses", "lang", "compare_study", "max_params", "min_params", "vram_budget_mb",
            "ranking_weights"), renamed=(("report_dir", "--out"),),
 )
 PLAN = EntryPoint("--", ("candidates", "models", "ranks", "batch_size", "max_new_tokens"))
@@ -171,6 +171,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("ranking_weights", parse_weights, None,
            "recommendation weights, e.g. quality=4,leaderboard=2; unnamed criteria keep their "
            "setup.cfg ohlora_weight_* value or the default"),
+    Option("licenses", Path, DEFAULT_LICENCES, "licence policy TOML file for the recommendation's screening", "a path"),
 )
 
 
@@ -210,6 +211,7 @@ class Settings:
     max_params: float
     min_params: float
     ranking_weights: tuple[tuple[str, float], ...] | None
+    licenses: Path
 
     @property
     def results_path(self) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -14,7 +13,7 @@ from typing import Any
 
 import torch
 
-from . import registry
+from . import registry, results, selection
 from .dataset import ExperimentData, load_experiment
 from .devices import describe, dtype_name, resolve_device, resolve_dtype
 from .finetune import FinetuneSettings
@@ -46,7 +45,7 @@ class Study:
     experiment: ExperimentData
     device: torch.device
     dtype: torch.dtype
-    run_id: str = field(default_factory=lambda: f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    run_id: str = field(default_factory=results.new_run_id)
     load_counts: Counter = field(default_factory=Counter)
     records: list[BenchmarkRecord] = field(default_factory=list)
     _base: BaseModel | None = None
@@ -66,6 +65,7 @@ class Study:
             check_candidate(candidate, "full" if settings.weights == "pretrained" else settings.scale)
             if settings.weights == "pretrained":
                 check_pretrained(candidate, settings.trust_remote_code)
+        selection.load_licences(settings.licenses)  # read now: a bad policy file must not wait for the report
         experiment = load_experiment(
             settings.dataset, settings.preset, settings.train_rows, settings.valid_rows, settings.prompts
         )

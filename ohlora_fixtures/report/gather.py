@@ -100,7 +100,7 @@ class Report:
         s = self.settings
         rules = selection.Rules(
             max_params=s.max_params, min_params=s.min_params, vram_budget_mib=s.vram_budget_mb,
-            weights=self.weights, licences=selection.load_licences(),
+            weights=self.weights, licences=selection.load_licences(s.licenses),
         )
         return selection.recommend(list(self.evidence.values()), rules)
 

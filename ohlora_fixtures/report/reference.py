@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..settings import DATA_DIR
+from ..resources import STUDY_RESULTS, bundled
 
-DEFAULT_STUDY_RESULTS = DATA_DIR / "study_results.toml"
+DEFAULT_STUDY_RESULTS = bundled(STUDY_RESULTS)
 
 
 @dataclass(frozen=True)

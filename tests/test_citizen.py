@@ -1,0 +1,255 @@
+"""A good pytest citizen: installs anywhere, stays out of suites that do not use it, fits pytest-benchmark."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+# The study's stack (torch, transformers, peft) is imported here, not first inside a pytester in-process
+# run: pytester restores sys.modules after each run, and torch cannot be imported a second time.
+import ohlora_fixtures.study  # noqa: F401
+from conftest import REPO, TINY_RUN, run_grid
+from ohlora_fixtures import resources
+
+BUNDLED = {f"ohlora_fixtures/data/{name}" for name in resources.BUNDLED}
+HEAVY = ("torch", "transformers", "peft", "pandas", "matplotlib", "huggingface_hub")
+HF_SWITCHES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """This environment without the offline switches, so a test can see whether the plugin sets them."""
+    env = {key: value for key, value in os.environ.items() if key not in HF_SWITCHES and key != "PYTHONPATH"}
+    return {**env, **extra}
+
+
+# --- installs anywhere ---------------------------------------------------------------------------------
+
+
+def _build(source: Path, backend_call: str, out: Path) -> Path:
+    """Runs one setuptools PEP 517 hook (offline, no isolation) in `source`; returns the file it wrote."""
+    result = subprocess.run(
+        [sys.executable, "-c", f"from setuptools import build_meta; print(build_meta.{backend_call}({str(out)!r}))"],
+        cwd=source, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out / result.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The sdist built from a copy of the checkout, a wheel built from that sdist, and the wheel
+    installed (pip, --no-deps) into a target folder: (wheel, target)."""
+    root = tmp_path_factory.mktemp("build")
+    source = root / "checkout"
+    source.mkdir()
+    for name in ("pyproject.toml", "setup.cfg", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for folder in ("ohlora_fixtures", "data"):
+        shutil.copytree(REPO / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    sdist = _build(source, "build_sdist", root)
+    with tarfile.open(sdist) as archive:
+        archive.extractall(root / "unpacked", filter="data")
+    (unpacked,) = (root / "unpacked").iterdir()
+    wheel = _build(unpacked, "build_wheel", root)
+    target = root / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return wheel, target
+
+
+def test_the_wheel_built_from_the_sdist_ships_every_data_file(installed):
+    wheel, _ = installed
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert BUNDLED <= names
+    assert "ohlora_fixtures/resources.py" in names
+    assert not any(name.startswith("data/") for name in names)  # inside the package, not site-packages/data
+
+
+def test_an_installed_package_reads_its_data_and_plans_from_any_directory(installed, tmp_path):
+    _, target = installed
+    env = _clean_env(PYTHONPATH=str(target))
+    check = (
+        "import ohlora_fixtures, json, tomllib\n"
+        "from ohlora_fixtures import registry, resources, selection\n"
+        "from ohlora_fixtures.dataset import load_experiment\n"
+        "from ohlora_fixtures.settings import DEFAULT_DATASET\n"
+        "print(json.dumps({'package': ohlora_fixtures.__file__,\n"
+        " 'files': [str(resources.bundled(name)) for name in resources.BUNDLED],\n"
+        " 'candidates': len(registry.load_registry()), 'allowed': len(selection.load_licences().allowed),\n"
+        " 'final': tomllib.loads(resources.bundled(resources.STUDY_RESULTS).read_text())['study']['final'],\n"
+        " 'train': len(load_experiment(DEFAULT_DATASET).train)}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout)
+    assert loaded["package"].startswith(str(target))
+    assert all(path.startswith(str(target)) and Path(path).is_file() for path in loaded["files"])
+    assert loaded["candidates"] >= 2 and loaded["allowed"] > 0 and loaded["final"] and loaded["train"] > 0
+
+    plan = subprocess.run(
+        [sys.executable, "-m", "ohlora_fixtures", "plan", "--models", "TinyKo-v5-a", "--ranks", "16"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert "TinyKo-v5-a" in plan.stdout
+
+
+def test_no_product_code_finds_files_relative_to_the_checkout():
+    for module in (REPO / "ohlora_fixtures").glob("*.py"):
+        source = module.read_text(encoding="utf-8")
+        assert "parent.parent" not in source and "parents[1]" not in source, module.name
+
+
+# --- invisible until asked for ---------------------------------------------------------------------
+
+UNRELATED_TEST = f"""
+import gc, json, os, sys
+
+def test_unrelated():
+    seen = {{"heavy": [m for m in {HEAVY!r} if m in sys.modules],
+            "env": [k for k in {HF_SWITCHES!r} if k in os.environ], "frozen": gc.get_freeze_count()}}
+    with open("seen.json", "w") as stream:
+        json.dump(seen, stream)
+"""
+
+# pytest under an audit hook that notes every bundled data file opened.
+AUDITED_PYTEST = f"""
+import json, os, sys
+opened = []
+
+def note(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes)) and os.path.basename(os.fsdecode(args[0])) in {resources.BUNDLED!r}:
+        opened.append(os.fsdecode(args[0]))
+
+sys.addaudithook(note)
+import pytest
+code = pytest.main(sys.argv[1:])
+with open("opened.json", "w") as stream:
+    json.dump(opened, stream)
+sys.exit(code)
+"""
+
+
+def _run_unrelated(directory: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict, list]:
+    (directory / "test_unrelated.py").write_text(UNRELATED_TEST, encoding="utf-8")
+    (directory / "audited.py").write_text(AUDITED_PYTEST, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "audited.py", "-q", "-p", "no:cacheprovider", "test_unrelated.py", *args],
+        cwd=directory, env=_clean_env(PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    seen = json.loads((directory / "seen.json").read_text())
+    opened = json.loads((directory / "opened.json").read_text())
+    return result, seen, opened
+
+
+def test_an_unrelated_suite_does_not_notice_the_plugin(tmp_path):
+    used, seen, opened = _run_unrelated(tmp_path, "-p", "ohlora_fixtures.plugin")
+    assert seen == {"heavy": [], "env": [], "frozen": 0}
+    assert opened == []
+    without, _, _ = _run_unrelated(tmp_path, "-p", "no:ohlora_fixtures.plugin")
+
+    def words(output: str) -> list[str]:
+        return [word for word in output.split() if not word.endswith("s")]  # drop the duration, e.g. 0.01s
+
+    assert words(used.stdout) == words(without.stdout) and used.stderr == without.stderr
+
+
+def test_an_ohlora_option_builds_the_study_at_start_up(tmp_path):
+    _, seen, opened = _run_unrelated(tmp_path, "-p", "ohlora_fixtures.plugin", "--ohlora-ranks", "16")
+    assert "torch" in seen["heavy"] and seen["env"] == list(HF_SWITCHES) and seen["frozen"] > 0
+    assert {Path(path).name for path in opened} >= {resources.CANDIDATES, resources.DATASET, resources.LICENCES}
+
+
+def test_collecting_a_benchmark_builds_the_study_without_any_option(bench_pytester):
+    result = bench_pytester.runpytest_inprocess("--collect-only", "-q", "-k", "llama1B")
+    assert result.ret == 0, result.stdout.str()
+    assert result.stdout.lines[:4] == [
+        "test_finetune.py::test_finetune[llama1B-r16]", "test_finetune.py::test_finetune[llama1B-r32]",
+        "test_finetune.py::test_finetune[llama1B-r64]", "test_inference.py::test_inference[llama1B]",
+    ]
+
+
+def test_a_missing_licence_policy_stops_the_run_at_start_up(bench_pytester):
+    result = bench_pytester.runpytest_inprocess("--ohlora-licenses", "nope.toml")
+    errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert len(errors) == 1 and errors[0].startswith("ERROR: licence policy nope.toml: cannot be read"), errors
+
+
+# --- fits pytest and pytest-benchmark ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [(), ("--ohlora-ranks", "16")], ids=["lazy", "at-start-up"])
+def test_without_pytest_benchmark_the_run_stops_with_one_error_line(bench_pytester, args):
+    result = bench_pytester.runpytest_inprocess("-p", "no:benchmark", *args)
+    errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    assert errors == [
+        "ERROR: ohlora benchmarks are measured by pytest-benchmark, which -p no:benchmark switched off; "
+        "drop that option (--benchmark-disable runs them once, untimed)"
+    ]
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+
+
+def test_an_unrelated_suite_runs_with_pytest_benchmark_switched_off(tmp_path):
+    result, _, _ = _run_unrelated(tmp_path, "-p", "ohlora_fixtures.plugin", "-p", "no:benchmark")
+    assert "1 passed" in result.stdout and "INTERNALERROR" not in result.stdout + result.stderr
+
+
+def test_the_cache_stays_on_and_out_of_git():
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(REPO / "setup.cfg", encoding="utf-8")
+    assert "cacheprovider" not in config["tool:pytest"]["addopts"]
+    assert ".pytest_cache/" in (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()
+
+
+@pytest.fixture(scope="module")
+def saved_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny run of one candidate at two ranks, its pytest-benchmark JSON file."""
+    directory = tmp_path_factory.mktemp("grouped")
+    output = directory / "run.json"
+    ranks = [arg for arg in TINY_RUN if arg != "--ohlora-ranks" and arg != "16"]
+    result = run_grid(directory, *ranks, "--ohlora-ranks", "8,16", "--ohlora-models", "TinyKo-v5-a",
+                      f"--benchmark-json={output}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return output
+
+
+def test_benchmarks_carry_a_group_and_storable_params(saved_run):
+    saved = json.loads(saved_run.read_text())["benchmarks"]
+    stored = sorted((bench["group"], json.dumps(bench["params"], sort_keys=True)) for bench in saved)
+    assert stored == [
+        ("finetune-r16", '{"lora_rank": 16, "ohlora_candidate": "TinyKo-v5-a"}'),
+        ("finetune-r8", '{"lora_rank": 8, "ohlora_candidate": "TinyKo-v5-a"}'),
+        ("inference", '{"lora_rank": null, "ohlora_candidate": "TinyKo-v5-a"}'),
+    ]
+
+
+@pytest.mark.parametrize(("group_by", "headers"), [
+    ("group", ["finetune-r16", "finetune-r8", "inference"]),
+    ("param:lora_rank", ["lora_rank=16", "lora_rank=8", "lora_rank=None"]),
+    ("param:ohlora_candidate", ["ohlora_candidate=TinyKo-v5-a"]),
+])
+def test_pytest_benchmark_compare_prints_one_table_per_group(saved_run, group_by, headers):
+    compare = shutil.which("pytest-benchmark", path=str(Path(sys.executable).parent))
+    if compare is None:
+        pytest.skip("pytest-benchmark's command is not installed beside this Python")
+    result = subprocess.run([compare, "compare", f"--group-by={group_by}", str(saved_run)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    titles = [line for line in result.stdout.splitlines() if "benchmark" in line and "'" in line]
+    assert sorted(title.split("'")[1] for title in titles) == sorted(headers), result.stdout
+    assert "UNSERIALIZABLE" not in result.stdout
