@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from .errors import UsageError
@@ -56,6 +58,38 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so a clock read after it measures the work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+class StepClock:
+    """Times consecutive steps of a loop without adding a host synchronisation to any of them.
+
+    `mark()` after each step. On CUDA each mark records an event in the stream,
+    so the intervals are the device's own time between the ends of successive
+    steps, read only by `seconds()` once the loop has synchronised; elsewhere
+    a mark reads perf_counter (the CPU has done the work when the call returns).
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self._device = device
+        self._cuda = device.type == "cuda"
+        self._marks: list = []
+        self.mark()
+
+    def mark(self) -> None:
+        """The end of one step (and the start of the next)."""
+        if self._cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record(torch.cuda.current_stream(self._device))
+            self._marks.append(event)
+        else:
+            self._marks.append(time.perf_counter())
+
+    def seconds(self) -> list[float]:
+        """Each step's duration, in order; on CUDA this waits for the last recorded event."""
+        if self._cuda:
+            self._marks[-1].synchronize()
+            return [a.elapsed_time(b) / 1000 for a, b in zip(self._marks, self._marks[1:])]
+        return [b - a for a, b in zip(self._marks, self._marks[1:])]
 
 
 def describe(device: torch.device) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import random
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import peft
@@ -13,7 +15,7 @@ from transformers import PreTrainedModel
 
 from . import defaults
 from .dataset import QAPair
-from .devices import synchronize
+from .devices import StepClock, synchronize
 from .errors import DatasetError
 from .registry import Candidate
 
@@ -181,32 +183,49 @@ def warm_up(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
     model.zero_grad(set_to_none=True)
 
 
+@dataclass(frozen=True)
+class Trained:
+    """What the training loop returns: each step's loss and duration, in order."""
+
+    losses: list[float]
+    step_seconds: list[float]
+
+
 def train(
     model: torch.nn.Module,
     batches: Sequence[dict[str, torch.Tensor]],
     learning_rate: float,
     device: torch.device,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
-) -> list[float]:
+) -> Trained:
     """The timed region: AdamW over the trainable (adapter) parameters, one step per batch.
 
-    Losses stay on the device until the end, so logging does not add a
-    synchronisation to every step.
+    Losses stay on the device until the end, and step times are CUDA events
+    there (StepClock), so neither adds a synchronisation to every step.
     """
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
     losses = []
+    clock = StepClock(device)
     for step, batch in enumerate(batches, start=1):
         loss = model(**batch).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        clock.mark()
         losses.append(loss.detach())
         if on_step is not None:
             on_step(step, losses[-1])
     synchronize(device)
     del optimizer
-    return [float(value) for value in torch.stack(losses).float().cpu()]
+    return Trained([float(value) for value in torch.stack(losses).float().cpu()], clock.seconds())
+
+
+def adapter_file_bytes(model: peft.PeftModel) -> int:
+    """The adapter's size on disk: `save_pretrained` as safetensors into a temporary folder (never timed)."""
+    with tempfile.TemporaryDirectory(prefix="ohlora-adapter-") as folder:
+        model.save_pretrained(folder, safe_serialization=True)
+        return sum(file.stat().st_size for file in Path(folder).rglob("adapter_model.safetensors"))
 
 
 @torch.no_grad()

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from transformers.generation.streamers import BaseStreamer
 
 from . import defaults
 from .dataset import QAPair
 from .devices import synchronize
 from .paths import replace_atomically
+from .percentiles import median, percentile
 from .quality import decode_answers
 from .registry import Candidate
 
@@ -44,6 +46,10 @@ class Answer:
     prompt_tokens: int
     new_tokens: int
     seconds: float
+    first_token_seconds: float = 0.0
+    """Time to first token: from the call of `generate` until its first new token is on the host (FirstTokenClock)."""
+    generated_tokens: int = 0
+    """Tokens `generate` produced (`new_tokens` stops at the first end-of-sequence token)."""
 
 
 @dataclass(frozen=True)
@@ -64,13 +70,45 @@ def encode_prompts(
     ]
 
 
-def _generate(model: torch.nn.Module, input_ids: torch.Tensor, settings: GenerationSettings, pad_id: int) -> torch.Tensor:
+class FirstTokenClock(BaseStreamer):
+    """Notes when the first new token reaches the host: the prefill and its token, inside the real generation.
+
+    `generate` hands a streamer the prompt before the prefill, then each new
+    token as it copies it to the host (`tokens.cpu()`), just before its own stop
+    check reads a flag there. On CUDA that copy waits for the device, so the
+    time is when the prefill and the first token's sampling have run, not when
+    the host queued them, and the streamer adds no wait of its own: only a
+    method call per token. (transformers defers the stop check, and so streams a
+    token a step late, only on MPS.)
+    """
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+        self._puts = 0
+
+    def put(self, value: torch.Tensor) -> None:
+        self._puts += 1
+        if self._puts == 2:  # the first put is the prompt
+            self.at = time.perf_counter()
+
+    def end(self) -> None:
+        """Nothing to flush: only the time is kept."""
+
+
+def _generate(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    settings: GenerationSettings,
+    pad_id: int,
+    streamer: FirstTokenClock | None = None,
+) -> torch.Tensor:
     return model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
         max_new_tokens=settings.max_new_tokens,
         do_sample=not settings.greedy,
         pad_token_id=pad_id,
+        streamer=streamer,
     )
 
 
@@ -90,17 +128,20 @@ def generate_answers(
     device: torch.device,
     on_prompt: Callable[[int, Answer], None] | None = None,
 ) -> list[Answer]:
-    """The timed region: one `generate` per prompt, each timed between device synchronisations."""
+    """The timed region: one `generate` per prompt, each timed between device synchronisations,
+    with its time to first token noted inside the same call (FirstTokenClock)."""
     model.eval()
     torch.manual_seed(settings.seed)
     answers = []
     for index, prompt in enumerate(prompts, start=1):
+        first_token = FirstTokenClock()
         synchronize(device)
         started = time.perf_counter()
-        output = _generate(model, prompt.input_ids, settings, tokenizer.pad_token_id)
+        output = _generate(model, prompt.input_ids, settings, tokenizer.pad_token_id, first_token)
         synchronize(device)
-        seconds = time.perf_counter() - started
+        ended = time.perf_counter()
         new_ids = output[0, prompt.input_ids.shape[1] :].tolist()
+        generated = len(new_ids)
         if tokenizer.eos_token_id in new_ids:
             new_ids = new_ids[: new_ids.index(tokenizer.eos_token_id) + 1]
         answer = Answer(
@@ -110,7 +151,9 @@ def generate_answers(
             answer=tokenizer.decode(new_ids, skip_special_tokens=True).strip(),
             prompt_tokens=int(prompt.input_ids.shape[1]),
             new_tokens=len(new_ids),
-            seconds=seconds,
+            seconds=ended - started,
+            first_token_seconds=(first_token.at or ended) - started,
+            generated_tokens=generated,
         )
         answers.append(answer)
         if on_prompt is not None:
@@ -171,3 +214,29 @@ def read_answer_grades(path: Path) -> dict[tuple[str, str], str] | None:
         }
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
+
+
+def latency_figures(answers: Sequence[Answer]) -> dict[str, float | None]:
+    """The latency anatomy of one set of answers, as InferenceFigures' fields.
+
+    Time to first token is each prompt's prefill (FirstTokenClock). Decode time
+    per token is the rest of the call over the tokens generated after the
+    first, for prompts that generated at least two; decode tokens/s is the
+    same over all those prompts together. Medians and p90 are over prompts.
+    """
+    decoding = [a for a in answers if a.generated_tokens > 1]
+    per_token = [(a.seconds - a.first_token_seconds) / (a.generated_tokens - 1) for a in decoding]
+    decode_seconds = sum(a.seconds - a.first_token_seconds for a in decoding)
+    first_token = [a.first_token_seconds for a in answers]
+    generate = [a.seconds for a in answers]
+    return {
+        "first_token_median_s": median(first_token),
+        "first_token_p90_s": percentile(first_token, 90),
+        "decode_token_median_s": median(per_token) if per_token else None,
+        "decode_token_p90_s": percentile(per_token, 90) if per_token else None,
+        "decode_tokens_per_second": sum(a.generated_tokens - 1 for a in decoding) / decode_seconds
+        if decode_seconds > 0 else None,
+        "generate_median_s": median(generate),
+        "generate_p90_s": percentile(generate, 90),
+        "generate_max_s": max(generate),
+    }

@@ -10,6 +10,8 @@ from typing import Callable
 
 import torch
 
+from .percentiles import percentile
+
 MIB = 1024 * 1024
 _CLEAR_REFS = "/proc/self/clear_refs"
 _STATUS = "/proc/self/status"
@@ -34,6 +36,8 @@ class MemoryFigures:
     sampled_peak_mib: float | None = None
     sampler: str | None = None
     samples: int = 0
+    sampled_mean_mib: float | None = None  # over the sampler's readings, beside its peak
+    sampled_p99_mib: float | None = None
 
     def as_dict(self) -> dict[str, float | str | int | None]:
         """Plain values, for pytest-benchmark's extra_info."""
@@ -41,27 +45,40 @@ class MemoryFigures:
 
 
 class _Sampler(threading.Thread):
-    """Polls a reading in the background and keeps its maximum."""
+    """Polls a reading in the background and keeps every reading (at 5 ms, an hour is 720,000 floats)."""
 
     def __init__(self, read: Callable[[], float], interval_s: float) -> None:
         super().__init__(name="ohlora-memory-sampler", daemon=True)
         self._read = read
         self._interval_s = interval_s
         self._stop_event = threading.Event()
-        self.peak = read()
-        self.count = 1
+        self.readings = [read()]
 
     def run(self) -> None:
         while not self._stop_event.wait(self._interval_s):
-            self.peak = max(self.peak, self._read())
-            self.count += 1
+            self.readings.append(self._read())
 
     def finish(self) -> float:
         self._stop_event.set()
         self.join()
-        self.peak = max(self.peak, self._read())
-        self.count += 1
+        self.readings.append(self._read())
         return self.peak
+
+    @property
+    def peak(self) -> float:
+        return max(self.readings)
+
+    @property
+    def count(self) -> int:
+        return len(self.readings)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.readings) / len(self.readings)
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.readings, 99)
 
 
 def _status_kib(field: str) -> float:
@@ -137,6 +154,7 @@ class MemoryMeter:
     def __exit__(self, *exc_info: object) -> None:
         sampled = self._sampler.finish() if self._sampler else None
         samples = self._sampler.count if self._sampler else 0
+        spread = {"sampled_mean_mib": self._sampler.mean, "sampled_p99_mib": self._sampler.p99} if self._sampler else {}
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             peak = torch.cuda.max_memory_allocated(self.device) / MIB
@@ -150,6 +168,7 @@ class MemoryMeter:
                 sampled_peak_mib=sampled,
                 sampler="nvml_device_used" if sampled is not None else None,
                 samples=samples,
+                **spread,
             )
         else:
             peak = _status_kib("VmHWM") / 1024 if self._kernel_hwm else float(sampled or 0.0)
@@ -162,6 +181,7 @@ class MemoryMeter:
                 sampled_peak_mib=sampled,
                 sampler="rss_poll" if sampled is not None else None,
                 samples=samples,
+                **spread,
             )
 
 

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-import huggingface_hub
 import torch
 import transformers
 from transformers.pytorch_utils import Conv1D
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from .errors import RegistryError, UsageError
+from .provenance import config_revision, hub_snapshot, pretrained_revision
 from .registry import SCALES, Candidate
 
 # Tiny stand-ins divide every width by this and keep TINY_LAYERS layers; the
@@ -42,6 +42,7 @@ class BaseModel:
     weights: str
     scale: str
     total_params: int
+    revision: str = ""  # provenance: which weights these are (a hub commit or a content/config hash)
 
 
 def build_config(candidate: Candidate, scale: str = "full", vocab_size: int | None = None) -> PretrainedConfig:
@@ -192,7 +193,7 @@ def build_random(
     with torch.device(device):
         model = _from_config(candidate, config, dtype=dtype)
     _align_generation_config(model, tokenizer)
-    return BaseModel(candidate, model, tokenizer, "random", scale, parameter_count(model))
+    return BaseModel(candidate, model, tokenizer, "random", scale, parameter_count(model), config_revision(config))
 
 
 def load_pretrained(
@@ -234,7 +235,8 @@ def load_pretrained(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     _align_generation_config(model, tokenizer)
-    return BaseModel(candidate, model, tokenizer, "pretrained", "full", parameter_count(model))
+    revision = pretrained_revision(candidate.hub_id, candidate.path)
+    return BaseModel(candidate, model, tokenizer, "pretrained", "full", parameter_count(model), revision)
 
 
 def check_pretrained(candidate: Candidate, trust_remote_code: bool) -> None:
@@ -257,12 +259,7 @@ def check_pretrained(candidate: Candidate, trust_remote_code: bool) -> None:
 
 def _local_checkpoint(candidate: Candidate) -> Path | None:
     """The directory holding the candidate's checkpoint on this machine, or None if there is none."""
-    if candidate.path is not None:
-        return candidate.path
-    try:
-        return Path(huggingface_hub.snapshot_download(candidate.hub_id, local_files_only=True))
-    except (OSError, ValueError):
-        return None
+    return candidate.path if candidate.path is not None else hub_snapshot(candidate.hub_id)
 
 
 def _unavailable_message(

@@ -93,6 +93,9 @@ class RunDescription:
     seed: int
     vram_budget_mb: float
     versions: dict[str, str] = field(default_factory=dict)
+    code_revision: str = ""  # this project's git commit ("+modified" if the tree was), else its package version
+    gpu_driver: str = ""  # NVIDIA driver and CUDA runtime on a GPU run; the GPU's name is device_name
+    cuda_version: str = ""
 
     @property
     def label(self) -> str:
@@ -125,6 +128,9 @@ class FinetuneFigures:
     tokens_per_second: float
     utilisation: FinetuneUtilisation | None = None
     after_finetune: Answers | None = None  # --ohlora-eval-after-finetune
+    step_median_s: float | None = None  # over the steps after the first (which creates AdamW's state)
+    step_p90_s: float | None = None
+    adapter_bytes: int | None = None  # adapter_model.safetensors as save_pretrained writes it
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,16 @@ class InferenceFigures:
     total_params: int
     answers: Answers
     utilisation: DecodeUtilisation | None = None
+    # Latency anatomy over the prompts (inference.latency_figures): time to first token (the prefill),
+    # decode time per new token after it, decode throughput, and the spread of whole generate calls.
+    first_token_median_s: float | None = None
+    first_token_p90_s: float | None = None
+    decode_token_median_s: float | None = None
+    decode_token_p90_s: float | None = None
+    decode_tokens_per_second: float | None = None
+    generate_median_s: float | None = None
+    generate_p90_s: float | None = None
+    generate_max_s: float | None = None
 
 
 @dataclass
@@ -158,6 +174,7 @@ class BenchmarkRecord:
     fingerprint: str
     run: RunDescription
     status: Status = Status.RUNNING
+    weights_revision: str | None = None  # provenance.weights_revision: which weights were measured
     error: str | None = None
     finished: float | None = None
     over_budget: bool = False
@@ -224,7 +241,7 @@ class BenchmarkRecord:
             "id": self.id, "kind": self.kind.value, "candidate": self.candidate, "rank": self.rank,
             "approximate": self.approximate, "fingerprint": self.fingerprint, "run": plain(self.run),
             "status": self.status.value, "error": self.error, "finished": self.finished,
-            "over_budget": self.over_budget,
+            "over_budget": self.over_budget, "weights_revision": self.weights_revision,
         }
         if self.seconds is not None:
             out["seconds"] = self.seconds

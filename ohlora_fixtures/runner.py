@@ -1,10 +1,12 @@
 """Runs one fine-tuning or inference benchmark: prepare, time, measure memory, record.
 
 What is timed: for fine-tuning, the optimizer's creation and every training
-step (forward, backward, AdamW step) until the device has finished; for
-inference, each prompt's `generate` call between device synchronisations.
-Not timed: loading the model, tokenising, building batches, attaching the
-adapter, the warm-up pass, the eval loss and writing files.
+step (forward, backward, AdamW step) until the device has finished, each step
+also on its own (StepClock: CUDA events, no added synchronisation); for
+inference, each prompt's `generate` call between device synchronisations, with
+its time to first token noted inside it (FirstTokenClock). Not timed: loading
+the model, tokenising, building batches, attaching the adapter, the warm-up
+pass, the eval loss, saving the adapter to measure its size and writing files.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from . import results
 from .devices import synchronize
 from .finetune import (
+    adapter_file_bytes,
     count_tokens,
     encode,
     eval_batches,
@@ -31,10 +34,11 @@ from .finetune import (
     train,
     warm_up,
 )
-from .inference import Answer, encode_prompts, generate_answers, write_answers
+from .inference import Answer, encode_prompts, generate_answers, latency_figures, write_answers
 from .inference import warm_up as warm_up_generation
 from .memory import MemoryFigures, MemoryMeter, release_cached_memory
 from .paths import child
+from .percentiles import median, percentile
 from .models import BaseModel, WeightsUnavailable
 from .quality import read_grades, score_answers
 from .record import Answers, BenchmarkRecord, FinetuneFigures, InferenceFigures, Kind, Status
@@ -172,6 +176,7 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
     _resume_or_none(study, record)
     with recorded(study, benchmark, record):
         base = study.base_model(candidate)
+        record.weights_revision = base.revision
         limit = position_limit(base.model.config)
         train_examples = encode(base.tokenizer, candidate, study.experiment.train, limit)
         pad_id = base.tokenizer.pad_token_id
@@ -189,7 +194,8 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
                     say(f"{candidate.name} r{rank}: step {step}/{len(batches)} loss {float(loss):.4f}")
 
             measured = measure(study, benchmark, train, model, batches, settings.learning_rate, study.device, on_step)
-            losses, tokens = measured.value, count_tokens(batches)
+            losses, tokens = measured.value.losses, count_tokens(batches)
+            later_steps = measured.value.step_seconds[1:]  # the first also creates AdamW's state
             record.seconds, record.memory = measured.seconds, measured.memory
             record.finetune = FinetuneFigures(
                 steps=len(batches),
@@ -205,6 +211,9 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
                 # Untimed, and while the adapter is still attached: what fine-tuning did to the answers.
                 after_finetune=_answers_with_adapter(study, base, candidate, model, rank)
                 if study.settings.eval_after_finetune else None,
+                step_median_s=median(later_steps) if later_steps else None,
+                step_p90_s=percentile(later_steps, 90) if later_steps else None,
+                adapter_bytes=adapter_file_bytes(model),
             )
     return record
 
@@ -232,6 +241,7 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, nodeid: st
     _resume_or_none(study, record)
     with recorded(study, benchmark, record):
         base = study.base_model(candidate)
+        record.weights_revision = base.revision
         prompts = encode_prompts(base.tokenizer, candidate, study.experiment.prompts, study.device)
         warm_up_generation(base.model, prompts[0], base.tokenizer.pad_token_id)
 
@@ -258,5 +268,6 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, nodeid: st
             utilisation=decode_figures(
                 base.model, [(a.prompt_tokens, a.new_tokens) for a in answers], generate_seconds, study.peaks
             ),
+            **latency_figures(answers),
         )
     return record

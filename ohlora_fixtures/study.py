@@ -22,14 +22,16 @@ from .inference import GenerationSettings
 from .memory import release_cached_memory
 from .models import BaseModel, build_random, check_candidate, check_pretrained, load_pretrained
 from .positions import check_row_lengths
+from .provenance import code_revision, gpu_software
 from .record import BenchmarkRecord, RunDescription, plain
 from .registry import Candidate
 from .settings import Settings
 from .tokenizer import dataset_tokenizer
 
 # Left out of a benchmark's fingerprint: when it ran, the path the data was read from
-# (data_fingerprint identifies the content) and the whole grid of ranks (its own rank is in `detail`).
-NOT_IN_FINGERPRINT = ("run_id", "date", "dataset", "ranks")
+# (data_fingerprint identifies the content), the whole grid of ranks (its own rank is in `detail`) and
+# provenance that is recorded, not matched (a new commit of this project does not void earlier figures).
+NOT_IN_FINGERPRINT = ("run_id", "date", "dataset", "ranks", "code_revision", "gpu_driver", "cuda_version")
 
 
 @dataclass
@@ -162,6 +164,8 @@ class Study:
             seed=s.seed,
             vram_budget_mb=s.vram_budget_mb,
             versions={"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+            code_revision=code_revision(),
+            **gpu_software(self.device),
         )
 
     def fingerprint(self, kind: str, candidate: Candidate, detail: Any) -> str:

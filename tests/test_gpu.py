@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -77,3 +78,54 @@ def test_each_xdist_worker_runs_on_its_own_gpu(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     devices = {r.candidate: r.run.device for r in results.read(tmp_path / "ohlora" / "results.jsonl")}
     assert sorted(devices.values()) == ["cuda:0", "cuda:1"]
+
+
+def test_nvml_sampler_gives_mean_and_p99_below_its_peak(cuda):
+    with MemoryMeter(cuda, interval_s=0.001) as meter:
+        block = torch.ones(512 * MIB // 4, device=cuda)
+        torch.cuda.synchronize(cuda)
+        del block
+    figures = meter.figures
+    assert figures.sampled_mean_mib <= figures.sampled_p99_mib <= figures.sampled_peak_mib
+
+
+def test_step_clock_reads_cuda_events_that_cover_the_queued_work(cuda):
+    from ohlora_fixtures.devices import StepClock
+
+    a = torch.randn(4096, 4096, device=cuda)
+    clock = StepClock(cuda)
+    for repeats in (1, 8):
+        for _ in range(repeats):
+            a @ a
+        clock.mark()
+    short, long = clock.seconds()
+    assert 0 < short < long  # eight matmuls take longer than one, though the host never waited
+
+
+def test_first_token_is_timed_after_the_prefill_has_run_on_the_gpu(cuda):
+    # a 2048-token prefill takes far longer than queueing it: a clock read before the device finished would be near 0
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ohlora_fixtures.inference import FirstTokenClock
+
+    config = LlamaConfig(vocab_size=256, hidden_size=512, intermediate_size=1024, num_hidden_layers=4,
+                         num_attention_heads=8, num_key_value_heads=8)
+    model = LlamaForCausalLM(config).to(cuda).eval()
+    ids = torch.randint(0, 256, (1, 2048), device=cuda)
+    with torch.no_grad():
+        model.generate(input_ids=ids, max_new_tokens=2, do_sample=False, pad_token_id=0)  # warm-up
+        torch.cuda.synchronize(cuda)
+        clock = FirstTokenClock()
+        started = time.perf_counter()
+        model.generate(input_ids=ids, max_new_tokens=8, do_sample=False, pad_token_id=0,
+                       streamer=clock)
+        torch.cuda.synchronize(cuda)
+        total = time.perf_counter() - started
+    assert 0 < clock.at - started < total
+
+
+def test_gpu_software_names_driver_and_cuda(cuda):
+    from ohlora_fixtures.provenance import gpu_software
+
+    found = gpu_software(cuda)
+    assert found["cuda_version"] == torch.version.cuda and found["gpu_driver"][:1].isdigit()

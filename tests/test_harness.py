@@ -119,7 +119,7 @@ def test_loss_falls_over_the_studys_50_steps(tokenizer, experiment):
     seen = eval_batches(examples, 4, tokenizer.pad_token_id, CPU)
     with fresh_adapter(base.model, base.candidate, settings) as model:
         before = eval_loss(model, seen)
-        losses = train(model, batches, settings.learning_rate, CPU)
+        losses = train(model, batches, settings.learning_rate, CPU).losses
         after = eval_loss(model, seen)
     assert all(math.isfinite(loss) for loss in losses)
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5

@@ -22,7 +22,7 @@ from pytest_benchmark.utils import parse_compare_fail
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
 from conftest import REPO, TINY_RUN, run_grid
-from ohlora_fixtures import hardware, results
+from ohlora_fixtures import hardware, report, results
 from ohlora_fixtures.record import BenchmarkRecord
 from ohlora_fixtures.devices import resolve_device
 from ohlora_fixtures.hardware import Peaks, datasheet, device_peaks
@@ -176,6 +176,41 @@ def test_every_record_is_set_against_the_calibrated_peaks(serial):
             assert used.achieved_gbps == pytest.approx(used.decode_bytes / generate_seconds / 1e9, rel=1e-3)
     flops = {r.rank: r.finetune.utilisation.model_flops for r in records if r.finetune and r.candidate == "llama1B"}
     assert flops[16] < flops[32] < flops[64]  # same tokens, larger adapter
+
+
+def test_every_record_carries_its_anatomy_adapter_size_and_provenance(serial):
+    """The grid's own records (tiny stand-ins, 2 prompts, 2 steps): figures in the log, the JSON and the report."""
+    records = list(results.read(serial / "ohlora" / "results.jsonl"))
+    revisions = {r.candidate: r.weights_revision for r in records}
+    assert all(re.fullmatch(r"config-sha256:[0-9a-f]{16}", revision) for revision in revisions.values())
+    assert len(set(revisions.values())) == 2
+    assert {r.weights_revision for r in records if r.candidate == "llama1B"} == {revisions["llama1B"]}
+    assert all(r.run.code_revision for r in records)
+    for record in records:
+        if record.inference is not None:
+            f = record.inference
+            assert 0 < f.first_token_median_s <= f.first_token_p90_s <= f.generate_max_s
+            assert f.first_token_median_s < f.generate_median_s <= f.generate_p90_s <= f.generate_max_s
+            assert 0 < f.decode_token_median_s <= f.decode_token_p90_s and f.decode_tokens_per_second > 0
+        else:
+            assert 0 < record.finetune.step_median_s <= record.finetune.step_p90_s < record.seconds
+    sizes = {r.rank: r.finetune.adapter_bytes for r in records if r.finetune and r.candidate == "llama1B"}
+    assert sizes[32] - sizes[16] == pytest.approx((sizes[64] - sizes[16]) / 3, rel=0.02)
+    saved = json.loads((serial / "run.json").read_text())
+    extra = [b["extra_info"] for b in saved["benchmarks"]]
+    assert all(e["weights_revision"] == revisions[e["candidate"]] for e in extra)
+    assert all("first_token_p90_s" in e for e in extra if e["kind"] == "inference")
+
+    out = serial / "anatomy-report"
+    assert report.main([str(serial / "ohlora" / "results.jsonl"), "--out", str(out)]) == 0
+    markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
+    inference = next(r.inference for r in records if r.inference and r.candidate == "llama1B")
+    row = f"| llama1B | {inference.first_token_median_s * 1000:.1f} ms / {inference.first_token_p90_s * 1000:.1f} ms |"
+    assert row in markdown
+    assert f"llama1B: {revisions['llama1B']}" in markdown and records[0].run.code_revision in markdown
+    columns = (out / "results.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
+    assert {"first_token_median_s", "decode_tokens_per_second", "step_p90_s", "adapter_bytes",
+            "weights_revision", "run.code_revision", "sampled_p99_mib"} <= set(columns)
 
 
 # --- the CI gates ----------------------------------------------------------------------------------------

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file
 
 from conftest import TINY_ENTRY, TINY_RUN, write_registry
-from ohlora_fixtures import models, results
+from ohlora_fixtures import models, provenance, results
 from ohlora_fixtures.dataset import load_experiment
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.models import WeightsUnavailable, build_random, load_pretrained
@@ -165,3 +167,54 @@ def test_undeclared_custom_code_is_refused_and_never_runs(tiny_candidate, checkp
         "set trust_remote_code = true in its registry entry and pass --ohlora-trust-remote-code"
     )
     assert not ran.exists()
+
+
+# --- provenance: which weights, which code ----------------------------------------------------------
+
+
+def test_a_local_checkpoint_is_named_by_the_hash_of_its_contents(tiny_candidate, checkpoint: Path, tmp_path: Path) -> None:
+    local = replace(tiny_candidate, path=checkpoint)
+    first = load_pretrained(local, trust_remote_code=False, allow_pickle=False, **LOAD).revision
+    assert re.fullmatch(r"sha256:[0-9a-f]{16}", first)
+    assert load_pretrained(local, trust_remote_code=False, allow_pickle=False, **LOAD).revision == first
+    copy = tmp_path / "copy"
+    shutil.copytree(checkpoint, copy)
+    assert provenance.pretrained_revision(tiny_candidate.hub_id, copy) == first  # where it lies does not matter
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5 if config.get("rms_norm_eps") != 1e-5 else 1e-6}))
+    assert provenance.pretrained_revision(tiny_candidate.hub_id, copy) != first
+    (copy / "README.md").write_text("notes do not change the weights")
+    assert provenance.folder_hash(copy) == provenance.folder_hash(copy)
+
+
+def test_a_cached_hub_model_is_named_by_its_snapshot_commit(
+    tiny_candidate, checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commit = "3f2a" * 10
+    repo = tmp_path / "hub" / "models--ohlora-test--tiny"
+    shutil.copytree(checkpoint, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(provenance.huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    hub = replace(tiny_candidate, hub_id="ohlora-test/tiny", path=None)
+    assert load_pretrained(hub, trust_remote_code=False, allow_pickle=False, **LOAD).revision == f"hub:ohlora-test/tiny@{commit}"
+    assert provenance.pretrained_revision("ohlora-test/absent", None) == "hub:ohlora-test/absent@unknown"
+
+
+def test_random_weights_are_named_by_their_config(tiny_candidate, checkpoint: Path) -> None:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint)
+    build = lambda candidate: build_random(candidate, tokenizer, scale="tiny", seed=0, device=CPU, dtype=torch.float32)  # noqa: E731
+    first = build(tiny_candidate).revision
+    assert re.fullmatch(r"config-sha256:[0-9a-f]{16}", first)
+    assert build(tiny_candidate).revision == first
+    assert build(replace(tiny_candidate, config={**tiny_candidate.config, "intermediate_size": 1024})).revision != first
+
+
+def test_the_code_is_named_by_its_git_commit_in_a_checkout() -> None:
+    if not (Path(__file__).resolve().parent.parent / ".git").exists():
+        pytest.skip("not run from a git checkout")
+    assert re.fullmatch(r"git [0-9a-f]{12}(\+modified)?", provenance.code_revision())
+
+
+def test_a_cpu_run_names_no_gpu_software() -> None:
+    assert provenance.gpu_software(CPU) == {"gpu_driver": "", "cuda_version": ""}

@@ -19,6 +19,20 @@ def mib(value: float) -> str:
     return f"{value:,.0f}"
 
 
+def millis(value: float) -> str:
+    """Sub-second times in milliseconds (per-token and per-step times are fractions of a second), others in seconds."""
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:,.2f} s"
+
+
+def rate(value: float) -> str:
+    return f"{value:,.1f}"
+
+
+def mib_fine(value: float) -> str:
+    # adapters of tiny stand-ins are a fraction of a MiB
+    return f"{value:,.2f}"
+
+
 def loss(value: float) -> str:
     return f"{value:.3f}"
 

@@ -42,7 +42,7 @@ def _what_blocks(report: Report) -> list[Block]:
         text("screening_line", lang, min=f"{s.min_params:g}", max=f"{s.max_params:g}",
              budget=f"{s.vram_budget_mb:,.0f}", rank=report.ranks[-1]),
     ]
-    return [*(Paragraph(line) for line in lines), tables.runs_table(report)]
+    return [*(Paragraph(line) for line in lines), tables.runs_table(report), tables.provenance_table(report)]
 
 
 def _study_table_lead(report: Report) -> str:
@@ -126,6 +126,8 @@ def document(report: Report, images: Mapping[str, Path]) -> list[Block]:
         + (" " + text("quality_meaningless", lang) if "random_weights" in report.stand_in else ""), "note"))
     blocks += [Heading(text("utilisation", lang)), tables.utilisation_table(report)]
     blocks.append(Paragraph(text("utilisation_note", lang), "note"))
+    blocks += [Heading(text("anatomy", lang)), tables.latency_table(report), tables.finetune_spread_table(report),
+               Paragraph(text("anatomy_note", lang), "note")]
     blocks += [Heading(text("plan", lang)), tables.plan_table(report)]
     blocks += [Heading(text("pareto", lang)), tables.pareto_table(report), Paragraph(text("pareto_note", lang), "note")]
     if lang == "ko":  # the study's table is Korean by nature: its headers are the study's own

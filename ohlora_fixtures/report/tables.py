@@ -7,7 +7,7 @@ from ..devices import DTYPES
 from ..message import in_language
 from ..memory import MIB
 from ..quality import grade_label
-from ..record import Answers, Kind
+from ..record import Answers, BenchmarkRecord, Kind
 from ..registry import Candidate
 from . import cells, tradeoff
 from .blocks import Table
@@ -292,3 +292,69 @@ def study_table(report: Report) -> Table:
         ))
     columns = tuple(column.format(ranks=", ".join(str(r) for r in ranks)) for column in STUDY_COLUMNS)
     return Table(columns, tuple(rows))
+
+
+def latency_table(report: Report) -> Table:
+    """The inference anatomy per candidate: prefill (time to first token), decode per token, decode
+    throughput and the spread of whole generate calls, medians and p90 over the prompts."""
+    lang = report.lang
+    keys = ("first_token", "decode_token", "decode_rate", "generate_spread")
+    rows = []
+    for c in report.candidates:
+        record = report.record(c.name, Kind.INFERENCE)
+
+        def pair(low: float | None, high: float | None) -> str:
+            return text("na", lang) if low is None or high is None else f"{cells.millis(low)} / {cells.millis(high)}"
+
+        def latency(r: BenchmarkRecord) -> tuple[str, ...]:
+            f = r.inference
+            spread = (f.generate_median_s, f.generate_p90_s, f.generate_max_s)
+            return (
+                pair(f.first_token_median_s, f.first_token_p90_s),
+                pair(f.decode_token_median_s, f.decode_token_p90_s),
+                cells.figure(f.decode_tokens_per_second, cells.rate, lang),
+                text("na", lang) if None in spread else " / ".join(cells.millis(v) for v in spread),
+            )
+
+        measured = latency(record) if record is not None and record.ok else (cells.status_cell(report, record, str),) * 4
+        rows.append((report.name(c), *measured))
+    return Table(tuple(text(key, lang) for key in ("model", *keys)), tuple(rows))
+
+
+def finetune_spread_table(report: Report) -> Table:
+    """One row per fine-tuning benchmark: step time median and p90, adapter size on disk, and the
+    sampled device memory (mean, p99, peak) where a sampler ran."""
+    lang = report.lang
+    rows = []
+    for c in report.candidates:
+        for rank in report.ranks:
+            record = report.record(c.name, Kind.FINETUNE, rank)
+            if record is None or not record.ok:
+                rows.append((report.name(c), f"r{rank}", *(cells.status_cell(report, record, str),) * 3))
+                continue
+            f, memory = record.finetune, record.memory
+            steps = (text("na", lang) if f.step_median_s is None or f.step_p90_s is None
+                     else f"{cells.millis(f.step_median_s)} / {cells.millis(f.step_p90_s)}")
+            sampled = (memory.sampled_mean_mib, memory.sampled_p99_mib, memory.sampled_peak_mib) if memory else (None,)
+            rows.append((
+                report.name(c), f"r{rank}", steps,
+                cells.figure(f.adapter_bytes and f.adapter_bytes / MIB, cells.mib_fine, lang),
+                text("na", lang) if None in sampled else " / ".join(cells.mib(v) for v in sampled)
+                + f" ({memory.sampler})",
+            ))
+    keys = ("model", "adapter", "step_time", "adapter_size", "sampled_memory")
+    return Table(tuple(text(key, lang) for key in keys), tuple(rows))
+
+
+def provenance_table(report: Report) -> Table:
+    """Per merged run: this project's code, the GPU's driver and CUDA, and which weights each candidate ran."""
+    lang = report.lang
+    rows = []
+    for run in report.runs:
+        d = run.description
+        weights = dict.fromkeys(f"{r.candidate}: {r.weights_revision}" for r in report.all_records
+                                if r.run.run_id == run.run_id and r.weights_revision)
+        gpu = text("gpu_software_cell", lang, driver=d.gpu_driver, cuda=d.cuda_version) if d.gpu_driver or d.cuda_version else "—"
+        rows.append((run.run_id, d.code_revision or "?", gpu, "; ".join(weights) or "?"))
+    keys = ("run_id", "code_revision", "gpu_software", "weights_revision")
+    return Table(tuple(text(key, lang) for key in keys), tuple(rows))
