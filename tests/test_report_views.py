@@ -110,7 +110,7 @@ HANGUL = re.compile(r"[\uac00-\ud7a3]")
 TERMS = {
     "lora", "rank", "mfu", "chrf", "mib", "gb", "tflop", "flops", "flop", "vram", "cuda", "cpu", "gpu", "kv",
     "bf16", "float32", "bfloat16", "torch", "transformers", "peft", "python", "meta", "utc", "id", "min", "max",
-    "ohlora-bench", "apache-2.0", "gemma", "markdown", "readme",
+    "ohlora-bench", "apache-2.0", "gemma", "markdown", "readme", "safetensors", "nvml", "p90", "p99", "ms",
 }
 
 
