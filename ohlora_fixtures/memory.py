@@ -1,10 +1,23 @@
-"""Peak memory of one benchmark: CUDA allocator peaks, NVML device samples, or CPU resident peak."""
+"""Peak memory of one benchmark: CUDA allocator peaks, NVML device samples, or CPU resident peak.
+
+On the CPU the headline is the region's peak resident set above the *runtime
+baseline*: the process's RSS once Python, torch and the libraries are loaded and
+before any model is built, taken once per process (`runtime_baseline_mib`). That
+ranks models as the CUDA allocator's peak does, instead of adding ~440 MiB of
+interpreter to every figure. Before each region the C allocator's freed memory is
+given back (glibc `malloc_trim(0)`), so what an earlier benchmark (or the
+warm-up) freed is neither counted in the region's start nor hides its increase.
+Resetting the kernel's high-water mark hides the process's lifetime peak from
+outside tools, so it is read before every reset and kept (`lifetime_peak_mib`).
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import os
 import threading
-import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -21,10 +34,18 @@ _STATUS = "/proc/self/status"
 class MemoryFigures:
     """What one measured region used, in MiB.
 
-    `peak_mib` is the headline figure and `metric` says what it is. On CUDA it is
-    torch's max allocated memory; on the CPU the process's peak resident set.
-    `after_mib` is what was still held once the region ended: the figure the
-    reference study reported, kept for comparison, not a peak.
+    `peak_mib` is the headline figure and `metric` says what it is: on CUDA
+    torch's max allocated memory, on the CPU the process's peak resident set
+    above the runtime baseline (`baseline_mib`, 0 on CUDA).
+    The last four fields are None in records measured before they existed. `absolute_peak_mib`
+    is the same peak without subtracting the baseline (the raw RSS on the CPU).
+    `start_mib` and `after_mib` are on the headline's scale: held when the region
+    began and still held once it ended (the figure the reference study reported,
+    kept for comparison, not a peak); `peak_increase_mib` is peak minus start.
+    `trimmed` says whether the C allocator's freed memory was given back before
+    the region (None on CUDA, where torch's allocator counts only live tensors).
+    `lifetime_peak_mib` is the process's peak resident set since it started, as
+    of the region's end (None where the kernel does not report it).
     """
 
     metric: str
@@ -38,6 +59,10 @@ class MemoryFigures:
     samples: int = 0
     sampled_mean_mib: float | None = None  # over the sampler's readings, beside its peak
     sampled_p99_mib: float | None = None
+    absolute_peak_mib: float | None = None
+    baseline_mib: float | None = None
+    trimmed: bool | None = None
+    lifetime_peak_mib: float | None = None
 
     def as_dict(self) -> dict[str, float | str | int | None]:
         """Plain values, for pytest-benchmark's extra_info."""
@@ -93,8 +118,86 @@ def _rss_mib() -> float:
     return _status_kib("VmRSS") / 1024
 
 
+def _read_lifetime_peak_mib() -> float | None:
+    """The kernel's VmHWM, or None where /proc does not give it."""
+    try:
+        return _status_kib("VmHWM") / 1024
+    except OSError:
+        return None
+
+
+_lifetime_peak: float | None = None
+
+
+def lifetime_peak_mib() -> float | None:
+    """The process's peak resident set since it started, counting peaks hidden by earlier resets."""
+    global _lifetime_peak
+    current = _read_lifetime_peak_mib()
+    if current is not None:
+        _lifetime_peak = current if _lifetime_peak is None else max(_lifetime_peak, current)
+    return _lifetime_peak
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def trim_host_memory() -> bool:
+    """Collect garbage and give the C allocator's freed memory back to the system; False where it cannot."""
+    gc.collect()
+    if _MALLOC_TRIM is None:
+        return False
+    _MALLOC_TRIM(0)
+    return True
+
+
+_runtime_baseline: float | None = None
+
+
+def _start_runtime() -> None:
+    """One small forward, backward and optimizer step on a throwaway layer.
+
+    The first backward starts torch's autograd threads and its math libraries'
+    per-thread buffers (about 80 MiB here, kept for the process's life, and not
+    given back by malloc_trim): runtime, not the first benchmark's memory.
+    """
+    layer = torch.nn.Linear(64, 64)
+    optimizer = torch.optim.AdamW(layer.parameters())
+    layer(torch.randn(4, 8, 64)).square().mean().backward()
+    optimizer.step()
+    with torch.no_grad():
+        layer(torch.randn(1, 64))
+
+
+def runtime_baseline_mib() -> float:
+    """The process's RSS with the runtime loaded and started and no model built; taken on first call and kept.
+
+    The Study takes it before it builds the first model; called first from a
+    MemoryMeter, it is whatever the process held then.
+    """
+    global _runtime_baseline
+    if _runtime_baseline is None:
+        _start_runtime()
+        trim_host_memory()
+        _runtime_baseline = _rss_mib()
+    return _runtime_baseline
+
+
 def _reset_high_water_mark() -> bool:
-    """Reset the kernel's VmHWM to the current RSS (Linux >= 4.0); False where not allowed."""
+    """Reset the kernel's VmHWM to the current RSS (Linux >= 4.0); False where not allowed.
+
+    The lifetime peak is read first, so the reset does not lose it.
+    """
+    lifetime_peak_mib()
     try:
         with open(_CLEAR_REFS, "w", encoding="ascii") as clear_refs:
             clear_refs.write("5")
@@ -123,8 +226,9 @@ def _nvml_reader(device: torch.device) -> Callable[[], float] | None:
 class MemoryMeter:
     """Measures the peak memory of the code inside `with MemoryMeter(device) as meter:`.
 
-    Peaks are reset on entry, so each benchmark sees only its own. After the
-    block, `meter.figures` holds the result.
+    Peaks are reset on entry, so each benchmark sees only its own; on the CPU
+    freed host memory is given back first, so the start is what is really held.
+    After the block, `meter.figures` holds the result.
     """
 
     def __init__(self, device: torch.device, interval_s: float = 0.005) -> None:
@@ -133,6 +237,8 @@ class MemoryMeter:
         self.figures: MemoryFigures | None = None
         self._sampler: _Sampler | None = None
         self._kernel_hwm = False
+        self._trimmed: bool | None = None
+        self._baseline = 0.0
         self._start = 0.0
 
     def __enter__(self) -> "MemoryMeter":
@@ -142,6 +248,8 @@ class MemoryMeter:
             self._start = torch.cuda.memory_allocated(self.device) / MIB
             read = _nvml_reader(self.device)
         else:
+            self._baseline = runtime_baseline_mib()
+            self._trimmed = trim_host_memory()
             self._kernel_hwm = _reset_high_water_mark()
             self._start = _rss_mib()
             # Without a resettable kernel high-water mark, sampling is the fallback.
@@ -154,41 +262,38 @@ class MemoryMeter:
     def __exit__(self, *exc_info: object) -> None:
         sampled = self._sampler.finish() if self._sampler else None
         samples = self._sampler.count if self._sampler else 0
-        spread = {"sampled_mean_mib": self._sampler.mean, "sampled_p99_mib": self._sampler.p99} if self._sampler else {}
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device) / MIB
-            self.figures = MemoryFigures(
-                metric="cuda_max_allocated",
-                peak_mib=peak,
-                start_mib=self._start,
-                after_mib=torch.cuda.memory_allocated(self.device) / MIB,
-                peak_increase_mib=peak - self._start,
-                max_reserved_mib=torch.cuda.max_memory_reserved(self.device) / MIB,
-                sampled_peak_mib=sampled,
-                sampler="nvml_device_used" if sampled is not None else None,
-                samples=samples,
-                **spread,
-            )
+            metric, peak = "cuda_max_allocated", torch.cuda.max_memory_allocated(self.device) / MIB
+            after = torch.cuda.memory_allocated(self.device) / MIB
+            reserved, sampler = torch.cuda.max_memory_reserved(self.device) / MIB, "nvml_device_used"
         else:
+            metric = "cpu_peak_rss_above_runtime" if self._kernel_hwm else "cpu_sampled_rss_above_runtime"
             peak = _status_kib("VmHWM") / 1024 if self._kernel_hwm else float(sampled or 0.0)
-            self.figures = MemoryFigures(
-                metric="cpu_peak_rss" if self._kernel_hwm else "cpu_sampled_rss",
-                peak_mib=peak,
-                start_mib=self._start,
-                after_mib=_rss_mib(),
-                peak_increase_mib=peak - self._start,
-                sampled_peak_mib=sampled,
-                sampler="rss_poll" if sampled is not None else None,
-                samples=samples,
-                **spread,
-            )
+            after, reserved, sampler = _rss_mib(), None, "rss_poll"
+        # One set of fields for both devices: the CPU's are shifted down by the runtime baseline.
+        base = self._baseline  # 0.0 on CUDA
+        self.figures = MemoryFigures(
+            metric=metric,
+            peak_mib=peak - base,
+            start_mib=self._start - base,
+            after_mib=after - base,
+            peak_increase_mib=peak - self._start,
+            max_reserved_mib=reserved,
+            sampled_peak_mib=sampled - base if sampled is not None else None,
+            sampler=sampler if sampled is not None else None,
+            samples=samples,
+            sampled_mean_mib=self._sampler.mean - base if self._sampler else None,
+            sampled_p99_mib=self._sampler.p99 - base if self._sampler else None,
+            absolute_peak_mib=peak,
+            baseline_mib=base,
+            trimmed=self._trimmed,
+            lifetime_peak_mib=lifetime_peak_mib(),
+        )
 
 
 def release_cached_memory(device: torch.device) -> None:
-    """Give cached allocator blocks back, so the next benchmark starts clean."""
-    import gc
-
-    gc.collect()
+    """Give cached allocator blocks and freed host memory back, so the next benchmark starts clean."""
+    trim_host_memory()
     if device.type == "cuda":
         torch.cuda.empty_cache()

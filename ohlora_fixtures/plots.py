@@ -107,6 +107,7 @@ def _by_rank(
     axes.set_xticks(ranks, [str(rank) for rank in ranks])
     axes.minorticks_off()
     axes.set_xlabel(words("plot_lora_rank"))
+    axes.set_ylim(bottom=0)  # from zero: a zoomed axis makes noise look like a difference
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
@@ -146,6 +147,7 @@ def _inference(series: Sequence[CandidateSeries], subtitle: str, memory_metric: 
     for s in plotted:
         # No text labels on the points: close points would print over each other; the legend names them.
         axes.scatter(s.inference_peak_mib, s.inference_seconds, label=s.label, s=45, **styles[s.label])
+    axes.set_xlim(left=0)
     axes.set_xlabel(words("plot_peak_axis", metric=memory_metric))
     axes.set_ylabel(words("plot_seconds_per_prompt"))
     axes.grid(alpha=0.3)

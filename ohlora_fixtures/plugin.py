@@ -239,6 +239,7 @@ def ohlora_inference(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
     study = config.stash.get(STUDY, None)
     if study is not None:
+        from .memory import lifetime_peak_mib, runtime_baseline_mib
         from .record import plain
 
         for bench in output_json.get("benchmarks", ()):
@@ -249,6 +250,8 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
                 bench["params"] = {**params, "lora_rank": None}
         output_json["ohlora"] = {
             **plain(study.describe()), "model_loads": dict(study.load_counts), "peaks": study.peaks.as_dict(),
+            # Per-benchmark peaks reset the kernel's high-water mark; this is the session's own, kept across resets.
+            "runtime_baseline_mib": round(runtime_baseline_mib(), 2), "lifetime_peak_mib": lifetime_peak_mib(),
         }
 
 

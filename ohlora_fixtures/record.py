@@ -248,7 +248,7 @@ class BenchmarkRecord:
         if self.memory is not None:
             memory = plain(self.memory)
             memory["memory_metric"] = memory.pop("metric")
-            out.update(memory)
+            out.update({k: v for k, v in memory.items() if v is not None or k not in _MEMORY_SINCE_SCHEMA_2})
         for figures in (self.finetune, self.inference):
             if figures is None:
                 continue
@@ -264,6 +264,9 @@ class BenchmarkRecord:
                     out[name] = value
         return out
 
+
+# Memory fields added after schema 1: left out of the flat view when unknown, so an old record's view is unchanged.
+_MEMORY_SINCE_SCHEMA_2 = frozenset({"absolute_peak_mib", "baseline_mib", "trimmed", "lifetime_peak_mib"})
 
 # Fields of the flat view that belong to each part (the rest are the record's own or run).
 _MEMORY_FLAT = {f.name if f.name != "metric" else "memory_metric": f.name for f in dataclasses.fields(MemoryFigures)}

@@ -19,7 +19,7 @@ from .devices import describe, dtype_name, resolve_device, resolve_dtype
 from .finetune import FinetuneSettings
 from .hardware import Peaks, device_peaks
 from .inference import GenerationSettings
-from .memory import release_cached_memory
+from .memory import release_cached_memory, runtime_baseline_mib
 from .models import BaseModel, build_random, check_candidate, check_pretrained, load_pretrained
 from .positions import check_row_lengths
 from .provenance import code_revision, gpu_software
@@ -76,6 +76,7 @@ class Study:
         if settings.weights == "random":
             # A pretrained model's tokenizer loads with its weights; the runner cuts its rows then.
             check_row_lengths(study.random_tokenizer, candidates, experiment, settings.scale, settings.max_new_tokens)
+        runtime_baseline_mib()  # the CPU memory headlines count from here: libraries loaded, no model built
         return study
 
     def finetune_settings(self, rank: int) -> FinetuneSettings:

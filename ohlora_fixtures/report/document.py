@@ -36,7 +36,8 @@ def _what_blocks(report: Report) -> list[Block]:
     labels = dict.fromkeys(cells.run_label(r.run, lang) for r in report.all_records)
     lines = [
         text("measured_with_line", lang, labels="; ".join(labels) or text("nothing", lang)),
-        text("memory_metric_line", lang, metrics=report.memory_metrics),
+        text("memory_metric_line", lang, metrics=report.memory_metrics)
+        + (" " + text("above_runtime_meaning", lang) if "above_runtime" in report.memory_metrics else ""),
         text("rendered_line", lang, time=time.strftime("%Y-%m-%d %H:%M:%S %Z"), runs_read=report.runs_read,
              kept=len(report.records), runs=len(report.runs), replaced=report.replaced),
         text("screening_line", lang, min=f"{s.min_params:g}", max=f"{s.max_params:g}",
