@@ -158,9 +158,9 @@ def test_every_column_is_rendered_from_a_stored_run_and_no_cell_is_blank(tmp_pat
     assert not re.search(r"TinyKo-v5-a(?! \(approx\.\)|\.)", markdown)
 
     html = (out / "leaderboard.html").read_text(encoding="utf-8")
-    assert 'class="banner"' in html and html.count("data:image/png;base64,") == 4
+    assert 'class="banner"' in html and html.count("data:image/png;base64,") == 5
     assert sorted(p.name for p in out.glob("*.png")) == [
-        "finetune_memory.png", "finetune_time.png", "inference_cost.png", "training_loss.png"]
+        "finetune_memory.png", "finetune_time.png", "inference_cost.png", "pareto.png", "training_loss.png"]
     frame = pd.read_csv(out / "results.csv")
     assert len(frame) == 5
     assert {"quality.chrf", "run.versions.torch", "peak_mib", "memory_metric", "source"} <= set(frame.columns)

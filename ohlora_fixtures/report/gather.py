@@ -10,6 +10,7 @@ from typing import Iterable, Mapping, Sequence
 
 from .. import selection
 from ..errors import UsageError
+from ..message import Message
 from ..plan import CandidatePlan, plan_candidate
 from ..quality import read_grades
 from ..record import Answers, BenchmarkRecord, Kind, RunDescription, Status
@@ -29,7 +30,7 @@ class Grade:
 
     score: float | None
     graded: int
-    note: str = ""
+    note: Message | str = ""
 
 
 def reread_grade(answers: Answers, source: str) -> Grade:
@@ -40,14 +41,14 @@ def reread_grade(answers: Answers, source: str) -> Grade:
     """
     stored_grade, graded = answers.human_grade, answers.human_graded
     if not answers.answers_csv:
-        return Grade(stored_grade, graded, "no answers file recorded")
+        return Grade(stored_grade, graded, Message("no_answers_file"))
     recorded = Path(answers.answers_csv)
     for path in (recorded, Path(source).parent / "answers" / recorded.name):
         if path.is_file():
             # Unreadable cells are warned about (file, line, value) and left out; never raises.
             score, count = read_grades(path)
             return Grade(score, count)
-    return Grade(stored_grade, graded, f"answers file {answers.answers_csv} not found; grade as stored in the record")
+    return Grade(stored_grade, graded, Message("answers_file_missing", path=answers.answers_csv))
 
 
 @lru_cache(maxsize=None)
@@ -71,10 +72,12 @@ class RunInfo:
     used: int
     statuses: Mapping[str, int]
 
-    @property
-    def outcomes(self) -> str:
+    def outcomes(self, lang: str) -> str:
         """What the run's used benchmarks measured, e.g. "3 ok, 29 skipped"."""
-        return ", ".join(f"{count} {status}" for status, count in sorted(self.statuses.items())) or "none"
+        from . import cells  # cells imports this module
+
+        return ", ".join(f"{count} {cells.word(status, status, lang)}" for status, count in sorted(self.statuses.items())) \
+            or text("nothing", lang)
 
 
 @dataclass
@@ -236,23 +239,20 @@ def _evidence(report: Report, candidate: Candidate) -> selection.Evidence:
     finetune = report.record(candidate.name, Kind.FINETUNE, largest)
     ok_finetune = report.ok_record(candidate.name, Kind.FINETUNE, largest)
     ok_inference = report.ok_record(candidate.name, Kind.INFERENCE)
-    estimate = f"plan estimate at full size, {plan.dtype}"
+    estimate = Message("plan_estimate", dtype=plan.dtype)
     if finetune and finetune.status is Status.OOM and is_measured_peak(finetune):
-        ft_peak, ft_source = None, "out of memory at full size"
+        ft_peak, ft_source = None, Message("oom_full")
     elif ok_finetune and is_measured_peak(ok_finetune):
-        ft_peak, ft_source = ok_finetune.peak_mib, f"measured, {ok_finetune.memory.metric}"
+        ft_peak, ft_source = ok_finetune.peak_mib, Message("measured_metric", metric=ok_finetune.memory.metric)
     else:
         ft_peak = next(r.finetune_peak_estimate_mib for r in plan.ranks if r.rank == largest)
         ft_source = estimate
     if ok_inference and is_measured_peak(ok_inference):
-        inf_peak, inf_source = ok_inference.peak_mib, f"measured, {ok_inference.memory.metric}"
+        inf_peak, inf_source = ok_inference.peak_mib, Message("measured_metric", metric=ok_inference.memory.metric)
     else:
         inf_peak, inf_source = plan.inference_peak_estimate_mib, estimate
-    failures = tuple(
-        f"{record.benchmark_name} {text(record.status.value, 'en')}: {record.error or 'no message'}"
-        for record in report.all_records
-        if record.candidate == candidate.name and record.status.failed
-    )
+    failures = tuple(failure(record) for record in report.all_records
+                     if record.candidate == candidate.name and record.status.failed)
     grade = report.grades.get((candidate.name, None))
     pretrained = ok_inference is not None and ok_inference.run.weights == "pretrained"
     return selection.Evidence(
@@ -267,12 +267,23 @@ def _evidence(report: Report, candidate: Candidate) -> selection.Evidence:
             "inference_memory": inf_peak,
         },
         sources={
-            "finetune_time": f"measured at r{largest}" if ok_finetune else "not measured",
-            "finetune_memory": f"{ft_source} at r{largest}",
-            "inference_time": "measured" if ok_inference else "not measured",
+            "finetune_time": Message("measured_at", rank=largest) if ok_finetune else Message("not_measured"),
+            "finetune_memory": Message("at_rank", what=ft_source, rank=largest),
+            "inference_time": Message("measured" if ok_inference else "not_measured"),
             "inference_memory": inf_source,
         },
         human_grade=grade.score if grade and pretrained else None,
         failures=failures,
         measured=any(r.ok for r in report.all_records if r.candidate == candidate.name),
     )
+
+
+def benchmark_title(record: BenchmarkRecord) -> Message:
+    """E.g. "fine-tuning r16" or "inference", in any report language."""
+    return Message("benchmark_finetune", rank=record.rank) if record.kind is Kind.FINETUNE else Message("benchmark_inference")
+
+
+def failure(record: BenchmarkRecord) -> Message:
+    """Why a benchmark has no figures: which one, its status and its error (quoted as the program wrote it)."""
+    error = Message("error_text", error=record.error) if record.error else Message("no_message")
+    return Message("failure_reason", benchmark=benchmark_title(record), status=Message(record.status.value), error=error)

@@ -21,15 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
-from .. import results, selection
+from .. import plots, results, selection
 from ..paths import slug
-from ..plots import CandidateSeries, write_plots
+from ..plots import CandidateSeries, TradeOffPlot, TradeOffPoint, write_plots
 from ..record import Kind, RunDescription, plain
 from ..registry import Candidate
 from ..settings import Settings
 from .document import document
+from . import cells, tradeoff
 from .gather import Report, gather
 from .html import to_html
+from .language import text
 from .markdown import to_markdown
 from .stored import Stored
 from .table_csv import write_csv
@@ -53,13 +55,13 @@ class ReportFiles:
                 f"plots: {', '.join(str(p) for p in self.plots) or 'none'}"]
 
 
-def _series(report: Report) -> list[CandidateSeries]:
+def _series(report: Report, lang: str) -> list[CandidateSeries]:
     series = []
     for c in report.candidates:
         ok = {r: rec for r in report.ranks if (rec := report.ok_record(c.name, Kind.FINETUNE, r))}
         inference = report.ok_record(c.name, Kind.INFERENCE)
         series.append(CandidateSeries(
-            label=report.name(c, "en"),  # plot fonts may lack Hangul
+            label=report.name(c, lang),
             finetune_seconds={r: rec.seconds for r, rec in ok.items()},
             finetune_peak_mib={r: rec.peak_mib for r, rec in ok.items() if rec.peak_mib is not None},
             losses={r: list(rec.finetune.losses) for r, rec in ok.items() if rec.finetune and rec.finetune.losses},
@@ -91,6 +93,14 @@ def comparable(run: RunDescription) -> str:
     return json.dumps(described, sort_keys=True, default=str)
 
 
+def _tradeoff_plot(report: Report, lang: str) -> TradeOffPlot:
+    view = tradeoff.trade_offs(report, lang)
+    points = [TradeOffPoint(p.label, p.quality, p.costs["finetune_time"], p.costs["inference_time"], p.role)
+              for p in view.points]
+    quality = text("plot_quality_graded" if view.graded else "plot_quality_stand_in", lang)
+    return TradeOffPlot(points, quality, report.ranks[-1])
+
+
 def render(
     stored: Iterable[Stored], candidates: Sequence[Candidate], settings: Settings, weights: Mapping[str, float],
     out: Path | None = None, note: str = "",
@@ -106,10 +116,14 @@ def render(
     _remove_stale_staging(out)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=STAGING_PREFIX))
     try:
-        subtitle = "; ".join(report.run_labels)
+        # Korean words on a plot need a Hangul font; without one the plots stay English rather than show boxes.
+        font = plots.hangul_font() if report.lang != "en" else None
+        lang = report.lang if font or report.lang == "en" else "en"
+        subtitle = "; ".join(dict.fromkeys(cells.run_label(r.run, lang) for r in report.all_records))
         if report.stand_in:
-            subtitle = f"STAND-IN ({report.stand_in_text('en')}): {subtitle}"
-        images = write_plots(_series(report), staging, subtitle, report.memory_metrics)
+            subtitle = text("plot_stand_in", lang, what=report.stand_in_text(lang), labels=subtitle)
+        images = write_plots(_series(report, lang), staging, subtitle, report.memory_metrics,
+                             lambda key, **values: text(key, lang, **values), _tradeoff_plot(report, lang), font)
         blocks = document(report, images)
         (staging / "leaderboard.md").write_text(to_markdown(blocks), encoding="utf-8")
         (staging / "leaderboard.html").write_text(to_html(blocks, report.lang), encoding="utf-8")
@@ -192,12 +206,10 @@ def render_session(study: "Study", ini: Callable[[str], object] | None = None) -
     settings_now = comparable(study.describe())
     same = [item for item in everything if comparable(item.record.run) == settings_now]
     other_runs = sorted({item.record.run.run_id for item in everything} - {item.record.run.run_id for item in same})
-    note = (f"Merged from every run in {path} with settings identical to run {study.run_id} "
-            "(device, dtype, weights, scale, data, training and generation settings, seed, library versions, "
-            "dataset tokenizer, measuring code); each figure names its run in the runs table and results.csv.")
+    note = text("merged_note", settings.lang, path=path, run=study.run_id)
     if other_runs:
-        note += (f" Left out, measured with other settings: {len(other_runs)} run(s) ({', '.join(other_runs[-5:])}"
-                 f"{', ...' if len(other_runs) > 5 else ''}); each has its own report under {RUNS_FOLDER}/.")
+        shown = ", ".join(other_runs[-5:]) + (", ..." if len(other_runs) > 5 else "")
+        note += " " + text("merged_left_out", settings.lang, count=len(other_runs), runs=shown, folder=RUNS_FOLDER)
     resumed = [item for item in own if comparable(item.record.run) == settings_now]
     merged_files = render([*same, *resumed], study.candidates, settings, weights, note=note)
     return SessionReport(run_files, merged_files)
