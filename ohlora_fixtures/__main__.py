@@ -45,7 +45,8 @@ def _plan(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     settings = parse(vars(args), PLAN)
-    candidates = registry.select(registry.load_registry(settings.candidates), list(settings.models or []), option="--models")
+    registered = registry.load_registry(settings.candidates)
+    candidates = registry.select(registered, list(settings.models or []), option="--models")
     for candidate in candidates:
         check_candidate(candidate, "full")
     if args.seq_len is not None:
@@ -55,7 +56,7 @@ def _plan(argv: list[str]) -> int:
             settings.dataset, settings.preset, settings.train_rows, settings.valid_rows, settings.prompts
         )
         batching = FinetuneSettings(rank=1, batch_size=settings.batch_size, epochs=settings.epochs, seed=settings.seed)
-        widths = experiment_widths(candidates, experiment, batching)
+        widths = experiment_widths(candidates, experiment, batching, registered)
     plans = [
         plan_candidate(candidate, settings.ranks, args.dtype, settings.batch_size, widths[candidate.name],
                        settings.max_new_tokens)

@@ -2,22 +2,35 @@
 
 A GPU found in the datasheet table gets the vendor's figures; any other device
 (the CPU, an unlisted GPU, a dtype the table has no figure for) is measured
-once per session with a large matmul and a large copy. Both are upper bounds
-that utilisation figures are divided by, so they are estimates, not limits a
-run can be expected to reach.
+with a large matmul and a large copy. Both are upper bounds that utilisation
+figures are divided by, so they are estimates, not limits a run can be expected
+to reach.
+
+A calibration read on a busy machine reads low, and MFU divided by it reads
+high: so it is taken once per machine and settings (device name, dtype, torch's
+threads, torch version), cached in `peaks.json` under the user's cache folder
+(`$XDG_CACHE_HOME/ohlora-bench`, else `~/.cache/ohlora-bench`) and reused by
+later sessions; `--ohlora-recalibrate` takes it again. The cache also keeps a
+short probe's speed, the reference the load check (load.py) compares against.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import time
+import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from .devices import describe, dtype_name, synchronize
+from .load import CpuTimes, machine_load
 from .memory import release_cached_memory
+from .paths import replace_atomically
 
 
 @dataclass(frozen=True)
@@ -68,6 +81,8 @@ class Peaks:
     tflops_source: str
     gbps: float
     gbps_source: str
+    probe_tflops: float | None = None  # the load probe's speed when calibrated (None: not calibrated)
+    calibrated: str = ""  # when the calibrated figures were taken (they may come from an earlier session's cache)
 
     def as_dict(self) -> dict[str, str | float]:
         """Plain values, for pytest-benchmark's JSON."""
@@ -83,6 +98,11 @@ class Calibration:
     budget_s: float = 0.25  # per kernel, after one untimed run
     max_repeats: int = 20
 
+    @property
+    def probe(self) -> "Calibration":
+        """The load probe: the same matmul at half the size, a tenth of the budget (tens of milliseconds)."""
+        return Calibration(self.matmul_size // 2, self.copy_mib, self.budget_s / 10, 10)
+
 
 _SHEET_FIELD = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 CALIBRATION = {"cpu": Calibration(matmul_size=1024, copy_mib=128), "cuda": Calibration(matmul_size=8192, copy_mib=1024)}
@@ -93,21 +113,93 @@ def datasheet(device_name: str) -> Datasheet | None:
     return next((sheet for sheet in DATASHEETS if re.search(sheet.pattern, device_name, re.IGNORECASE)), None)
 
 
-def device_peaks(device: torch.device, dtype: torch.dtype) -> Peaks:
-    """The datasheet's figures for a listed GPU, else calibrated ones (always on the CPU)."""
+def cache_path() -> Path:
+    """The peaks cache: `$XDG_CACHE_HOME/ohlora-bench/peaks.json`, else under `~/.cache`."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "ohlora-bench" / "peaks.json"
+
+
+def machine_key(device: torch.device, dtype: torch.dtype) -> str:
+    """What a calibration depends on: the device's name, the dtype, torch's threads and version."""
+    return f"{describe(device)} | {device.type} | {dtype_name(dtype)} | {torch.get_num_threads()} threads | torch {torch.__version__}"
+
+
+def device_peaks(device: torch.device, dtype: torch.dtype, recalibrate: bool = False) -> Peaks:
+    """The datasheet's figures for a listed GPU, else calibrated ones (always on the CPU), from the cache
+    when this machine and settings were calibrated before (unless `recalibrate`)."""
     name = describe(device)
     sheet = datasheet(name) if device.type == "cuda" else None
     tflops = getattr(sheet, _SHEET_FIELD[dtype], None)
     gbps = sheet.gbps if sheet else None
-    tflops_source = "datasheet" if tflops is not None else "calibrated"
-    gbps_source = "datasheet" if gbps is not None else "calibrated"
-    sizes = CALIBRATION[device.type]
-    if tflops is None:
-        tflops = calibrate_tflops(device, dtype, sizes)
-    if gbps is None:
-        gbps = calibrate_gbps(device, sizes)
-    release_cached_memory(device)  # the calibration's buffers are not the first benchmark's memory
-    return Peaks(name, dtype_name(dtype), float(tflops), tflops_source, float(gbps), gbps_source)
+    calibrated = _calibrated(device, dtype, recalibrate, need=("tflops",) * (tflops is None) + ("gbps",) * (gbps is None))
+    return Peaks(
+        name, dtype_name(dtype),
+        float(tflops if tflops is not None else calibrated["tflops"]), "datasheet" if tflops is not None else "calibrated",
+        float(gbps if gbps is not None else calibrated["gbps"]), "datasheet" if gbps is not None else "calibrated",
+        float(calibrated["probe_tflops"]), str(calibrated["taken"]),
+    )
+
+
+def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool, need: tuple[str, ...]) -> dict:
+    """This machine's calibrated figures (`need`, and always the load probe): cached, or measured now and cached.
+    A GPU with a datasheet entry only needs the probe."""
+    path, key = cache_path(), machine_key(device, dtype)
+    cache = _read_cache(path)
+    entry = cache.get(key)
+    if recalibrate or not _valid(entry, ("probe_tflops", *need)):
+        sizes = CALIBRATION[device.type]
+        before = CpuTimes.now()
+        entry = {"probe_tflops": calibrate_tflops(device, dtype, sizes.probe),
+                 "taken": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        if "tflops" in need:
+            entry["tflops"] = calibrate_tflops(device, dtype, sizes)
+        if "gbps" in need:
+            entry["gbps"] = calibrate_gbps(device, sizes)
+        release_cached_memory(device)  # the calibration's buffers are not the first benchmark's memory
+        load = machine_load(before, CpuTimes.now(), None, None)
+        if load.busy:
+            entry["taken_while_busy"] = load.why_busy
+            warnings.warn(
+                f"peak FLOP/s and bandwidth calibrated while the machine was busy ({load.why_busy}): they read low "
+                f"and MFU reads high; run once with --ohlora-recalibrate on a quiet machine ({path} keeps them)",
+                stacklevel=3,
+            )
+        cache[key] = entry
+        _write_cache(path, cache)
+    return entry
+
+
+def _valid(entry: object, numbers: tuple[str, ...]) -> bool:
+    return isinstance(entry, dict) and all(
+        isinstance(entry.get(n), (int, float)) and not isinstance(entry.get(n), bool) and entry[n] > 0 for n in numbers
+    )
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        warnings.warn(f"{path}: peaks cache not readable ({error}); calibrating again", stacklevel=3)
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_cache(path: Path, cache: dict) -> None:
+    """Atomically (a temporary in the same folder, then rename); a cache that cannot be written is only a warning."""
+    try:
+        replace_atomically(path, lambda stream: json.dump(cache, stream, indent=2, sort_keys=True))
+    except OSError as error:
+        warnings.warn(f"{path}: peaks cache not written ({error}); the next session calibrates again", stacklevel=3)
+
+
+def probe_fraction(device: torch.device, dtype: torch.dtype, peaks: Peaks) -> float | None:
+    """The load probe's speed now over its calibrated speed (load.py); None where there is no reference."""
+    if not peaks.probe_tflops:
+        return None
+    speed = calibrate_tflops(device, dtype, CALIBRATION[device.type].probe)
+    return speed / peaks.probe_tflops
 
 
 def _best_seconds(run: Callable[[], object], device: torch.device, sizes: Calibration) -> float:

@@ -107,11 +107,13 @@ def dataset_widths(
 
 def experiment_widths(
     candidates: Sequence[Candidate], experiment: ExperimentData, settings: FinetuneSettings,
-    cache_dir: Path | None = None,
+    registered: Sequence[Candidate] = (), cache_dir: Path | None = None,
 ) -> dict[str, TokenWidths]:
-    """Every candidate's widths; the dataset tokenizer is built once (cached in `cache_dir`, else a temporary folder)."""
+    """Every candidate's widths; the dataset tokenizer is built once, as a run builds it: on the prompt
+    templates of every `registered` candidate (default: `candidates`), cached in `cache_dir`, else a temporary folder."""
+    templates = [c.prompt("") for c in (registered or candidates)]
     with tempfile.TemporaryDirectory(prefix="ohlora-plan-") as scratch:
-        fallback = experiment_tokenizer(candidates, experiment, cache_dir or Path(scratch))
+        fallback = experiment_tokenizer(templates, experiment, cache_dir or Path(scratch))
         return {c.name: dataset_widths(c, experiment, settings, fallback) for c in candidates}
 
 

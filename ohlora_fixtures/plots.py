@@ -1,7 +1,10 @@
-"""The report's plots, as PNG files: costs against LoRA rank, training losses, inference cost.
+"""The report's plots, as PNG files: costs against LoRA rank, training losses, inference cost, cost against quality.
 
 matplotlib's object API (Figure, not pyplot) needs no display and keeps no
-global state, so rendering at the end of a pytest session is safe.
+global state, so rendering at the end of a pytest session is safe. Every word
+on a plot comes from `words(key, **values)`, so the caller picks the language;
+a Korean plot needs a Hangul-capable font (`hangul_font`), else the caller
+asks for English words rather than let the glyphs come out as boxes.
 """
 
 from __future__ import annotations
@@ -11,9 +14,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import matplotlib
+from matplotlib import font_manager
 from matplotlib.figure import Figure
 
+from .pareto import front
+
 DPI = 110
+
+Words = Callable[..., str]
+"""`words(key, **values)`: a plot's title or label in the report's language."""
+
+# Families known to carry Hangul, most common first; any CJK family of Noto covers Korean.
+HANGUL_FONTS = (
+    "Noto Sans CJK KR", "Noto Sans KR", "NanumGothic", "Nanum Gothic", "NanumBarunGothic", "Apple SD Gothic Neo",
+    "AppleGothic", "Malgun Gothic", "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "UnDotum", "Baekmuk Gulim",
+)
+
+
+def hangul_font() -> str | None:
+    """The first installed font family (as matplotlib knows them) that can draw Hangul, or None."""
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return next((name for name in HANGUL_FONTS if name in installed), None)
 
 
 @dataclass(frozen=True)
@@ -26,6 +48,26 @@ class CandidateSeries:
     losses: Mapping[int, Sequence[float]] = field(default_factory=dict)
     inference_seconds: float | None = None
     inference_peak_mib: float | None = None
+
+
+@dataclass(frozen=True)
+class TradeOffPoint:
+    """One candidate on the cost-against-quality plot."""
+
+    label: str
+    quality: float
+    finetune_seconds: float | None
+    inference_seconds: float | None
+    role: str = ""  # "final", "backup" or ""
+
+
+@dataclass(frozen=True)
+class TradeOffPlot:
+    """What the cost-against-quality plot shows: its points, the quality axis' name and the largest rank."""
+
+    points: Sequence[TradeOffPoint]
+    quality_label: str
+    largest_rank: int
 
 
 MARKERS = "os^Dv<>pPX*h"
@@ -50,7 +92,7 @@ def _figure(title: str, subtitle: str, width: float = 7.0, height: float = 4.2, 
 
 def _by_rank(
     series: Sequence[CandidateSeries], pick: Callable[[CandidateSeries], Mapping[int, float]],
-    title: str, ylabel: str, subtitle: str, path: Path,
+    title: str, ylabel: str, subtitle: str, path: Path, words: Words,
 ) -> Path | None:
     plotted = [s for s in series if pick(s)]
     if not plotted:
@@ -64,7 +106,7 @@ def _by_rank(
     axes.set_xscale("log", base=2)
     axes.set_xticks(ranks, [str(rank) for rank in ranks])
     axes.minorticks_off()
-    axes.set_xlabel("LoRA rank")
+    axes.set_xlabel(words("plot_lora_rank"))
     axes.set_ylim(bottom=0)  # from zero: a zoomed axis makes noise look like a difference
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
@@ -73,12 +115,12 @@ def _by_rank(
     return path
 
 
-def _losses(series: Sequence[CandidateSeries], subtitle: str, path: Path) -> Path | None:
+def _losses(series: Sequence[CandidateSeries], subtitle: str, path: Path, words: Words) -> Path | None:
     ranks = sorted({rank for s in series for rank in s.losses})
     if not ranks:
         return None
     styles = _styles(series)
-    figure, axes = _figure("Training loss per optimizer step", subtitle, width=4.6 * len(ranks) + 2.0,
+    figure, axes = _figure(words("plot_loss_title"), subtitle, width=4.6 * len(ranks) + 2.0,
                            height=4.6, columns=len(ranks))
     for axis, rank in zip(axes, ranks):
         for s in series:
@@ -86,49 +128,91 @@ def _losses(series: Sequence[CandidateSeries], subtitle: str, path: Path) -> Pat
                 losses = s.losses[rank]
                 axis.plot(range(1, len(losses) + 1), losses, label=s.label, color=styles[s.label]["color"],
                           linewidth=1.2)
-        axis.set_title(f"rank {rank}", fontsize=9)
-        axis.set_xlabel("step")
+        axis.set_title(words("plot_rank", rank=rank), fontsize=9)
+        axis.set_xlabel(words("plot_step"))
         axis.grid(alpha=0.3)
-    axes[0].set_ylabel("training loss")
+    axes[0].set_ylabel(words("plot_loss_axis"))
     axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.savefig(path)
     return path
 
 
-def _inference(series: Sequence[CandidateSeries], subtitle: str, memory_metric: str, path: Path) -> Path | None:
+def _inference(series: Sequence[CandidateSeries], subtitle: str, memory_metric: str, path: Path,
+               words: Words) -> Path | None:
     plotted = [s for s in series if s.inference_seconds is not None and s.inference_peak_mib is not None]
     if not plotted:
         return None
     styles = _styles(series)
-    figure, (axes,) = _figure("Inference: time per prompt vs peak memory", subtitle)
+    figure, (axes,) = _figure(words("plot_inference_title"), subtitle)
     for s in plotted:
         # No text labels on the points: close points would print over each other; the legend names them.
         axes.scatter(s.inference_peak_mib, s.inference_seconds, label=s.label, s=45, **styles[s.label])
     axes.set_xlim(left=0)
-    axes.set_xlabel(f"peak memory (MiB, {memory_metric})")
-    axes.set_ylabel("mean seconds per prompt")
+    axes.set_xlabel(words("plot_peak_axis", metric=memory_metric))
+    axes.set_ylabel(words("plot_seconds_per_prompt"))
     axes.grid(alpha=0.3)
     axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.savefig(path)
     return path
 
 
+def _tradeoff(series: Sequence[CandidateSeries], view: TradeOffPlot | None, subtitle: str, path: Path,
+              words: Words) -> Path | None:
+    """Quality against fine-tuning time (largest rank) and against inference time, each panel's front joined."""
+    panels = [(lambda p: p.finetune_seconds, words("plot_finetune_cost", rank=view.largest_rank)),
+              (lambda p: p.inference_seconds, words("plot_seconds_per_prompt"))] if view else []
+    panels = [(cost, label) for cost, label in panels if any(cost(p) is not None for p in view.points)]
+    if not panels:
+        return None
+    styles = _styles(series)
+    figure, axes = _figure(words("plot_tradeoff_title"), subtitle, width=5.0 * len(panels) + 2.2, height=4.6,
+                           columns=len(panels))
+    for axis, (cost, label) in zip(axes, panels):
+        points = [p for p in view.points if cost(p) is not None]
+        for p in points:
+            style = styles.get(p.label, {"color": "C7", "marker": "o"})
+            axis.scatter(cost(p), p.quality, s=45, label=p.label, zorder=3, **style)
+        on_front = front({p.label: (p.quality, cost(p)) for p in points}, (True, False))
+        line = sorted((p for p in points if p.label in on_front), key=cost)
+        axis.plot([cost(p) for p in line], [p.quality for p in line], color="0.35", linestyle="--", linewidth=1.0,
+                  zorder=2, label=words("plot_front"))
+        for p in points:
+            if p.role:
+                # A ring around the chosen ones and a word beside them, so the mark survives grey-scale printing.
+                axis.scatter(cost(p), p.quality, s=220, facecolors="none", edgecolors="black", linewidths=1.3, zorder=4,
+                             marker="*" if p.role == "final" else "s")
+                axis.annotate(words(p.role), (cost(p), p.quality), textcoords="offset points", xytext=(7, 7), fontsize=8)
+        axis.margins(x=0.1, y=0.12)  # room for the words beside the chosen ones
+        axis.set_xlabel(label)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel(view.quality_label)
+    handles, labels = axes[-1].get_legend_handles_labels()
+    axes[-1].legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    figure.savefig(path)
+    return path
+
+
 def write_plots(
-    series: Sequence[CandidateSeries], out_dir: Path, subtitle: str, memory_metric: str
+    series: Sequence[CandidateSeries], out_dir: Path, subtitle: str, memory_metric: str, words: Words,
+    tradeoff: TradeOffPlot | None = None, font: str | None = None,
 ) -> dict[str, Path]:
     """Write every plot that has data to `out_dir`; returns {plot name: PNG path}.
 
     `subtitle` says what the figures are (device, weights, scale), so a plot
     copied out of the report still cannot pass for something else; the memory
-    axes name `memory_metric`.
+    axes name `memory_metric`. `font` is the family to draw with (None:
+    matplotlib's default), `tradeoff` the cost-against-quality view.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {
-        "finetune_time": _by_rank(series, lambda s: s.finetune_seconds, "Fine-tuning time vs LoRA rank",
-                                  "seconds (timed training loop)", subtitle, out_dir / "finetune_time.png"),
-        "finetune_memory": _by_rank(series, lambda s: s.finetune_peak_mib, "Fine-tuning peak memory vs LoRA rank",
-                                    f"peak memory (MiB, {memory_metric})", subtitle, out_dir / "finetune_memory.png"),
-        "training_loss": _losses(series, subtitle, out_dir / "training_loss.png"),
-        "inference_cost": _inference(series, subtitle, memory_metric, out_dir / "inference_cost.png"),
-    }
+    with matplotlib.rc_context({"font.family": [font, "sans-serif"]} if font else {}):
+        written = {
+            "finetune_time": _by_rank(series, lambda s: s.finetune_seconds, words("caption_finetune_time"),
+                                      words("plot_finetune_seconds"), subtitle, out_dir / "finetune_time.png", words),
+            "finetune_memory": _by_rank(series, lambda s: s.finetune_peak_mib, words("caption_finetune_memory"),
+                                        words("plot_peak_axis", metric=memory_metric), subtitle,
+                                        out_dir / "finetune_memory.png", words),
+            "training_loss": _losses(series, subtitle, out_dir / "training_loss.png", words),
+            "inference_cost": _inference(series, subtitle, memory_metric, out_dir / "inference_cost.png", words),
+            "pareto": _tradeoff(series, tradeoff, subtitle, out_dir / "pareto.png", words),
+        }
     return {name: path for name, path in written.items() if path is not None}

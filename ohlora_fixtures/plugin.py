@@ -25,15 +25,16 @@ from .selection import ini_keys
 if TYPE_CHECKING:
     from .record import BenchmarkRecord
     from .registry import Candidate
-    from .report import ReportFiles
+    from .report import SessionReport
     from .study import Study
 
 STUDY = pytest.StashKey["Study"]()
 STUDY_ERROR = pytest.StashKey[str]()  # why the Study could not be built while collecting; raised after it
 RUN_ID = pytest.StashKey[str]()
 WORKERS_USED_OHLORA = pytest.StashKey[bool]()  # pytest-xdist controller: a worker built a Study
-REPORT = pytest.StashKey["ReportFiles | str"]()  # the files written, or why none were
+REPORT = pytest.StashKey["SessionReport | str"]()  # the files written, or why none were
 KIND_ORDER = {"test_finetune": 0, "test_inference": 1}
+RESUMED_RECORDS = "ohlora-resumed-records"
 # A test that asks for any of these is an ohlora benchmark: it needs the Study.
 STUDY_FIXTURES = frozenset({"ohlora_study", "ohlora_candidate", "lora_rank", "ohlora_finetune", "ohlora_inference"})
 
@@ -47,6 +48,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped where torch sees none")
     config.addinivalue_line("markers", "slow: takes minutes; CI skips it (-m 'not slow')")
+    config.pluginmanager.register(ResumedRecords(), RESUMED_RECORDS)
     if _options_given(config):
         try:
             _study(config)
@@ -218,7 +220,7 @@ def ohlora_finetune(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[
 
     def finetune(candidate: "Candidate", rank: int) -> dict:
         benchmark.group = f"finetune-r{rank}"  # pytest-benchmark compares like with like: one table per rank
-        return run_finetune(ohlora_study, benchmark, candidate, rank, request.node.nodeid, ohlora_say)
+        return run_finetune(ohlora_study, benchmark, candidate, rank, request.node, ohlora_say)
 
     return finetune
 
@@ -230,9 +232,42 @@ def ohlora_inference(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable
 
     def inference(candidate: "Candidate") -> dict:
         benchmark.group = "inference"
-        return run_inference(ohlora_study, benchmark, candidate, request.node.nodeid, ohlora_say)
+        return run_inference(ohlora_study, benchmark, candidate, request.node, ohlora_say)
 
     return inference
+
+
+class ResumedRecords:
+    """Resumed records that reach the report from the test reports, for pytest-xdist's controller.
+
+    A resumed benchmark writes nothing to the log under this run's id, and the
+    controller reads the log by run id; so a worker sends each resumed record
+    in its test report's user_properties (results.RESUMED_PROPERTY) and the
+    controller adds them to its Study before rendering. Costs nothing to a
+    suite without ohlora benchmarks: no import until a property is there.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.user_properties:
+            from .results import RESUMED_PROPERTY
+
+            self.lines += [(report.nodeid, value) for key, value in report.user_properties if key == RESUMED_PROPERTY]
+
+    def add_to(self, study: "Study") -> None:
+        """The resumed records into `study.records`, each once (every test phase's report carries it again)."""
+        from .record import BenchmarkRecord, RecordError
+
+        for nodeid, line in self.lines:
+            try:
+                record = BenchmarkRecord.from_json(line)
+            except RecordError as error:
+                warnings.warn(f"{nodeid}: resumed record not readable, left out of the report: {error}", stacklevel=2)
+                continue
+            if not any(own.key == record.key and own.finished == record.finished for own in study.records):
+                study.records.append(record)
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-benchmark's hook: absent under -p no:benchmark
@@ -273,10 +308,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     from .report import render_session
 
+    config.pluginmanager.get_plugin(RESUMED_RECORDS).add_to(study)
     try:
         report = render_session(study, config.getini)
     except UsageError as error:
         config.stash[REPORT] = f"report not written: {error}"
+        return
+    except OSError as error:
+        # A full disk, a read-only folder: the measurements are in results.jsonl and the previous report
+        # is untouched (render writes through a staging folder); say so and keep the summary.
+        config.stash[REPORT] = (
+            f"report not written: {error.strerror or error} ({error.filename or study.settings.report_dir}); "
+            f"every finished measurement is in {study.settings.results_path}; free space and run "
+            f"`python -m ohlora_fixtures report {study.settings.results_path}`"
+        )
         return
     if report is not None:
         config.stash[REPORT] = report

@@ -25,6 +25,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .load import MachineLoad
 from .memory import MemoryFigures
 from .quality import QualityFigures
 from .utilisation import DecodeUtilisation, FinetuneUtilisation
@@ -92,10 +93,16 @@ class RunDescription:
     greedy: bool
     seed: int
     vram_budget_mb: float
+    rounds: int = 1  # timed rounds per benchmark (--ohlora-rounds)
     versions: dict[str, str] = field(default_factory=dict)
     code_revision: str = ""  # this project's git commit ("+modified" if the tree was), else its package version
     gpu_driver: str = ""  # NVIDIA driver and CUDA runtime on a GPU run; the GPU's name is device_name
     cuda_version: str = ""
+    # Inputs that shape a figure beyond the settings, matched by the fingerprint (empty in older records):
+    # the dataset tokenizer random-weight models share (sha256 of its serialized JSON; it is trained on every
+    # registry candidate's prompt template) and the measuring code (package version + hash of its modules).
+    tokenizer: str = ""
+    measuring_code: str = ""
 
     @property
     def label(self) -> str:
@@ -178,7 +185,10 @@ class BenchmarkRecord:
     error: str | None = None
     finished: float | None = None
     over_budget: bool = False
-    seconds: float | None = None
+    seconds: float | None = None  # the median round's (the lower of the two middle ones for an even count)
+    round_seconds: tuple[float, ...] = ()  # every timed round, in order
+    round_peak_mib: tuple[float, ...] = ()  # each round's peak; `memory` is the highest round's
+    load: MachineLoad | None = None  # the machine's load around the rounds (load.py)
     memory: MemoryFigures | None = None
     finetune: FinetuneFigures | None = None
     inference: InferenceFigures | None = None
@@ -245,6 +255,10 @@ class BenchmarkRecord:
         }
         if self.seconds is not None:
             out["seconds"] = self.seconds
+        if self.round_seconds:
+            out["round_seconds"], out["round_peak_mib"] = list(self.round_seconds), list(self.round_peak_mib)
+        if self.load is not None:
+            out["load"] = plain(self.load)
         if self.memory is not None:
             memory = plain(self.memory)
             memory["memory_metric"] = memory.pop("metric")

@@ -13,6 +13,10 @@ from typing import Iterator
 from .record import BenchmarkRecord, RecordError
 
 
+# The user_properties key under which a pytest-xdist worker sends a resumed record to the controller.
+RESUMED_PROPERTY = "ohlora_resumed"
+
+
 class UnreadableRecord(UserWarning):
     """A line of a results log that is not a valid record; it is skipped and the rest are read."""
 

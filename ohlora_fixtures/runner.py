@@ -36,6 +36,8 @@ from .finetune import (
 )
 from .inference import Answer, encode_prompts, generate_answers, latency_figures, write_answers
 from .inference import warm_up as warm_up_generation
+from .hardware import probe_fraction
+from .load import LoadWatch, MachineLoad
 from .memory import MemoryFigures, MemoryMeter, release_cached_memory
 from .paths import child
 from .percentiles import median, percentile
@@ -53,32 +55,86 @@ PROGRESS_EVERY_PROMPTS = 5
 
 @dataclass(frozen=True)
 class Measured:
-    """What one timed region returned, how long it took by its own clock, and the memory it used."""
+    """What one timed round returned, how long it took by its own clock, and the memory it used."""
 
     value: Any
     seconds: float
     memory: MemoryFigures
 
 
-def measure(study: Study, benchmark: Any, function: Callable[..., Any], *args: Any) -> Measured:
-    """Run `function(*args)` once as pytest-benchmark's timed round, inside a MemoryMeter.
+@dataclass(frozen=True)
+class Rounds:
+    """Every timed round of one benchmark, and the machine's load around them."""
 
-    The function's own perf_counter reading is kept beside pytest-benchmark's
-    (whose statistics are not part of the record); memory figures are rounded
-    to 0.01 MiB, as they are stored.
+    rounds: tuple[Measured, ...]
+    load: MachineLoad
+
+    @property
+    def median(self) -> Measured:
+        """The median round by time (the lower middle one for an even count): the record's figures come from it,
+        so that time, tokens per second, MFU and the answers all belong to one round."""
+        return sorted(self.rounds, key=lambda r: r.seconds)[(len(self.rounds) - 1) // 2]
+
+    @property
+    def peak_memory(self) -> MemoryFigures:
+        """The highest round's memory: what must fit is the worst round."""
+        return max((r.memory for r in self.rounds), key=lambda m: m.peak_mib)
+
+    def fill(self, record: BenchmarkRecord) -> Measured:
+        """Put the rounds' time, memory and load into `record`; returns the median round."""
+        median = self.median
+        record.seconds, record.memory, record.load = median.seconds, self.peak_memory, self.load
+        record.round_seconds = tuple(r.seconds for r in self.rounds)
+        record.round_peak_mib = tuple(round(r.memory.peak_mib, 2) for r in self.rounds)
+        return median
+
+
+def measure(study: Study, benchmark: Any, function: Callable[..., Any], prepare: Callable[[], tuple]) -> Rounds:
+    """Run `function(*prepare())` for --ohlora-rounds timed rounds of pytest-benchmark, each inside a MemoryMeter.
+
+    `prepare` runs before each round, untimed (pytest-benchmark's `setup`): a
+    fresh adapter and its warm-up. The meter starts after it and stops before the
+    next, so each round's memory is its own. pytest-benchmark keeps its own
+    statistics of the rounds (for `--benchmark-compare-fail`); the record keeps
+    each round's own perf_counter reading. Memory figures are rounded to 0.01
+    MiB, as they are stored.
     """
-    seconds = 0.0
+    done: list[Measured] = []
+    meter: MemoryMeter | None = None
+    finished: tuple[Any, float] | None = None  # the round just timed: its value and seconds
+    watch = LoadWatch(lambda: probe_fraction(study.device, study.dtype, study.peaks))
 
-    def timed() -> Any:
-        nonlocal seconds
+    def end_round() -> None:
+        # Outside the timed region: at the next round's setup, or once pedantic has returned.
+        nonlocal meter, finished
+        if meter is not None:
+            meter.__exit__(None, None, None)
+            if finished is not None:
+                done.append(Measured(finished[0], finished[1], MemoryFigures(**meter.figures.as_dict())))
+        meter, finished = None, None
+
+    def setup() -> tuple[tuple, dict]:
+        nonlocal meter
+        end_round()
+        args = prepare()
+        if not watch.started:
+            watch.start()  # after the first warm-up: the load of the rounds, not of loading the model
+        synchronize(study.device)
+        meter = MemoryMeter(study.device).__enter__()
+        return args, {}
+
+    def timed(*args: Any) -> Any:
+        nonlocal finished
         started = time.perf_counter()
         value = function(*args)
-        seconds = time.perf_counter() - started
+        finished = value, time.perf_counter() - started
         return value
 
-    with MemoryMeter(study.device) as meter:
-        value = benchmark.pedantic(timed, rounds=1, iterations=1, warmup_rounds=0)
-    return Measured(value, seconds, MemoryFigures(**meter.figures.as_dict()))
+    try:
+        benchmark.pedantic(timed, setup=setup, rounds=study.settings.rounds, iterations=1, warmup_rounds=0)
+    finally:
+        end_round()  # the last round, or the sampler of one that raised
+    return Rounds(tuple(done), watch.finish())
 
 
 def progress_due(index: int, total: int, every: int) -> bool:
@@ -86,11 +142,16 @@ def progress_due(index: int, total: int, every: int) -> bool:
     return index % every == 0 or index == total
 
 
+# What torch's allocators say when an allocation fails with a plain RuntimeError: the CPU allocator on Linux
+# ("DefaultCPUAllocator: can't allocate memory: you tried to allocate ..."), on Windows ("not enough memory"),
+# and the MPS, XPU and older CUDA builds ("... out of memory").
+_OUT_OF_MEMORY_TEXT = ("can't allocate memory", "not enough memory", "out of memory")
+
+
 def _is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
         return True
-    # CPU allocations that fail inside torch raise RuntimeError with this text.
-    return isinstance(error, RuntimeError) and "not enough memory" in str(error).lower()
+    return isinstance(error, RuntimeError) and any(text in str(error).lower() for text in _OUT_OF_MEMORY_TEXT)
 
 
 @contextlib.contextmanager
@@ -112,6 +173,9 @@ def recorded(study: Study, benchmark: Any, record: BenchmarkRecord) -> Iterator[
         raise
     except KeyboardInterrupt:
         record.status, record.error = Status.INTERRUPTED, "interrupted before the benchmark finished"
+        # pytest-benchmark's own mark for a benchmark whose rounds did not finish (it sets it on any other
+        # error): left out of its JSON, whose statistics would otherwise end the session on an empty round list.
+        benchmark.has_error = True
         raise
     except Exception as error:  # noqa: BLE001 - every failure is recorded, then reported
         record.error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
@@ -119,9 +183,11 @@ def recorded(study: Study, benchmark: Any, record: BenchmarkRecord) -> Iterator[
             record.status = Status.FAILED
             raise
         record.status = Status.OOM
-        # The error stays referenced until pytest is done with this test (pytest.fail below chains
-        # it); its frames would keep the failed step's activations and optimizer state alive till then.
+        # The failed step's tensors (activations, gradients, optimizer state, the adapter) live in the
+        # traceback's frames: clear them and drop the traceback, so that release_cached_memory below
+        # frees them before the next benchmark's memory is measured.
         traceback.clear_frames(error.__traceback__)
+        error.__traceback__ = None
     finally:
         _store(study, benchmark, record)
     if record.status in (Status.SKIPPED, Status.OOM):
@@ -160,20 +226,23 @@ def new_record(study: Study, kind: Kind, candidate: Candidate, rank: int | None,
     )
 
 
-def _resume_or_none(study: Study, record: BenchmarkRecord) -> None:
+def _resume_or_none(study: Study, record: BenchmarkRecord, node: pytest.Item) -> None:
     if not study.settings.resume:
         return
     earlier = results.completed(study.settings.results_path, record.fingerprint)
     if earlier is not None:
         study.records.append(earlier)
+        # Under pytest-xdist this session is a worker: the test report travels to the controller, which
+        # renders, with this property (see plugin.ResumedRecords).
+        node.user_properties.append((results.RESUMED_PROPERTY, earlier.to_json()))
         pytest.skip(f"already measured with identical settings in {study.settings.results_path} (--ohlora-resume)")
 
 
-def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, nodeid: str, say: Say) -> BenchmarkRecord:
+def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, node: pytest.Item, say: Say) -> BenchmarkRecord:
     """Fine-tune a fresh rank-`rank` adapter on the candidate's clean base; time the training loop."""
     settings = study.finetune_settings(rank)
-    record = new_record(study, Kind.FINETUNE, candidate, rank, nodeid, settings)
-    _resume_or_none(study, record)
+    record = new_record(study, Kind.FINETUNE, candidate, rank, node.nodeid, settings)
+    _resume_or_none(study, record, node)
     with recorded(study, benchmark, record):
         base = study.base_model(candidate)
         record.weights_revision = base.revision
@@ -183,20 +252,30 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
         batches = step_batches(train_examples, settings, pad_id, study.device)
         valid_examples = encode(base.tokenizer, candidate, study.experiment.valid, limit)
         valid = eval_batches(valid_examples, settings.batch_size, pad_id, study.device)
-        with fresh_adapter(base.model, candidate, settings) as model:
+
+        def on_step(step: int, loss: torch.Tensor) -> None:
+            if progress_due(step, len(batches), PROGRESS_EVERY_STEPS):
+                say(f"{candidate.name} r{rank}: step {step}/{len(batches)} loss {float(loss):.4f}")
+
+        with contextlib.ExitStack() as adapter:
+            attached: list[torch.nn.Module] = []  # the latest round's adapter
+
+            def fresh_round() -> tuple:
+                """Untimed, before each round: the last round's adapter off, a fresh one on, warmed up."""
+                if attached:
+                    adapter.close()
+                    attached.clear()
+                    release_cached_memory(study.device)  # its optimizer state and graph are not the next round's
+                attached.append(adapter.enter_context(fresh_adapter(base.model, candidate, settings)))
+                warm_up(attached[0], batches[0])
+                torch.manual_seed(settings.seed)  # dropout masks as if there had been no warm-up
+                return attached[0], batches, settings.learning_rate, study.device, on_step
+
+            measured = measure(study, benchmark, train, fresh_round).fill(record)
+            model = attached[0]  # the last round's adapter is still attached: the figures below are of it
             trainable, total = model.get_nb_trainable_parameters()
-            warm_up(model, batches[0])
-            torch.manual_seed(settings.seed)  # dropout masks as if there had been no warm-up
-            synchronize(study.device)
-
-            def on_step(step: int, loss: torch.Tensor) -> None:
-                if progress_due(step, len(batches), PROGRESS_EVERY_STEPS):
-                    say(f"{candidate.name} r{rank}: step {step}/{len(batches)} loss {float(loss):.4f}")
-
-            measured = measure(study, benchmark, train, model, batches, settings.learning_rate, study.device, on_step)
             losses, tokens = measured.value.losses, count_tokens(batches)
             later_steps = measured.value.step_seconds[1:]  # the first also creates AdamW's state
-            record.seconds, record.memory = measured.seconds, measured.memory
             record.finetune = FinetuneFigures(
                 steps=len(batches),
                 losses=tuple(round(loss, 6) for loss in losses),
@@ -234,11 +313,11 @@ def _scored_answers(study: Study, base: BaseModel, candidate: Candidate, answers
     return Answers(str(answers_csv), quality, grade, graded)
 
 
-def run_inference(study: Study, benchmark: Any, candidate: Candidate, nodeid: str, say: Say) -> BenchmarkRecord:
+def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pytest.Item, say: Say) -> BenchmarkRecord:
     """The untuned base answers every prompt; time the generation."""
     generation = study.generation_settings
-    record = new_record(study, Kind.INFERENCE, candidate, None, nodeid, generation)
-    _resume_or_none(study, record)
+    record = new_record(study, Kind.INFERENCE, candidate, None, node.nodeid, generation)
+    _resume_or_none(study, record, node)
     with recorded(study, benchmark, record):
         base = study.base_model(candidate)
         record.weights_revision = base.revision
@@ -249,13 +328,12 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, nodeid: st
             if progress_due(index, len(prompts), PROGRESS_EVERY_PROMPTS):
                 say(f"{candidate.name} inference: prompt {index}/{len(prompts)} ({answer.new_tokens} new tokens)")
 
-        measured = measure(study, benchmark, generate_answers, base.model, base.tokenizer, prompts, generation,
-                           study.device, on_prompt)
+        arguments = base.model, base.tokenizer, prompts, generation, study.device, on_prompt
+        measured = measure(study, benchmark, generate_answers, lambda: arguments).fill(record)
         answers = measured.value
         scored = _scored_answers(study, base, candidate, answers)
         new_tokens = sum(answer.new_tokens for answer in answers)
         generate_seconds = sum(answer.seconds for answer in answers)
-        record.seconds, record.memory = measured.seconds, measured.memory
         record.inference = InferenceFigures(
             prompts=len(answers),
             mean_seconds_per_prompt=generate_seconds / len(answers),

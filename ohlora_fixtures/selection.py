@@ -11,6 +11,7 @@ This module only judges figures it is given; report.py gathers them.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from .errors import UsageError
+from .message import Message
 from .registry import Candidate
 from .resources import LICENCES, bundled
 
@@ -35,11 +37,17 @@ class Criterion:
     default_weight: float
     unit: str = ""
 
-    def show(self, value: float | None) -> str:
+    def show(self, value: float | None) -> Message:
         """A raw figure with its unit; memory in whole MiB."""
         if value is None:
-            return "missing"
-        return (f"{value:,.0f}" if self.unit == "MiB" else f"{value:,.2f}") + (f" {self.unit}" if self.unit else "")
+            return Message("missing")
+        figure = f"{value:,.0f}" if self.unit == "MiB" else f"{value:,.2f}"
+        return Message(f"unit_{self.name}", value=figure)
+
+    @property
+    def title(self) -> Message:
+        """The criterion's name, as the report shows it in any language."""
+        return Message(f"criterion_{self.name}")
 
 
 # The study's priorities: answer quality first, then the leaderboard average, then the costs.
@@ -109,17 +117,18 @@ class LicencePolicy:
 
     allowed: tuple[str, ...]
     refused: tuple[str, ...]
-    notes: Mapping[str, str] = field(default_factory=dict)
+    notes: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
-    def judge(self, licence: str) -> tuple[str, str]:
+    def judge(self, licence: str) -> tuple[str, Message]:
         """("allowed" | "flagged" | "refused", a short note)."""
         key = licence.strip().lower()
         if any(fnmatch(key, pattern) for pattern in self.allowed):
-            return "allowed", f"{licence} is on the allow-list"
+            return "allowed", Message("licence_allowed", licence=licence)
         if any(fnmatch(key, pattern) for pattern in self.refused):
-            return "refused", f"licence {licence} does not allow free use"
-        note = self.notes.get(key) or f"licence {licence} is not on the allow-list: check it before use"
-        return "flagged", note
+            return "refused", Message("licence_refused", licence=licence)
+        if key in self.notes:
+            return "flagged", Message.literal(self.notes[key])
+        return "flagged", Message("licence_unlisted", licence=licence)
 
 
 def load_licences(path: Path = DEFAULT_LICENCES) -> LicencePolicy:
@@ -131,8 +140,13 @@ def load_licences(path: Path = DEFAULT_LICENCES) -> LicencePolicy:
     return LicencePolicy(
         allowed=tuple(p.lower() for p in document.get("allowed", ())),
         refused=tuple(p.lower() for p in document.get("refused", ())),
-        notes={key.lower(): value for key, value in document.get("notes", {}).items()},
+        notes={key.lower(): _note_texts(value) for key, value in document.get("notes", {}).items()},
     )
+
+
+def _note_texts(value: str | Mapping[str, str]) -> dict[str, str]:
+    # A note is one string (every language) or a table of strings per language: {en = "...", ko = "..."}.
+    return dict(value) if isinstance(value, Mapping) else {"en": str(value)}
 
 
 @dataclass(frozen=True)
@@ -154,16 +168,19 @@ class Evidence:
     `sources` says where each came from. `finetune_peak_mib` is the figure the
     budget constraint reads. `human_grade` is None unless answers of pretrained
     weights were graded: grades of random-weight answers must not drive the choice.
+    `measured` is whether any benchmark of the candidate finished with figures in
+    the records the report reads: a candidate without one is never ranked.
     """
 
     candidate: Candidate
     largest_rank: int
     finetune_peak_mib: float | None
-    finetune_peak_source: str
+    finetune_peak_source: Message | str
     figures: Mapping[str, float | None]
-    sources: Mapping[str, str]
+    sources: Mapping[str, Message | str]
     human_grade: float | None = None
-    failures: tuple[str, ...] = ()
+    failures: tuple[Message | str, ...] = ()
+    measured: bool = False
 
 
 @dataclass(frozen=True)
@@ -171,8 +188,8 @@ class Verdict:
     """Whether a candidate may be recommended, and why (not)."""
 
     eligible: bool
-    reasons: tuple[str, ...]
-    flags: tuple[str, ...]
+    reasons: tuple[Message | str, ...]
+    flags: tuple[Message | str, ...]
 
 
 @dataclass(frozen=True)
@@ -192,31 +209,33 @@ class Recommendation:
 
     verdicts: Mapping[str, Verdict]
     scores: tuple[Score, ...]
-    quality_source: str
+    quality_source: Message
     weights: Mapping[str, float]
+    effective_weights: Mapping[str, float]
     final: str | None
     backup: str | None
-    final_reason: str
-    backup_reason: str
+    final_reason: Message
+    backup_reason: Message | str
 
 
-def screen(candidate: Candidate, rules: Rules) -> tuple[list[str], list[str]]:
+def screen(candidate: Candidate, rules: Rules) -> tuple[list[Message | str], list[Message | str]]:
     """The study's screening: (reasons to exclude, flags to show)."""
-    reasons, flags = [], []
+    reasons: list[Message | str] = []
+    flags: list[Message | str] = []
     params = candidate.params_billions
     if params > rules.max_params:
-        reasons.append(f"{params:.2f} B parameters, above the {rules.max_params:g} B maximum")
+        reasons.append(Message("params_above", params=f"{params:.2f}", bound=f"{rules.max_params:g}"))
     if params < rules.min_params:
-        reasons.append(f"{params:.2f} B parameters, below the {rules.min_params:g} B minimum")
+        reasons.append(Message("params_below", params=f"{params:.2f}", bound=f"{rules.min_params:g}"))
     status, note = rules.licences.judge(candidate.license)
     if status == "refused":
         reasons.append(note)
     elif status == "flagged":
         flags.append(note)
     if candidate.korean == "none":
-        reasons.append("no Korean support")
+        reasons.append(Message("no_korean"))
     if candidate.approximate:
-        flags.append("approximate stand-in: its architecture is unknown, so its figures are approximate")
+        flags.append(Message("approximate_flag"))
     return reasons, flags
 
 
@@ -225,17 +244,23 @@ def judge(evidence: Evidence, rules: Rules) -> Verdict:
     reasons, flags = screen(evidence.candidate, rules)
     peak = evidence.finetune_peak_mib
     if peak is not None and peak > rules.vram_budget_mib:
-        reasons.append(
-            f"fine-tuning peak at r{evidence.largest_rank} {peak:,.0f} MiB ({evidence.finetune_peak_source}) "
-            f"exceeds the {rules.vram_budget_mib:,.0f} MiB budget"
-        )
+        reasons.append(Message("over_budget_reason", rank=evidence.largest_rank, peak=f"{peak:,.0f}",
+                               source=evidence.finetune_peak_source, budget=f"{rules.vram_budget_mib:,.0f}"))
     elif peak is None:
-        flags.append(f"fine-tuning peak at r{evidence.largest_rank} unknown: the budget could not be checked")
+        flags.append(Message("peak_unknown", rank=evidence.largest_rank))
     reasons.extend(evidence.failures)
+    if not evidence.measured and not evidence.failures:
+        reasons.append(Message("nothing_measured_for_it"))
     return Verdict(not reasons, tuple(reasons), tuple(flags))
 
 
+def _finite(value: float | None) -> float | None:
+    """The figure, or None when it is missing or not a finite number (a NaN must never rank best)."""
+    return value if value is not None and math.isfinite(value) else None
+
+
 def _normalise(values: Mapping[str, float | None], higher_is_better: bool) -> dict[str, float]:
+    values = {name: _finite(value) for name, value in values.items()}
     known = [value for value in values.values() if value is not None]
     low, high = (min(known), max(known)) if known else (0.0, 0.0)
     normalised = {}
@@ -250,11 +275,21 @@ def _normalise(values: Mapping[str, float | None], higher_is_better: bool) -> di
     return normalised
 
 
-FORMULA = (
-    "score = Σ w·n / Σ w over the criteria; n = (x − min) / (max − min) where higher is better, "
-    "(max − x) / (max − min) for costs; min and max over the eligible candidates; "
-    "a missing figure gives n = 0, equal figures give n = 1."
-)
+def effective_weights(
+    weights: Mapping[str, float], raw: Mapping[str, Mapping[str, float | None]], graded: bool,
+) -> dict[str, float]:
+    """The weights the score uses: a criterion counts only where some eligible candidate has a figure for it.
+
+    Without human grades answer quality has no evidence of its own; handing its
+    weight to the leaderboard average would count that criterion twice.
+    """
+    effective = dict(weights)
+    for criterion in CRITERIA:
+        if criterion.name == "quality" and not graded:
+            effective["quality"] = 0.0
+        elif not any(_finite(row[criterion.name]) is not None for row in raw.values()):
+            effective[criterion.name] = 0.0
+    return effective
 
 
 def recommend(evidence: Sequence[Evidence], rules: Rules) -> Recommendation:
@@ -263,14 +298,11 @@ def recommend(evidence: Sequence[Evidence], rules: Rules) -> Recommendation:
     licence_status = {e.candidate.name: rules.licences.judge(e.candidate.license)[0] for e in evidence}
     eligible = [e for e in evidence if verdicts[e.candidate.name].eligible]
     graded = bool(eligible) and all(e.human_grade is not None for e in eligible)
-    quality_source = (
-        "human grade (mean of the graded answers, 1-5)" if graded else
-        "leaderboard average, standing in: not every eligible candidate has human grades of pretrained answers"
-    )
+    quality_source = Message("quality_from_grades" if graded else "quality_no_evidence")
     raw: dict[str, dict[str, float | None]] = {}
     for e in eligible:
         raw[e.candidate.name] = {
-            "quality": e.human_grade if graded else e.candidate.leaderboard_average,
+            "quality": e.human_grade if graded else None,
             "leaderboard": e.candidate.leaderboard_average,
             **{name: e.figures.get(name) for name in CRITERION_NAMES[2:]},
         }
@@ -279,25 +311,27 @@ def recommend(evidence: Sequence[Evidence], rules: Rules) -> Recommendation:
         column = _normalise({name: row[criterion.name] for name, row in raw.items()}, criterion.higher_is_better)
         for name, value in column.items():
             normalised[name][criterion.name] = value
-    total = sum(rules.weights.values())
+    weights = effective_weights(rules.weights, raw, graded)
+    total = sum(weights.values())
+    # With no weighted evidence left every score is 0 and the leaderboard average breaks the tie.
     weighted = {
-        name: sum(rules.weights[c] * n for c, n in normalised[name].items()) / total for name in raw
+        name: sum(weights[c] * n for c, n in normalised[name].items()) / total if total else 0.0 for name in raw
     }
     leaderboard = {e.candidate.name: e.candidate.leaderboard_average or 0.0 for e in eligible}
     order = sorted(weighted, key=lambda name: (-weighted[name], -leaderboard[name]))
     scores = tuple(
         Score(name, raw[name], normalised[name], weighted[name], place) for place, name in enumerate(order, start=1)
     )
-    final, backup, final_reason, backup_reason = _choose(scores, evidence, licence_status, rules, graded)
+    final, backup, final_reason, backup_reason = _choose(scores, evidence, licence_status, rules, weights)
     return Recommendation(
-        verdicts, scores, quality_source, dict(rules.weights), final, backup, final_reason, backup_reason,
+        verdicts, scores, quality_source, dict(rules.weights), weights, final, backup, final_reason, backup_reason,
     )
 
 
 def _choose(
     scores: Sequence[Score], evidence: Sequence[Evidence], licence_status: Mapping[str, str], rules: Rules,
-    graded: bool,
-) -> tuple[str | None, str | None, str, str]:
+    weights: Mapping[str, float],
+) -> tuple[str | None, str | None, Message, Message | str]:
     """The first-placed candidate, and a backup.
 
     The study ended up using its backup because of the final model's licence,
@@ -305,7 +339,9 @@ def _choose(
     candidate whose licence is on the allow-list (if any), else the runner-up.
     """
     if not scores:
-        return None, None, "no candidate passed the screening and the constraints", ""
+        if not any(e.measured for e in evidence):
+            return None, None, Message("nothing_measured_no_model"), ""
+        return None, None, Message("no_candidate"), ""
     by_name = {e.candidate.name: e for e in evidence}
     final = scores[0]
     others = list(scores[1:])
@@ -317,42 +353,34 @@ def _choose(
     if backup is None and others:
         backup = others[0]
     if len(scores) == 1:
-        final_reason = f"{final.name} is the only candidate that passed the screening and the constraints"
+        final_reason = Message("only_candidate", name=final.name)
     else:
-        final_reason = f"{final.name} places first of {len(scores)} with score {final.score:.2f}: " + _strengths(
-            final, by_name[final.name], rules, graded
-        )
+        final_reason = Message("places_first", name=final.name, count=len(scores), score=f"{final.score:.2f}",
+                               strengths=_strengths(final, by_name[final.name], rules, weights))
     if licence_status[final.name] != "allowed":
-        final_reason += f"; but its licence is flagged ({rules.licences.judge(by_name[final.name].candidate.license)[1]})"
-    final_reason += "."
+        note = rules.licences.judge(by_name[final.name].candidate.license)[1]
+        final_reason = Message("but_licence_flagged", reason=final_reason, note=note)
+    final_reason = Message("sentence", text=final_reason)
     if backup is None:
-        return final.name, None, final_reason, "no second eligible candidate"
+        return final.name, None, final_reason, Message("no_second")
+    strengths = _strengths(backup, by_name[backup.name], rules, weights)
     if licence_backup:
-        opening = (
-            f"{backup.name} is the best-placed candidate whose licence "
-            f"({by_name[backup.name].candidate.license}) is on the allow-list, a fallback should "
-            f"{final.name}'s licence rule it out (place {backup.place}, score {backup.score:.2f}): "
-        )
+        backup_reason = Message("licence_backup", name=backup.name, licence=by_name[backup.name].candidate.license,
+                                final=final.name, place=backup.place, score=f"{backup.score:.2f}", strengths=strengths)
     else:
-        opening = f"{backup.name} places {backup.place} with score {backup.score:.2f}: "
-    backup_reason = opening + _strengths(backup, by_name[backup.name], rules, graded) + "."
+        backup_reason = Message("backup_places", name=backup.name, place=backup.place, score=f"{backup.score:.2f}",
+                                strengths=strengths)
     return final.name, backup.name, final_reason, backup_reason
 
 
-def _strengths(score: Score, evidence: Evidence, rules: Rules, graded: bool) -> str:
+def _strengths(score: Score, evidence: Evidence, rules: Rules, weights: Mapping[str, float]) -> Message:
     """A clause naming the candidate's strongest figures and the budget figure it passed."""
-    # Without grades, "quality" is the leaderboard average again; name it once.
-    shown = [c for c in CRITERIA if rules.weights[c.name] > 0 and score.raw[c.name] is not None
-             and (graded or c.name != "quality")]
+    shown = [c for c in CRITERIA if weights[c.name] > 0 and _finite(score.raw[c.name]) is not None]
     best = [c for c in shown if score.normalised[c.name] == 1.0]
-    if best:
-        lead = "best " + ", ".join(f"{c.label} ({c.show(score.raw[c.name])})" for c in best)
-    else:
-        strongest = sorted(shown, key=lambda c: -score.normalised[c.name])[:2]
-        lead = "strongest on " + ", ".join(f"{c.label} ({c.show(score.raw[c.name])})" for c in strongest)
+    listed = best or sorted(shown, key=lambda c: -score.normalised[c.name])[:2]
+    figures = tuple(Message("criterion_figure", criterion=c.title, value=c.show(score.raw[c.name])) for c in listed)
+    lead = Message("best_on" if best else "strongest_on", figures=figures)
     if evidence.finetune_peak_mib is not None:
-        lead += (
-            f"; fine-tuning peak at r{evidence.largest_rank} {evidence.finetune_peak_mib:,.0f} MiB "
-            f"({evidence.finetune_peak_source}) fits the {rules.vram_budget_mib:,.0f} MiB budget"
-        )
+        lead = Message("fits_budget", lead=lead, rank=evidence.largest_rank, peak=f"{evidence.finetune_peak_mib:,.0f}",
+                       source=evidence.finetune_peak_source, budget=f"{rules.vram_budget_mib:,.0f}")
     return lead

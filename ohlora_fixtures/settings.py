@@ -169,6 +169,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("lang", _choice("en", "ko"), "en", "report language: en or ko"),
     Option("compare_study", None, False, "show the reference study's figures beside ours in the report"),
     Option("eval_after_finetune", None, False, "also generate and score answers with the adapter attached"),
+    Option("rounds", positive_int, 1, "timed rounds per benchmark, each with a fresh adapter; the record's "
+           "figures come from the median round, its peak memory from the highest", "a positive integer"),
+    Option("recalibrate", None, False, "measure this machine's peak FLOP/s and bandwidth again instead of "
+           "reusing the cached calibration"),
     Option("max_params", _positive_float, 3.0, "screening: at most this many billion parameters", "a positive number"),
     Option("min_params", _non_negative_float, 0.0, "screening: at least this many billion parameters", "a number >= 0"),
     Option("ranking_weights", parse_weights, None,
@@ -211,6 +215,8 @@ class Settings:
     lang: str
     compare_study: bool
     eval_after_finetune: bool
+    rounds: int
+    recalibrate: bool
     max_params: float
     min_params: float
     ranking_weights: tuple[tuple[str, float], ...] | None

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import time
 import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import registry, results, selection
+from . import __version__, registry, results, selection
 from .dataset import ExperimentData, load_experiment
 from .devices import describe, dtype_name, resolve_device, resolve_dtype
 from .finetune import FinetuneSettings
@@ -30,8 +32,24 @@ from .tokenizer import experiment_tokenizer
 
 # Left out of a benchmark's fingerprint: when it ran, the path the data was read from
 # (data_fingerprint identifies the content), the whole grid of ranks (its own rank is in `detail`) and
-# provenance that is recorded, not matched (a new commit of this project does not void earlier figures).
+# provenance that is recorded, not matched (a new commit of this project does not void earlier figures;
+# a change to the measuring code does, through `measuring_code`).
 NOT_IN_FINGERPRINT = ("run_id", "date", "dataset", "ranks", "code_revision", "gpu_driver", "cuda_version")
+# The modules whose code shapes a figure: a change to any of them makes every stored measurement stale.
+MEASURING_MODULES = (
+    "study", "runner", "finetune", "inference", "memory", "models", "tokenizer", "dataset", "positions",
+    "devices", "hardware", "utilisation", "quality", "percentiles",
+)
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The package version and a hash of the measuring modules' source, e.g. "0.1.0+3f2a9c1d0b7e"."""
+    digest = hashlib.sha256()
+    for name in MEASURING_MODULES:
+        module = importlib.import_module(f"{__package__}.{name}")
+        digest.update(name.encode() + b"\0" + Path(module.__file__).read_bytes() + b"\0")
+    return f"{__version__}+{digest.hexdigest()[:12]}"
 
 
 @dataclass
@@ -50,12 +68,16 @@ class Study:
     run_id: str = field(default_factory=results.new_run_id)
     load_counts: Counter = field(default_factory=Counter)
     records: list[BenchmarkRecord] = field(default_factory=list)
+    # The prompt templates of every registry candidate, selected or not: the dataset tokenizer is trained on
+    # them, so that `--ohlora-models` picks figures out of one vocabulary instead of making a new one.
+    templates: tuple[str, ...] = ()
     _base: BaseModel | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, worker: int | None = None) -> "Study":
         """Check and load everything a run needs except the models; `worker` is a pytest-xdist worker's number."""
-        candidates = registry.select(registry.load_registry(settings.candidates), list(settings.models or []))
+        registered = registry.load_registry(settings.candidates)
+        candidates = registry.select(registered, list(settings.models or []))
         if settings.eval_after_finetune and settings.resume:
             warnings.warn(
                 "--ohlora-eval-after-finetune with --ohlora-resume: fine-tunes already in results.jsonl are not "
@@ -72,7 +94,8 @@ class Study:
             settings.dataset, settings.preset, settings.train_rows, settings.valid_rows, settings.prompts
         )
         device = resolve_device(settings.device, worker)
-        study = cls(settings, candidates, experiment, device, resolve_dtype(settings.dtype, device))
+        study = cls(settings, candidates, experiment, device, resolve_dtype(settings.dtype, device),
+                    templates=tuple(candidate.prompt("") for candidate in registered))
         if settings.weights == "random":
             # A pretrained model's tokenizer loads with its weights; the runner cuts its rows then.
             check_row_lengths(study.random_tokenizer, candidates, experiment, settings.scale, settings.max_new_tokens)
@@ -95,7 +118,17 @@ class Study:
     @cached_property
     def random_tokenizer(self) -> Any:
         """The dataset-built tokenizer random-weight models share."""
-        return experiment_tokenizer(self.candidates, self.experiment, self.settings.report_dir / "cache")
+        return experiment_tokenizer(
+            self.templates or [c.prompt("") for c in self.candidates], self.experiment, self.settings.report_dir / "cache"
+        )
+
+    @cached_property
+    def tokenizer_digest(self) -> str:
+        """sha256 of the dataset tokenizer's serialized JSON (random weights), "" where each model brings its own."""
+        if self.settings.weights != "random":
+            return ""
+        serialized = self.random_tokenizer.backend_tokenizer.to_str()
+        return hashlib.sha256(serialized.encode("utf-8")).hexdigest()[:16]
 
     def base_model(self, candidate: Candidate) -> BaseModel:
         """The candidate's base model, built or loaded once and kept while its benchmarks run.
@@ -123,8 +156,8 @@ class Study:
 
     @cached_property
     def peaks(self) -> Peaks:
-        """The device's peak throughput and bandwidth, looked up or calibrated once per session."""
-        return device_peaks(self.device, self.dtype)
+        """The device's peak throughput and bandwidth: looked up, or calibrated once per machine and settings (cached)."""
+        return device_peaks(self.device, self.dtype, self.settings.recalibrate)
 
     def release(self) -> None:
         """Drop the base model in memory."""
@@ -161,13 +194,18 @@ class Study:
             greedy=s.greedy,
             seed=s.seed,
             vram_budget_mb=s.vram_budget_mb,
+            rounds=s.rounds,
             versions={"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
             code_revision=code_revision(),
             **gpu_software(self.device),
+            tokenizer=self.tokenizer_digest,
+            measuring_code=code_version(),
         )
 
     def fingerprint(self, kind: str, candidate: Candidate, detail: Any) -> str:
-        """Identifies a benchmark's settings, so --ohlora-resume reuses only identical ones."""
+        """Identifies every input of a benchmark's measurement, so --ohlora-resume reuses only identical ones:
+        the candidate's whole registry entry (template, config, targets), the kind's settings, the run's
+        settings and data, the dataset tokenizer's contents, library versions and the measuring code."""
         described = plain(self.describe())
         for name in NOT_IN_FINGERPRINT:
             described.pop(name)

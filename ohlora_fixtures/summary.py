@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .record import Kind
+from .record import Kind, Status
 from .text import aligned, display_name
 
 if TYPE_CHECKING:
@@ -38,6 +38,11 @@ def summary_lines(study: "Study") -> list[str]:
         f"{run.weights} weights, {run.scale} scale, {run.dtype} on {run.device_name}; "
         f"peak memory = {metric}; results: {study.settings.results_path}"
     )
+    if any(r.status is Status.INTERRUPTED for r in study.records):
+        lines.append(
+            "interrupted: every benchmark that finished is kept (results.jsonl, pytest-benchmark's JSON); "
+            "run again with --ohlora-resume to measure only the rest"
+        )
     if run.weights == "random":
         lines.append("random weights: times and memory are real for these shapes; answers and losses say nothing of quality")
     return lines

@@ -43,9 +43,8 @@ def dataset_tokenizer(texts: Iterable[str], cache_dir: Path, vocab_size: int = D
     return PreTrainedTokenizerFast(tokenizer_file=str(path), **SPECIAL_TOKENS)
 
 
-def experiment_tokenizer(candidates: Sequence[Any], experiment: Any, cache_dir: Path) -> PreTrainedTokenizerFast:
-    """The dataset tokenizer a random-weight run of `candidates` on `experiment` builds (its prompts and rows)."""
+def experiment_tokenizer(templates: Sequence[str], experiment: Any, cache_dir: Path) -> PreTrainedTokenizerFast:
+    """The dataset tokenizer a random-weight run builds: trained on the prompt templates and `experiment`'s rows."""
     pairs = (*experiment.train, *experiment.valid, *experiment.prompts)
-    texts = [candidate.prompt("") for candidate in candidates]
-    texts += [pair.question for pair in pairs] + [pair.answer for pair in pairs if pair.answer]
+    texts = list(templates) + [pair.question for pair in pairs] + [pair.answer for pair in pairs if pair.answer]
     return dataset_tokenizer(texts, cache_dir)

@@ -76,10 +76,10 @@ def measure(name: str, rank: int, epochs: int, report_dir: Path) -> tuple[float,
 
 def compare(name: str, rank: int = 16, epochs: int = 1, report_dir: Path | None = None) -> Comparison:
     """Plan and measure one candidate at full size on the CPU, float32, the bundled dataset."""
-    candidate = registry.select(registry.load_registry(), [name])[0]
-    # The run's dataset tokenizer is built from the selected candidates' prompts: here only this one.
+    registered = registry.load_registry()
+    candidate = registry.select(registered, [name])[0]
     batching = FinetuneSettings(rank=rank, epochs=epochs)
-    widths = experiment_widths([candidate], load_experiment(DEFAULT_DATASET), batching)[name]
+    widths = experiment_widths([candidate], load_experiment(DEFAULT_DATASET), batching, registered)[name]
     planned = plan_candidate(candidate, (rank,), DTYPE, batching.batch_size, widths).ranks[0]
     with tempfile.TemporaryDirectory(prefix="ohlora-calibrate-") as scratch:
         peak, increase = measure(name, rank, epochs, report_dir or Path(scratch))

@@ -36,6 +36,16 @@ def run_grid(
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def peaks_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The peaks cache (hardware.cache_path) in a folder of this test session, not the user's: subprocesses
+    inherit it, and every test after the first reuses its calibration as a user's later sessions would."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(folder))
+        yield folder / "ohlora-bench" / "peaks.json"
+
+
 @pytest.fixture
 def run_benchmarks(tmp_path: Path):
     """`run_grid` in this test's tmp_path; returns the CompletedProcess."""

@@ -22,7 +22,9 @@ from typing import Iterator
 import pytest
 import torch
 
-from conftest import REPO, TINY_RUN
+import ohlora_fixtures
+import ohlora_fixtures.study as study_module
+from conftest import REPO, TINY_ENTRY, TINY_RUN, write_registry
 from ohlora_fixtures import results, settings
 from ohlora_fixtures.record import BenchmarkRecord, Kind, RunDescription, Status
 from ohlora_fixtures.study import Study
@@ -302,3 +304,27 @@ def test_fingerprint_ignores_when_and_where_but_not_what(tmp_path: Path, monkeyp
     ):
         assert _fingerprints(_study(tmp_path, **options))[0] != reference[0], options
     assert _fingerprints(_study(tmp_path, max_new_tokens="8"))[1] != reference[1]
+
+
+def test_fingerprint_tracks_the_dataset_tokenizer_a_new_candidates_template_changes(tmp_path: Path) -> None:
+    # Issue 11 item 1: the shared tokenizer is trained on the selected candidates' prompt templates, so
+    # adding a candidate with its own template changes llama's vocabulary: its stored figures are stale.
+    alone = write_registry(tmp_path / "alone.toml", TINY_ENTRY)
+    other = {**TINY_ENTRY, "name": "tiny-chat", "prompt_template": "<|user|> {question} <|assistant|> 대답: "}
+    both = write_registry(tmp_path / "both.toml", TINY_ENTRY, other)
+    first = _study(tmp_path, models="tiny-llama", candidates=str(alone))
+    second = _study(tmp_path, models="tiny-llama,tiny-chat", candidates=str(both))
+    assert first.tokenizer_digest != second.tokenizer_digest
+    assert _fingerprints(first)[0] != _fingerprints(second)[0]
+    assert _fingerprints(first) == _fingerprints(_study(tmp_path, models="tiny-llama", candidates=str(alone)))
+    # Selecting fewer of the registry's candidates keeps the vocabulary: a partial run measures the same thing.
+    partial = _study(tmp_path, models="tiny-llama", candidates=str(both))
+    assert partial.tokenizer_digest == second.tokenizer_digest
+    assert _fingerprints(partial) == _fingerprints(second)
+
+
+def test_fingerprint_tracks_the_measuring_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = _fingerprints(_study(tmp_path))
+    assert study_module.code_version().startswith(ohlora_fixtures.__version__ + "+")
+    monkeypatch.setattr(study_module, "code_version", lambda: "0.1.0+edited")
+    assert _fingerprints(_study(tmp_path)) != reference

@@ -18,7 +18,7 @@ from ohlora_fixtures.record import SCHEMA_VERSION, BenchmarkRecord, RecordError,
 
 SCHEMA1 = Path(__file__).parent / "fixtures" / "schema1"
 # Lines of the rendered report that depend on when and where it was rendered, not on the records.
-RENDER_TIME = re.compile(r"^Rendered \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+ from")
+RENDER_TIME = re.compile(r"^(Rendered )?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+( from|에 실행)")
 
 
 def schema1_records() -> list[BenchmarkRecord]:
@@ -37,9 +37,12 @@ def test_schema1_lines_load_and_round_trip_through_the_current_schema() -> None:
         assert BenchmarkRecord.from_json(line) == record
     old = [json.loads(line) for line in (SCHEMA1 / "results.jsonl").read_text(encoding="utf-8").splitlines()]
     # The flat view (pytest-benchmark's extra_info) is the schema-1 shape, key for key and value for value;
-    # figures added since (e.g. the latency anatomy) are there too, empty, as schema 1 did not hold them.
+    # figures added since (e.g. the latency anatomy) are there too, empty, as schema 1 did not hold them,
+    # and the run's round count (one round, as every schema-1 run had).
+    flat = [r.flat() for r in records]
+    assert [view["run"].pop("rounds") for view in flat] == [1] * len(flat)
     added: list = []
-    assert [_keys_of(r.flat(), before, added) for r, before in zip(records, old)] == old
+    assert [_keys_of(view, before, added) for view, before in zip(flat, old)] == old
     assert added and all(value in (None, "") for value in added)
 
 
@@ -102,7 +105,8 @@ def _tables(markdown: str) -> list[str]:
 
 @pytest.mark.parametrize("lang", ["en", "ko"])
 def test_schema1_files_render_every_table_as_the_previous_code_did(tmp_path: Path, lang: str) -> None:
-    # Rendered by the code before the typed record from these same files (see tests/fixtures/schema1).
+    # Rendered from these same files by the code before the typed record (see tests/fixtures/schema1); since
+    # issue 12 with the Pareto view added and, in Korean, every sentence translated and the study's table.
     stored = tmp_path / "tests" / "fixtures" / "schema1"
     shutil.copytree(SCHEMA1, stored)
     out = tmp_path / "out"
@@ -120,9 +124,11 @@ def test_schema1_files_render_every_table_as_the_previous_code_did(tmp_path: Pat
     strip = lambda text: [line for line in text.splitlines() if not RENDER_TIME.match(line)]  # noqa: E731
     assert _in_order(strip(expected), strip(rendered))
     if lang == "en":
-        # The same columns with the same values; columns added since are empty for these records.
+        # The same columns with the same values; columns added since are empty for these records, but for
+        # the run's round count (1).
         before = list(csv.DictReader(io.StringIO((SCHEMA1 / "results.en.csv").read_text(encoding="utf-8"))))
         now = list(csv.DictReader(io.StringIO((out / "results.csv").read_text(encoding="utf-8"))))
+        assert [row.pop("run.rounds") for row in now] == ["1"] * len(now)
         assert [{key: row[key] for key in before[0]} for row in now] == before
         assert all(value == "" for row in now for key, value in row.items() if key not in before[0])
 

@@ -158,9 +158,9 @@ def test_every_column_is_rendered_from_a_stored_run_and_no_cell_is_blank(tmp_pat
     assert not re.search(r"TinyKo-v5-a(?! \(approx\.\)|\.)", markdown)
 
     html = (out / "leaderboard.html").read_text(encoding="utf-8")
-    assert 'class="banner"' in html and html.count("data:image/png;base64,") == 4
+    assert 'class="banner"' in html and html.count("data:image/png;base64,") == 5
     assert sorted(p.name for p in out.glob("*.png")) == [
-        "finetune_memory.png", "finetune_time.png", "inference_cost.png", "training_loss.png"]
+        "finetune_memory.png", "finetune_time.png", "inference_cost.png", "pareto.png", "training_loss.png"]
     frame = pd.read_csv(out / "results.csv")
     assert len(frame) == 5
     assert {"quality.chrf", "run.versions.torch", "peak_mib", "memory_metric", "source"} <= set(frame.columns)
@@ -265,9 +265,9 @@ def test_merged_runs_that_differ_say_so_per_row(tmp_path: Path) -> None:
     report.main([str(jsonl(tmp_path / "results.jsonl", records)), "--out", str(out)])
 
     rows = table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Results")
-    assert rows[0][-1] == "measured with"
-    assert rows[1][-1] == "CPU: test, float32, random weights, tiny scale"
-    assert rows[2][-1] == "NVIDIA T4, bfloat16, random weights, tiny scale"
+    assert rows[0][-2:] == ["measured with", "run(s)"]
+    assert rows[1][-2:] == ["CPU: test, float32, random weights, tiny scale", "run-a"]
+    assert rows[2][-2:] == ["NVIDIA T4, bfloat16, random weights, tiny scale", "run-gpu"]
 
 
 def test_cli_rejects_a_file_that_is_not_a_stored_run(tmp_path: Path) -> None:

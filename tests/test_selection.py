@@ -27,7 +27,7 @@ def evidence(name: str, peak: float | None = 3000.0, grade: float | None = None,
     return selection.Evidence(
         candidate=CANDIDATES[name], largest_rank=64, finetune_peak_mib=peak,
         finetune_peak_source="plan estimate at full size, bfloat16", figures={**costs, **figures},
-        sources={key: "test" for key in costs}, human_grade=grade, failures=failures,
+        sources={key: "test" for key in costs}, human_grade=grade, failures=failures, measured=True,
     )
 
 
@@ -106,8 +106,48 @@ def test_human_grades_drive_quality_only_when_every_eligible_candidate_has_one()
     assert graded.final == "polyglot-ko-1.3b"  # a better grade beats a better leaderboard average
 
     partly = selection.recommend([evidence("gemma-ko-v01", grade=3.0), evidence("polyglot-ko-1.3b")], rules())
-    assert partly.quality_source.startswith("leaderboard average")
+    assert partly.quality_source.startswith("no evidence")
     assert partly.final == "gemma-ko-v01"
+
+
+def test_without_grades_quality_weighs_nothing_and_the_leaderboard_counts_once() -> None:
+    weights = {name: 0.0 for name in selection.CRITERION_NAMES} | {"quality": 4.0, "leaderboard": 2.0,
+                                                                   "inference_time": 2.0}
+    result = selection.recommend([
+        evidence("koquality-polyglot-1.3b", inference_time=2.0),  # best leaderboard average
+        evidence("FinguAI-Chat-v1", inference_time=1.0),          # worst leaderboard average, fastest
+    ], rules(weights=weights))
+
+    assert result.weights["quality"] == 4.0 and result.effective_weights["quality"] == 0.0
+    assert result.effective_weights["leaderboard"] == 2.0
+    # Leaderboard 2 against inference time 2: a tie at 0.5 each, not 6 against 2 as when quality echoed it.
+    assert {s.name: s.score for s in result.scores} == pytest.approx(
+        {"koquality-polyglot-1.3b": 0.5, "FinguAI-Chat-v1": 0.5})
+    assert all(s.raw["quality"] is None for s in result.scores)
+
+
+def test_a_criterion_nobody_has_a_figure_for_weighs_nothing() -> None:
+    result = selection.recommend([evidence("llama1B", inference_time=None), evidence("polyglot-ko-1.3b",
+                                                                                     inference_time=None)], rules())
+    assert result.effective_weights["inference_time"] == 0.0 and result.weights["inference_time"] == 0.5
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_non_finite_figure_never_normalises_to_the_best(bad: float) -> None:
+    result = selection.recommend([evidence("llama1B", inference_time=bad),
+                                  evidence("polyglot-ko-1.3b", inference_time=2.0)], rules())
+    normalised = {s.name: s.normalised["inference_time"] for s in result.scores}
+    assert normalised == {"llama1B": 0.0, "polyglot-ko-1.3b": 1.0}
+    assert "inference time" in result.final_reason and "inference time" not in result.backup_reason
+
+
+def test_a_candidate_with_nothing_measured_is_never_ranked() -> None:
+    unmeasured = dataclasses.replace(evidence("polyglot-ko-1.3b"), measured=False)
+    result = selection.recommend([evidence("gemma-2-2b-it"), unmeasured], rules())
+    assert [s.name for s in result.scores] == ["gemma-2-2b-it"] and result.backup is None
+    assert "nothing measured" in result.verdicts["polyglot-ko-1.3b"].reasons[0]
+    nothing = selection.recommend([dataclasses.replace(e, measured=False) for e in (evidence("llama1B"),)], rules())
+    assert nothing.final is None and "nothing was measured" in nothing.final_reason
 
 
 def test_the_backup_of_a_final_with_a_flagged_licence_is_the_best_with_a_free_one() -> None:

@@ -13,7 +13,7 @@ tables and cells, words from translations.toml via language) → markdown / html
 
 from .cli import main
 from .gather import Report, gather
-from .render import ReportFiles, render, render_session
+from .render import ReportFiles, SessionReport, render, render_session
 from .stored import Stored, merge, read_stored
 
-__all__ = ["Report", "ReportFiles", "Stored", "gather", "main", "merge", "read_stored", "render", "render_session"]
+__all__ = ["Report", "ReportFiles", "SessionReport", "Stored", "gather", "main", "merge", "read_stored", "render", "render_session"]

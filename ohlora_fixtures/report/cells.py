@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
-from ..record import BenchmarkRecord
+from ..message import in_language
+from ..record import BenchmarkRecord, RunDescription
 from .gather import Report
 from .language import text
 
@@ -58,6 +59,21 @@ def status_cell(report: Report, record: BenchmarkRecord | None, value: Callable[
     return value(record)
 
 
+def timed(record: BenchmarkRecord, value: float | None, lang: str) -> str:
+    """A time figure of the record's median round; with several rounds, the range over them beside it (scaled
+    from the rounds' totals to this figure), and a mark where the machine was busy (load.py)."""
+    if value is None:
+        return text("na", lang)
+    cell = seconds(value)
+    rounds = record.round_seconds
+    if len(rounds) > 1 and record.seconds:
+        scale = value / record.seconds
+        cell += f" ({seconds(min(rounds) * scale)}–{seconds(max(rounds) * scale)}, {len(rounds)}×)"
+    if record.load is not None and record.load.busy:
+        cell += " " + text("busy_mark", lang)
+    return cell
+
+
 def figure(value: float | None, fmt: Callable[[float], str], lang: str) -> str:
     """A figure, or n/a where the benchmark ran but the figure does not apply."""
     return text("na", lang) if value is None else fmt(value)
@@ -97,3 +113,22 @@ def beside_report(report: Report, path: str | None) -> str | None:
 
 def leaderboard_cell(average: float | None, lang: str) -> str:
     return text("na", lang) if average is None else f"{average:.2f}"
+
+
+def run_label(run: RunDescription, lang: str) -> str:
+    """What a run was measured with, e.g. "CPU: x, float32, random weights, tiny scale", in `lang`."""
+    return text("run_label", lang, device=run.device_name or run.device, dtype=run.dtype,
+                weights=word(f"weights_{run.weights}", run.weights, lang), scale=word(f"scale_{run.scale}", run.scale, lang))
+
+
+def word(key: str, value: str, lang: str) -> str:
+    """A value from a data file or record in `lang` where translations.toml knows it (by `key`), else as it is."""
+    try:
+        return text(key, lang)
+    except KeyError:
+        return value
+
+
+def sentences(items: Iterable[object], lang: str) -> str:
+    """Reasons or flags (messages, or plain strings given as they are) in `lang`, joined with "; "."""
+    return "; ".join(str(in_language(item, lang)) for item in items)

@@ -16,10 +16,15 @@ from .stored import read_stored
 
 def _ini_from(path: Path | None) -> Callable[[str], object] | None:
     """`ohlora_weight_*` keys of a setup.cfg's [tool:pytest] section, as pytest would read them."""
-    if path is None or not path.is_file():
+    if path is None or not str(path) or str(path) == "." or not path.is_file():
         return None
     parser = configparser.ConfigParser(interpolation=None)
-    parser.read(path, encoding="utf-8")
+    try:
+        parser.read(path, encoding="utf-8")
+    except (configparser.Error, UnicodeDecodeError) as error:
+        first = str(error).splitlines()[0]
+        raise UsageError(f"--ini {path}: not an INI file ({first}); give a setup.cfg with a [tool:pytest] "
+                         "section, or --ini '' to read none") from None
     section = parser["tool:pytest"] if parser.has_section("tool:pytest") else {}
     return lambda key: section.get(key)
 
@@ -44,6 +49,10 @@ def main(argv: list[str]) -> int:
     names = {item.record.candidate for item in stored}
     candidates = [c for c in registry.load_registry(settings.candidates) if c.name in names]
     weights = selection.resolve_weights(_ini_from(args.ini), settings.ranking_weights)
-    files = render(stored, candidates, settings, weights)
+    try:
+        files = render(stored, candidates, settings, weights)
+    except OSError as error:
+        raise UsageError(f"report not written: {error.strerror or error} ({error.filename or settings.report_dir}); "
+                         "the previous report, if any, is unchanged") from None
     print("\n".join(files.lines()))
     return 0

@@ -7,80 +7,85 @@ from pathlib import Path
 from typing import Mapping
 
 from .. import selection
+from ..load import BUSY_OTHER_CORES, BUSY_PROBE, BUSY_STEAL
+from ..message import in_language
 from ..plan import describe_widths
-from . import tables
+from . import cells, tables
 from .blocks import Block, Bullets, Heading, Image, Paragraph
-from .gather import Report
+from .gather import Report, benchmark_title
 from .language import text
-
-CAPTIONS = {
-    "finetune_time": "Fine-tuning time vs LoRA rank", "finetune_memory": "Fine-tuning peak memory vs LoRA rank",
-    "training_loss": "Training loss curves", "inference_cost": "Inference time vs peak memory",
-}
 
 
 def _banner(report: Report) -> list[Block]:
     lang = report.lang
+    if report.measured_nothing:
+        outcomes = ", ".join(run.outcomes(lang) for run in report.runs) or text("nothing", lang)
+        return [Paragraph(text("nothing_measured_banner", lang, outcomes=outcomes), "banner")]
     if report.stand_in:
         blocks: list[Block] = [Paragraph(text("banner_stand_in", lang, what=report.stand_in_text()), "banner")]
         if "random_weights" in report.stand_in:
             blocks.append(Paragraph(text("quality_meaningless", lang), "banner"))
         return blocks
-    return [Paragraph("Pretrained weights at full size: real figures of these models on the device below.", "note")]
+    return [Paragraph(text("real_figures_note", lang), "note")]
 
 
 def _approximate_note(report: Report) -> list[str]:
     approximate = [report.name(c) for c in report.candidates if c.approximate]
     if not approximate:
         return []
-    return [f"{', '.join(approximate)}: the architecture is unknown; a stand-in of about the right size "
-            "is measured and planned instead. Its figures are approximate wherever they appear."]
-
-
-_ABOVE_RUNTIME_MEANING = (
-    " The *_above_runtime figures count from the process's resident memory once Python and the libraries were "
-    "loaded, before any model was built; the C allocator's freed memory was given back before each region."
-)
+    return [text("approximate_note", report.lang, names=", ".join(approximate))]
 
 
 def _what_blocks(report: Report) -> list[Block]:
-    s = report.settings
+    s, lang = report.settings, report.lang
+    labels = dict.fromkeys(cells.run_label(r.run, lang) for r in report.all_records)
     lines = [
-        f"Measured with: {'; '.join(report.run_labels) or 'nothing'}.",
-        f"Peak memory metric: {report.memory_metrics} (cuda_max_allocated = torch's allocator peak; "
-        "cpu_peak_rss = the process's peak resident memory, model and Python included)."
-        + (_ABOVE_RUNTIME_MEANING if "above_runtime" in report.memory_metrics else ""),
-        f"Rendered {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from {report.runs_read} run(s); the latest "
-        f"measurement of each benchmark (candidate, kind, rank) is kept: {len(report.records)} benchmark(s) "
-        f"from the {len(report.runs)} run(s) below, {report.replaced} earlier measurement(s) replaced.",
-        f"Screening: {s.min_params:g} B ≤ parameters ≤ {s.max_params:g} B, licence on the allow-list "
-        f"(data/licenses.toml), Korean support; VRAM budget {s.vram_budget_mb:,.0f} MiB for the fine-tuning "
-        f"peak at r{report.ranks[-1]}.",
+        text("measured_with_line", lang, labels="; ".join(labels) or text("nothing", lang)),
+        text("memory_metric_line", lang, metrics=report.memory_metrics)
+        + (" " + text("above_runtime_meaning", lang) if "above_runtime" in report.memory_metrics else ""),
+        text("rendered_line", lang, time=time.strftime("%Y-%m-%d %H:%M:%S %Z"), runs_read=report.runs_read,
+             kept=len(report.records), runs=len(report.runs), replaced=report.replaced),
+        text("screening_line", lang, min=f"{s.min_params:g}", max=f"{s.max_params:g}",
+             budget=f"{s.vram_budget_mb:,.0f}", rank=report.ranks[-1]),
     ]
+    if report.note:
+        lines.append(report.note)
     return [*(Paragraph(line) for line in lines), tables.runs_table(report), tables.provenance_table(report)]
 
 
+def _study_table_lead(report: Report) -> str:
+    """Which figures fill the study's table: weights, scale, device, units."""
+    lang = report.lang
+    labels = dict.fromkeys(cells.run_label(r.run, lang) for r in report.all_records)
+    stand_in = text("study_table_stand_in", lang, what=report.stand_in_text()) if report.stand_in else ""
+    return text("study_table_lead", lang, labels="; ".join(labels) or text("nothing", lang), stand_in=stand_in,
+                metrics=report.memory_metrics, ranks=" / ".join(f"r{r}" for r in report.ranks))
+
+
 def _recommendation_blocks(report: Report) -> list[Block]:
-    rec = report.recommendation
+    rec, lang = report.recommendation, report.lang
     by_name = {c.name: c for c in report.candidates}
+    weights = ", ".join(f"{c.title.in_(lang)} {rec.weights[c.name]:g}" for c in selection.CRITERIA)
     blocks: list[Block] = [
-        Paragraph("Weights (defaults, then setup.cfg `ohlora_weight_*`, then `--ohlora-ranking-weights`): "
-                  + ", ".join(f"{c.label} {rec.weights[c.name]:g}" for c in selection.CRITERIA) + "."),
-        Paragraph(f"Answer quality comes from: {rec.quality_source}."),
-        Paragraph(f"Formula: {selection.FORMULA}"),
-        Paragraph("Cost figures: " + _sources_sentence(report)),
+        Paragraph(text("weights_line", lang, weights=weights)),
+        Paragraph(text("effective_weights_line", lang, weights=", ".join(
+            f"{c.title.in_(lang)} {rec.effective_weights[c.name]:g}" for c in selection.CRITERIA))),
+        Paragraph(text("quality_from_line", lang, source=rec.quality_source.in_(lang))),
+        Paragraph(text("formula_line", lang, formula=text("formula", lang))),
+        Paragraph(text("cost_figures_line", lang, sources=_sources_sentence(report))),
     ]
     if rec.scores:
         blocks.append(tables.scores_table(report))
-    blocks.append(Paragraph(f"**{text('final', report.lang)}: {rec.final or text('na', report.lang)}** — {rec.final_reason}"))
+    blocks.append(Paragraph(f"**{text('final', lang)}: {rec.final or text('na', lang)}** — {in_language(rec.final_reason, lang)}"))
     if rec.backup:
-        blocks.append(Paragraph(f"**{text('backup', report.lang)}: {rec.backup}** — {rec.backup_reason}"))
-    excluded = [f"{report.name(by_name[name])}: {'; '.join(v.reasons)}" for name, v in rec.verdicts.items() if not v.eligible]
+        blocks.append(Paragraph(f"**{text('backup', lang)}: {rec.backup}** — {in_language(rec.backup_reason, lang)}"))
+    excluded = [f"{report.name(by_name[name])}: {cells.sentences(v.reasons, lang)}"
+                for name, v in rec.verdicts.items() if not v.eligible]
     if excluded:
-        blocks += [Paragraph("Excluded:"), Bullets(tuple(excluded))]
-    flagged = [f"{report.name(by_name[name])}: {'; '.join(v.flags)}" for name, v in rec.verdicts.items() if v.flags]
+        blocks += [Paragraph(text("excluded_list", lang)), Bullets(tuple(excluded))]
+    flagged = [f"{report.name(by_name[name])}: {cells.sentences(v.flags, lang)}" for name, v in rec.verdicts.items() if v.flags]
     if flagged:
-        blocks += [Paragraph("Flagged (kept, but check):"), Bullets(tuple(flagged))]
+        blocks += [Paragraph(text("flagged_list", lang)), Bullets(tuple(flagged))]
     return blocks
 
 
@@ -88,14 +93,16 @@ def _sources_sentence(report: Report) -> str:
     """Where each cost criterion's figures come from, e.g. "inference peak memory: plan estimate ..."."""
     parts = []
     for criterion in selection.CRITERIA[2:]:
-        found = dict.fromkeys(e.sources[criterion.name] for e in report.evidence.values())
-        parts.append(f"{criterion.label}: {' / '.join(found)}")
-    return "; ".join(parts) + "."
+        found = dict.fromkeys(in_language(e.sources[criterion.name], report.lang) for e in report.evidence.values())
+        parts.append(f"{criterion.title.in_(report.lang)}: {' / '.join(found)}")
+    return "; ".join(parts)
 
 
 def _failure_blocks(report: Report) -> list[Block]:
+    lang = report.lang
     failures = [
-        f"{report.name(c)} {r.benchmark_name}: {text(r.status.value, 'en')} — {r.error or 'no message'}"
+        f"{report.name(c)} {benchmark_title(r).in_(lang)}: {text(r.status.value, lang)} — "
+        + (f"`{r.error}`" if r.error else text("no_message", lang))
         for c in report.candidates for r in report.all_records
         if r.candidate == c.name and not r.ok
     ]
@@ -103,29 +110,25 @@ def _failure_blocks(report: Report) -> list[Block]:
 
 
 def _notes(report: Report) -> list[str]:
-    notes = [
-        "A cell that is not a figure says why: not run (no record in the merged runs), skipped "
-        "(e.g. weights not on this machine), OOM, failed (see Failures), interrupted (the process died mid-run); "
-        "n/a: the benchmark ran but the figure does not apply (e.g. no held-out rows for the eval loss).",
-        "Fine-tuning time is the timed training loop (optimizer steps); inference time is the mean `generate` "
-        "time per prompt, at most the stated number of NEW tokens.",
-        "Eval loss: answer-token loss on the held-out rows after the fine-tuning steps: the adapter's potential, "
-        "with the same caveat as every quality figure for random weights.",
-        "Full-size plan: parameter counts are exact (meta-device build); memory beyond the weights is an estimate "
-        f"(batch {report.plans[report.candidates[0].name].batch_size}, "
-        f"{describe_widths(report.plans[report.candidates[0].name])}; activations calibrated on CPU float32 peaks); "
-        "CUDA context not included."
-        if report.candidates else "",
-        *_approximate_note(report),
-    ]
+    lang = report.lang
+    notes = [text("note_cells", lang), text("note_timing", lang), _rounds_note(report), text("note_eval_loss", lang)]
+    if report.candidates:
+        plan = report.plans[report.candidates[0].name]
+        notes.append(text("note_plan", lang, batch=plan.batch_size, widths=describe_widths(plan)))
+    notes += _approximate_note(report)
     if report.study is not None:
-        notes.append(
-            f"'{text('study_t4', 'en')}': measured by the reference study on a {report.study.device}, bf16 weights. "
-            "Its memory figures are memory still allocated after the run, not peaks (its inference figures equal "
-            "the bf16 weights alone), its r32/r64 runs could carry an earlier adapter, and its 80-token cap counted "
-            "the prompt: compare with care."
-        )
+        notes.append(text("note_study", lang, label=text("study_t4", lang), device=report.study.device))
     return [note for note in notes if note]
+
+
+def _rounds_note(report: Report) -> str:
+    """What the rounds and the busy mark mean, where the report shows either."""
+    records = report.all_records
+    if not any(len(r.round_seconds) > 1 or (r.load and r.load.busy) for r in records):
+        return ""
+    busy = [f"{r.candidate} {r.benchmark_name}: {r.load.why_busy}" for r in records if r.load and r.load.busy]
+    return text("note_rounds", report.lang, mark=text("busy_mark", report.lang), cores=BUSY_OTHER_CORES,
+                steal=f"{BUSY_STEAL:.0%}", probe=f"{BUSY_PROBE:.0%}", busy=("; ".join(busy)))
 
 
 def document(report: Report, images: Mapping[str, Path]) -> list[Block]:
@@ -139,18 +142,20 @@ def document(report: Report, images: Mapping[str, Path]) -> list[Block]:
         blocks.append(Paragraph(text("banner_stand_in", lang, what=report.stand_in_text()), "note"))
     blocks += [Heading(text("quality", lang)), tables.quality_table(report)]
     blocks.append(Paragraph(
-        "Human grades are re-read from the answers CSVs at render time: fill in the `grade` column "
-        "(best/good/medium/poor/worst, 최상/상/중/하/최하 or 1-5) and render again."
+        text("grades_note", lang)
         + (" " + text("quality_meaningless", lang) if "random_weights" in report.stand_in else ""), "note"))
     blocks += [Heading(text("utilisation", lang)), tables.utilisation_table(report)]
     blocks.append(Paragraph(text("utilisation_note", lang), "note"))
     blocks += [Heading(text("anatomy", lang)), tables.latency_table(report), tables.finetune_spread_table(report),
                Paragraph(text("anatomy_note", lang), "note")]
     blocks += [Heading(text("plan", lang)), tables.plan_table(report)]
+    blocks += [Heading(text("pareto", lang)), tables.pareto_table(report), Paragraph(text("pareto_note", lang), "note")]
+    if lang == "ko":  # the study's table is Korean by nature: its headers are the study's own
+        blocks += [Heading(text("study_table", lang)), Paragraph(_study_table_lead(report)), tables.study_table(report)]
     blocks += [Heading(text("plots", lang))]
-    blocks += [Image(path, CAPTIONS[name], wide=name == "training_loss") for name, path in images.items()]
+    blocks += [Image(path, text(f"caption_{name}", lang), wide=name == "training_loss") for name, path in images.items()]
     if not images:
-        blocks.append(Paragraph("No successful benchmark to plot."))
+        blocks.append(Paragraph(text("no_plots", lang)))
     blocks += [Heading(text("recommendation", lang)), *_recommendation_blocks(report)]
     blocks += _failure_blocks(report)
     blocks += [Heading(text("notes", lang)), Bullets(tuple(_notes(report)))]

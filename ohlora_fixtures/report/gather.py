@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from .. import defaults, selection
-from ..errors import DatasetError, UsageError
 from ..dataset import load_experiment
+from ..errors import DatasetError, UsageError
 from ..finetune import FinetuneSettings
+from ..message import Message
 from ..plan import CandidatePlan, TokenWidths, experiment_widths, fixed_widths, plan_candidate
 from ..quality import read_grades
 from ..record import Answers, BenchmarkRecord, Kind, RunDescription, Status
@@ -31,7 +33,7 @@ class Grade:
 
     score: float | None
     graded: int
-    note: str = ""
+    note: Message | str = ""
 
 
 def reread_grade(answers: Answers, source: str) -> Grade:
@@ -42,14 +44,14 @@ def reread_grade(answers: Answers, source: str) -> Grade:
     """
     stored_grade, graded = answers.human_grade, answers.human_graded
     if not answers.answers_csv:
-        return Grade(stored_grade, graded, "no answers file recorded")
+        return Grade(stored_grade, graded, Message("no_answers_file"))
     recorded = Path(answers.answers_csv)
     for path in (recorded, Path(source).parent / "answers" / recorded.name):
         if path.is_file():
             # Unreadable cells are warned about (file, line, value) and left out; never raises.
             score, count = read_grades(path)
             return Grade(score, count)
-    return Grade(stored_grade, graded, f"answers file {answers.answers_csv} not found; grade as stored in the record")
+    return Grade(stored_grade, graded, Message("answers_file_missing", path=answers.answers_csv))
 
 
 @lru_cache(maxsize=None)
@@ -96,6 +98,14 @@ class RunInfo:
     description: RunDescription
     sources: tuple[str, ...]
     used: int
+    statuses: Mapping[str, int]
+
+    def outcomes(self, lang: str) -> str:
+        """What the run's used benchmarks measured, e.g. "3 ok, 29 skipped"."""
+        from . import cells  # cells imports this module
+
+        return ", ".join(f"{count} {cells.word(status, status, lang)}" for status, count in sorted(self.statuses.items())) \
+            or text("nothing", lang)
 
 
 @dataclass
@@ -115,6 +125,7 @@ class Report:
     grades: dict[tuple[str, int | None], Grade]
     weights: Mapping[str, float]
     study: StudyResults | None
+    note: str = ""  # set by the renderer: which runs a merged leaderboard took and left out
 
     @cached_property
     def evidence(self) -> dict[str, selection.Evidence]:
@@ -151,19 +162,29 @@ class Report:
         return [stored.record for stored in self.records.values()]
 
     @property
+    def measured_records(self) -> list[BenchmarkRecord]:
+        """The kept records that finished with figures: what the banners and the ranking may speak of."""
+        return [record for record in self.all_records if record.ok]
+
+    @property
+    def measured_nothing(self) -> bool:
+        """Whether no kept record has figures (e.g. every benchmark skipped): the report names no model."""
+        return not self.measured_records
+
+    @property
     def stand_in(self) -> list[str]:
         """What makes these figures stand-ins (text keys "random_weights", "tiny_scale"); empty for real ones."""
         found = []
-        if any(r.run.weights == "random" for r in self.all_records):
+        if any(r.run.weights == "random" for r in self.measured_records):
             found.append("random_weights")
-        if any(r.run.scale == "tiny" for r in self.all_records):
+        if any(r.run.scale == "tiny" for r in self.measured_records):
             found.append("tiny_scale")
         return found
 
     @property
     def memory_metrics(self) -> str:
         """The peak-memory metrics the records use, e.g. "cpu_peak_rss"."""
-        return ", ".join(sorted({r.memory.metric for r in self.all_records if r.memory and r.memory.metric})) or "n/a"
+        return ", ".join(sorted({r.memory.metric for r in self.measured_records if r.memory and r.memory.metric})) or "n/a"
 
     def stand_in_text(self, lang: str | None = None) -> str:
         """E.g. "random weights and tiny-scale models"."""
@@ -172,8 +193,8 @@ class Report:
 
     @property
     def run_labels(self) -> list[str]:
-        """Each distinct run setting of the kept records, e.g. "CPU: x, float32, random weights, tiny scale"."""
-        return list(dict.fromkeys(r.run.label for r in self.all_records))
+        """Each distinct run setting of the measured records, e.g. "CPU: x, float32, random weights, tiny scale"."""
+        return list(dict.fromkeys(r.run.label for r in self.measured_records))
 
     @property
     def mixed_runs(self) -> bool:
@@ -206,14 +227,8 @@ def gather(
     plan_dtype = gpu_dtypes[0] if gpu_dtypes else "bfloat16"
     batch_size = first_run.batch_size if first_run else settings.batch_size
     max_new_tokens = first_run.max_new_tokens if first_run else settings.max_new_tokens
-    # The dataset tokenizer of the run was built from the prompts of the candidates it ran.
-    ran = [c for c in ordered if c.name in {item.record.candidate for item in kept}] or ordered
-    widths = plan_widths(ran, first_run, settings)
-    fallback = max(widths.values(), key=lambda w: w.widest)
-    plans = {
-        c.name: _plan(c, tuple(ranks), plan_dtype, batch_size, widths.get(c.name, fallback), max_new_tokens)
-        for c in ordered
-    }
+    widths = plan_widths(ordered, first_run, settings)
+    plans = {c.name: _plan(c, tuple(ranks), plan_dtype, batch_size, widths[c.name], max_new_tokens) for c in ordered}
     return Report(
         lang=settings.lang, settings=settings, candidates=ordered, records=records, ranks=ranks, runs=_runs(kept),
         runs_read=len({item.record.run.run_id for item in stored}), replaced=replaced,
@@ -235,14 +250,15 @@ def _reread_grades(records: Mapping[Key, Stored]) -> dict[tuple[str, int | None]
 
 
 def _runs(kept: Sequence[Stored]) -> list[RunInfo]:
-    runs: dict[str, tuple[RunDescription, list[str], list[int]]] = {}
+    runs: dict[str, tuple[RunDescription, list[str], Counter]] = {}
     for item in kept:
         run = item.record.run
-        description, sources, used = runs.setdefault(run.run_id or "unknown", (run, [], [0]))
-        used[0] += 1
+        description, sources, statuses = runs.setdefault(run.run_id or "unknown", (run, [], Counter()))
+        statuses[item.record.status.value] += 1
         if item.source not in sources:
             sources.append(item.source)
-    return [RunInfo(run_id, d, tuple(sources), used[0]) for run_id, (d, sources, used) in runs.items()]
+    return [RunInfo(run_id, d, tuple(sources), sum(statuses.values()), dict(statuses))
+            for run_id, (d, sources, statuses) in runs.items()]
 
 
 def _evidence(report: Report, candidate: Candidate) -> selection.Evidence:
@@ -252,23 +268,20 @@ def _evidence(report: Report, candidate: Candidate) -> selection.Evidence:
     finetune = report.record(candidate.name, Kind.FINETUNE, largest)
     ok_finetune = report.ok_record(candidate.name, Kind.FINETUNE, largest)
     ok_inference = report.ok_record(candidate.name, Kind.INFERENCE)
-    estimate = f"plan estimate at full size, {plan.dtype}"
+    estimate = Message("plan_estimate", dtype=plan.dtype)
     if finetune and finetune.status is Status.OOM and is_measured_peak(finetune):
-        ft_peak, ft_source = None, "out of memory at full size"
+        ft_peak, ft_source = None, Message("oom_full")
     elif ok_finetune and is_measured_peak(ok_finetune):
-        ft_peak, ft_source = ok_finetune.peak_mib, f"measured, {ok_finetune.memory.metric}"
+        ft_peak, ft_source = ok_finetune.peak_mib, Message("measured_metric", metric=ok_finetune.memory.metric)
     else:
         ft_peak = next(r.finetune_peak_estimate_mib for r in plan.ranks if r.rank == largest)
         ft_source = estimate
     if ok_inference and is_measured_peak(ok_inference):
-        inf_peak, inf_source = ok_inference.peak_mib, f"measured, {ok_inference.memory.metric}"
+        inf_peak, inf_source = ok_inference.peak_mib, Message("measured_metric", metric=ok_inference.memory.metric)
     else:
         inf_peak, inf_source = plan.inference_peak_estimate_mib, estimate
-    failures = tuple(
-        f"{record.benchmark_name} {text(record.status.value, 'en')}: {record.error or 'no message'}"
-        for record in report.all_records
-        if record.candidate == candidate.name and record.status.failed
-    )
+    failures = tuple(failure(record) for record in report.all_records
+                     if record.candidate == candidate.name and record.status.failed)
     grade = report.grades.get((candidate.name, None))
     pretrained = ok_inference is not None and ok_inference.run.weights == "pretrained"
     return selection.Evidence(
@@ -283,11 +296,23 @@ def _evidence(report: Report, candidate: Candidate) -> selection.Evidence:
             "inference_memory": inf_peak,
         },
         sources={
-            "finetune_time": f"measured at r{largest}" if ok_finetune else "not measured",
-            "finetune_memory": f"{ft_source} at r{largest}",
-            "inference_time": "measured" if ok_inference else "not measured",
+            "finetune_time": Message("measured_at", rank=largest) if ok_finetune else Message("not_measured"),
+            "finetune_memory": Message("at_rank", what=ft_source, rank=largest),
+            "inference_time": Message("measured" if ok_inference else "not_measured"),
             "inference_memory": inf_source,
         },
         human_grade=grade.score if grade and pretrained else None,
         failures=failures,
+        measured=any(r.ok for r in report.all_records if r.candidate == candidate.name),
     )
+
+
+def benchmark_title(record: BenchmarkRecord) -> Message:
+    """E.g. "fine-tuning r16" or "inference", in any report language."""
+    return Message("benchmark_finetune", rank=record.rank) if record.kind is Kind.FINETUNE else Message("benchmark_inference")
+
+
+def failure(record: BenchmarkRecord) -> Message:
+    """Why a benchmark has no figures: which one, its status and its error (quoted as the program wrote it)."""
+    error = Message("error_text", error=record.error) if record.error else Message("no_message")
+    return Message("failure_reason", benchmark=benchmark_title(record), status=Message(record.status.value), error=error)

@@ -9,8 +9,9 @@ from typing import Sequence
 from .blocks import Block, Bullets, Heading, Image, Paragraph, Table
 from .language import text
 
+# Korean-capable fonts first: a browser whose system-ui lacks Hangul would draw boxes.
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1800px; }
+body { font-family: "Noto Sans KR", "Noto Sans CJK KR", "Nanum Gothic", "Apple SD Gothic Neo", "Malgun Gothic", system-ui, sans-serif; margin: 1.5em; color: #222; max-width: 1800px; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 12px; }
 th, td { border: 1px solid #bbb; padding: 3px 6px; vertical-align: top; }
 th { background: #eef1f5; text-align: left; }
@@ -47,7 +48,7 @@ def to_html(blocks: Sequence[Block], lang: str) -> str:
             out.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.items) + "</ul>")
         elif isinstance(block, Table):
             head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in block.rows)
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif isinstance(block, Image):
             data = base64.b64encode(block.path.read_bytes()).decode("ascii")

@@ -1,19 +1,37 @@
-"""Rendering: gather the records, then write leaderboard.md, leaderboard.html, results.csv and the plots."""
+"""Rendering: gather the records, then write leaderboard.md, leaderboard.html, results.csv and the plots.
+
+A report is written whole or not at all: every file is rendered into a
+staging folder beside the report (same file system), fsynced, then renamed
+over the old one, plots first and leaderboard.md last. A kill or a full disk
+while rendering leaves the previous report as it was; a kill during the
+renames (microseconds) can leave new plots, csv or html beside the old
+leaderboard.md, never a half-written file. A staging folder left by a kill is
+removed by the next render.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
-from .. import results, selection
-from ..plots import CandidateSeries, write_plots
-from ..record import Kind
+from .. import plots, results, selection
+from ..paths import slug
+from ..plots import CandidateSeries, TradeOffPlot, TradeOffPoint, write_plots
+from ..record import Kind, RunDescription, plain
 from ..registry import Candidate
 from ..settings import Settings
 from .document import document
+from . import cells, tradeoff
 from .gather import Report, gather
 from .html import to_html
+from .language import text
 from .markdown import to_markdown
 from .stored import Stored
 from .table_csv import write_csv
@@ -37,13 +55,13 @@ class ReportFiles:
                 f"plots: {', '.join(str(p) for p in self.plots) or 'none'}"]
 
 
-def _series(report: Report) -> list[CandidateSeries]:
+def _series(report: Report, lang: str) -> list[CandidateSeries]:
     series = []
     for c in report.candidates:
         ok = {r: rec for r in report.ranks if (rec := report.ok_record(c.name, Kind.FINETUNE, r))}
         inference = report.ok_record(c.name, Kind.INFERENCE)
         series.append(CandidateSeries(
-            label=report.name(c, "en"),  # plot fonts may lack Hangul
+            label=report.name(c, lang),
             finetune_seconds={r: rec.seconds for r, rec in ok.items()},
             finetune_peak_mib={r: rec.peak_mib for r, rec in ok.items() if rec.peak_mib is not None},
             losses={r: list(rec.finetune.losses) for r, rec in ok.items() if rec.finetune and rec.finetune.losses},
@@ -53,37 +71,145 @@ def _series(report: Report) -> list[CandidateSeries]:
     return series
 
 
+STAGING_PREFIX = ".render-"
+RUNS_FOLDER = "runs"
+# Left out of "identical settings" when runs are merged into the top-level leaderboard: when and where a run
+# happened, the grid it chose (each benchmark carries its own rank), the budget (it judges, never measures) and
+# provenance that is recorded, not matched, as in study.NOT_IN_FINGERPRINT.
+NOT_COMPARED = ("run_id", "date", "dataset", "ranks", "vram_budget_mb", "code_revision", "gpu_driver", "cuda_version")
+
+
+def comparable(run: RunDescription) -> str:
+    """What makes two runs' figures comparable: everything that shapes a figure, as one JSON string.
+
+    Device and its name, dtype, weights, scale, data content and rows, training and generation
+    settings, seed, library versions, the dataset tokenizer's contents and the measuring code's version.
+    """
+    described = plain(run)
+    for name in NOT_COMPARED:
+        described.pop(name, None)
+    # pytest-xdist workers each run on their own GPU (cuda:0, cuda:1): the same kind of device.
+    described["device"] = described["device"].split(":")[0]
+    return json.dumps(described, sort_keys=True, default=str)
+
+
+def _tradeoff_plot(report: Report, lang: str) -> TradeOffPlot:
+    view = tradeoff.trade_offs(report, lang)
+    points = [TradeOffPoint(p.label, p.quality, p.costs["finetune_time"], p.costs["inference_time"], p.role)
+              for p in view.points]
+    quality = text("plot_quality_graded" if view.graded else "plot_quality_stand_in", lang)
+    return TradeOffPlot(points, quality, report.ranks[-1])
+
+
 def render(
     stored: Iterable[Stored], candidates: Sequence[Candidate], settings: Settings, weights: Mapping[str, float],
+    out: Path | None = None, note: str = "",
 ) -> ReportFiles:
-    """Write leaderboard.md, leaderboard.html, results.csv and the PNG plots to settings.report_dir."""
+    """Write leaderboard.md, leaderboard.html, results.csv and the PNG plots to `out` (settings.report_dir).
+
+    `note` is a sentence for the report's "what" section (e.g. which runs were merged and which left out).
+    """
     report = gather(stored, candidates, settings, weights)
-    out = settings.report_dir
+    report.note = note
+    out = out or settings.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    subtitle = "; ".join(report.run_labels)
-    if report.stand_in:
-        subtitle = f"STAND-IN ({report.stand_in_text('en')}): {subtitle}"
-    images = write_plots(_series(report), out, subtitle, report.memory_metrics)
-    blocks = document(report, images)
-    files = ReportFiles(out / "leaderboard.md", out / "leaderboard.html", out / "results.csv", tuple(images.values()))
-    files.markdown.write_text(to_markdown(blocks), encoding="utf-8")
-    files.html.write_text(to_html(blocks, report.lang), encoding="utf-8")
-    write_csv(report, files.csv)
-    return files
+    _remove_stale_staging(out)
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=STAGING_PREFIX))
+    try:
+        # Korean words on a plot need a Hangul font; without one the plots stay English rather than show boxes.
+        font = plots.hangul_font() if report.lang != "en" else None
+        lang = report.lang if font or report.lang == "en" else "en"
+        subtitle = "; ".join(dict.fromkeys(cells.run_label(r.run, lang) for r in report.all_records))
+        if report.stand_in:
+            subtitle = text("plot_stand_in", lang, what=report.stand_in_text(lang), labels=subtitle)
+        images = write_plots(_series(report, lang), staging, subtitle, report.memory_metrics,
+                             lambda key, **values: text(key, lang, **values), _tradeoff_plot(report, lang), font)
+        blocks = document(report, images)
+        (staging / "leaderboard.md").write_text(to_markdown(blocks), encoding="utf-8")
+        (staging / "leaderboard.html").write_text(to_html(blocks, report.lang), encoding="utf-8")
+        write_csv(report, staging / "results.csv")
+        names = [*(path.name for path in images.values()), "results.csv", "leaderboard.html", "leaderboard.md"]
+        for name in names:
+            _fsync(staging / name)
+        for name in names:  # leaderboard.md, the file people open, last
+            os.replace(staging / name, out / name)
+        _fsync_folder(out)
+    except OSError as error:
+        if error.filename and Path(error.filename).parent == staging:
+            # Name the file the user knows, not the hidden staging copy that was being written.
+            raise OSError(error.errno, error.strerror, str(out / Path(error.filename).name)) from error
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ReportFiles(out / "leaderboard.md", out / "leaderboard.html", out / "results.csv",
+                       tuple(out / path.name for path in images.values()))
 
 
-def render_session(study: "Study", ini: Callable[[str], object] | None = None) -> ReportFiles | None:
-    """The end-of-session report: this run's records in results.jsonl plus the session's own.
+def _fsync(path: Path) -> None:
+    with path.open("rb") as stream:
+        os.fsync(stream.fileno())
 
-    Under pytest-xdist the controller holds no records itself; the workers
-    share its run_id, so the log filtered by run_id has them all. None when
-    the session measured nothing (e.g. `pytest tests`).
+
+def _fsync_folder(folder: Path) -> None:
+    # The renames themselves reach the disk only when the folder is synced.
+    with contextlib.suppress(OSError):
+        handle = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+
+
+def _remove_stale_staging(out: Path) -> None:
+    """Staging folders a killed render left behind; a render still running elsewhere is left alone for an hour."""
+    for staging in out.glob(STAGING_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            if staging.is_dir() and time.time() - staging.stat().st_mtime > 3600:
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class SessionReport:
+    """The end-of-session reports: this run's own, and the top-level leaderboard it updated."""
+
+    run: ReportFiles
+    merged: ReportFiles
+
+    def lines(self) -> list[str]:
+        """One line per file of the merged leaderboard, and where this run's own report is."""
+        return [*self.merged.lines(), f"this run alone: {self.run.markdown}"]
+
+
+def render_session(study: "Study", ini: Callable[[str], object] | None = None) -> SessionReport | None:
+    """The end-of-session reports: this run's own, then the top-level leaderboard.
+
+    This run's report (report_dir/runs/RUN_ID/) holds this run's records in
+    results.jsonl plus the session's own (resumed ones included). The
+    top-level leaderboard (report_dir/) merges, from every run in the log with
+    settings identical to this one's (`comparable`), the latest measurement of
+    each benchmark: a partial run (`-k`, `--ohlora-models`) adds to a fuller
+    leaderboard instead of replacing it. Under pytest-xdist the controller
+    holds no measured records itself; the workers share its run_id, so the
+    log filtered by run_id has them all. None when the session measured
+    nothing (e.g. `pytest tests`).
     """
     settings = study.settings
     path = settings.results_path
-    logged = [Stored(r, str(path)) for r in results.read(path) if r.run.run_id == study.run_id]
+    everything = [Stored(r, str(path)) for r in results.read(path)]
     own = [Stored(r, str(path)) for r in study.records]
-    if not logged and not own:
+    this_run = [item for item in everything if item.record.run.run_id == study.run_id] + own
+    if not this_run:
         return None
     weights = selection.resolve_weights(ini, settings.ranking_weights)
-    return render([*logged, *own], study.candidates, settings, weights)
+    run_files = render(this_run, study.candidates, settings, weights,
+                       out=settings.report_dir / RUNS_FOLDER / slug(study.run_id))
+    settings_now = comparable(study.describe())
+    same = [item for item in everything if comparable(item.record.run) == settings_now]
+    other_runs = sorted({item.record.run.run_id for item in everything} - {item.record.run.run_id for item in same})
+    note = text("merged_note", settings.lang, path=path, run=study.run_id)
+    if other_runs:
+        shown = ", ".join(other_runs[-5:]) + (", ..." if len(other_runs) > 5 else "")
+        note += " " + text("merged_left_out", settings.lang, count=len(other_runs), runs=shown, folder=RUNS_FOLDER)
+    resumed = [item for item in own if comparable(item.record.run) == settings_now]
+    merged_files = render([*same, *resumed], study.candidates, settings, weights, note=note)
+    return SessionReport(run_files, merged_files)

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 from .. import results
 from ..errors import UsageError
 from ..paths import not_a_file
-from ..record import BenchmarkRecord, RecordError
+from ..record import BenchmarkRecord, RecordError, Status
 from ..results import UnreadableRecord
 
 
@@ -67,10 +67,18 @@ def read_stored(path: Path) -> list[Stored]:
     return found
 
 
-def merge(stored: Iterable[Stored]) -> tuple[list[Stored], int]:
-    """The latest record of each benchmark (by `finished`; later input wins a tie), and how many were replaced.
+def _measured(record: BenchmarkRecord) -> bool:
+    # ok, oom and failed are outcomes of a measurement; skipped, interrupted and running measured nothing.
+    return record.status not in (Status.SKIPPED, Status.INTERRUPTED, Status.RUNNING)
 
-    The same record seen twice (the session's copy and the log's) is not a replacement.
+
+def merge(stored: Iterable[Stored]) -> tuple[list[Stored], int]:
+    """The latest measurement of each benchmark (by `finished`; later input wins a tie), and how many were replaced.
+
+    A record that measured nothing (skipped, e.g. weights not on this machine;
+    interrupted) never replaces a measurement, whatever its date: it only fills
+    a benchmark nothing else measured. The same record seen twice (the
+    session's copy and the log's) is not a replacement.
     """
     kept: dict[tuple[str, str, int | None], Stored] = {}
     replaced = 0
@@ -80,7 +88,10 @@ def merge(stored: Iterable[Stored]) -> tuple[list[Stored], int]:
             if earlier.record.finished == item.record.finished:
                 continue
             replaced += 1
-            if (earlier.record.finished or 0) > (item.record.finished or 0):
+            if _measured(earlier.record) != _measured(item.record):
+                if _measured(earlier.record):
+                    continue  # a measurement stands against a later skip
+            elif (earlier.record.finished or 0) > (item.record.finished or 0):
                 continue
         kept[item.key] = item
     return list(kept.values()), replaced

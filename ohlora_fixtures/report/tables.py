@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from .. import selection
 from ..devices import DTYPES
+from ..message import in_language
 from ..memory import MIB
 from ..quality import grade_label
 from ..record import Answers, BenchmarkRecord, Kind
 from ..registry import Candidate
-from . import cells
+from . import cells, tradeoff
 from .blocks import Table
 from .gather import Grade, Report
 from .language import text
@@ -23,13 +24,15 @@ def results_table(report: Report) -> Table:
     columns += [text("inf_time", lang), text("inf_memory", lang), text("answer_quality", lang)]
     if report.mixed_runs:
         columns.append(text("measured_with", lang))
+    if len(report.runs) > 1:  # merged runs: which run each row's figures came from
+        columns.append(text("from_runs", lang))
     rows = []
     for c in report.candidates:
         finetunes = [report.record(c.name, Kind.FINETUNE, r) for r in ranks]
         inference = report.record(c.name, Kind.INFERENCE)
         row = [report.name(c), cells.leaderboard_cell(c.leaderboard_average, lang), c.params_label]
         row += [
-            cells.beside_study(report, cells.status_cell(report, rec, lambda r: cells.figure(r.seconds, cells.seconds, lang)),
+            cells.beside_study(report, cells.status_cell(report, rec, lambda r: cells.timed(r, r.seconds, lang)),
                                study and study.finetune(c.name, "finetune_seconds", rank), cells.seconds)
             for rank, rec in zip(ranks, finetunes)
         ]
@@ -41,16 +44,18 @@ def results_table(report: Report) -> Table:
         row += [cells.status_cell(report, rec, lambda r: cells.eval_loss_cell(r, lang)) for rec in finetunes]
         study_row = study.rows.get(c.name, {}) if study else {}
         per_prompt = cells.status_cell(
-            report, inference, lambda r: cells.figure(r.inference.mean_seconds_per_prompt, cells.seconds, lang))
+            report, inference, lambda r: cells.timed(r, r.inference.mean_seconds_per_prompt, lang))
         row += [
             cells.beside_study(report, per_prompt, study_row.get("inference_seconds"), cells.seconds),
             cells.beside_study(report, cells.status_cell(report, inference, lambda r: cells.peak_cell(report, r)),
                                study_row.get("inference_memory_mib"), cells.mib),
             cells.status_cell(report, inference, lambda r: _quality_cell(report, c.name, r.inference.answers)),
         ]
+        mine = [r for r in (*finetunes, inference) if r is not None]
         if report.mixed_runs:
-            mine = [r for r in (*finetunes, inference) if r is not None]
-            row.append("; ".join(dict.fromkeys(r.run.label for r in mine)) or text("not_run", lang))
+            row.append("; ".join(dict.fromkeys(cells.run_label(r.run, lang) for r in mine)) or text("not_run", lang))
+        if len(report.runs) > 1:
+            row.append(", ".join(dict.fromkeys(r.run.run_id for r in mine)) or text("not_run", lang))
         rows.append(tuple(row))
     return Table(tuple(columns), tuple(rows))
 
@@ -63,7 +68,8 @@ def _quality_cell(report: Report, name: str, answers: Answers) -> str:
     if answers.quality.chrf is not None:
         cell += f" · chrF {answers.quality.chrf:.1f}"
     if report.study is not None and name in report.study.rows:
-        cell += f" · {text('study_t4', report.lang)}: {report.study.rows[name]['human_grade']}"
+        theirs = report.study.rows[name]["human_grade"]
+        cell += f" · {text('study_t4', report.lang)}: {cells.word(f'grade_{theirs}', theirs, report.lang)}"
     return cell
 
 
@@ -75,9 +81,11 @@ def candidates_table(report: Report) -> Table:
         verdict = report.recommendation.verdicts[c.name]
         params = c.params_label + (f" ({c.params_exact:,})" if c.params_exact else "")
         summary = text("eligible" if verdict.eligible else "excluded", lang)
-        details = [*verdict.reasons, *(f"⚠ {flag}" for flag in verdict.flags)]
+        details = [cells.sentences(verdict.reasons, lang)] if verdict.reasons else []
+        details += [f"⚠ {in_language(flag, lang)}" for flag in verdict.flags]
         rows.append((str(place), report.name(c), params, cells.leaderboard_cell(c.leaderboard_average, lang),
-                     c.license, c.korean, summary + (": " + "; ".join(details) if details else "")))
+                     cells.word(f"licence_{c.license}", c.license, lang), cells.word(f"korean_{c.korean}", c.korean, lang),
+                     summary + (": " + "; ".join(details) if details else "")))
     columns = ("rank", "model", "params", "leaderboard", "licence", "korean", "verdict")
     return Table(tuple(text(key, lang) for key in columns), tuple(rows))
 
@@ -86,13 +94,13 @@ def choice_table(report: Report) -> Table:
     """The final choice and the backup, with why (and the study's, with --compare-study)."""
     lang, rec = report.lang, report.recommendation
     rows = [
-        (text("final", lang), rec.final or text("na", lang), rec.final_reason),
-        (text("backup", lang), rec.backup or text("na", lang), rec.backup_reason or text("na", lang)),
+        (text("final", lang), rec.final or text("na", lang), in_language(rec.final_reason, lang)),
+        (text("backup", lang), rec.backup or text("na", lang), in_language(rec.backup_reason, lang) or text("na", lang)),
     ]
     if report.study is not None:
         rows.append((f"{text('final', lang)} / {text('backup', lang)} ({text('study_t4', lang)})",
                      f"{report.study.final} / {report.study.backup}",
-                     "the reference study's choice (it used the backup in the end, for its licence)"))
+                     text("study_choice", lang)))
     return Table((text("final", lang) + " / " + text("backup", lang), text("model", lang), text("why", lang)),
                  tuple(rows))
 
@@ -125,7 +133,7 @@ def _quality_row(report: Report, c: Candidate, adapter: str, rank: int | None, a
     return (
         report.name(c), adapter,
         grade_label(grade.score, lang) + (f" ({grade.score:.1f})" if grade.score is not None else "")
-        + (f" — {grade.note}" if grade.note else ""),
+        + (f" — {in_language(grade.note, lang)}" if grade.note else ""),
         str(grade.graded),
         text("na", lang) if figures.chrf is None else f"{figures.chrf:.1f} (n={figures.n_scored})",
         cells.share(figures.empty_share),
@@ -173,9 +181,11 @@ def utilisation_table(report: Report) -> Table:
         decoded = inference.inference.utilisation if inference is not None and inference.inference else None
         peaks = []
         if trained is not None:
-            peaks.append(f"{trained.peak_tflops:.3g} TFLOP/s ({trained.peak_source})")
+            source = cells.word(f"source_{trained.peak_source}", trained.peak_source, lang)
+            peaks.append(f"{trained.peak_tflops:.3g} TFLOP/s ({source})")
         if decoded is not None:
-            peaks.append(f"{decoded.peak_gbps:.3g} GB/s ({decoded.peak_source})")
+            source = cells.word(f"source_{decoded.peak_source}", decoded.peak_source, lang)
+            peaks.append(f"{decoded.peak_gbps:.3g} GB/s ({source})")
         rows.append(tuple(
             [report.name(c)]
             + [cells.status_cell(report, record, lambda x: cells.figure(
@@ -189,38 +199,109 @@ def utilisation_table(report: Report) -> Table:
 
 def runs_table(report: Report) -> Table:
     """The merged runs: where each came from and what it was run with."""
+    lang = report.lang
     rows = []
     for run in report.runs:
         d = run.description
+        sampling = "inference_cell_greedy" if d.greedy else "inference_cell_sampled"
         rows.append((
             run.run_id, ", ".join(run.sources), d.date or "?",
-            f"{d.device_name or d.device} ({d.device})", d.dtype, d.weights, d.scale,
-            f"train {d.train_rows}, valid {d.valid_rows} ({d.preset})",
-            f"batch {d.batch_size}, {d.epochs} epochs, lr {d.learning_rate}",
+            f"{d.device_name or d.device} ({d.device})", d.dtype,
+            cells.word(f"weights_{d.weights}", d.weights, lang), cells.word(f"scale_{d.scale}", d.scale, lang),
+            text("rows_cell", lang, train=d.train_rows, valid=d.valid_rows,
+                 preset=cells.word(f"preset_{d.preset}", d.preset, lang)),
+            text("training_cell", lang, batch=d.batch_size, epochs=d.epochs, lr=d.learning_rate),
             ", ".join(str(r) for r in d.ranks),
-            f"{d.prompts} prompts, ≤{d.max_new_tokens} new tokens" + (", greedy" if d.greedy else ", sampled"),
+            text(sampling, lang, prompts=d.prompts, tokens=d.max_new_tokens),
             " / ".join(f"{lib} {d.versions.get(lib, '?')}" for lib in ("torch", "transformers", "peft")),
-            str(run.used),
+            str(run.used), run.outcomes(lang),
         ))
-    columns = ("run id", "file(s)", "date", "device", "dtype", "weights", "scale", "rows", "training",
-               "ranks", "inference", "torch / transformers / peft", "benchmarks used")
-    return Table(columns, tuple(rows))
+    columns = ("run_id", "run_files", "run_date", "run_device", "run_dtype", "run_weights", "run_scale", "run_rows",
+               "run_training", "run_ranks", "run_inference", "run_versions", "run_used", "run_outcome")
+    return Table(tuple(text(key, lang) for key in columns), tuple(rows))
+
+
+def _weight(rec: selection.Recommendation, name: str, lang: str) -> str:
+    """The weight the score used, and the configured one where they differ (e.g. "0, set 4")."""
+    used, configured = rec.effective_weights[name], rec.weights[name]
+    return f"{used:g}" if used == configured else text("weight_used_set", lang, used=f"{used:g}", set=f"{configured:g}")
 
 
 def scores_table(report: Report) -> Table:
     """Each eligible candidate's raw and normalised criteria, and its weighted score."""
-    rec = report.recommendation
-    columns = [text("model", report.lang), text("place", report.lang)] + [
-        f"{c.label} (w={rec.weights[c.name]:g})" for c in selection.CRITERIA
-    ] + [text("score", report.lang)]
+    rec, lang = report.recommendation, report.lang
+    columns = [text("model", lang), text("place", lang)] + [
+        f"{c.title.in_(lang)} (w={_weight(rec, c.name, lang)})" for c in selection.CRITERIA
+    ] + [text("score", lang)]
     by_name = {c.name: c for c in report.candidates}
     rows = []
     for score in rec.scores:
         row = [report.name(by_name[score.name]), str(score.place)]
-        row += [f"{c.show(score.raw[c.name])} → {score.normalised[c.name]:.2f}" for c in selection.CRITERIA]
+        row += [f"{c.show(score.raw[c.name]).in_(lang)} → {score.normalised[c.name]:.2f}" for c in selection.CRITERIA]
         row.append(f"{score.score:.3f}")
         rows.append(tuple(row))
     return Table(tuple(columns), tuple(rows))
+
+
+def pareto_table(report: Report) -> Table:
+    """Each measured candidate's quality and costs, and which candidates dominate it in each view."""
+    lang, largest = report.lang, report.ranks[-1]
+    view = tradeoff.trade_offs(report)
+    quality = text("quality_graded" if view.graded else "quality_stand_in", lang)
+    columns = [text("model", lang), text("quality_axis", lang, source=quality),
+               text("ft_time", lang, rank=largest), text("pareto_ft_memory", lang, rank=largest),
+               text("inf_time", lang), text("pareto_inf_memory", lang),
+               text("dominated_finetune", lang, rank=largest), text("dominated_inference", lang),
+               text("dominated_all", lang)]
+    rows = []
+    for point in view.points:
+        role = f" ({text(point.role, lang)})" if point.role else ""
+        costs = point.costs
+        rows.append((
+            point.label + role, f"{point.quality:.2f}",
+            cells.figure(costs["finetune_time"], cells.seconds, lang), cells.figure(costs["finetune_memory"], cells.mib, lang),
+            cells.figure(costs["inference_time"], cells.seconds, lang), cells.figure(costs["inference_memory"], cells.mib, lang),
+            *(_dominance_cell(report, view.dominated[name].get(point.name)) for name in ("finetune", "inference", "all")),
+        ))
+    return Table(tuple(columns), tuple(rows))
+
+
+def _dominance_cell(report: Report, by: tuple[str, ...] | None) -> str:
+    if by is None:
+        return text("na", report.lang)
+    if not by:
+        return text("on_front", report.lang)
+    names = {c.name: report.name(c) for c in report.candidates}
+    return ", ".join(names[name] for name in by)
+
+
+# The reference study's own results table, word for word; `{ranks}` becomes the ranks run ("16, 32, 64").
+STUDY_COLUMNS = (
+    "모델 이름", "종합 점수 (Average from Leaderboard)", "파라미터 개수", "Fine-Tuning 시간 (LoRA rank {ranks})",
+    "Fine-Tuning 최대 메모리 사용량 (LoRA rank {ranks})", "Inference 시간", "Inference 최대 메모리 사용량",
+    "Inference 답변 품질",
+)
+
+
+def study_table(report: Report) -> Table:
+    """Our figures in the study's table: its 8 columns, the ranks of one figure in one cell (`a / b / c`)."""
+    lang, ranks = report.lang, report.ranks
+    rows = []
+    for c in report.candidates:
+        finetunes = [report.record(c.name, Kind.FINETUNE, r) for r in ranks]
+        inference = report.record(c.name, Kind.INFERENCE)
+        grade = report.grades.get((c.name, None), Grade(None, 0))
+        rows.append((
+            report.name(c), cells.leaderboard_cell(c.leaderboard_average, lang), c.params_label,
+            " / ".join(cells.status_cell(report, r, lambda x: cells.figure(x.seconds, cells.seconds, lang)) for r in finetunes),
+            " / ".join(cells.status_cell(report, r, lambda x: cells.figure(x.peak_mib, cells.mib, lang)) for r in finetunes),
+            cells.status_cell(report, inference, lambda x: cells.figure(x.inference.mean_seconds_per_prompt, cells.seconds, lang)),
+            cells.status_cell(report, inference, lambda x: cells.figure(x.peak_mib, cells.mib, lang)),
+            cells.status_cell(report, inference, lambda x: grade_label(grade.score, lang)
+                              + (f" ({grade.score:.1f}, n={grade.graded})" if grade.score is not None else "")),
+        ))
+    columns = tuple(column.format(ranks=", ".join(str(r) for r in ranks)) for column in STUDY_COLUMNS)
+    return Table(columns, tuple(rows))
 
 
 def latency_table(report: Report) -> Table:
@@ -277,11 +358,13 @@ def finetune_spread_table(report: Report) -> Table:
 
 def provenance_table(report: Report) -> Table:
     """Per merged run: this project's code, the GPU's driver and CUDA, and which weights each candidate ran."""
+    lang = report.lang
     rows = []
     for run in report.runs:
         d = run.description
         weights = dict.fromkeys(f"{r.candidate}: {r.weights_revision}" for r in report.all_records
                                 if r.run.run_id == run.run_id and r.weights_revision)
-        gpu = f"driver {d.gpu_driver}, CUDA {d.cuda_version}" if d.gpu_driver or d.cuda_version else "—"
+        gpu = text("gpu_software_cell", lang, driver=d.gpu_driver, cuda=d.cuda_version) if d.gpu_driver or d.cuda_version else "—"
         rows.append((run.run_id, d.code_revision or "?", gpu, "; ".join(weights) or "?"))
-    return Table(("run id", "code", "GPU driver / CUDA", "weights revision"), tuple(rows))
+    keys = ("run_id", "code_revision", "gpu_software", "weights_revision")
+    return Table(tuple(text(key, lang) for key in keys), tuple(rows))

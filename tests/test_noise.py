@@ -1,0 +1,126 @@
+"""Noise measured and shown (issue 10): timed rounds, the machine's load, peaks calibrated once per machine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+# The study's stack is imported before a pytester in-process run: pytester restores sys.modules, and torch
+# cannot be imported a second time.
+import ohlora_fixtures.study  # noqa: F401
+from conftest import TINY_RUN
+from ohlora_fixtures import hardware, results
+from ohlora_fixtures.load import BUSY_OTHER_CORES, CpuTimes, machine_load
+from ohlora_fixtures.record import BenchmarkRecord, Status
+
+
+def test_rounds_reach_pytest_benchmark_the_record_and_the_report(bench_pytester: pytest.Pytester) -> None:
+    result = bench_pytester.runpytest_inprocess(
+        "--ohlora-models", "FinguAI-Chat-v1", *TINY_RUN, "--ohlora-rounds", "3", "--ohlora-report-dir", "report",
+        "--benchmark-json", "bench.json", "-p", "no:randomly",
+    )
+    result.assert_outcomes(passed=2)
+    records = list(results.read(bench_pytester.path / "report" / "results.jsonl"))
+    assert [r.status for r in records] == [Status.OK, Status.OK]
+    for record in records:
+        assert len(record.round_seconds) == 3 and len(record.round_peak_mib) == 3
+        assert record.seconds == sorted(record.round_seconds)[1]  # the median round
+        assert record.memory.peak_mib == pytest.approx(max(record.round_peak_mib), abs=0.01)
+        assert record.run.rounds == 3
+        load = record.load
+        assert load is not None and load.cores >= 1 and load.probe_before is not None and load.probe_after is not None
+        assert load.busy == bool(load.why_busy)
+    finetune = next(r for r in records if r.finetune)
+    # Figures derived from the time belong to the median round.
+    assert finetune.finetune.tokens_per_second == pytest.approx(finetune.finetune.tokens / finetune.seconds)
+    saved = json.loads((bench_pytester.path / "bench.json").read_text())
+    # pytest-benchmark's own statistics (and so --benchmark-compare-fail) see every round.
+    assert [b["stats"]["rounds"] for b in saved["benchmarks"]] == [3, 3]
+    assert {b["extra_info"]["seconds"] for b in saved["benchmarks"]} == {r.seconds for r in records}
+    assert all(len(b["extra_info"]["round_seconds"]) == 3 and "load" in b["extra_info"] for b in saved["benchmarks"])
+    # The flat view reads back as the same record.
+    assert BenchmarkRecord.from_json(saved["benchmarks"][0]["extra_info"]).round_seconds in {r.round_seconds for r in records}
+    report = (bench_pytester.path / "report" / "leaderboard.md").read_text(encoding="utf-8")
+    assert "3×)" in report and "median round" in report
+
+
+def _counting_calibration(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real_tflops, real_gbps = hardware.calibrate_tflops, hardware.calibrate_gbps
+    monkeypatch.setattr(hardware, "calibrate_tflops", lambda *a: calls.append("tflops") or real_tflops(*a))
+    monkeypatch.setattr(hardware, "calibrate_gbps", lambda *a: calls.append("gbps") or real_gbps(*a))
+    return calls
+
+
+def test_peaks_are_calibrated_once_per_machine_and_reused_until_asked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = _counting_calibration(monkeypatch)
+    cpu = torch.device("cpu")
+
+    first = hardware.device_peaks(cpu, torch.float32)
+    assert calls == ["tflops", "tflops", "gbps"]  # load probe, peak, bandwidth
+    cache = json.loads((tmp_path / "ohlora-bench" / "peaks.json").read_text())
+    assert list(cache) == [hardware.machine_key(cpu, torch.float32)]
+
+    calls.clear()
+    second = hardware.device_peaks(cpu, torch.float32)  # a later session on the same machine
+    assert calls == [] and second == first  # identical values: MFU of the same work is comparable across runs
+
+    again = hardware.device_peaks(cpu, torch.float32, recalibrate=True)
+    assert calls == ["tflops", "tflops", "gbps"] and again.calibrated >= first.calibrated
+    assert hardware.device_peaks(cpu, torch.float32) == again  # the new calibration is the one kept
+
+    other_threads = torch.get_num_threads() + 1
+    monkeypatch.setattr(torch, "get_num_threads", lambda: other_threads)
+    calls.clear()
+    hardware.device_peaks(cpu, torch.float32)
+    assert calls, "other settings (threads) get their own calibration"
+
+
+def test_an_unreadable_peaks_cache_is_calibrated_again_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "ohlora-bench").mkdir()
+    (tmp_path / "ohlora-bench" / "peaks.json").write_text("{not json", encoding="utf-8")
+    with pytest.warns(UserWarning, match="peaks.json: peaks cache not readable"):
+        peaks = hardware.device_peaks(torch.device("cpu"), torch.float32)
+    assert peaks.tflops > 0 and json.loads((tmp_path / "ohlora-bench" / "peaks.json").read_text())
+
+
+def _times(wall: float, busy: float, steal: float | None, own: float) -> CpuTimes:
+    return CpuTimes(wall=wall, busy=busy, steal=steal, own=own, load=1.0)
+
+
+@pytest.mark.parametrize(
+    ("others", "steal", "probe", "busy", "why"),
+    [
+        (0.0, 0.0, 1.0, False, ""),
+        (BUSY_OTHER_CORES + 0.1, 0.0, 1.0, True, "other processes used 0.6 of"),
+        (0.0, 1.0, 1.0, True, "stolen"),  # 1 s stolen over 10 s: 5 % of two cores
+        (0.0, 0.0, 0.5, True, "probe at 50% of its calibrated speed"),
+        (0.0, None, None, False, ""),  # a kernel without steal, no calibrated probe: nothing to judge by
+    ],
+)
+def test_busy_is_other_processes_steal_or_a_slow_probe(
+    monkeypatch: pytest.MonkeyPatch, others: float, steal: float | None, probe: float | None, busy: bool, why: str
+) -> None:
+    monkeypatch.setattr("ohlora_fixtures.load.usable_cores", lambda: 2)
+    own = 15.0  # this process's own CPU time is never counted as another's
+    before = _times(0.0, 100.0, 0.0 if steal is not None else None, 1.0)
+    after = _times(10.0, 100.0 + own + others * 10, steal, 1.0 + own)
+    load = machine_load(before, after, probe, probe)
+    assert load.busy is busy and why in load.why_busy
+    assert load.other_cores == pytest.approx(others)
+
+
+def test_cpu_times_reads_this_machine() -> None:
+    before = CpuTimes.now()
+    sum(i * i for i in range(200_000))
+    after = CpuTimes.now()
+    assert after.wall > before.wall and after.own >= before.own
+    if before.busy is not None:  # Linux: /proc/stat
+        assert after.busy >= before.busy
