@@ -9,7 +9,6 @@ from typing import Mapping
 from .. import selection
 from ..load import BUSY_OTHER_CORES, BUSY_PROBE, BUSY_STEAL
 from ..message import in_language
-from ..plan import describe_widths
 from . import cells, tables
 from .blocks import Block, Bullets, Heading, Image, Paragraph
 from .gather import Report, benchmark_title
@@ -114,7 +113,10 @@ def _notes(report: Report) -> list[str]:
     notes = [text("note_cells", lang), text("note_timing", lang), _rounds_note(report), text("note_eval_loss", lang)]
     if report.candidates:
         plan = report.plans[report.candidates[0].name]
-        notes.append(text("note_plan", lang, batch=plan.batch_size, widths=describe_widths(plan)))
+        measured = "tokenizer" in plan.width_source  # else assumed: the run's dataset could not be read
+        widths = text("plan_widths_data" if measured else "plan_widths_assumed", lang,
+                      widest=plan.seq_len, mean=f"{plan.mean_seq_len:.0f}")
+        notes.append(text("note_plan", lang, batch=plan.batch_size, widths=widths))
     notes += _approximate_note(report)
     if report.study is not None:
         notes.append(text("note_study", lang, label=text("study_t4", lang), device=report.study.device))
