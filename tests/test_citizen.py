@@ -73,7 +73,11 @@ def test_the_wheel_built_from_the_sdist_ships_every_data_file(installed):
     wheel, _ = installed
     names = set(zipfile.ZipFile(wheel).namelist())
     assert BUNDLED <= names
-    assert "ohlora_fixtures/resources.py" in names
+    # Every module and package file of the source tree (the report package and its words included).
+    shipped = {path.relative_to(REPO).as_posix() for path in (REPO / "ohlora_fixtures").rglob("*")
+               if path.suffix in (".py", ".toml") and "__pycache__" not in path.parts}
+    assert "ohlora_fixtures/report/translations.toml" in shipped
+    assert shipped <= names, sorted(shipped - names)
     assert not any(name.startswith("data/") for name in names)  # inside the package, not site-packages/data
 
 
@@ -104,6 +108,15 @@ def test_an_installed_package_reads_its_data_and_plans_from_any_directory(instal
     )
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert "TinyKo-v5-a" in plan.stdout
+
+    # The report command, with its package and translations, from the installed copy too.
+    stored = REPO / "tests" / "fixtures" / "schema1" / "results.jsonl"
+    report = subprocess.run(
+        [sys.executable, "-m", "ohlora_fixtures", "report", str(stored), "--out", str(tmp_path / "out"), "--lang", "ko"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "모델" in (tmp_path / "out" / "leaderboard.md").read_text(encoding="utf-8")
 
 
 def test_no_product_code_finds_files_relative_to_the_checkout():
