@@ -1,21 +1,37 @@
-"""Peak memory of one benchmark: CUDA allocator peaks, NVML device samples, or CPU resident peak.
+"""Peak memory of one benchmark: CUDA allocator peaks, NVML device samples, CPU tensor and resident peaks.
 
-On the CPU the headline is the region's peak resident set above the *runtime
-baseline*: the process's RSS once Python, torch and the libraries are loaded and
-before any model is built, taken once per process (`runtime_baseline_mib`). That
-ranks models as the CUDA allocator's peak does, instead of adding ~440 MiB of
-interpreter to every figure. Before each region the C allocator's freed memory is
-given back (glibc `malloc_trim(0)`), so what an earlier benchmark (or the
-warm-up) freed is neither counted in the region's start nor hides its increase.
-Resetting the kernel's high-water mark hides the process's lifetime peak from
-outside tools, so it is read before every reset and kept (`lifetime_peak_mib`).
+On CUDA the headline is torch's allocator peak (`max_memory_allocated`): the
+live tensors, read in the timed round itself.
+
+On the CPU the resident set is no such measure. glibc keeps freed blocks and
+grows its heaps as fragmentation dictates, so the same 20 training steps read a
+peak RSS increase of 151 to 250 MiB over identical runs while the live tensors
+peak at 76 MiB every time; and code pages, kernel caches and per-shape buffers
+that an earlier benchmark touched stay resident (about 10 to 17 MiB after a
+full-size TinyKo fine-tune). So the CPU headline counts tensors as CUDA does:
+the bytes of the model handed to the region (parameters and buffers, each
+storage once) plus the peak of live tensor bytes allocated inside it, which
+torch's CPU allocator reports to the profiler when memory profiling is on
+(`TensorPeakMeter`). Recording costs about as long as the work, so this runs
+in one extra untimed pass of the same region; the timed rounds run bare.
+
+The resident figures are kept beside it, from the timed rounds
+(`MemoryMeter`): the peak RSS above the *runtime baseline* (the process's RSS
+once Python, torch and the libraries are loaded and started, before any model
+is built, taken once per process), the raw RSS peak, and the process's lifetime
+peak, read before each reset of the kernel's high-water mark because the reset
+hides it from outside tools. Before each region the C allocator's freed memory
+is given back (glibc `malloc_trim(0)`), so what an earlier benchmark freed is
+neither counted in the region's start nor hides its increase.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import ctypes.util
 import gc
+import itertools
 import os
 import threading
 from dataclasses import asdict, dataclass
@@ -35,17 +51,20 @@ class MemoryFigures:
     """What one measured region used, in MiB.
 
     `peak_mib` is the headline figure and `metric` says what it is: on CUDA
-    torch's max allocated memory, on the CPU the process's peak resident set
-    above the runtime baseline (`baseline_mib`, 0 on CUDA).
-    The last four fields are None in records measured before they existed. `absolute_peak_mib`
-    is the same peak without subtracting the baseline (the raw RSS on the CPU).
+    torch's max allocated memory (`cuda_max_allocated`); on the CPU the model's
+    tensors plus the peak of live tensor bytes allocated in the region, from the
+    untimed profiled pass (`cpu_tensor_peak`). Records from before it headline the
+    peak resident set above the runtime baseline (`cpu_peak_rss_above_runtime`).
     `start_mib` and `after_mib` are on the headline's scale: held when the region
     began and still held once it ended (the figure the reference study reported,
     kept for comparison, not a peak); `peak_increase_mib` is peak minus start.
-    `trimmed` says whether the C allocator's freed memory was given back before
-    the region (None on CUDA, where torch's allocator counts only live tensors).
-    `lifetime_peak_mib` is the process's peak resident set since it started, as
-    of the region's end (None where the kernel does not report it).
+    The fields from `absolute_peak_mib` on are None in records measured before
+    they existed. On the CPU, from the timed rounds: `rss_peak_mib` is the peak
+    resident set above the runtime baseline (`baseline_mib`), `absolute_peak_mib`
+    the raw RSS peak (on CUDA the headline again), `trimmed` whether the C
+    allocator's freed memory was given back before the region (None on CUDA) and
+    `lifetime_peak_mib` the process's peak resident set since it started, as of
+    the region's end (None where the kernel does not report it).
     """
 
     metric: str
@@ -63,6 +82,7 @@ class MemoryFigures:
     baseline_mib: float | None = None
     trimmed: bool | None = None
     lifetime_peak_mib: float | None = None
+    rss_peak_mib: float | None = None
 
     def as_dict(self) -> dict[str, float | str | int | None]:
         """Plain values, for pytest-benchmark's extra_info."""
@@ -290,6 +310,97 @@ class MemoryMeter:
             trimmed=self._trimmed,
             lifetime_peak_mib=lifetime_peak_mib(),
         )
+
+
+TENSOR_METRIC = "cpu_tensor_peak"
+
+
+def needs_tensor_pass(device: torch.device) -> bool:
+    """Whether the device's headline comes from an untimed profiled pass: every device but CUDA, whose
+    allocator keeps its own peak."""
+    return device.type != "cuda"
+
+
+def tensor_mib(module: torch.nn.Module) -> float:
+    """The module's parameters and buffers in MiB, each storage once (tied weights share one)."""
+    storages = {}
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        storage = tensor.untyped_storage()
+        storages[(storage.device, storage.data_ptr())] = storage.nbytes()
+    return sum(storages.values()) / MIB
+
+
+@dataclass(frozen=True)
+class TensorPeak:
+    """Live tensor bytes of one region on the CPU, in MiB: handed in, peak above that, and left at its end."""
+
+    held_mib: float
+    peak_increase_mib: float
+    net_mib: float
+    allocations: int
+
+
+class TensorPeakMeter:
+    """The peak of live CPU tensor bytes inside `with TensorPeakMeter(model) as meter:`; then `meter.peak`.
+
+    With memory profiling on, torch's CPU allocator reports every allocation
+    and its free to the profiler; summed in time order they give the live
+    bytes allocated since the region began, whose maximum is the region's
+    increase. A block allocated before the region and freed inside it is not
+    reported (the allocator never learnt its size), so the figure can only err
+    high. `held_mib` is what the region was handed: `tensor_mib(model)`.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self._model = model
+        self.peak: TensorPeak | None = None
+        self._held = 0.0
+        self._profile: torch.profiler.profile | None = None
+
+    def __enter__(self) -> "TensorPeakMeter":
+        self._held = tensor_mib(self._model)
+        self._profile = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+        self._profile.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._profile is not None
+        self._profile.__exit__(*exc_info)
+        sizes = _allocation_sizes(self._profile)
+        self._profile = None  # its event lists take memory the next region must not see
+        live = peak = 0
+        for size in sizes:
+            live += size
+            peak = max(peak, live)
+        self.peak = TensorPeak(self._held, peak / MIB, live / MIB, sum(1 for size in sizes if size > 0))
+
+
+def _allocation_sizes(profile: torch.profiler.profile) -> list[int]:
+    """Signed CPU allocation sizes (frees negative) in the order they happened."""
+    from torch._C._profiler import _EventType  # the profiler's event tree: the one place that keeps every free
+
+    events = []
+    pending = list(profile.profiler.kineto_results.experimental_event_tree())
+    while pending:
+        event = pending.pop()
+        if event.tag == _EventType.Allocation and event.extra_fields.device.type == "cpu":
+            events.append((event.start_time_ns, event.extra_fields.alloc_size))
+        pending.extend(event.children)
+    events.sort(key=lambda timed: timed[0])
+    return [size for _, size in events]
+
+
+def with_tensor_peak(figures: MemoryFigures, tensors: TensorPeak) -> MemoryFigures:
+    """A timed round's CPU figures with the headline from the profiled pass; its resident peak kept beside."""
+    return dataclasses.replace(
+        figures,
+        metric=TENSOR_METRIC,
+        peak_mib=round(tensors.held_mib + tensors.peak_increase_mib, 2),
+        start_mib=round(tensors.held_mib, 2),
+        after_mib=round(tensors.held_mib + tensors.net_mib, 2),
+        peak_increase_mib=round(tensors.peak_increase_mib, 2),
+        rss_peak_mib=figures.peak_mib,
+    )
 
 
 def release_cached_memory(device: torch.device) -> None:

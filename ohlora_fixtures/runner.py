@@ -38,7 +38,15 @@ from .inference import Answer, encode_prompts, generate_answers, latency_figures
 from .inference import warm_up as warm_up_generation
 from .hardware import probe_fraction
 from .load import LoadWatch, MachineLoad
-from .memory import MemoryFigures, MemoryMeter, release_cached_memory
+from .memory import (
+    MemoryFigures,
+    MemoryMeter,
+    TensorPeak,
+    TensorPeakMeter,
+    needs_tensor_pass,
+    release_cached_memory,
+    with_tensor_peak,
+)
 from .paths import child
 from .percentiles import median, percentile
 from .models import BaseModel, WeightsUnavailable
@@ -89,19 +97,24 @@ class Rounds:
         return median
 
 
-def measure(study: Study, benchmark: Any, function: Callable[..., Any], prepare: Callable[[], tuple]) -> Rounds:
+def measure(study: Study, benchmark: Any, function: Callable[..., Any], prepare: Callable[..., tuple]) -> Rounds:
     """Run `function(*prepare())` for --ohlora-rounds timed rounds of pytest-benchmark, each inside a MemoryMeter.
 
     `prepare` runs before each round, untimed (pytest-benchmark's `setup`): a
-    fresh adapter and its warm-up. The meter starts after it and stops before the
-    next, so each round's memory is its own. pytest-benchmark keeps its own
-    statistics of the rounds (for `--benchmark-compare-fail`); the record keeps
-    each round's own perf_counter reading. Memory figures are rounded to 0.01
-    MiB, as they are stored.
+    fresh adapter and its warm-up; its first argument is the model the region
+    is handed. The meter starts after it and stops before the next, so each
+    round's memory is its own. Where the device keeps no allocator peak (the
+    CPU), one more round runs first, untimed and without progress lines, under
+    a TensorPeakMeter: its tensor peak is every round's headline (memory.py says
+    why the resident set cannot be). pytest-benchmark keeps its own statistics
+    of the rounds (for `--benchmark-compare-fail`); the record keeps each
+    round's own perf_counter reading. Memory figures are rounded to 0.01 MiB,
+    as they are stored.
     """
     done: list[Measured] = []
     meter: MemoryMeter | None = None
     finished: tuple[Any, float] | None = None  # the round just timed: its value and seconds
+    tensors = _tensor_pass(function, prepare) if needs_tensor_pass(study.device) else None
     watch = LoadWatch(lambda: probe_fraction(study.device, study.dtype, study.peaks))
 
     def end_round() -> None:
@@ -110,7 +123,8 @@ def measure(study: Study, benchmark: Any, function: Callable[..., Any], prepare:
         if meter is not None:
             meter.__exit__(None, None, None)
             if finished is not None:
-                done.append(Measured(finished[0], finished[1], MemoryFigures(**meter.figures.as_dict())))
+                figures = MemoryFigures(**meter.figures.as_dict())
+                done.append(Measured(finished[0], finished[1], with_tensor_peak(figures, tensors) if tensors else figures))
         meter, finished = None, None
 
     def setup() -> tuple[tuple, dict]:
@@ -135,6 +149,16 @@ def measure(study: Study, benchmark: Any, function: Callable[..., Any], prepare:
     finally:
         end_round()  # the last round, or the sampler of one that raised
     return Rounds(tuple(done), watch.finish())
+
+
+def _tensor_pass(function: Callable[..., Any], prepare: Callable[..., tuple]) -> TensorPeak:
+    """One untimed, quiet run of the region under a TensorPeakMeter; the region's own result is dropped."""
+    args = prepare(progress=False)
+    with TensorPeakMeter(args[0]) as meter:
+        function(*args)
+    del args
+    assert meter.peak is not None
+    return meter.peak
 
 
 def progress_due(index: int, total: int, every: int) -> bool:
@@ -260,7 +284,7 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
         with contextlib.ExitStack() as adapter:
             attached: list[torch.nn.Module] = []  # the latest round's adapter
 
-            def fresh_round() -> tuple:
+            def fresh_round(progress: bool = True) -> tuple:
                 """Untimed, before each round: the last round's adapter off, a fresh one on, warmed up."""
                 if attached:
                     adapter.close()
@@ -269,7 +293,7 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
                 attached.append(adapter.enter_context(fresh_adapter(base.model, candidate, settings)))
                 warm_up(attached[0], batches[0])
                 torch.manual_seed(settings.seed)  # dropout masks as if there had been no warm-up
-                return attached[0], batches, settings.learning_rate, study.device, on_step
+                return attached[0], batches, settings.learning_rate, study.device, on_step if progress else None
 
             measured = measure(study, benchmark, train, fresh_round).fill(record)
             model = attached[0]  # the last round's adapter is still attached: the figures below are of it
@@ -328,8 +352,10 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pyte
             if progress_due(index, len(prompts), PROGRESS_EVERY_PROMPTS):
                 say(f"{candidate.name} inference: prompt {index}/{len(prompts)} ({answer.new_tokens} new tokens)")
 
-        arguments = base.model, base.tokenizer, prompts, generation, study.device, on_prompt
-        measured = measure(study, benchmark, generate_answers, lambda: arguments).fill(record)
+        def arguments(progress: bool = True) -> tuple:
+            return base.model, base.tokenizer, prompts, generation, study.device, on_prompt if progress else None
+
+        measured = measure(study, benchmark, generate_answers, arguments).fill(record)
         answers = measured.value
         scored = _scored_answers(study, base, candidate, answers)
         new_tokens = sum(answer.new_tokens for answer in answers)

@@ -214,7 +214,7 @@ def test_saved_json_holds_every_figure(run_benchmarks, tmp_path):
         "total_params", "tokens", "tokens_per_second", "run",
     ):
         assert finetune["extra_info"][key] is not None, key
-    assert finetune["extra_info"]["memory_metric"] == "cpu_peak_rss_above_runtime"
+    assert finetune["extra_info"]["memory_metric"] == "cpu_tensor_peak"
     assert len(finetune["extra_info"]["losses"]) == finetune["extra_info"]["steps"] == 2
     for key in ("mean_seconds_per_prompt", "new_tokens", "peak_mib", "quality", "answers_csv"):
         assert inference["extra_info"][key] is not None, key
@@ -229,29 +229,38 @@ def test_saved_json_holds_every_figure(run_benchmarks, tmp_path):
 
 
 def _check_memory_belongs_to_its_benchmark(finetune: dict, inference: dict, run: dict) -> None:
-    # Tiny models: far below the ~440 MiB of Python and torch, which a headline must not include.
+    # Tiny models: the headline counts tensors, so it is far below the ~440 MiB of Python and torch.
     for figures in (finetune, inference):
+        assert figures["memory_metric"] == "cpu_tensor_peak"
+        assert 0 < figures["start_mib"] < figures["peak_mib"] < 50
+        assert figures["peak_mib"] == pytest.approx(figures["start_mib"] + figures["peak_increase_mib"], abs=0.02)
+        # The timed round's resident figures stay beside it.
         assert figures["trimmed"] is True
-        assert 0 < figures["peak_mib"] < 200
-        assert figures["absolute_peak_mib"] == pytest.approx(figures["peak_mib"] + figures["baseline_mib"], abs=0.02)
+        assert figures["absolute_peak_mib"] == pytest.approx(figures["rss_peak_mib"] + figures["baseline_mib"], abs=0.02)
         assert figures["baseline_mib"] == run["runtime_baseline_mib"] > 100
         # Each reset of the kernel's high-water mark keeps the lifetime peak it would have hidden.
         # (records hold 0.01 MiB, the session figure full precision)
         assert run["lifetime_peak_mib"] + 0.01 >= figures["lifetime_peak_mib"] >= figures["absolute_peak_mib"]
-    # Freed memory is given back before the region: a fine-tune's adapter, optimizer and activations show.
-    assert finetune["peak_increase_mib"] > 0  # seen: 0.96 MiB for this 2-step run, 0.00 to 0.03 before the trim
+    # The fine-tune and the inference are handed the same base; the fine-tune's adapter is on top of it.
+    assert finetune["start_mib"] > inference["start_mib"]
+    # A fine-tune's optimizer state, gradients and activations show in its increase.
+    assert finetune["peak_increase_mib"] > 0
 
 
-def test_inference_peak_does_not_depend_on_what_ran_before(run_benchmarks, tmp_path):
-    after_finetune = tmp_path / "after.json"
-    alone = tmp_path / "alone.json"
-    first = run_benchmarks("--ohlora-models", "TinyKo-v5-a", *TINY_RUN, f"--benchmark-json={after_finetune}")
-    second = run_benchmarks("--ohlora-models", "TinyKo-v5-a", *TINY_RUN, "-k", "inference", f"--benchmark-json={alone}")
-    assert first.returncode == second.returncode == 0, first.stdout[-2000:] + second.stdout[-2000:]
-    peaks = [
-        next(b["extra_info"]["peak_mib"] for b in json.loads(path.read_text())["benchmarks"] if b["extra_info"]["kind"] == "inference")
-        for path in (after_finetune, alone)
-    ]
-    # A few MiB of modules and buffers the fine-tune loaded stay (seen: 5 MiB); the allocator's leftovers
-    # (60 to 140 MiB at full size) or the runtime (~440 MiB) would not fit.
-    assert abs(peaks[0] - peaks[1]) < 15, peaks
+def test_memory_headline_does_not_depend_on_what_ran_before(run_benchmarks, tmp_path):
+    both, alone = tmp_path / "both.json", {kind: tmp_path / f"{kind}.json" for kind in ("inference", "finetune")}
+    runs = [run_benchmarks("--ohlora-models", "TinyKo-v5-a", *TINY_RUN, f"--benchmark-json={both}")]
+    runs += [run_benchmarks("--ohlora-models", "TinyKo-v5-a", *TINY_RUN, "-k", kind, f"--benchmark-json={path}")
+             for kind, path in alone.items()]
+    assert all(run.returncode == 0 for run in runs), "".join(run.stdout[-2000:] for run in runs)
+
+    def figures(path: Path, kind: str) -> dict:
+        return next(b["extra_info"] for b in json.loads(path.read_text())["benchmarks"] if b["extra_info"]["kind"] == kind)
+
+    for kind, path in alone.items():
+        after, first = figures(both, kind), figures(path, kind)
+        # Tensors, not the process: inference after a fine-tune reads what it reads alone (issue 10 asks
+        # within 5 %; the resident set read 6 % apart at full size, 11 vs 16 MiB at this scale), and a
+        # fine-tune reads the same in another process (its resident increase moved by a third).
+        assert after["peak_mib"] == pytest.approx(first["peak_mib"], rel=0.01), (kind, after, first)
+        assert after["peak_increase_mib"] == pytest.approx(first["peak_increase_mib"], rel=0.01), (kind, after, first)

@@ -69,8 +69,7 @@ def test_cpu_allocator_oom_is_recorded_as_oom_and_freed_before_the_next_benchmar
     # The next benchmark starts without the failed step's memory, so its figure is its own.
     rss_at_failure = float((bench_pytester.path / "rss_at_failure").read_text())
     assert records[8].status is Status.OK
-    assert records[8].memory.start_mib < rss_at_failure - 0.75 * HELD_MIB
-    assert records[8].memory.peak_mib < rss_at_failure - 0.5 * HELD_MIB
+    assert records[8].memory.absolute_peak_mib < rss_at_failure - 0.5 * HELD_MIB
 
 
 # Test-only `-p` plugin: the N-th `train` call (inside the timed region) raises KeyboardInterrupt, as Ctrl-C does.
@@ -95,9 +94,10 @@ runner.train = _train
 '''
 
 
+# On the CPU each benchmark calls `train` once more, first: the untimed tensor-memory pass.
 @pytest.mark.parametrize(("rounds", "ctrl_c_at_train"), [
-    ("1", "2"),  # r16 finishes; Ctrl-C in r32's only round: no round timed (pytest-benchmark's min() of nothing)
-    ("2", "4"),  # r16's two rounds finish; Ctrl-C in r32's second round: one round timed, half a measurement
+    ("1", "4"),  # r16 finishes; Ctrl-C in r32's only round: no round timed (pytest-benchmark's min() of nothing)
+    ("2", "6"),  # r16's two rounds finish; Ctrl-C in r32's second round: one round timed, half a measurement
 ])
 def test_ctrl_c_in_a_timed_round_keeps_pytest_benchmarks_json_and_the_summary(
     tmp_path: Path, rounds: str, ctrl_c_at_train: str

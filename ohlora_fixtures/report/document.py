@@ -35,13 +35,17 @@ def _approximate_note(report: Report) -> list[str]:
     return [text("approximate_note", report.lang, names=", ".join(approximate))]
 
 
+# Metric names that need a sentence more than the legend, and the sentence.
+_METRIC_MEANINGS = (("cpu_tensor_peak", "tensor_peak_meaning"), ("above_runtime", "above_runtime_meaning"))
+
+
 def _what_blocks(report: Report) -> list[Block]:
     s, lang = report.settings, report.lang
     labels = dict.fromkeys(cells.run_label(r.run, lang) for r in report.all_records)
     lines = [
         text("measured_with_line", lang, labels="; ".join(labels) or text("nothing", lang)),
-        text("memory_metric_line", lang, metrics=report.memory_metrics)
-        + (" " + text("above_runtime_meaning", lang) if "above_runtime" in report.memory_metrics else ""),
+        " ".join([text("memory_metric_line", lang, metrics=report.memory_metrics)]
+                 + [text(meaning, lang) for marker, meaning in _METRIC_MEANINGS if marker in report.memory_metrics]),
         text("rendered_line", lang, time=time.strftime("%Y-%m-%d %H:%M:%S %Z"), runs_read=report.runs_read,
              kept=len(report.records), runs=len(report.runs), replaced=report.replaced),
         text("screening_line", lang, min=f"{s.min_params:g}", max=f"{s.max_params:g}",
