@@ -222,7 +222,7 @@ def test_every_record_carries_its_anatomy_adapter_size_and_provenance(serial):
 def test_vram_budget_fails_a_benchmark_over_it_and_says_why(tmp_path):
     result = run_grid(tmp_path, *TINY_RUN, "--ohlora-models", "llama1B", "-k", "finetune", "--ohlora-vram-budget-mb", "1")
     assert result.returncode == 1, result.stdout[-3000:]
-    assert re.search(r"peak memory \d+ MiB \(cpu_peak_rss_above_runtime\) exceeds --ohlora-vram-budget-mb 1", result.stdout)
+    assert re.search(r"peak memory \d+ MiB \(cpu_tensor_peak\) exceeds --ohlora-vram-budget-mb 1", result.stdout)
     [record] = results.read(tmp_path / "ohlora" / "results.jsonl")
     assert record.ok and record.over_budget is True
 
