@@ -287,7 +287,7 @@ def parse(raw: dict[str, Any], entry: EntryPoint = PYTEST) -> Settings:
     if settings.min_new_tokens > settings.max_new_tokens:
         raise UsageError(
             f"{entry.flag('min_new_tokens')} {settings.min_new_tokens} is above "
-            f"{entry.flag('max_new_tokens')} {settings.max_new_tokens}: an answer cannot be longer than its cap"
+            f"{entry.flag('max_new_tokens')} {settings.max_new_tokens}: lower the first or raise the second"
         )
     if entry.offers("report_dir"):
         check_report_dir(settings.report_dir, settings.results_path, entry.flag("report_dir"))
