@@ -28,11 +28,21 @@ ANSWER_COLUMNS = ("prompt_line", "prompt", "reference", "answer", "new_tokens", 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """At most `max_new_tokens` NEW tokens per answer (the study's cap counted the prompt too)."""
+    """At most `max_new_tokens` NEW tokens per answer (the study's cap counted the prompt too), and at least
+    `min_new_tokens` (0: an answer may end at the first end-of-sequence token)."""
 
     max_new_tokens: int = defaults.MAX_NEW_TOKENS
     greedy: bool = False
     seed: int = defaults.SEED
+    min_new_tokens: int = 0
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `generate` these settings stand for."""
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": not self.greedy}
+        if self.min_new_tokens > 0:
+            # Left out at 0 so that the default run calls generate exactly as before the option existed.
+            kwargs["min_new_tokens"] = self.min_new_tokens
+        return kwargs
 
 
 @dataclass(frozen=True)
@@ -105,10 +115,9 @@ def _generate(
     return model.generate(
         input_ids=input_ids,
         attention_mask=torch.ones_like(input_ids),
-        max_new_tokens=settings.max_new_tokens,
-        do_sample=not settings.greedy,
         pad_token_id=pad_id,
         streamer=streamer,
+        **settings.generate_kwargs(),
     )
 
 

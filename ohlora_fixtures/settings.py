@@ -34,6 +34,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError
+    return value
+
+
 # What torch.manual_seed really accepts is [-2**63, 2**64), but a negative seed wraps onto a
 # positive one (-1 is 2**64 - 1): only the unsigned range names each seed once.
 SEED_RANGE = range(0, 2**64)
@@ -158,6 +165,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("lora_alpha", positive_int, defaults.LORA_ALPHA, "LoRA alpha", "a positive integer"),
     Option("lora_dropout", _fraction, defaults.LORA_DROPOUT, "LoRA dropout", "a number in [0, 1)"),
     Option("max_new_tokens", positive_int, defaults.MAX_NEW_TOKENS, "new tokens per answer (not counting the prompt)", "a positive integer"),
+    Option("min_new_tokens", _non_negative_int, 0, "new tokens every answer must have before it may end "
+           "(0: a model may stop at its end-of-sequence token); at most --ohlora-max-new-tokens", "an integer >= 0"),
     Option("greedy", None, False, "greedy decoding instead of seeded sampling"),
     Option("seed", _seed, defaults.SEED, "seed for weights, adapters, batches and sampling", f"an integer from 0 to {SEED_RANGE.stop - 1} (torch's seed range)"),
     Option("allow_download", None, False, "let pretrained weights be downloaded from the hub"),
@@ -204,6 +213,7 @@ class Settings:
     lora_alpha: int
     lora_dropout: float
     max_new_tokens: int
+    min_new_tokens: int
     greedy: bool
     seed: int
     allow_download: bool
@@ -273,6 +283,11 @@ def parse(raw: dict[str, Any], entry: EntryPoint = PYTEST) -> Settings:
     if settings.min_params > settings.max_params:
         raise UsageError(
             f"{entry.flag('min_params')} {settings.min_params} is above {entry.flag('max_params')} {settings.max_params}"
+        )
+    if settings.min_new_tokens > settings.max_new_tokens:
+        raise UsageError(
+            f"{entry.flag('min_new_tokens')} {settings.min_new_tokens} is above "
+            f"{entry.flag('max_new_tokens')} {settings.max_new_tokens}: lower the first or raise the second"
         )
     if entry.offers("report_dir"):
         check_report_dir(settings.report_dir, settings.results_path, entry.flag("report_dir"))

@@ -113,7 +113,8 @@ class Study:
     @property
     def generation_settings(self) -> GenerationSettings:
         """How answers are generated."""
-        return GenerationSettings(self.settings.max_new_tokens, self.settings.greedy, self.settings.seed)
+        s = self.settings
+        return GenerationSettings(s.max_new_tokens, s.greedy, s.seed, s.min_new_tokens)
 
     @cached_property
     def random_tokenizer(self) -> Any:
@@ -191,6 +192,7 @@ class Study:
             lora_dropout=s.lora_dropout,
             ranks=tuple(s.ranks),
             max_new_tokens=s.max_new_tokens,
+            min_new_tokens=s.min_new_tokens,
             greedy=s.greedy,
             seed=s.seed,
             vram_budget_mb=s.vram_budget_mb,

@@ -68,6 +68,41 @@ def test_prefill_is_timed_inside_each_generate_call_and_below_its_total(base, ex
     assert 0.3 < figures["decode_tokens_per_second"] * figures["decode_token_median_s"] < 3
 
 
+@pytest.fixture
+def eos_prone(base):
+    """The tiny stand-in with its end-of-sequence logit raised far above the rest: left alone, it ends every
+    answer at its first token, as a pretrained model that stops early would, only always."""
+    eos = base.tokenizer.eos_token_id
+
+    def raise_eos(module, inputs, logits):
+        logits[..., eos] += 1e4
+
+    hook = base.model.get_output_embeddings().register_forward_hook(raise_eos)
+    yield base
+    hook.remove()
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_min_new_tokens_keeps_an_early_stopping_model_answering(eos_prone, experiment, greedy):
+    prompts = encode_prompts(eos_prone.tokenizer, eos_prone.candidate, experiment.prompts[:4], CPU)
+
+    def lengths(min_new_tokens: int) -> list[int]:
+        settings = GenerationSettings(max_new_tokens=12, greedy=greedy, seed=0, min_new_tokens=min_new_tokens)
+        answers = generate_answers(eos_prone.model, eos_prone.tokenizer, prompts, settings, CPU)
+        assert all(a.generated_tokens == a.new_tokens for a in answers)  # each stopped at its end-of-sequence
+        return [a.new_tokens for a in answers]
+
+    assert lengths(0) == [1, 1, 1, 1]  # the default: the model may stop at once, and does
+    # With a floor, generate masks the end-of-sequence token until N tokens stand; it ends right after.
+    assert lengths(6) == [7, 7, 7, 7]
+
+
+def test_min_new_tokens_reaches_generate_only_when_set():
+    assert "min_new_tokens" not in GenerationSettings(max_new_tokens=8).generate_kwargs()
+    assert GenerationSettings(max_new_tokens=8, min_new_tokens=3).generate_kwargs() == {
+        "max_new_tokens": 8, "do_sample": True, "min_new_tokens": 3}
+
+
 def test_a_prompt_answered_in_one_token_has_no_decode_time():
     from ohlora_fixtures.inference import Answer
 

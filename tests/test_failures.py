@@ -305,6 +305,10 @@ def test_fingerprint_ignores_when_and_where_but_not_what(tmp_path: Path, monkeyp
     ):
         assert _fingerprints(_study(tmp_path, **options))[0] != reference[0], options
     assert _fingerprints(_study(tmp_path, max_new_tokens="8"))[1] != reference[1]
+    # A floor on answer length changes what the inference benchmark times, and is part of the run described.
+    at_least = _study(tmp_path, min_new_tokens="8")
+    assert _fingerprints(at_least)[1] != reference[1]
+    assert at_least.describe().min_new_tokens == at_least.generation_settings.min_new_tokens == 8
 
 
 def test_fingerprint_tracks_the_dataset_tokenizer_a_new_candidates_template_changes(tmp_path: Path) -> None:

@@ -40,6 +40,10 @@ OPTION_CASES = [
     (["--ohlora-seed", "1.5"], "--ohlora-seed: '1.5' is not valid; expected an integer"),
     (["--ohlora-lora-dropout", "1"], "--ohlora-lora-dropout: '1' is not valid; expected a number in [0, 1)"),
     (["--ohlora-min-params", "5"], "--ohlora-min-params 5.0 is above --ohlora-max-params 3.0"),
+    (["--ohlora-min-new-tokens", "-1"], "--ohlora-min-new-tokens: '-1' is not valid; expected an integer >= 0"),
+    (["--ohlora-min-new-tokens", "81"], "--ohlora-min-new-tokens 81 is above --ohlora-max-new-tokens 80"),
+    (["--ohlora-min-new-tokens", "12", "--ohlora-max-new-tokens", "10"],
+     "--ohlora-min-new-tokens 12 is above --ohlora-max-new-tokens 10"),
     (["--ohlora-train-rows", "100000"], "needs 100000 train rows"),
 ]
 

@@ -138,15 +138,18 @@ def test_every_column_is_rendered_from_a_stored_run_and_no_cell_is_blank(tmp_pat
     header = rows[0]
     expected = ["model", "leaderboard average", "parameters"] + [f"fine-tuning time r{r} (s)" for r in RANKS]
     expected += [f"fine-tuning peak r{r} (MiB)" for r in RANKS] + [f"eval loss after fine-tuning r{r}" for r in RANKS]
-    expected += ["inference time (s per prompt)", "inference peak (MiB)", "answer quality"]
+    expected += ["inference time (s per answer, ranked)", "time per new token (generate time / new tokens)",
+                 "new tokens per answer (mean)", "inference peak (MiB)", "answer quality"]
     assert header == expected
     assert len(rows) == 1 + len(NAMES)
     assert all(cell for row in rows for cell in row)
     polyglot, tiny = rows[1], rows[2]
     assert polyglot[:5] == ["polyglot-ko-1.3b", "29.95", "1.43 B", "1.50", "1.50"]
-    assert polyglot[5:7] == ["416", "432"] and polyglot[9:12] == ["0.20", "420", "not graded · chrF 4.5"]
+    assert polyglot[5:7] == ["416", "432"]
+    # 3 answers, 30 new tokens in 0.6 s: 0.2 s per answer = 20 ms per new token × 10 tokens per answer.
+    assert polyglot[9:14] == ["0.20", "20.0 ms", "10.0", "420", "not graded · chrF 4.5"]
     assert tiny[0] == "TinyKo-v5-a (approx.)"
-    assert tiny[3:5] == ["OOM", "not run"] and tiny[9:12] == ["failed"] * 3
+    assert tiny[3:5] == ["OOM", "not run"] and tiny[9:14] == ["failed"] * 5
     assert "ValueError: bad" in markdown.split("## Failures", 1)[1]
     for section in ("Candidates and screening", "Answer quality", "Full-size plan (estimates)"):
         assert all(cell for row in table_rows(markdown, section) for cell in row), section
@@ -225,12 +228,12 @@ def test_human_grades_are_read_back_from_the_answers_csv_at_render_time(tmp_path
     log = jsonl(tmp_path / "results.jsonl", records)
     out = tmp_path / "out"
     report.main([str(log), "--out", str(out)])
-    assert "not graded" in table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Results")[1][11]
+    assert "not graded" in table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Results")[1][13]
 
     answers_file(Path(records[2].inference.answers.answers_csv), ["best", "good", "5"])  # a person grades the answers
     report.main([str(log), "--out", str(out)])
 
-    cell = table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Results")[1][11]
+    cell = table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Results")[1][13]
     assert cell.startswith("best (4.7, n=3)")
     frame = pd.read_csv(out / "results.csv")
     assert frame.loc[frame["kind"] == "inference", "human_graded"].tolist()[0] == 3
@@ -254,7 +257,7 @@ def test_compare_study_shows_the_studys_t4_figures_beside_ours(tmp_path: Path) -
     markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
     polyglot = table_rows(markdown, "Results")[1]
     assert polyglot[3] == "1.50 · study T4: 24.20" and polyglot[5] == "416 · study T4: 2,593"
-    assert "study T4: good" in polyglot[11]
+    assert "study T4: good" in polyglot[13]
     assert "not peaks" in markdown
 
 

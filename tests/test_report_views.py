@@ -67,6 +67,54 @@ def test_without_grades_the_leaderboard_average_stands_in_and_says_so(tmp_path: 
     assert header[1].startswith("quality: leaderboard average, standing in")
 
 
+# Answers of different lengths: seconds per answer ranks; a spread of mean lengths above 25 % is flagged.
+RANKING_NOTE = "The ranking's inference-time criterion is seconds per answer"
+
+
+def answered(tmp_path: Path, new_tokens: dict[str, int], **run: object) -> list[BenchmarkRecord]:
+    """One inference record per candidate: 3 answers in 0.6 s holding `new_tokens` new tokens in all."""
+    records = []
+    for name, tokens in new_tokens.items():
+        record = inference(name, answers_file(tmp_path / "answers" / f"{name}.csv", [""] * 3),
+                           run=run_description(**run))
+        record.inference = dataclasses.replace(record.inference, new_tokens=tokens, tokens_per_second=tokens / 0.6)
+        records.append(record)
+    return records
+
+
+def test_answer_lengths_within_a_quarter_of_each_other_are_not_flagged(tmp_path: Path) -> None:
+    markdown = render(tmp_path, answered(tmp_path, {"polyglot-ko-1.3b": 30, "TinyKo-v5-a": 37}))  # 10 and 12.3
+
+    assert RANKING_NOTE in markdown and "Answer lengths differ" not in markdown
+    rows = {row[0]: row for row in table_rows(markdown, "Results")}
+    assert rows["polyglot-ko-1.3b"][9:12] == ["0.20", "20.0 ms", "10.0"]
+    assert rows["TinyKo-v5-a (approx.)"][9:12] == ["0.20", "16.2 ms", "12.3"]
+
+
+@pytest.mark.parametrize("lang", ["en", "ko"])
+def test_answer_lengths_apart_by_more_than_a_quarter_are_flagged_naming_both(tmp_path: Path, lang: str) -> None:
+    lengths = {"polyglot-ko-1.3b": 30, "llama1B": 33, "TinyKo-v5-a": 39}  # 10, 11 and 13 per answer
+    markdown = render(tmp_path, answered(tmp_path, lengths), "--lang", lang)
+
+    if lang == "en":
+        assert ("⚠ Answer lengths differ 1.3×: polyglot-ko-1.3b averages 10.0 new tokens per answer, "
+                "TinyKo-v5-a (approx.) 13.0.") in markdown
+        assert RANKING_NOTE in markdown and "`--ohlora-min-new-tokens N`" in markdown
+    else:
+        assert "⚠ 답변 길이가 1.3배 차이 납니다: polyglot-ko-1.3b은(는) 답변당 새 토큰 평균 10.0개" in markdown
+        assert "TinyKo-v5-a (근사)은(는) 13.0개" in markdown
+        results = markdown.split("## 결과\n", 1)[1].split("## 답변 품질", 1)[0]
+        assert english_pieces(results, NAMES) == []
+
+
+def test_a_run_with_a_floor_on_answer_length_says_so(tmp_path: Path) -> None:
+    markdown = render(tmp_path, answered(tmp_path, {"polyglot-ko-1.3b": 30}, min_new_tokens=8))
+
+    assert "3 prompts, 8–80 new tokens, sampled" in markdown and "≤80" not in markdown
+    korean = render(tmp_path / "ko", answered(tmp_path, {"polyglot-ko-1.3b": 30}, min_new_tokens=8), "--lang", "ko")
+    assert "프롬프트 3개, 새 토큰 8–80개, 샘플링" in korean
+
+
 # The study's table: its own 8 headers, our figures, three ranks in one cell.
 STUDY_HEADERS = [
     "모델 이름", "종합 점수 (Average from Leaderboard)", "파라미터 개수", "Fine-Tuning 시간 (LoRA rank 16, 32, 64)",

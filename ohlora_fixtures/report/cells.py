@@ -28,6 +28,22 @@ def rate(value: float) -> str:
     return f"{value:,.1f}"
 
 
+def tokens(value: float) -> str:
+    return f"{value:,.1f}"
+
+
+def mean_answer_tokens(record: BenchmarkRecord) -> float | None:
+    """An inference record's mean new tokens per answer (each counted to its end-of-sequence token)."""
+    figures = record.inference
+    return figures.new_tokens / figures.prompts if figures and figures.prompts else None
+
+
+def seconds_per_new_token(record: BenchmarkRecord) -> float | None:
+    """An inference record's whole `generate` time over its new tokens: the prefill is spread over the answer."""
+    figures = record.inference
+    return 1 / figures.tokens_per_second if figures and figures.tokens_per_second > 0 else None
+
+
 def mib_fine(value: float) -> str:
     # adapters of tiny stand-ins are a fraction of a MiB
     return f"{value:,.2f}"

@@ -9,10 +9,15 @@ from typing import Mapping
 from .. import selection
 from ..load import BUSY_OTHER_CORES, BUSY_PROBE, BUSY_STEAL
 from ..message import in_language
+from ..record import Kind
 from . import cells, tables
 from .blocks import Block, Bullets, Heading, Image, Paragraph
 from .gather import Report, benchmark_title
 from .language import text
+
+
+# Mean answer lengths (max / min) above which the report flags that seconds per answer favours short answers.
+ANSWER_LENGTH_SPREAD = 1.25
 
 
 def _banner(report: Report) -> list[Block]:
@@ -54,6 +59,28 @@ def _what_blocks(report: Report) -> list[Block]:
     if report.note:
         lines.append(report.note)
     return [*(Paragraph(line) for line in lines), tables.runs_table(report), tables.provenance_table(report)]
+
+
+def _answer_length_blocks(report: Report) -> list[Block]:
+    """What the inference ranking reads (seconds per answer), and a flag where answer lengths differ enough
+    that a model which stops early looks fast for it."""
+    lang = report.lang
+    blocks: list[Block] = [Paragraph(text("answers_ranking_note", lang), "note")]
+    lengths = {}
+    for c in report.candidates:
+        record = report.ok_record(c.name, Kind.INFERENCE)
+        mean = cells.mean_answer_tokens(record) if record else None
+        if mean:
+            lengths[report.name(c)] = mean
+    if len(lengths) < 2:
+        return blocks
+    shortest, longest = min(lengths, key=lengths.get), max(lengths, key=lengths.get)
+    ratio = lengths[longest] / lengths[shortest]
+    if ratio > ANSWER_LENGTH_SPREAD:
+        blocks.append(Paragraph(text(
+            "answer_lengths_differ", lang, ratio=f"{ratio:.1f}", shortest=shortest, longest=longest,
+            short=cells.tokens(lengths[shortest]), long=cells.tokens(lengths[longest])), "note"))
+    return blocks
 
 
 def _study_table_lead(report: Report) -> str:
@@ -143,7 +170,8 @@ def document(report: Report, images: Mapping[str, Path]) -> list[Block]:
     blocks: list[Block] = [Heading(text("title", lang), 1), *_banner(report), Heading(text("what", lang)),
                            *_what_blocks(report)]
     blocks += [Heading(text("candidates", lang)), tables.candidates_table(report)]
-    blocks += [Heading(text("results", lang)), tables.results_table(report), tables.choice_table(report)]
+    blocks += [Heading(text("results", lang)), tables.results_table(report), *_answer_length_blocks(report),
+               tables.choice_table(report)]
     if report.stand_in:
         blocks.append(Paragraph(text("banner_stand_in", lang, what=report.stand_in_text()), "note"))
     blocks += [Heading(text("quality", lang)), tables.quality_table(report)]

@@ -21,7 +21,8 @@ def results_table(report: Report) -> Table:
     columns = [text("model", lang), text("leaderboard", lang), text("params", lang)]
     columns += [text("ft_time", lang, rank=r) for r in ranks] + [text("ft_memory", lang, rank=r) for r in ranks]
     columns += [text("eval_loss", lang, rank=r) for r in ranks]
-    columns += [text("inf_time", lang), text("inf_memory", lang), text("answer_quality", lang)]
+    columns += [text("inf_time_answer", lang), text("inf_per_token", lang), text("inf_answer_tokens", lang),
+                text("inf_memory", lang), text("answer_quality", lang)]
     if report.mixed_runs:
         columns.append(text("measured_with", lang))
     if len(report.runs) > 1:  # merged runs: which run each row's figures came from
@@ -47,6 +48,8 @@ def results_table(report: Report) -> Table:
             report, inference, lambda r: cells.timed(r, r.inference.mean_seconds_per_prompt, lang))
         row += [
             cells.beside_study(report, per_prompt, study_row.get("inference_seconds"), cells.seconds),
+            cells.status_cell(report, inference, lambda r: cells.figure(cells.seconds_per_new_token(r), cells.millis, lang)),
+            cells.status_cell(report, inference, lambda r: cells.figure(cells.mean_answer_tokens(r), cells.tokens, lang)),
             cells.beside_study(report, cells.status_cell(report, inference, lambda r: cells.peak_cell(report, r)),
                                study_row.get("inference_memory_mib"), cells.mib),
             cells.status_cell(report, inference, lambda r: _quality_cell(report, c.name, r.inference.answers)),
@@ -212,7 +215,8 @@ def runs_table(report: Report) -> Table:
                  preset=cells.word(f"preset_{d.preset}", d.preset, lang)),
             text("training_cell", lang, batch=d.batch_size, epochs=d.epochs, lr=d.learning_rate),
             ", ".join(str(r) for r in d.ranks),
-            text(sampling, lang, prompts=d.prompts, tokens=d.max_new_tokens),
+            text(sampling, lang, prompts=d.prompts,
+                 tokens=f"{d.min_new_tokens}–{d.max_new_tokens}" if d.min_new_tokens else f"≤{d.max_new_tokens}"),
             " / ".join(f"{lib} {d.versions.get(lib, '?')}" for lib in ("torch", "transformers", "peft")),
             str(run.used), run.outcomes(lang),
         ))
