@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import torch
 import transformers
+from peft.tuners.lora import LoraLayer
 
 from . import defaults
 from .dataset import ExperimentData
@@ -181,7 +182,7 @@ def logits_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: int) -
 
 
 def activation_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: int) -> float:
-    """Activations kept for the backward pass of one batch: fitted layer term plus the logits.
+    """The base model's activations kept for the backward pass of one batch: fitted layer term plus the logits.
 
     Gradients flow back through the frozen base to reach every adapter, so
     nearly all of these are kept.
@@ -189,6 +190,38 @@ def activation_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: in
     return ACTIVATION_FIT * layer_activation_bytes(config, batch_size, seq_len, dtype_bytes) + logits_bytes(
         config, batch_size, seq_len, dtype_bytes
     )
+
+
+@dataclass(frozen=True)
+class AdapterShape:
+    """What one LoRA adapter adds per unit of rank and per token, from a rank-1 adapter on the meta device."""
+
+    params_per_rank: int
+    layers: int
+    in_features: int
+    """The LoRA layers' input widths, summed: what their A matrices read per token."""
+
+
+def adapter_shape(model: torch.nn.Module, candidate: Candidate) -> AdapterShape:
+    """Attach a rank-1 adapter on the meta device and read its shape (shapes only, nothing initialised).
+
+    LoRA's A (r x in) and B (out x r) grow linearly with r, so one rank-1
+    adapter gives every rank: attaching one per rank cost seconds of every report.
+    """
+    with torch.device("meta"), fresh_adapter(model, candidate, FinetuneSettings(rank=1)) as adapted:
+        per_rank, _ = adapted.get_nb_trainable_parameters()
+        layers = [m for m in adapted.modules() if isinstance(m, LoraLayer)]
+        return AdapterShape(per_rank, len(layers), sum(int(m.in_features) for m in layers))
+
+
+def lora_activation_bytes(shape: AdapterShape, rank: int, batch_size: int, seq_len: int) -> float:
+    """What the adapters keep for their backward pass, exactly by structure, in the adapters' float32.
+
+    Each LoRA layer keeps its input after dropout for A's gradient and the
+    dropout mask (one byte an element; the study's dropout is above 0), and A's
+    r-wide output for B's.
+    """
+    return batch_size * seq_len * (shape.in_features * (ADAPTER_BYTES + 1) + shape.layers * rank * ADAPTER_BYTES)
 
 
 def plan_candidate(
@@ -207,16 +240,13 @@ def plan_candidate(
     config = model.config
     total = parameter_count(model)
     weights = total * dtype_bytes
-    activations = activation_bytes(config, batch_size, seq_len, dtype_bytes)
-    # On the meta device peft's new layers are shapes only, not initialised weights. LoRA's A (r x in)
-    # and B (out x r) grow linearly with r, so one rank-1 adapter gives every rank: attaching one per
-    # rank cost seconds of every report.
-    with torch.device("meta"), fresh_adapter(model, candidate, FinetuneSettings(rank=1)) as adapted:
-        per_rank, _ = adapted.get_nb_trainable_parameters()
+    base_activations = activation_bytes(config, batch_size, seq_len, dtype_bytes)
+    shape = adapter_shape(model, candidate)
     rank_plans = []
     for rank in ranks:
-        trainable = per_rank * rank
+        trainable = shape.params_per_rank * rank
         adapter_weights = trainable * ADAPTER_BYTES
+        activations = base_activations + lora_activation_bytes(shape, rank, batch_size, seq_len)
         # The increase is what training adds to a base with the adapter attached: its gradients and
         # AdamW's two moments, and the activations; the adapter's weights are held before training starts.
         increase = adapter_weights * (1 + ADAM_STATES) + activations

@@ -5,7 +5,7 @@
 Each candidate runs `pytest benchmarks -k finetune` at full size, float32, random
 weights, in its own process (so one model's memory never counts in another's),
 into a temporary report folder; its record's `peak_mib` / `peak_increase_mib`
-(MemoryMeter: peak RSS above the runtime baseline, allocator trimmed) are set
+(the CPU's tensor peak: the model's bytes plus the live tensors' peak in the region, memory.TensorPeakMeter) are set
 against `plan.plan_candidate` at the dataset widths that run batched. The
 figures that fitted `plan.ACTIVATION_FIT` are in plan.py's CALIBRATION.
 """
@@ -27,8 +27,7 @@ from ohlora_fixtures.finetune import FinetuneSettings
 from ohlora_fixtures.memory import MIB
 from ohlora_fixtures.models import build_config
 from ohlora_fixtures.plan import (
-    ADAM_STATES, ADAPTER_BYTES, CALIBRATION, RankPlan, experiment_widths, fixed_widths, layer_activation_bytes,
-    logits_bytes, plan_candidate,
+    ACTIVATION_FIT, CALIBRATION, RankPlan, experiment_widths, fixed_widths, layer_activation_bytes, plan_candidate,
 )
 from ohlora_fixtures.settings import DEFAULT_DATASET
 
@@ -87,14 +86,14 @@ def compare(name: str, rank: int = 16, epochs: int = 1, report_dir: Path | None 
 
 
 def refit(rows: Sequence[tuple[str, int, float, float]] = CALIBRATION, rank: int = 16, batch_size: int = 4) -> float:
-    """The least-squares layer coefficient (plan.ACTIVATION_FIT) that meets `rows`' measured float32 increases."""
+    """The least-squares layer coefficient (plan.ACTIVATION_FIT) that meets `rows`' measured float32 increases,
+    every other term of the plan (adapter training state, logits, LoRA inputs) taken at face value."""
     products = squares = 0.0
     for name, width, increase, _ in rows:
         candidate = registry.select(registry.load_registry(), [name])[0]
-        config = build_config(candidate, "full")
-        trainable = plan_candidate(candidate, (rank,), DTYPE, batch_size, fixed_widths(width)).ranks[0].trainable_params
-        layers = layer_activation_bytes(config, batch_size, width, 4) / MIB
-        rest = increase - (trainable * ADAPTER_BYTES * (1 + ADAM_STATES) + logits_bytes(config, batch_size, width, 4)) / MIB
+        layers = layer_activation_bytes(build_config(candidate, "full"), batch_size, width, 4) / MIB
+        planned = plan_candidate(candidate, (rank,), DTYPE, batch_size, fixed_widths(width)).ranks[0]
+        rest = increase - (planned.finetune_increase_estimate_mib - ACTIVATION_FIT * layers)
         products, squares = products + layers * rest, squares + layers * layers
     return products / squares
 
@@ -110,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.models.split(","):
         c = compare(name, args.rank, args.epochs)
         print(
-            f"{c.name}  {c.widest}  {c.planned.finetune_increase_estimate_mib:,.0f}/{c.measured_increase_mib:,.0f} "
-            f"({c.increase_error:+.1%})  {c.planned.finetune_peak_estimate_mib:,.0f}/{c.measured_peak_mib:,.0f} "
+            f"{c.name}  {c.widest}  {c.planned.finetune_increase_estimate_mib:,.1f}/{c.measured_increase_mib:,.2f} "
+            f"({c.increase_error:+.1%})  {c.planned.finetune_peak_estimate_mib:,.1f}/{c.measured_peak_mib:,.2f} "
             f"({c.peak_error:+.1%})",
             flush=True,
         )
