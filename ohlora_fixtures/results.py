@@ -66,13 +66,9 @@ def read(path: Path) -> Iterator[BenchmarkRecord]:
                 warnings.warn(UnreadableRecord(f"{path}:{number}: skipped, not a valid record: {error}"), stacklevel=2)
 
 
-def completed(path: Path, fingerprint: str) -> BenchmarkRecord | None:
-    """The last successful record with this settings fingerprint, for --ohlora-resume."""
-    found = None
-    for record in read(path):
-        if record.fingerprint == fingerprint and record.ok:
-            found = record
-    return found
+def completed(path: Path, fingerprint: str) -> list[BenchmarkRecord]:
+    """Every successful record with this settings fingerprint, oldest first, for --ohlora-resume."""
+    return [record for record in read(path) if record.fingerprint == fingerprint and record.ok]
 
 
 def new_run_id() -> str:
