@@ -233,7 +233,7 @@ def _resume_or_none(study: Study, record: BenchmarkRecord, candidate: Candidate,
     if not study.settings.resume:
         return
     path = study.settings.results_path
-    stored = results.completed(path, record.fingerprint)
+    stored = results.completed(path, record.fingerprint, study.log_warnings)
     if not stored:
         return
     weights = study.weights_revision(candidate)

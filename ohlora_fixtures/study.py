@@ -68,6 +68,9 @@ class Study:
     run_id: str = field(default_factory=results.new_run_id)
     load_counts: Counter = field(default_factory=Counter)
     records: list[BenchmarkRecord] = field(default_factory=list)
+    # The unreadable lines of results.jsonl already warned about: the log is read for every resumed benchmark
+    # and for the report, and each line is reported once a session.
+    log_warnings: set[str] = field(default_factory=set)
     # The prompt templates of every registry candidate, selected or not: the dataset tokenizer is trained on
     # them, so that `--ohlora-models` picks figures out of one vocabulary instead of making a new one.
     templates: tuple[str, ...] = ()

@@ -195,7 +195,7 @@ def render_session(study: "Study", ini: Callable[[str], object] | None = None) -
     """
     settings = study.settings
     path = settings.results_path
-    everything = [Stored(r, str(path)) for r in results.read(path)]
+    everything = [Stored(r, str(path)) for r in results.read(path, study.log_warnings)]
     own = [Stored(r, str(path)) for r in study.records]
     this_run = [item for item in everything if item.record.run.run_id == study.run_id] + own
     if not this_run:
