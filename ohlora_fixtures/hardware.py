@@ -16,8 +16,6 @@ short probe's speed, the reference the load check (load.py) compares against.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import time
 import warnings
@@ -30,7 +28,7 @@ import torch
 from .devices import describe, dtype_name, synchronize
 from .load import CpuTimes, machine_load
 from .memory import release_cached_memory
-from .paths import replace_atomically
+from .usercache import cache_file, read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -115,8 +113,7 @@ def datasheet(device_name: str) -> Datasheet | None:
 
 def cache_path() -> Path:
     """The peaks cache: `$XDG_CACHE_HOME/ohlora-bench/peaks.json`, else under `~/.cache`."""
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "ohlora-bench" / "peaks.json"
+    return cache_file("peaks.json")
 
 
 def machine_key(device: torch.device, dtype: torch.dtype) -> str:
@@ -144,7 +141,7 @@ def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool, nee
     """This machine's calibrated figures (`need`, and always the load probe): cached, or measured now and cached.
     A GPU with a datasheet entry only needs the probe."""
     path, key = cache_path(), machine_key(device, dtype)
-    cache = _read_cache(path)
+    cache = read_json(path, "peaks cache", "calibrating again")
     entry = cache.get(key)
     if recalibrate or not _valid(entry, ("probe_tflops", *need)):
         sizes = CALIBRATION[device.type]
@@ -165,7 +162,7 @@ def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool, nee
                 stacklevel=3,
             )
         cache[key] = entry
-        _write_cache(path, cache)
+        write_json(path, cache, "peaks cache", "the next session calibrates again")
     return entry
 
 
@@ -173,25 +170,6 @@ def _valid(entry: object, numbers: tuple[str, ...]) -> bool:
     return isinstance(entry, dict) and all(
         isinstance(entry.get(n), (int, float)) and not isinstance(entry.get(n), bool) and entry[n] > 0 for n in numbers
     )
-
-
-def _read_cache(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as error:
-        warnings.warn(f"{path}: peaks cache not readable ({error}); calibrating again", stacklevel=3)
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_cache(path: Path, cache: dict) -> None:
-    """Atomically (a temporary in the same folder, then rename); a cache that cannot be written is only a warning."""
-    try:
-        replace_atomically(path, lambda stream: json.dump(cache, stream, indent=2, sort_keys=True))
-    except OSError as error:
-        warnings.warn(f"{path}: peaks cache not written ({error}); the next session calibrates again", stacklevel=3)
 
 
 def probe_fraction(device: torch.device, dtype: torch.dtype, peaks: Peaks) -> float | None:

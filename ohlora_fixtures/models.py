@@ -186,14 +186,24 @@ def build_random(
     dtype: torch.dtype,
 ) -> BaseModel:
     """The candidate's own class with seeded random weights (real time and memory, no real answers)."""
-    config = build_config(candidate, scale, vocab_size=len(tokenizer) if scale == "tiny" else None)
-    for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
-        setattr(config, key, getattr(tokenizer, key))
+    config = random_config(candidate, tokenizer, scale)
+    # Named before building: from_config writes the dtype into the config, and --ohlora-resume names the
+    # weights from random_config alone.
+    revision = config_revision(config)
     torch.manual_seed(candidate_seed(candidate, seed))
     with torch.device(device):
         model = _from_config(candidate, config, dtype=dtype)
     _align_generation_config(model, tokenizer)
-    return BaseModel(candidate, model, tokenizer, "random", scale, parameter_count(model), config_revision(config))
+    return BaseModel(candidate, model, tokenizer, "random", scale, parameter_count(model), revision)
+
+
+def random_config(candidate: Candidate, tokenizer: Any, scale: str) -> PretrainedConfig:
+    """The config random weights are built from: the candidate's at `scale`, with the tokenizer's special ids
+    (and, tiny, its vocabulary size)."""
+    config = build_config(candidate, scale, vocab_size=len(tokenizer) if scale == "tiny" else None)
+    for key in ("pad_token_id", "eos_token_id", "bos_token_id"):
+        setattr(config, key, getattr(tokenizer, key))
+    return config
 
 
 def load_pretrained(

@@ -21,6 +21,11 @@ from matplotlib.figure import Figure
 from .pareto import front
 
 DPI = 110
+# Every plot a report can hold, by name: the file each is written to when it has data.
+PLOT_FILES = {
+    "finetune_time": "finetune_time.png", "finetune_memory": "finetune_memory.png",
+    "training_loss": "training_loss.png", "inference_cost": "inference_cost.png", "pareto": "pareto.png",
+}
 
 Words = Callable[..., str]
 """`words(key, **values)`: a plot's title or label in the report's language."""
@@ -205,14 +210,15 @@ def write_plots(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context({"font.family": [font, "sans-serif"]} if font else {}):
+        file = {name: out_dir / file_name for name, file_name in PLOT_FILES.items()}
         written = {
             "finetune_time": _by_rank(series, lambda s: s.finetune_seconds, words("caption_finetune_time"),
-                                      words("plot_finetune_seconds"), subtitle, out_dir / "finetune_time.png", words),
+                                      words("plot_finetune_seconds"), subtitle, file["finetune_time"], words),
             "finetune_memory": _by_rank(series, lambda s: s.finetune_peak_mib, words("caption_finetune_memory"),
                                         words("plot_peak_axis", metric=memory_metric), subtitle,
-                                        out_dir / "finetune_memory.png", words),
-            "training_loss": _losses(series, subtitle, out_dir / "training_loss.png", words),
-            "inference_cost": _inference(series, subtitle, memory_metric, out_dir / "inference_cost.png", words),
-            "pareto": _tradeoff(series, tradeoff, subtitle, out_dir / "pareto.png", words),
+                                        file["finetune_memory"], words),
+            "training_loss": _losses(series, subtitle, file["training_loss"], words),
+            "inference_cost": _inference(series, subtitle, memory_metric, file["inference_cost"], words),
+            "pareto": _tradeoff(series, tradeoff, subtitle, file["pareto"], words),
         }
     return {name: path for name, path in written.items() if path is not None}

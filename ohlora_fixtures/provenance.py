@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,14 @@ import huggingface_hub
 import torch
 from transformers import PretrainedConfig
 
+from .usercache import cache_file, read_json, write_json
+
 # What shapes a checkpoint's weights and behaviour; README, licences and the like do not.
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".tiktoken", ".txt")
 _CHUNK = 1 << 20
+# The checkpoint digests later sessions reuse, in the user's cache folder (usercache).
+DIGEST_CACHE = "checkpoint-digests.json"
+RACY_SECONDS = 2
 _PACKAGE = Path(__file__).resolve().parent
 
 
@@ -50,17 +56,35 @@ def pretrained_revision(hub_id: str, path: Path | None) -> str:
 def folder_hash(folder: Path) -> str:
     """A hash of the names and contents of a checkpoint's weight and config files, read in 1 MiB chunks.
 
-    Cached for the session by each file's name, size and modification time, so
-    a candidate's checkpoint is read once however many benchmarks use it.
+    Kept by each file's name, size and modification time: for the session in
+    memory, and for later sessions in the user's cache folder (DIGEST_CACHE),
+    so that `--ohlora-resume` names a checkpoint of many GB without reading it
+    again. A listing whose newest file is under RACY_SECONDS old is not kept on
+    disk: a file rewritten within the file system's clock tick keeps its
+    modification time, so only a settled listing identifies its contents.
     """
     files = sorted(
         (file.relative_to(folder).as_posix(), file.stat().st_size, file.stat().st_mtime_ns)
         for file in folder.rglob("*") if file.is_file() and file.suffix in CHECKPOINT_SUFFIXES
     )
-    return _hash_files(folder.resolve(), tuple(files))
+    return _digest(folder.resolve(), tuple(files))
 
 
 @lru_cache(maxsize=64)
+def _digest(folder: Path, files: tuple[tuple[str, int, int], ...]) -> str:
+    path = cache_file(DIGEST_CACHE)
+    known = read_json(path, "checkpoint digest cache", "hashing the checkpoint again")
+    listing = [list(file) for file in files]
+    entry = known.get(str(folder))
+    if isinstance(entry, dict) and entry.get("files") == listing and isinstance(entry.get("digest"), str):
+        return entry["digest"]
+    digest = _hash_files(folder, files)
+    if files and time.time_ns() - max(mtime for _, _, mtime in files) > RACY_SECONDS * 1e9:
+        known[str(folder)] = {"files": listing, "digest": digest}
+        write_json(path, known, "checkpoint digest cache", "the next session hashes the checkpoint again")
+    return digest
+
+
 def _hash_files(folder: Path, files: tuple[tuple[str, int, int], ...]) -> str:
     digest = hashlib.sha256()
     for name, size, _ in files:

@@ -44,12 +44,14 @@ def append(path: Path, record: BenchmarkRecord) -> None:
             fcntl.flock(stream, fcntl.LOCK_UN)
 
 
-def read(path: Path) -> Iterator[BenchmarkRecord]:
+def read(path: Path, warned: set[str] | None = None) -> Iterator[BenchmarkRecord]:
     """Every valid record in the file, old (flat) or current schema.
 
     A line cut short by a kill is skipped silently (it is expected: the last
     line of a killed run); any other unreadable line is skipped with an
     UnreadableRecord warning naming the file, the line and what is wrong.
+    `warned` holds the warnings already given (a session reads the log for
+    every resumed benchmark and again for its report): each is given once.
     """
     if not path.is_file():
         return
@@ -63,16 +65,16 @@ def read(path: Path) -> Iterator[BenchmarkRecord]:
             except RecordError as error:
                 if str(error).startswith("not JSON"):
                     continue  # cut short mid-write: append() starts the next record on a line of its own
-                warnings.warn(UnreadableRecord(f"{path}:{number}: skipped, not a valid record: {error}"), stacklevel=2)
+                message = f"{path}:{number}: skipped, not a valid record: {error}"
+                if warned is None or message not in warned:
+                    warnings.warn(UnreadableRecord(message), stacklevel=2)
+                if warned is not None:
+                    warned.add(message)
 
 
-def completed(path: Path, fingerprint: str) -> BenchmarkRecord | None:
-    """The last successful record with this settings fingerprint, for --ohlora-resume."""
-    found = None
-    for record in read(path):
-        if record.fingerprint == fingerprint and record.ok:
-            found = record
-    return found
+def completed(path: Path, fingerprint: str, warned: set[str] | None = None) -> list[BenchmarkRecord]:
+    """Every successful record with this settings fingerprint, oldest first, for --ohlora-resume (`warned`: see read)."""
+    return [record for record in read(path, warned) if record.fingerprint == fingerprint and record.ok]
 
 
 def new_run_id() -> str:

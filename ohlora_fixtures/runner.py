@@ -250,23 +250,36 @@ def new_record(study: Study, kind: Kind, candidate: Candidate, rank: int | None,
     )
 
 
-def _resume_or_none(study: Study, record: BenchmarkRecord, node: pytest.Item) -> None:
+def _resume_or_none(study: Study, record: BenchmarkRecord, candidate: Candidate, node: pytest.Item, say: Say) -> None:
+    """With --ohlora-resume, skip the benchmark when the log holds a successful record of it with the same
+    fingerprint and of the same weights as the candidate's now (a new hub snapshot or a changed checkpoint is
+    measured again, with a line saying why)."""
     if not study.settings.resume:
         return
-    earlier = results.completed(study.settings.results_path, record.fingerprint)
-    if earlier is not None:
-        study.records.append(earlier)
-        # Under pytest-xdist this session is a worker: the test report travels to the controller, which
-        # renders, with this property (see plugin.ResumedRecords).
-        node.user_properties.append((results.RESUMED_PROPERTY, earlier.to_json()))
-        pytest.skip(f"already measured with identical settings in {study.settings.results_path} (--ohlora-resume)")
+    path = study.settings.results_path
+    stored = results.completed(path, record.fingerprint, study.log_warnings)
+    if not stored:
+        return
+    weights = study.weights_revision(candidate)
+    same = [earlier for earlier in stored if earlier.weights_revision == weights and not weights.endswith("@unknown")]
+    if not same:
+        what = f"{candidate.name} r{record.rank}" if record.rank else f"{candidate.name} inference"
+        say(f"{what}: measured again, not resumed: {path} has it for weights "
+            f"{stored[-1].weights_revision or '(not recorded)'}, the weights now are {weights}")
+        return
+    earlier = same[-1]
+    study.records.append(earlier)
+    # Under pytest-xdist this session is a worker: the test report travels to the controller, which
+    # renders, with this property (see plugin.ResumedRecords).
+    node.user_properties.append((results.RESUMED_PROPERTY, earlier.to_json()))
+    pytest.skip(f"already measured with identical settings and weights in {path} (--ohlora-resume)")
 
 
 def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, node: pytest.Item, say: Say) -> BenchmarkRecord:
     """Fine-tune a fresh rank-`rank` adapter on the candidate's clean base; time the training loop."""
     settings = study.finetune_settings(rank)
     record = new_record(study, Kind.FINETUNE, candidate, rank, node.nodeid, settings)
-    _resume_or_none(study, record, node)
+    _resume_or_none(study, record, candidate, node, say)
     with recorded(study, benchmark, record):
         base = study.base_model(candidate)
         record.weights_revision = base.revision
@@ -341,7 +354,7 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pyte
     """The untuned base answers every prompt; time the generation."""
     generation = study.generation_settings
     record = new_record(study, Kind.INFERENCE, candidate, None, node.nodeid, generation)
-    _resume_or_none(study, record, node)
+    _resume_or_none(study, record, candidate, node, say)
     with recorded(study, benchmark, record):
         base = study.base_model(candidate)
         record.weights_revision = base.revision

@@ -22,9 +22,9 @@ from .finetune import FinetuneSettings
 from .hardware import Peaks, device_peaks
 from .inference import GenerationSettings
 from .memory import release_cached_memory, runtime_baseline_mib
-from .models import BaseModel, build_random, check_candidate, check_pretrained, load_pretrained
+from .models import BaseModel, build_random, check_candidate, check_pretrained, load_pretrained, random_config
 from .positions import check_row_lengths
-from .provenance import code_revision, gpu_software
+from .provenance import code_revision, config_revision, gpu_software, pretrained_revision
 from .record import BenchmarkRecord, RunDescription, plain
 from .registry import Candidate
 from .settings import Settings
@@ -68,6 +68,9 @@ class Study:
     run_id: str = field(default_factory=results.new_run_id)
     load_counts: Counter = field(default_factory=Counter)
     records: list[BenchmarkRecord] = field(default_factory=list)
+    # The unreadable lines of results.jsonl already warned about: the log is read for every resumed benchmark
+    # and for the report, and each line is reported once a session.
+    log_warnings: set[str] = field(default_factory=set)
     # The prompt templates of every registry candidate, selected or not: the dataset tokenizer is trained on
     # them, so that `--ohlora-models` picks figures out of one vocabulary instead of making a new one.
     templates: tuple[str, ...] = ()
@@ -154,6 +157,13 @@ class Study:
         self.load_counts[candidate.name] += 1
         self._base = base
         return base
+
+    def weights_revision(self, candidate: Candidate) -> str:
+        """Which weights the candidate's benchmarks would measure now, as its records name them
+        (`BaseModel.revision`), found without loading them: for --ohlora-resume to compare with a stored record."""
+        if self.settings.weights == "pretrained":
+            return pretrained_revision(candidate.hub_id, candidate.path)
+        return config_revision(random_config(candidate, self.random_tokenizer, self.settings.scale))
 
     @cached_property
     def peaks(self) -> Peaks:

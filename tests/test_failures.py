@@ -211,15 +211,20 @@ def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) 
         ("FinguAI-Chat-v1", "finetune", "ok"), ("FinguAI-Chat-v1", "finetune", "ok"), ("FinguAI-Chat-v1", "inference", "ok"),
     ]
 
+    with log.open("ab") as stream:  # a line that is no record: the log is read for 3 resumes and the report
+        stream.write(b'{"schema": 2, "run": "oops"}\n')
+    before = log.read_bytes()
     second = subprocess.run([*command, "--ohlora-resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     output = second.stdout + second.stderr
     assert second.returncode == 0, output
-    assert re.search(r"\b3 passed, 3 skipped\b", output), output
+    assert re.search(r"\b3 passed, 3 skipped, 1 warning\b", output), output
     assert re.search(r"SKIPPED \[3\] .*already measured with identical settings", output), output
+    assert output.count("UnreadableRecord: ") == 1 and f"{log}:4: skipped, not a valid record" in output, output
 
     after = log.read_bytes()
     assert after.startswith(before)  # earlier lines untouched
-    records = list(results.read(log))
+    with pytest.warns(results.UnreadableRecord):
+        records = list(results.read(log))
     assert len(records) == 6
     assert Counter(record.id for record in records if record.ok) == {
         record.id: 1 for record in records

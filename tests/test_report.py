@@ -169,6 +169,22 @@ def test_every_column_is_rendered_from_a_stored_run_and_no_cell_is_blank(tmp_pat
     assert {"quality.chrf", "run.versions.torch", "peak_mib", "memory_metric", "source"} <= set(frame.columns)
 
 
+def test_the_plots_line_lists_exactly_the_plots_in_the_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A later report into the same folder without data for a plot (here the Pareto view: no rank-32 time, no
+    inference) removes that plot's old file: the folder, the plots line and the report agree."""
+    out = tmp_path / "out"
+
+    def listed_plots(records: list[BenchmarkRecord]) -> set[str]:
+        assert report.main([str(jsonl(tmp_path / "results.jsonl", records)), "--out", str(out)]) == 0
+        line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("plots: "))
+        return {Path(path).name for path in line.removeprefix("plots: ").split(", ")}
+
+    assert listed_plots(full_run(tmp_path)) == {p.name for p in out.glob("*.png")} >= {"pareto.png"}
+    assert listed_plots([finetune("polyglot-ko-1.3b", 16)]) == {p.name for p in out.glob("*.png")} == {
+        "finetune_time.png", "finetune_memory.png", "training_loss.png"}
+    assert "pareto.png" not in (out / "leaderboard.md").read_text(encoding="utf-8")
+
+
 def test_eval_loss_cell_says_why_when_valid_rows_have_no_answers(tmp_path: Path) -> None:
     measured = finetune("polyglot-ko-1.3b", 16)
     unanswered = dataclasses.replace(
@@ -288,6 +304,12 @@ def test_pytest_benchmarks_ends_with_the_report(run_benchmarks, tmp_path: Path) 
     for name in ("leaderboard.md", "leaderboard.html", "results.csv", "finetune_time.png", "inference_cost.png"):
         assert (out / name).is_file(), name
         assert str(out / name) in result.stdout
+    # The plots each folder of the session holds, and no other, are named in the terminal.
+    plots = next(line for line in result.stdout.splitlines() if line.startswith("plots: "))
+    assert sorted(plots.removeprefix("plots: ").split(", ")) == sorted(str(p) for p in out.glob("*.png"))
+    own = re.search(r"^this run alone: (\S+)leaderboard\.md \(plots: (.*)\)$", result.stdout, re.MULTILINE)
+    assert own is not None, result.stdout
+    assert sorted(own[2].split(", ")) == sorted(p.name for p in Path(own[1]).glob("*.png")), result.stdout
     markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
     assert "| TinyKo-v5-a (approx.) | r16 |" in markdown  # answers scored with the adapter attached
     assert (out / "answers" / "TinyKo-v5-a.random-tiny.r16.csv").is_file()

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 import transformers
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from conftest import TINY_ENTRY, TINY_RUN, write_registry
 from ohlora_fixtures import models, provenance, results
@@ -185,6 +187,71 @@ def test_a_local_checkpoint_is_named_by_the_hash_of_its_contents(tiny_candidate,
     assert provenance.pretrained_revision(tiny_candidate.hub_id, copy) != first
     (copy / "README.md").write_text("notes do not change the weights")
     assert provenance.folder_hash(copy) == provenance.folder_hash(copy)
+
+
+def test_a_checkpoint_digest_is_kept_for_later_sessions_until_a_file_changes(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resume names a checkpoint of many GB without reading it: the digest is kept in the user's cache
+    by each file's name, size and modification time; a listing written just now is not trusted there."""
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(checkpoint, folder)
+    hashed: list[Path] = []
+    real_hash = provenance._hash_files
+    monkeypatch.setattr(provenance, "_hash_files", lambda where, files: hashed.append(where) or real_hash(where, files))
+
+    def later_session() -> str:
+        provenance._digest.cache_clear()  # what a new process starts with
+        return provenance.folder_hash(folder)
+
+    def touch(seconds: float) -> None:
+        for file in folder.iterdir():
+            os.utime(file, (seconds, seconds))
+
+    touch(time.time() + 60)  # as if just written, however slow this machine is: within RACY_SECONDS of now
+    fresh = later_session()
+    assert later_session() == fresh and len(hashed) == 2  # not kept: read each time
+    settled = time.time() - 60
+    touch(settled)
+    assert later_session() == fresh and later_session() == fresh and len(hashed) == 3
+    config = folder / "config.json"
+    config.write_text(config.read_text() + " ")  # new contents
+    os.utime(config, (settled + 1, settled + 1))
+    assert later_session() != fresh and len(hashed) == 4
+
+
+def test_resume_measures_again_when_the_local_checkpoint_changed(
+    bench_pytester: pytest.Pytester, checkpoint: Path, tmp_path: Path
+) -> None:
+    """Standard: a stored measurement is reused only when it is of the same weights. Unchanged, the
+    checkpoint's benchmarks resume; after its weights file changed they are measured again, saying why."""
+    local = tmp_path / "local"
+    shutil.copytree(checkpoint, local)
+    registry = write_registry(tmp_path / "candidates.toml", {**TINY_ENTRY, "path": str(local)})
+
+    def run(outcome: str) -> pytest.RunResult:
+        result = bench_pytester.runpytest_inprocess(
+            "--ohlora-candidates", str(registry), "--ohlora-weights", "pretrained", *TINY_RUN,
+            "--ohlora-report-dir", "report", "--ohlora-resume", "-p", "no:randomly",
+        )
+        result.assert_outcomes(**{outcome: 2})
+        return result
+
+    run("passed")
+    run("skipped")
+    weights = load_file(local / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 1
+    save_file(weights, local / "model.safetensors", metadata={"format": "pt"})
+    changed = run("passed")
+    changed.stdout.fnmatch_lines([
+        "*tiny-llama r16: measured again, not resumed: *results.jsonl has it for weights sha256:*, "
+        "the weights now are sha256:*",
+        "*tiny-llama inference: measured again, not resumed: *",
+    ])
+    logged = list(results.read(bench_pytester.path / "report" / "results.jsonl"))
+    assert len(logged) == 4 and len({record.weights_revision for record in logged}) == 2
+    assert logged[-1].weights_revision == provenance.pretrained_revision(TINY_ENTRY["hub_id"], local)
 
 
 def test_a_cached_hub_model_is_named_by_its_snapshot_commit(

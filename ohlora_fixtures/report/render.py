@@ -133,6 +133,9 @@ def render(
             _fsync(staging / name)
         for name in names:  # leaderboard.md, the file people open, last
             os.replace(staging / name, out / name)
+        for name in set(plots.PLOT_FILES.values()) - set(names):
+            # An earlier render's plot that this one has no data for would show figures the report no longer does.
+            (out / name).unlink(missing_ok=True)
         _fsync_folder(out)
     except OSError as error:
         if error.filename and Path(error.filename).parent == staging:
@@ -176,8 +179,9 @@ class SessionReport:
     merged: ReportFiles
 
     def lines(self) -> list[str]:
-        """One line per file of the merged leaderboard, and where this run's own report is."""
-        return [*self.merged.lines(), f"this run alone: {self.run.markdown}"]
+        """One line per file of the merged leaderboard, and where this run's own report is, with its plots."""
+        own_plots = ", ".join(path.name for path in self.run.plots) or "none"
+        return [*self.merged.lines(), f"this run alone: {self.run.markdown} (plots: {own_plots})"]
 
 
 def render_session(study: "Study", ini: Callable[[str], object] | None = None) -> SessionReport | None:
@@ -195,7 +199,7 @@ def render_session(study: "Study", ini: Callable[[str], object] | None = None) -
     """
     settings = study.settings
     path = settings.results_path
-    everything = [Stored(r, str(path)) for r in results.read(path)]
+    everything = [Stored(r, str(path)) for r in results.read(path, study.log_warnings)]
     own = [Stored(r, str(path)) for r in study.records]
     this_run = [item for item in everything if item.record.run.run_id == study.run_id] + own
     if not this_run:
