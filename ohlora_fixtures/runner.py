@@ -104,9 +104,10 @@ def measure(study: Study, benchmark: Any, function: Callable[..., Any], prepare:
     fresh adapter and its warm-up; its first argument is the model the region
     is handed. The meter starts after it and stops before the next, so each
     round's memory is its own. Where the device keeps no allocator peak (the
-    CPU), one more round runs first, untimed and without progress lines, under
-    a TensorPeakMeter: its tensor peak is every round's headline (memory.py says
-    why the resident set cannot be). pytest-benchmark keeps its own statistics
+    CPU), one more round runs first, untimed, under a TensorPeakMeter, whose
+    window callback `prepare(hook)` puts in place of the progress lines: its
+    tensor peak is every round's headline (memory.py says why the resident set
+    cannot be). pytest-benchmark keeps its own statistics
     of the rounds (for `--benchmark-compare-fail`); the record keeps each
     round's own perf_counter reading. Memory figures are rounded to 0.01 MiB,
     as they are stored.
@@ -152,9 +153,11 @@ def measure(study: Study, benchmark: Any, function: Callable[..., Any], prepare:
 
 
 def _tensor_pass(function: Callable[..., Any], prepare: Callable[..., tuple]) -> TensorPeak:
-    """One untimed, quiet run of the region under a TensorPeakMeter; the region's own result is dropped."""
-    args = prepare(progress=False)
-    with TensorPeakMeter(args[0]) as meter:
+    """One untimed run of the region under a TensorPeakMeter, which takes the progress callback's place;
+    the region's own result is dropped."""
+    meter = TensorPeakMeter()
+    args = prepare(meter.window)
+    with meter.measuring(args[0]):
         function(*args)
     del args
     assert meter.peak is not None
@@ -297,8 +300,9 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
         with contextlib.ExitStack() as adapter:
             attached: list[torch.nn.Module] = []  # the latest round's adapter
 
-            def fresh_round(progress: bool = True) -> tuple:
-                """Untimed, before each round: the last round's adapter off, a fresh one on, warmed up."""
+            def fresh_round(hook: Callable[..., None] | None = None) -> tuple:
+                """Untimed, before each round: the last round's adapter off, a fresh one on, warmed up; the
+                steps call `hook`, where given, instead of printing progress."""
                 if attached:
                     adapter.close()
                     attached.clear()
@@ -306,7 +310,7 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
                 attached.append(adapter.enter_context(fresh_adapter(base.model, candidate, settings)))
                 warm_up(attached[0], batches[0])
                 torch.manual_seed(settings.seed)  # dropout masks as if there had been no warm-up
-                return attached[0], batches, settings.learning_rate, study.device, on_step if progress else None
+                return attached[0], batches, settings.learning_rate, study.device, on_step if hook is None else hook
 
             measured = measure(study, benchmark, train, fresh_round).fill(record)
             model = attached[0]  # the last round's adapter is still attached: the figures below are of it
@@ -365,8 +369,8 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pyte
             if progress_due(index, len(prompts), PROGRESS_EVERY_PROMPTS):
                 say(f"{candidate.name} inference: prompt {index}/{len(prompts)} ({answer.new_tokens} new tokens)")
 
-        def arguments(progress: bool = True) -> tuple:
-            return base.model, base.tokenizer, prompts, generation, study.device, on_prompt if progress else None
+        def arguments(hook: Callable[..., None] | None = None) -> tuple:
+            return base.model, base.tokenizer, prompts, generation, study.device, on_prompt if hook is None else hook
 
         measured = measure(study, benchmark, generate_answers, arguments).fill(record)
         answers = measured.value

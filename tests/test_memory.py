@@ -21,10 +21,13 @@ FOUR_MIB = 4 * MIB // 4  # float32 elements in 4 MiB
 
 def test_tensor_peak_counts_live_tensors_exactly() -> None:
     model = torch.nn.Linear(256, 256)
-    with TensorPeakMeter(model) as meter:
+    meter = TensorPeakMeter()
+    with meter.measuring(model):
         first = torch.ones(FOUR_MIB)
+        meter.window()  # a block allocated in one window and freed in a later one still counts
         second = torch.ones(FOUR_MIB)
         del first
+        meter.window()
         kept = torch.ones(FOUR_MIB // 4)  # 1 MiB, allocated after the 4 MiB were freed
         del second
     peak = meter.peak
@@ -49,11 +52,23 @@ def test_the_same_work_reads_the_same_peak_every_time() -> None:
     step()  # autograd's first-use buffers are runtime, not the region's
     peaks = []
     for _ in range(3):
-        with TensorPeakMeter(model) as meter:
+        meter = TensorPeakMeter()
+        with meter.measuring(model):
             step()
         assert meter.peak is not None
         peaks.append(meter.peak.peak_increase_mib)
     assert peaks[0] > 0 and peaks == [peaks[0]] * 3, peaks
+
+
+def test_the_peak_is_kept_when_the_region_raises() -> None:
+    meter = TensorPeakMeter()
+    with pytest.raises(RuntimeError), meter.measuring(torch.nn.Linear(4, 4)):
+        held = torch.ones(FOUR_MIB)
+        raise RuntimeError("out of memory")
+    assert meter.peak is not None and meter.peak.peak_increase_mib == pytest.approx(4.0, abs=0.01)
+    assert held.numel() == FOUR_MIB
+    with meter.measuring(torch.nn.Linear(4, 4)):  # the profiler was stopped: it starts again
+        pass
 
 
 def test_tied_weights_are_counted_once() -> None:
