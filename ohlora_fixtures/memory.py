@@ -35,6 +35,7 @@ import gc
 import itertools
 import os
 import threading
+import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Iterator
 
@@ -315,6 +316,9 @@ class MemoryMeter:
 
 
 TENSOR_METRIC = "cpu_tensor_peak"
+WINDOW_SECONDS = 2.0
+"""How long the tensor meter records before it sums and drops the profiler's records (at full size on a 2-core
+CPU the records of one answer took a few hundred MiB)."""
 
 
 def needs_tensor_pass(device: torch.device) -> bool:
@@ -351,10 +355,12 @@ class TensorPeakMeter:
     increase. A block allocated before the region and freed inside it is not
     reported (the allocator never learnt its size), so the figure can only err
     high. The profiler keeps a record of every operator too (about 1.5 KiB
-    each: 11 GiB for 25 full-size answers), so the region hands over its
-    records at each `window()` call (the region calls it after every step or
-    answer, in place of a progress line): they are summed and dropped, and
-    the profiler starts again, while nothing else runs. Use:
+    each: 11 GiB for 25 full-size answers), so the records are handed over at
+    a `window()` call (the region calls it after every step or answer, in place
+    of a progress line) once `WINDOW_SECONDS` have passed since the last: they
+    are summed and dropped, and the profiler starts again, while nothing else
+    runs. (A window per call cost a tenth of a second each: 4 minutes over the
+    tiny default grid.) Use:
 
         meter = TensorPeakMeter()
         with meter.measuring(model):  # `model`: what the region is handed
@@ -365,13 +371,14 @@ class TensorPeakMeter:
     def __init__(self) -> None:
         self.peak: TensorPeak | None = None
         self._live = self._highest = self._allocations = 0
+        self._since = 0.0
 
     @contextlib.contextmanager
     def measuring(self, model: torch.nn.Module) -> Iterator["TensorPeakMeter"]:
         """Profile the block's allocations; `peak` is set when it ends, also when it raises."""
         held = tensor_mib(model)
         self._live = self._highest = self._allocations = 0
-        _start_memory_profile()
+        self._start()
         try:
             yield self
         finally:
@@ -379,9 +386,15 @@ class TensorPeakMeter:
             self.peak = TensorPeak(held, self._highest / MIB, self._live / MIB, self._allocations)
 
     def window(self, *_: object) -> None:
-        """End the current recording window and start the next (any arguments are ignored)."""
+        """End the recording window and start the next, if it has lasted WINDOW_SECONDS (arguments are ignored)."""
+        if time.perf_counter() - self._since < WINDOW_SECONDS:
+            return
         self._absorb()
+        self._start()
+
+    def _start(self) -> None:
         _start_memory_profile()
+        self._since = time.perf_counter()
 
     def _absorb(self) -> None:
         collecting = gc.isenabled()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ohlora_fixtures import memory
 from ohlora_fixtures.memory import (
     MIB,
     TENSOR_METRIC,
@@ -19,7 +20,8 @@ from ohlora_fixtures.memory import (
 FOUR_MIB = 4 * MIB // 4  # float32 elements in 4 MiB
 
 
-def test_tensor_peak_counts_live_tensors_exactly() -> None:
+def test_tensor_peak_counts_live_tensors_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "WINDOW_SECONDS", 0.0)  # every window() call hands the records over
     model = torch.nn.Linear(256, 256)
     meter = TensorPeakMeter()
     with meter.measuring(model):
@@ -93,3 +95,19 @@ def test_the_tensor_headline_keeps_the_resident_peak_beside_it() -> None:
 def test_only_devices_without_an_allocator_peak_get_the_profiled_pass() -> None:
     assert needs_tensor_pass(torch.device("cpu"))
     assert not needs_tensor_pass(torch.device("cuda", 0))
+
+
+def test_windows_end_only_after_their_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    starts = []
+    real_start = memory._start_memory_profile
+    monkeypatch.setattr(memory, "_start_memory_profile", lambda: (starts.append(1), real_start()))
+    meter = TensorPeakMeter()
+    with meter.measuring(torch.nn.Linear(4, 4)):
+        for _ in range(100):  # a fast region's steps: one recording, not a hundred restarts
+            meter.window()
+    assert len(starts) == 1
+    monkeypatch.setattr(memory, "WINDOW_SECONDS", 0.0)
+    with meter.measuring(torch.nn.Linear(4, 4)):
+        for _ in range(3):
+            meter.window()
+    assert len(starts) == 1 + 1 + 3
