@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from .message import Message
+
 BUSY_OTHER_CORES = 0.5
 BUSY_STEAL = 0.05
 BUSY_PROBE = 0.75
@@ -98,18 +100,26 @@ def machine_load(before: CpuTimes, after: CpuTimes, probe_before: float | None, 
         other = max(0.0, (after.busy - before.busy) - (after.own - before.own)) / wall
     if before.steal is not None and after.steal is not None:
         steal = (after.steal - before.steal) / (wall * cores)
-    reasons = []
-    if other is not None and other >= BUSY_OTHER_CORES:
-        reasons.append(f"other processes used {other:.1f} of {cores} cores")
-    if steal is not None and steal >= BUSY_STEAL:
-        reasons.append(f"{steal:.0%} of CPU time stolen")
-    slowest = min((p for p in (probe_before, probe_after) if p is not None), default=None)
-    if slowest is not None and slowest < BUSY_PROBE:
-        reasons.append(f"probe at {slowest:.0%} of its calibrated speed")
+    reasons = busy_reasons(cores, other, steal, probe_before, probe_after)
     return MachineLoad(
         cores=cores, load_before=before.load, load_after=after.load, other_cores=other, steal=steal,
         probe_before=probe_before, probe_after=probe_after, busy=bool(reasons), why_busy="; ".join(reasons),
     )
+
+
+def busy_reasons(cores: int, other_cores: float | None, steal: float | None, probe_before: float | None,
+                 probe_after: float | None) -> list[Message]:
+    """Why these readings make a machine busy, one sentence each (empty when quiet); a report re-reads a stored
+    MachineLoad's figures through this to word them in its own language."""
+    reasons = []
+    if other_cores is not None and other_cores >= BUSY_OTHER_CORES:
+        reasons.append(Message("busy_other_cores", used=f"{other_cores:.1f}", cores=cores))
+    if steal is not None and steal >= BUSY_STEAL:
+        reasons.append(Message("busy_steal", share=f"{steal:.0%}"))
+    slowest = min((p for p in (probe_before, probe_after) if p is not None), default=None)
+    if slowest is not None and slowest < BUSY_PROBE:
+        reasons.append(Message("busy_probe", share=f"{slowest:.0%}"))
+    return reasons
 
 
 class LoadWatch:

@@ -27,6 +27,8 @@ class Bullets:
 class Table:
     columns: tuple[str, ...]
     rows: tuple[tuple[str, ...], ...]
+    # What the marks in the cells mean, kept beside the table so that a table copied alone still says it.
+    legend: str = ""
 
 
 @dataclass(frozen=True)
@@ -36,4 +38,22 @@ class Image:
     wide: bool = False
 
 
-Block = Heading | Paragraph | Bullets | Table | Image
+@dataclass(frozen=True)
+class Card:
+    """The answer, first on the page: its lines (final choice, backup, what decided) and its caveats."""
+
+    title: str
+    lines: tuple[str, ...]
+    caveats: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Section:
+    """A titled part of the report after the answer: collapsed in the HTML (`open` shows it), expanded in Markdown."""
+
+    title: str
+    blocks: tuple["Block", ...]
+    open: bool = False
+
+
+Block = Heading | Paragraph | Bullets | Table | Image | Card | Section

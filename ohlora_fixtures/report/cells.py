@@ -7,6 +7,8 @@ from typing import Callable, Iterable
 
 from ..message import in_language
 from ..record import BenchmarkRecord, RunDescription
+from ..registry import Candidate
+from . import marks
 from .gather import Report
 from .language import text
 
@@ -67,12 +69,17 @@ def count(value: int) -> str:
 
 
 def status_cell(report: Report, record: BenchmarkRecord | None, value: Callable[[BenchmarkRecord], str]) -> str:
-    """A measured figure, or why there is none (not run, skipped, OOM, failed, interrupted): never blank."""
+    """A measured figure, or why there is none (not run, skipped, OOM, failed, interrupted): never blank.
+
+    A figure measured on a stand-in carries the stand-in mark, so the cell keeps its warning wherever it goes.
+    """
     if record is None:
         return text("not_run", report.lang)
     if not record.ok:
         return text(record.status.value, report.lang)
-    return value(record)
+    cell = value(record)
+    stand_in = marks.is_stand_in(record) and cell != text("na", report.lang)
+    return marks.joined(cell, [marks.STAND_IN] if stand_in else [], report.lang)
 
 
 def timed(record: BenchmarkRecord, value: float | None, lang: str) -> str:
@@ -85,9 +92,7 @@ def timed(record: BenchmarkRecord, value: float | None, lang: str) -> str:
     if len(rounds) > 1 and record.seconds:
         scale = value / record.seconds
         cell += f" ({seconds(min(rounds) * scale)}–{seconds(max(rounds) * scale)}, {len(rounds)}×)"
-    if record.load is not None and record.load.busy:
-        cell += " " + text("busy_mark", lang)
-    return cell
+    return marks.joined(cell, [marks.BUSY] if marks.is_busy(record) else [], lang)
 
 
 def figure(value: float | None, fmt: Callable[[float], str], lang: str) -> str:
@@ -125,6 +130,22 @@ def beside_report(report: Report, path: str | None) -> str | None:
         return str(Path(path).resolve().relative_to(report.settings.report_dir.resolve()))
     except ValueError:
         return path
+
+
+def params(report: Report, candidate: Candidate) -> str:
+    """The parameter count in billions, from the exact count where one is known (the registry's or the full-size
+    plan's), so the label never contradicts it; the registry's label is named beside it where it differs."""
+    plan = report.plans.get(candidate.name)
+    exact = candidate.params_exact or (plan.total_params if plan else None)
+    if not exact:
+        return candidate.params_label
+    label = f"{exact / 1e9:.2f} B"
+    listed = candidate.params_label.split()[0]
+    try:
+        agrees = round(exact / 1e9, len(listed.partition(".")[2])) == float(listed)
+    except ValueError:
+        agrees = False
+    return label if agrees else label + " " + text("params_listed", report.lang, label=candidate.params_label)
 
 
 def leaderboard_cell(average: float | None, lang: str) -> str:

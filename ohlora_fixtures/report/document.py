@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
 from .. import selection
-from ..load import BUSY_OTHER_CORES, BUSY_PROBE, BUSY_STEAL
+from ..load import BUSY_OTHER_CORES, BUSY_PROBE, BUSY_STEAL, busy_reasons
 from ..message import in_language
 from ..record import Kind
-from . import cells, tables
-from .blocks import Block, Bullets, Heading, Image, Paragraph
+from . import cells, marks, tables, verdict
+from .blocks import Block, Bullets, Heading, Image, Paragraph, Section, Table
 from .gather import Report, benchmark_title
 from .language import text
 
@@ -26,10 +27,10 @@ def _banner(report: Report) -> list[Block]:
         outcomes = ", ".join(run.outcomes(lang) for run in report.runs) or text("nothing", lang)
         return [Paragraph(text("nothing_measured_banner", lang, outcomes=outcomes), "banner")]
     if report.stand_in:
-        blocks: list[Block] = [Paragraph(text("banner_stand_in", lang, what=report.stand_in_text()), "banner")]
+        banner = text("banner_stand_in", lang, what=report.stand_in_text())
         if "random_weights" in report.stand_in:
-            blocks.append(Paragraph(text("quality_meaningless", lang), "banner"))
-        return blocks
+            banner += " " + text("quality_meaningless", lang)
+        return [Paragraph(banner, "banner")]
     return [Paragraph(text("real_figures_note", lang), "note")]
 
 
@@ -93,6 +94,7 @@ def _study_table_lead(report: Report) -> str:
 
 
 def _recommendation_blocks(report: Report) -> list[Block]:
+    """How the score was computed: weights, formula, where the figures came from, every criterion per candidate."""
     rec, lang = report.recommendation, report.lang
     by_name = {c.name: c for c in report.candidates}
     weights = ", ".join(f"{c.title.in_(lang)} {rec.weights[c.name]:g}" for c in selection.CRITERIA)
@@ -106,9 +108,8 @@ def _recommendation_blocks(report: Report) -> list[Block]:
     ]
     if rec.scores:
         blocks.append(tables.scores_table(report))
-    blocks.append(Paragraph(f"**{text('final', lang)}: {rec.final or text('na', lang)}** — {in_language(rec.final_reason, lang)}"))
-    if rec.backup:
-        blocks.append(Paragraph(f"**{text('backup', lang)}: {rec.backup}** — {in_language(rec.backup_reason, lang)}"))
+    if report.study is not None:
+        blocks.append(tables.choice_table(report))
     excluded = [f"{report.name(by_name[name])}: {cells.sentences(v.reasons, lang)}"
                 for name, v in rec.verdicts.items() if not v.eligible]
     if excluded:
@@ -128,18 +129,17 @@ def _sources_sentence(report: Report) -> str:
     return "; ".join(parts)
 
 
-def _failure_blocks(report: Report) -> list[Block]:
+def _failures(report: Report) -> list[str]:
     lang = report.lang
-    failures = [
+    return [
         f"{report.name(c)} {benchmark_title(r).in_(lang)}: {text(r.status.value, lang)} — "
         + (f"`{r.error}`" if r.error else text("no_message", lang))
         for c in report.candidates for r in report.all_records
         if r.candidate == c.name and not r.ok
     ]
-    return [Heading(text("failures", report.lang)), Bullets(tuple(failures))] if failures else []
 
 
-def _notes(report: Report) -> list[str]:
+def _notes(report: Report) -> list[Block]:
     lang = report.lang
     notes = [text("note_cells", lang), text("note_timing", lang), _rounds_note(report), text("note_eval_loss", lang)]
     if report.candidates:
@@ -151,46 +151,66 @@ def _notes(report: Report) -> list[str]:
     notes += _approximate_note(report)
     if report.study is not None:
         notes.append(text("note_study", lang, label=text("study_t4", lang), device=report.study.device))
-    return [note for note in notes if note]
+    blocks: list[Block] = [Bullets(tuple(note for note in notes if note))]
+    busy = [f"{report.name(c)} {benchmark_title(r).in_(lang)}: "
+            + "; ".join(reason.in_(lang) for reason in busy_reasons(r.load.cores, r.load.other_cores, r.load.steal,
+                                                                     r.load.probe_before, r.load.probe_after))
+            for c in report.candidates for r in report.all_records if r.candidate == c.name and marks.is_busy(r)]
+    if busy:
+        blocks += [Paragraph(text("busy_list", lang)), Bullets(tuple(busy))]
+    return blocks
 
 
 def _rounds_note(report: Report) -> str:
     """What the rounds and the busy mark mean, where the report shows either."""
     records = report.all_records
-    if not any(len(r.round_seconds) > 1 or (r.load and r.load.busy) for r in records):
+    if not any(len(r.round_seconds) > 1 or marks.is_busy(r) for r in records):
         return ""
-    busy = [f"{r.candidate} {r.benchmark_name}: {r.load.why_busy}" for r in records if r.load and r.load.busy]
     return text("note_rounds", report.lang, mark=text("busy_mark", report.lang), cores=BUSY_OTHER_CORES,
-                steal=f"{BUSY_STEAL:.0%}", probe=f"{BUSY_PROBE:.0%}", busy=("; ".join(busy)))
+                steal=f"{BUSY_STEAL:.0%}", probe=f"{BUSY_PROBE:.0%}")
+
+
+def _with_legends(blocks: list[Block], report: Report) -> list[Block]:
+    """Every table with the legend of the marks in its cells beside it."""
+    out: list[Block] = []
+    for block in blocks:
+        if isinstance(block, Table):
+            block = replace(block, legend=marks.legend(block, report))
+        elif isinstance(block, Section):
+            block = replace(block, blocks=tuple(_with_legends(list(block.blocks), report)))
+        out.append(block)
+    return out
 
 
 def document(report: Report, images: Mapping[str, Path]) -> list[Block]:
-    """The report as blocks, in reading order."""
+    """The report as blocks, in reading order: the answer first (verdict card, leaderboard), then the detail
+    in sections."""
     lang = report.lang
-    blocks: list[Block] = [Heading(text("title", lang), 1), *_banner(report), Heading(text("what", lang)),
-                           *_what_blocks(report)]
-    blocks += [Heading(text("candidates", lang)), tables.candidates_table(report)]
-    blocks += [Heading(text("results", lang)), tables.results_table(report), *_answer_length_blocks(report),
-               tables.choice_table(report)]
-    if report.stand_in:
-        blocks.append(Paragraph(text("banner_stand_in", lang, what=report.stand_in_text()), "note"))
-    blocks += [Heading(text("quality", lang)), tables.quality_table(report)]
-    blocks.append(Paragraph(
-        text("grades_note", lang)
-        + (" " + text("quality_meaningless", lang) if "random_weights" in report.stand_in else ""), "note"))
-    blocks += [Heading(text("utilisation", lang)), tables.utilisation_table(report)]
-    blocks.append(Paragraph(text("utilisation_note", lang), "note"))
-    blocks += [Heading(text("anatomy", lang)), tables.latency_table(report), tables.finetune_spread_table(report),
-               Paragraph(text("anatomy_note", lang), "note")]
-    blocks += [Heading(text("plan", lang)), tables.plan_table(report)]
-    blocks += [Heading(text("pareto", lang)), tables.pareto_table(report), Paragraph(text("pareto_note", lang), "note")]
+    blocks: list[Block] = [Heading(text("title", lang), 1), *_banner(report)]
+    if not report.measured_nothing:
+        blocks += [verdict.verdict_card(report), Heading(text("leaderboard_heading", lang)),
+                   verdict.leaderboard_table(report)]
+    failures = _failures(report)
+    if failures:  # what did not run stays in sight: it may be why a candidate is missing from the leaderboard
+        blocks.append(Section(text("failures", lang), (Bullets(tuple(failures)),), open=True))
+    blocks.append(Section(text("score_details", lang), tuple(_recommendation_blocks(report))))
+    results: list[Block] = [tables.results_table(report), *_answer_length_blocks(report)]
+    blocks.append(Section(text("results", lang), tuple(results)))
+    plots_blocks: list[Block] = [
+        Image(path, text(f"caption_{name}", lang), wide=name == "training_loss") for name, path in images.items()]
+    blocks.append(Section(text("plots", lang), tuple(plots_blocks or [Paragraph(text("no_plots", lang))])))
+    blocks.append(Section(text("candidates", lang), (tables.candidates_table(report),)))
+    quality_note = text("grades_note", lang) + (
+        " " + text("quality_meaningless", lang) if "random_weights" in report.stand_in else "")
+    blocks.append(Section(text("quality", lang), (tables.quality_table(report), Paragraph(quality_note, "note"))))
+    blocks.append(Section(text("pareto", lang), (tables.pareto_table(report), Paragraph(text("pareto_note", lang), "note"))))
     if lang == "ko":  # the study's table is Korean by nature: its headers are the study's own
-        blocks += [Heading(text("study_table", lang)), Paragraph(_study_table_lead(report)), tables.study_table(report)]
-    blocks += [Heading(text("plots", lang))]
-    blocks += [Image(path, text(f"caption_{name}", lang), wide=name == "training_loss") for name, path in images.items()]
-    if not images:
-        blocks.append(Paragraph(text("no_plots", lang)))
-    blocks += [Heading(text("recommendation", lang)), *_recommendation_blocks(report)]
-    blocks += _failure_blocks(report)
-    blocks += [Heading(text("notes", lang)), Bullets(tuple(_notes(report)))]
-    return blocks
+        blocks.append(Section(text("study_table", lang), (Paragraph(_study_table_lead(report)), tables.study_table(report))))
+    blocks.append(Section(text("what", lang), tuple(_what_blocks(report))))
+    blocks.append(Section(text("utilisation", lang), (tables.utilisation_table(report),
+                                                      Paragraph(text("utilisation_note", lang), "note"))))
+    blocks.append(Section(text("anatomy", lang), (tables.latency_table(report), tables.finetune_spread_table(report),
+                                                  Paragraph(text("anatomy_note", lang), "note"))))
+    blocks.append(Section(text("plan", lang), (tables.plan_table(report),)))
+    blocks.append(Section(text("notes", lang), tuple(_notes(report))))
+    return _with_legends(blocks, report)

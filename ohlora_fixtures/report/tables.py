@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from .. import selection
 from ..devices import DTYPES
 from ..message import in_language
@@ -9,7 +11,7 @@ from ..memory import MIB
 from ..quality import grade_label
 from ..record import Answers, BenchmarkRecord, Kind
 from ..registry import Candidate
-from . import cells, tradeoff
+from . import cells, marks, tradeoff
 from .blocks import Table
 from .gather import Grade, Report
 from .language import text
@@ -31,7 +33,7 @@ def results_table(report: Report) -> Table:
     for c in report.candidates:
         finetunes = [report.record(c.name, Kind.FINETUNE, r) for r in ranks]
         inference = report.record(c.name, Kind.INFERENCE)
-        row = [report.name(c), cells.leaderboard_cell(c.leaderboard_average, lang), c.params_label]
+        row = [report.name(c), cells.leaderboard_cell(c.leaderboard_average, lang), cells.params(report, c)]
         row += [
             cells.beside_study(report, cells.status_cell(report, rec, lambda r: cells.timed(r, r.seconds, lang)),
                                study and study.finetune(c.name, "finetune_seconds", rank), cells.seconds)
@@ -82,7 +84,8 @@ def candidates_table(report: Report) -> Table:
     rows = []
     for place, c in enumerate(report.candidates, start=1):
         verdict = report.recommendation.verdicts[c.name]
-        params = c.params_label + (f" ({c.params_exact:,})" if c.params_exact else "")
+        exact = c.params_exact or report.plans[c.name].total_params
+        params = cells.params(report, c) + f" ({exact:,})"
         summary = text("eligible" if verdict.eligible else "excluded", lang)
         details = [cells.sentences(verdict.reasons, lang)] if verdict.reasons else []
         details += [f"⚠ {in_language(flag, lang)}" for flag in verdict.flags]
@@ -157,6 +160,10 @@ def plan_table(report: Report) -> Table:
     columns += [text("ft_estimate", lang, rank=r, dtype=dtype) for r in ranks]
     columns += [text("inf_estimate", lang, dtype=dtype), text("fits", lang, rank=ranks[-1], budget=f"{budget:,.0f}")]
     rows = []
+
+    def estimate(value: float) -> str:
+        return marks.joined(cells.mib(value), [marks.ESTIMATE], lang)
+
     for c in report.candidates:
         plan = report.plans[c.name]
         largest = plan.ranks[-1].finetune_peak_estimate_mib
@@ -164,8 +171,8 @@ def plan_table(report: Report) -> Table:
             [report.name(c), cells.count(plan.total_params), cells.mib(plan.weights_mib)]
             + [cells.mib(plan.total_params * DTYPES[other].itemsize / MIB) for other in run_dtypes]
             + [cells.count(r.trainable_params) for r in plan.ranks]
-            + [cells.mib(r.finetune_peak_estimate_mib) for r in plan.ranks]
-            + [cells.mib(plan.inference_peak_estimate_mib), text("yes_est" if largest <= budget else "no_est", lang)]
+            + [estimate(r.finetune_peak_estimate_mib) for r in plan.ranks]
+            + [estimate(plan.inference_peak_estimate_mib), text("yes_est" if largest <= budget else "no_est", lang)]
         ))
     return Table(tuple(columns), tuple(rows))
 
@@ -241,7 +248,8 @@ def scores_table(report: Report) -> Table:
     rows = []
     for score in rec.scores:
         row = [report.name(by_name[score.name]), str(score.place)]
-        row += [f"{c.show(score.raw[c.name]).in_(lang)} → {score.normalised[c.name]:.2f}" for c in selection.CRITERIA]
+        row += [f"{marks.joined(c.show(score.raw[c.name]).in_(lang), marks.criterion_marks(report, score.name, c.name), lang)}"
+                f" → {score.normalised[c.name]:.2f}" for c in selection.CRITERIA]
         row.append(f"{score.score:.3f}")
         rows.append(tuple(row))
     return Table(tuple(columns), tuple(rows))
@@ -261,10 +269,16 @@ def pareto_table(report: Report) -> Table:
     for point in view.points:
         role = f" ({text(point.role, lang)})" if point.role else ""
         costs = point.costs
+
+        def cost(criterion: str, fmt: Callable[[float], str]) -> str:
+            value = costs[criterion]
+            return text("na", lang) if value is None else marks.joined(
+                fmt(value), marks.criterion_marks(report, point.name, criterion), lang)
+
         rows.append((
             point.label + role, f"{point.quality:.2f}",
-            cells.figure(costs["finetune_time"], cells.seconds, lang), cells.figure(costs["finetune_memory"], cells.mib, lang),
-            cells.figure(costs["inference_time"], cells.seconds, lang), cells.figure(costs["inference_memory"], cells.mib, lang),
+            cost("finetune_time", cells.seconds), cost("finetune_memory", cells.mib),
+            cost("inference_time", cells.seconds), cost("inference_memory", cells.mib),
             *(_dominance_cell(report, view.dominated[name].get(point.name)) for name in ("finetune", "inference", "all")),
         ))
     return Table(tuple(columns), tuple(rows))
@@ -296,16 +310,23 @@ def study_table(report: Report) -> Table:
         inference = report.record(c.name, Kind.INFERENCE)
         grade = report.grades.get((c.name, None), Grade(None, 0))
         rows.append((
-            report.name(c), cells.leaderboard_cell(c.leaderboard_average, lang), c.params_label,
-            " / ".join(cells.status_cell(report, r, lambda x: cells.figure(x.seconds, cells.seconds, lang)) for r in finetunes),
+            report.name(c), cells.leaderboard_cell(c.leaderboard_average, lang), cells.params(report, c),
+            " / ".join(cells.status_cell(report, r, lambda x: _busy(x, cells.figure(x.seconds, cells.seconds, lang), lang))
+                       for r in finetunes),
             " / ".join(cells.status_cell(report, r, lambda x: cells.figure(x.peak_mib, cells.mib, lang)) for r in finetunes),
-            cells.status_cell(report, inference, lambda x: cells.figure(x.inference.mean_seconds_per_prompt, cells.seconds, lang)),
+            cells.status_cell(report, inference, lambda x: _busy(
+                x, cells.figure(x.inference.mean_seconds_per_prompt, cells.seconds, lang), lang)),
             cells.status_cell(report, inference, lambda x: cells.figure(x.peak_mib, cells.mib, lang)),
             cells.status_cell(report, inference, lambda x: grade_label(grade.score, lang)
                               + (f" ({grade.score:.1f}, n={grade.graded})" if grade.score is not None else "")),
         ))
     columns = tuple(column.format(ranks=", ".join(str(r) for r in ranks)) for column in STUDY_COLUMNS)
     return Table(columns, tuple(rows))
+
+
+def _busy(record: BenchmarkRecord, cell: str, lang: str) -> str:
+    """A time cell with the busy mark where the machine was busy while it was measured."""
+    return marks.joined(cell, [marks.BUSY] if marks.is_busy(record) else [], lang)
 
 
 def latency_table(report: Report) -> Table:
@@ -330,7 +351,11 @@ def latency_table(report: Report) -> Table:
                 text("na", lang) if None in spread else " / ".join(cells.millis(v) for v in spread),
             )
 
-        measured = latency(record) if record is not None and record.ok else (cells.status_cell(report, record, str),) * 4
+        if record is not None and record.ok:
+            measured = tuple(cell if cell == text("na", lang) else marks.joined(cell, marks.figure_marks(record), lang)
+                             for cell in latency(record))
+        else:
+            measured = (cells.status_cell(report, record, str),) * 4
         rows.append((report.name(c), *measured))
     return Table(tuple(text(key, lang) for key in ("model", *keys)), tuple(rows))
 

@@ -1,0 +1,76 @@
+"""Marks that travel with a figure: taken on a busy machine, a plan estimate, measured on a stand-in.
+
+Each mark is a short text appended to the cell (in every table and the CSV),
+and `legend` says, beside the table, what the marks found in it mean, so a
+table copied out of the report alone still carries its warnings. An
+approximate stand-in model is marked on its name (text.APPROXIMATE), which
+every row that holds its figures shows.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from ..record import BenchmarkRecord, Kind
+from ..text import APPROXIMATE
+from .blocks import Table
+from .gather import Report, is_measured_peak
+from .language import text
+
+BUSY, ESTIMATE, STAND_IN = "busy_mark", "estimate_mark", "stand_in_mark"  # text keys of the marks
+# Which record each measured cost criterion of the recommendation comes from.
+_KINDS = {"finetune_time": Kind.FINETUNE, "finetune_memory": Kind.FINETUNE,
+          "inference_time": Kind.INFERENCE, "inference_memory": Kind.INFERENCE}
+
+
+def is_stand_in(record: BenchmarkRecord) -> bool:
+    """Whether a record's figures were measured on a stand-in: random weights or a tiny-scale model."""
+    return record.run.weights == "random" or record.run.scale == "tiny"
+
+
+def is_busy(record: BenchmarkRecord | None) -> bool:
+    """Whether the record's rounds ran while the machine was busy (load.py): its times are suspect."""
+    return record is not None and record.load is not None and record.load.busy
+
+
+def joined(cell: str, marks: Iterable[str], lang: str) -> str:
+    """The cell with its marks (text keys) after it, e.g. "2.35 (busy) †"."""
+    return " ".join([cell, *(text(mark, lang) for mark in marks)])
+
+
+def figure_marks(record: BenchmarkRecord, timed: bool = False) -> list[str]:
+    """The marks (text keys) of one measured figure of `record`: busy (times only: memory does not depend on
+    the load), stand-in."""
+    marks = [BUSY] if timed and is_busy(record) else []
+    if is_stand_in(record):
+        marks.append(STAND_IN)
+    return marks
+
+
+def criterion_marks(report: Report, name: str, criterion: str) -> list[str]:
+    """The marks (text keys) of the figure the recommendation read for one candidate's criterion."""
+    kind = _KINDS.get(criterion)
+    if kind is None or report.evidence[name].figures.get(criterion) is None:
+        return []
+    record = report.ok_record(name, kind, report.ranks[-1] if kind is Kind.FINETUNE else None)
+    if criterion.endswith("_memory") and (record is None or not is_measured_peak(record)):
+        return [ESTIMATE]  # the full-size plan's estimate, not a measurement
+    return figure_marks(record, timed=criterion.endswith("_time")) if record else []
+
+
+def legend(table: Table, report: Report) -> str:
+    """What the marks found in the table's cells mean, one short clause each; empty when it has none."""
+    lang = report.lang
+    found = " ".join(" ".join(row) for row in table.rows)
+    clauses = []
+    for key, meaning, values in (
+        (BUSY, "legend_busy", {}),
+        (ESTIMATE, "legend_estimate", {}),
+        (STAND_IN, "legend_stand_in", {"what": report.stand_in_text() or text("stand_in_models", lang)}),
+    ):
+        if text(key, lang) in found:
+            clauses.append(text(meaning, lang, mark=text(key, lang), **values))
+    approximate = APPROXIMATE.get(lang, APPROXIMATE["en"]).strip()
+    if approximate in found:
+        clauses.append(text("legend_approximate", lang, mark=approximate))
+    return text("legend", lang, marks="; ".join(clauses)) if clauses else ""

@@ -1,0 +1,123 @@
+"""The answer, first on the page: the verdict card (final choice, backup, what decided, caveats) and the
+compact leaderboard (one row per candidate: the figures the score used, the score, the place)."""
+
+from __future__ import annotations
+
+from .. import selection
+from ..message import Message, in_language
+from . import cells, marks
+from .blocks import Card, Table
+from .gather import Report
+from .language import text
+
+# How each criterion's figure reads in the leaderboard (its unit is in the column's header).
+_FORMATS = {"quality": lambda v: f"{v:.1f}", "leaderboard": lambda v: f"{v:.2f}", "finetune_time": cells.seconds,
+            "finetune_memory": cells.mib, "inference_time": cells.seconds, "inference_memory": cells.mib}
+
+
+def used_criteria(report: Report) -> list[selection.Criterion]:
+    """The criteria the score weighed (effective weight above 0), in the recommendation's order."""
+    weights = report.recommendation.effective_weights
+    return [c for c in selection.CRITERIA if weights[c.name] > 0]
+
+
+def verdict_caveats(report: Report) -> list[Message]:
+    """Every caveat the answer carries, one sentence each, most serious first.
+
+    The one place the card's caveats come from: a new one (a tie, the busy
+    figures the choice rests on) is added here and shows in the HTML, the
+    Markdown and the terminal alike.
+    """
+    rec = report.recommendation
+    caveats: list[Message] = []
+    if report.stand_in:
+        caveats.append(Message("caveat_stand_in", what=tuple(Message(key) for key in report.stand_in)))
+    chosen = [name for name in (rec.final, rec.backup) if name]
+    weighed = used_criteria(report)
+    busy = tuple(Message("figure_of", name=name, criterion=c.title) for name in chosen for c in weighed
+                 if marks.BUSY in marks.criterion_marks(report, name, c.name))
+    if busy:
+        caveats.append(Message("caveat_busy", figures=busy))
+    estimated = tuple(c.title for c in weighed
+                      if any(marks.ESTIMATE in marks.criterion_marks(report, name, c.name) for name in chosen))
+    if estimated:
+        caveats.append(Message("caveat_estimated", criteria=estimated))
+    if rec.weights["quality"] > 0 and rec.effective_weights["quality"] == 0 and chosen:
+        caveats.append(Message("caveat_no_quality"))
+    by_name = {c.name: c for c in report.candidates}
+    for name in chosen:
+        if by_name[name].approximate:
+            caveats.append(Message("caveat_approximate", name=name))
+        caveats += [Message("caveat_flag", name=name, flag=flag) for flag in rec.verdicts[name].flags
+                    if not (isinstance(flag, Message) and flag.key == "approximate_flag")]
+    return caveats
+
+
+def decided(report: Report) -> Message:
+    """What decided: each weighed criterion with its weight and where its figures came from, and whether the
+    figures are the real models' or stand-ins'."""
+    rec = report.recommendation
+    parts = []
+    for criterion in used_criteria(report):
+        sources = tuple(dict.fromkeys(e.sources[criterion.name] for e in report.evidence.values()
+                                      if criterion.name in e.sources))
+        parts.append(Message("decided_criterion", criterion=criterion.title,
+                             weight=f"{rec.effective_weights[criterion.name]:g}",
+                             source=Message("decided_sources", sources=sources) if sources else Message("from_registry")))
+    kind = (Message("decided_stand_in", what=tuple(Message(key) for key in report.stand_in)) if report.stand_in
+            else Message("decided_real"))
+    return Message("decided_line", criteria=tuple(parts), kind=kind)
+
+
+def verdict_card(report: Report) -> Card:
+    """The final choice and the backup with one line each on why, what decided, and the caveats."""
+    rec, lang = report.recommendation, report.lang
+    lines = [f"**{text('final', lang)}: {rec.final or text('na', lang)}** — {in_language(rec.final_reason, lang)}"]
+    if rec.final:
+        backup = in_language(rec.backup_reason, lang) or text("na", lang)
+        lines.append(f"**{text('backup', lang)}: {rec.backup or text('na', lang)}** — {backup}")
+        lines.append(f"**{text('what_decided', lang)}:** {decided(report).in_(lang)}")
+    return Card(text("answer", lang), tuple(lines), tuple(c.in_(lang) for c in verdict_caveats(report)))
+
+
+def leaderboard_table(report: Report) -> Table:
+    """One row per candidate, ranked ones first by place: the figures the score used, the score, the place."""
+    rec, lang, largest = report.recommendation, report.lang, report.ranks[-1]
+    weighed = used_criteria(report)
+    columns = [text("place", lang), text("model", lang)]
+    columns += [text(f"lb_{c.name}", lang, rank=largest, weight=f"{rec.effective_weights[c.name]:g}") for c in weighed]
+    columns.append(text("score", lang))
+    by_name = {c.name: c for c in report.candidates}
+    rows = []
+    for score in rec.scores:
+        figures = [_figure(report, score.name, c, score.raw.get(c.name)) for c in weighed]
+        rows.append((str(score.place), report.name(by_name[score.name]), *figures, f"{score.score:.3f}"))
+    ranked = {score.name for score in rec.scores}
+    for c in report.candidates:
+        if c.name in ranked:
+            continue
+        evidence = report.evidence[c.name]
+        raw = {"leaderboard": c.leaderboard_average, "quality": evidence.human_grade, **evidence.figures}
+        verdict = rec.verdicts[c.name]
+        place = text("excluded" if not verdict.eligible else "not_ranked", lang)
+        rows.append(("—", report.name(c), *(_figure(report, c.name, k, raw.get(k.name)) for k in weighed), place))
+    return Table(tuple(columns), tuple(rows))
+
+
+def _figure(report: Report, name: str, criterion: selection.Criterion, value: float | None) -> str:
+    if value is None:
+        return text("missing", report.lang)
+    return marks.joined(_FORMATS[criterion.name](value), marks.criterion_marks(report, name, criterion.name),
+                        report.lang)
+
+
+def terminal_lines(report: Report) -> list[str]:
+    """The answer for the terminal, in the report's order: the card's lines, its caveats, then the leaderboard."""
+    from ..text import aligned
+
+    card = verdict_card(report)
+    lines = [line.replace("**", "") for line in card.lines] + [f"⚠ {caveat}" for caveat in card.caveats]
+    table = leaderboard_table(report)
+    lines += aligned([table.columns, *table.rows])
+    legend = marks.legend(table, report)
+    return lines + ([legend] if legend else [])
