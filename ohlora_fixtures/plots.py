@@ -17,10 +17,14 @@ from typing import Callable, Mapping, Sequence
 import matplotlib
 from matplotlib import font_manager
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from .pareto import front
 
 DPI = 110
+# The smallest word on any plot, in points: at DPI 110 it is 15 px tall in the PNG, so a page that shows the
+# image at 2/3 of its width or more (leaderboard.html shows it at its own size when it fits) keeps it >= 10 px.
+MIN_FONT_PT = 10
 # Every plot a report can hold, by name: the file each is written to when it has data.
 PLOT_FILES = {
     "finetune_time": "finetune_time.png", "finetune_memory": "finetune_memory.png",
@@ -53,6 +57,8 @@ class CandidateSeries:
     losses: Mapping[int, Sequence[float]] = field(default_factory=dict)
     inference_seconds: float | None = None
     inference_peak_mib: float | None = None
+    busy_ranks: frozenset[int] = frozenset()  # fine-tuning times taken on a busy machine (load.py)
+    inference_busy: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class TradeOffPoint:
     finetune_seconds: float | None
     inference_seconds: float | None
     role: str = ""  # "final", "backup" or ""
+    finetune_busy: bool = False  # the time was taken on a busy machine
+    inference_busy: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,23 +99,48 @@ def _figure(title: str, subtitle: str, width: float = 7.0, height: float = 4.2, 
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     axes = figure.subplots(1, columns, sharey=True, squeeze=False)[0].tolist()
     # Wrapped: the subtitle names device, dtype, weights and scale, and must not run off the image.
-    figure.suptitle(title + "\n" + textwrap.fill(subtitle, width=int(width * 12)), fontsize=10)
+    figure.suptitle(title + "\n" + textwrap.fill(subtitle, width=int(width * 10)), fontsize=MIN_FONT_PT + 1)
     return figure, axes
+
+
+def _busy_handle(words: Words) -> Line2D:
+    """The legend's entry for a hollow marker: a time taken on a busy machine."""
+    return Line2D([], [], linestyle="none", marker="o", markersize=8, markerfacecolor="none", markeredgecolor="0.2",
+                  label=words("plot_busy"))
+
+
+def _legend(axes, words: Words, busy: bool) -> None:
+    handles, labels = axes.get_legend_handles_labels()
+    if busy:
+        handles.append(_busy_handle(words))
+        labels.append(words("plot_busy"))
+    axes.legend(handles, labels, fontsize=MIN_FONT_PT, loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
 def _by_rank(
     series: Sequence[CandidateSeries], pick: Callable[[CandidateSeries], Mapping[int, float]],
-    title: str, ylabel: str, subtitle: str, path: Path, words: Words,
+    title: str, ylabel: str, subtitle: str, path: Path, words: Words, timed: bool = False,
 ) -> Path | None:
+    """One line per candidate over the ranks; with `timed`, a time taken on a busy machine is a hollow marker on a
+    dotted line, so noise is not read as a property of the model."""
     plotted = [s for s in series if pick(s)]
     if not plotted:
         return None
     styles = _styles(series)
     figure, (axes,) = _figure(title, subtitle)
     ranks = sorted({rank for s in plotted for rank in pick(s)})
+    any_busy = False
     for s in plotted:
         points = sorted(pick(s).items())
-        axes.plot([r for r, _ in points], [v for _, v in points], label=s.label, **styles[s.label])
+        busy = [timed and rank in s.busy_ranks for rank, _ in points]
+        any_busy = any_busy or any(busy)
+        quiet = [index for index, flag in enumerate(busy) if not flag]
+        axes.plot([r for r, _ in points], [v for _, v in points], label=s.label, markevery=quiet,
+                  markersize=7, linestyle=":" if any(busy) else "-", **styles[s.label])
+        hollow = [(r, v) for (r, v), flag in zip(points, busy) if flag]
+        if hollow:
+            axes.scatter([r for r, _ in hollow], [v for _, v in hollow], s=60, facecolors="none", linewidths=1.5,
+                         edgecolors=styles[s.label]["color"], marker=styles[s.label]["marker"], zorder=3)
     axes.set_xscale("log", base=2)
     axes.set_xticks(ranks, [str(rank) for rank in ranks])
     axes.minorticks_off()
@@ -115,7 +148,7 @@ def _by_rank(
     axes.set_ylim(bottom=0)  # from zero: a zoomed axis makes noise look like a difference
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _legend(axes, words, any_busy)
     figure.savefig(path)
     return path
 
@@ -133,11 +166,11 @@ def _losses(series: Sequence[CandidateSeries], subtitle: str, path: Path, words:
                 losses = s.losses[rank]
                 axis.plot(range(1, len(losses) + 1), losses, label=s.label, color=styles[s.label]["color"],
                           linewidth=1.2)
-        axis.set_title(words("plot_rank", rank=rank), fontsize=9)
+        axis.set_title(words("plot_rank", rank=rank), fontsize=MIN_FONT_PT)
         axis.set_xlabel(words("plot_step"))
         axis.grid(alpha=0.3)
     axes[0].set_ylabel(words("plot_loss_axis"))
-    axes[-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _legend(axes[-1], words, False)
     figure.savefig(path)
     return path
 
@@ -151,12 +184,15 @@ def _inference(series: Sequence[CandidateSeries], subtitle: str, memory_metric: 
     figure, (axes,) = _figure(words("plot_inference_title"), subtitle)
     for s in plotted:
         # No text labels on the points: close points would print over each other; the legend names them.
-        axes.scatter(s.inference_peak_mib, s.inference_seconds, label=s.label, s=45, **styles[s.label])
+        style = styles[s.label]
+        hollow = {"facecolors": "none", "edgecolors": style["color"], "linewidths": 1.5} if s.inference_busy else {}
+        axes.scatter(s.inference_peak_mib, s.inference_seconds, label=s.label, s=55, marker=style["marker"],
+                     **(hollow or {"color": style["color"]}))
     axes.set_xlim(left=0)
     axes.set_xlabel(words("plot_peak_axis", metric=memory_metric))
     axes.set_ylabel(words("plot_seconds_per_prompt"))
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _legend(axes, words, any(s.inference_busy for s in plotted))
     figure.savefig(path)
     return path
 
@@ -164,19 +200,24 @@ def _inference(series: Sequence[CandidateSeries], subtitle: str, memory_metric: 
 def _tradeoff(series: Sequence[CandidateSeries], view: TradeOffPlot | None, subtitle: str, path: Path,
               words: Words) -> Path | None:
     """Quality against fine-tuning time (largest rank) and against inference time, each panel's front joined."""
-    panels = [(lambda p: p.finetune_seconds, words("plot_finetune_cost", rank=view.largest_rank)),
-              (lambda p: p.inference_seconds, words("plot_seconds_per_prompt"))] if view else []
-    panels = [(cost, label) for cost, label in panels if any(cost(p) is not None for p in view.points)]
+    panels = [(lambda p: p.finetune_seconds, lambda p: p.finetune_busy,
+               words("plot_finetune_cost", rank=view.largest_rank)),
+              (lambda p: p.inference_seconds, lambda p: p.inference_busy, words("plot_seconds_per_prompt"))] if view else []
+    panels = [(cost, busy, label) for cost, busy, label in panels if any(cost(p) is not None for p in view.points)]
     if not panels:
         return None
     styles = _styles(series)
     figure, axes = _figure(words("plot_tradeoff_title"), subtitle, width=5.0 * len(panels) + 2.2, height=4.6,
                            columns=len(panels))
-    for axis, (cost, label) in zip(axes, panels):
+    any_busy = False
+    for axis, (cost, busy, label) in zip(axes, panels):
         points = [p for p in view.points if cost(p) is not None]
         for p in points:
             style = styles.get(p.label, {"color": "C7", "marker": "o"})
-            axis.scatter(cost(p), p.quality, s=45, label=p.label, zorder=3, **style)
+            hollow = {"facecolors": "none", "edgecolors": style["color"], "linewidths": 1.5} if busy(p) else {}
+            any_busy = any_busy or busy(p)
+            axis.scatter(cost(p), p.quality, s=55, label=p.label, zorder=3, marker=style["marker"],
+                         **(hollow or {"color": style["color"]}))
         on_front = front({p.label: (p.quality, cost(p)) for p in points}, (True, False))
         line = sorted((p for p in points if p.label in on_front), key=cost)
         axis.plot([cost(p) for p in line], [p.quality for p in line], color="0.35", linestyle="--", linewidth=1.0,
@@ -186,13 +227,12 @@ def _tradeoff(series: Sequence[CandidateSeries], view: TradeOffPlot | None, subt
                 # A ring around the chosen ones and a word beside them, so the mark survives grey-scale printing.
                 axis.scatter(cost(p), p.quality, s=220, facecolors="none", edgecolors="black", linewidths=1.3, zorder=4,
                              marker="*" if p.role == "final" else "s")
-                axis.annotate(words(p.role), (cost(p), p.quality), textcoords="offset points", xytext=(7, 7), fontsize=8)
+                axis.annotate(words(p.role), (cost(p), p.quality), textcoords="offset points", xytext=(7, 7), fontsize=MIN_FONT_PT)
         axis.margins(x=0.1, y=0.12)  # room for the words beside the chosen ones
         axis.set_xlabel(label)
         axis.grid(alpha=0.3)
     axes[0].set_ylabel(view.quality_label)
-    handles, labels = axes[-1].get_legend_handles_labels()
-    axes[-1].legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _legend(axes[-1], words, any_busy)
     figure.savefig(path)
     return path
 
@@ -209,11 +249,12 @@ def write_plots(
     matplotlib's default), `tradeoff` the cost-against-quality view.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    with matplotlib.rc_context({"font.family": [font, "sans-serif"]} if font else {}):
+    rc = {"font.size": MIN_FONT_PT, **({"font.family": [font, "sans-serif"]} if font else {})}
+    with matplotlib.rc_context(rc):
         file = {name: out_dir / file_name for name, file_name in PLOT_FILES.items()}
         written = {
             "finetune_time": _by_rank(series, lambda s: s.finetune_seconds, words("caption_finetune_time"),
-                                      words("plot_finetune_seconds"), subtitle, file["finetune_time"], words),
+                                      words("plot_finetune_seconds"), subtitle, file["finetune_time"], words, timed=True),
             "finetune_memory": _by_rank(series, lambda s: s.finetune_peak_mib, words("caption_finetune_memory"),
                                         words("plot_peak_axis", metric=memory_metric), subtitle,
                                         file["finetune_memory"], words),

@@ -336,7 +336,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
     terminalreporter.section("ohlora-bench")
     if study.records:
-        for line in summary_lines(study):
+        # The answer first (the merged leaderboard's verdict), then this session's benchmarks, as in the report.
+        for line in summary_lines(study, getattr(report, "answer", ())):
             terminalreporter.write_line(line)
     if isinstance(report, str):
         terminalreporter.write_line(report, yellow=True)

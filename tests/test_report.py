@@ -144,10 +144,12 @@ def test_every_column_is_rendered_from_a_stored_run_and_no_cell_is_blank(tmp_pat
     assert len(rows) == 1 + len(NAMES)
     assert all(cell for row in rows for cell in row)
     polyglot, tiny = rows[1], rows[2]
-    assert polyglot[:5] == ["polyglot-ko-1.3b", "29.95", "1.43 B", "1.50", "1.50"]
-    assert polyglot[5:7] == ["416", "432"]
+    # The label follows the exact count (1,331,810,304); the leaderboard's own label is named beside it.
+    # Every figure of these random-weight, tiny-scale runs carries the stand-in mark.
+    assert polyglot[:5] == ["polyglot-ko-1.3b", "29.95", "1.33 B (leaderboard lists 1.43 B)", "1.50 †", "1.50 †"]
+    assert polyglot[5:7] == ["416 †", "432 †"]
     # 3 answers, 30 new tokens in 0.6 s: 0.2 s per answer = 20 ms per new token × 10 tokens per answer.
-    assert polyglot[9:14] == ["0.20", "20.0 ms", "10.0", "420", "not graded · chrF 4.5"]
+    assert polyglot[9:14] == ["0.20 †", "20.0 ms †", "10.0 †", "420 †", "not graded · chrF 4.5 †"]
     assert tiny[0] == "TinyKo-v5-a (approx.)"
     assert tiny[3:5] == ["OOM", "not run"] and tiny[9:14] == ["failed"] * 5
     assert "ValueError: bad" in markdown.split("## Failures", 1)[1]
@@ -203,7 +205,7 @@ def test_utilisation_is_shown_per_rank_with_its_peaks_or_why_not(tmp_path: Path)
     rows = table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Hardware utilisation (estimates)")
     assert rows[0] == ["model", "MFU r16", "MFU r32", "decode bandwidth use", "device peaks (source)"]
     assert rows[1] == [
-        "polyglot-ko-1.3b", "4.2%", "4.2%", "3.1%", "0.19 TFLOP/s (calibrated); 30 GB/s (datasheet)"]
+        "polyglot-ko-1.3b", "4.2% †", "4.2% †", "3.1% †", "0.19 TFLOP/s (calibrated); 30 GB/s (datasheet)"]
     assert rows[2][1:4] == ["OOM", "not run", "failed"]
 
 
@@ -272,7 +274,7 @@ def test_compare_study_shows_the_studys_t4_figures_beside_ours(tmp_path: Path) -
 
     markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
     polyglot = table_rows(markdown, "Results")[1]
-    assert polyglot[3] == "1.50 · study T4: 24.20" and polyglot[5] == "416 · study T4: 2,593"
+    assert polyglot[3] == "1.50 † · study T4: 24.20" and polyglot[5] == "416 † · study T4: 2,593"
     assert "study T4: good" in polyglot[13]
     assert "not peaks" in markdown
 
@@ -313,3 +315,8 @@ def test_pytest_benchmarks_ends_with_the_report(run_benchmarks, tmp_path: Path) 
     markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
     assert "| TinyKo-v5-a (approx.) | r16 |" in markdown  # answers scored with the adapter attached
     assert (out / "answers" / "TinyKo-v5-a.random-tiny.r16.csv").is_file()
+    # The terminal gives the answer first, as the report does, then the benchmarks with each time's unit.
+    summary = result.stdout.split("= ohlora-bench =", 1)[1]
+    assert summary.index("final choice: TinyKo-v5-a (approx.)") < summary.index("s per run") < summary.index("report: ")
+    header = next(line for line in summary.splitlines() if line.startswith("candidate"))
+    assert "s per run" in header and "s per answer" in header and "time s" not in header

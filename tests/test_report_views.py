@@ -87,8 +87,8 @@ def test_answer_lengths_within_a_quarter_of_each_other_are_not_flagged(tmp_path:
 
     assert RANKING_NOTE in markdown and "Answer lengths differ" not in markdown
     rows = {row[0]: row for row in table_rows(markdown, "Results")}
-    assert rows["polyglot-ko-1.3b"][9:12] == ["0.20", "20.0 ms", "10.0"]
-    assert rows["TinyKo-v5-a (approx.)"][9:12] == ["0.20", "16.2 ms", "12.3"]
+    assert rows["polyglot-ko-1.3b"][9:12] == ["0.20 †", "20.0 ms †", "10.0 †"]
+    assert rows["TinyKo-v5-a (approx.)"][9:12] == ["0.20 †", "16.2 ms †", "12.3 †"]
 
 
 @pytest.mark.parametrize("lang", ["en", "ko"])
@@ -136,10 +136,11 @@ def test_korean_report_has_the_studys_table_with_its_headers_and_our_figures(tmp
     # The ranks actually run (16, 32) stand in the header, in the study's wording.
     assert header == [h.replace("16, 32, 64", "16, 32") for h in STUDY_HEADERS]
     polyglot = by_name["polyglot-ko-1.3b"]
-    assert polyglot[1:3] == ["29.95", "1.43 B"]
-    assert polyglot[3] == "1.50 / 30.00" and polyglot[4] == "416 / 432"
-    assert polyglot[5] == "0.50" and polyglot[6] == "420" and polyglot[7].startswith("최상")
-    assert by_name["llama1B"][3] == "미실행 / 20.00"
+    assert polyglot[1:3] == ["29.95", "1.33 B (리더보드 표기 1.43 B)"]
+    # Pretrained weights but tiny scale: every figure carries the stand-in mark, so the table pasted alone keeps it.
+    assert polyglot[3] == "1.50 † / 30.00 †" and polyglot[4] == "416 † / 432 †"
+    assert polyglot[5] == "0.50 †" and polyglot[6] == "420 †" and polyglot[7].startswith("최상")
+    assert by_name["llama1B"][3] == "미실행 / 20.00 †"
 
 
 def test_the_studys_table_says_what_kind_of_figures_fill_it(tmp_path: Path) -> None:

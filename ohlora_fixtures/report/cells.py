@@ -78,7 +78,8 @@ def status_cell(report: Report, record: BenchmarkRecord | None, value: Callable[
     if not record.ok:
         return text(record.status.value, report.lang)
     cell = value(record)
-    stand_in = marks.is_stand_in(record) and cell != text("na", report.lang)
+    # Only a figure takes the mark (a digit in it): a sentence such as "n/a: valid rows have no answers" does not.
+    stand_in = marks.is_stand_in(record) and any(ch.isdigit() for ch in cell)
     return marks.joined(cell, [marks.STAND_IN] if stand_in else [], report.lang)
 
 

@@ -28,7 +28,7 @@ from ..record import Kind, RunDescription, plain
 from ..registry import Candidate
 from ..settings import Settings
 from .document import document
-from . import cells, tradeoff
+from . import cells, marks, tradeoff, verdict
 from .gather import Report, gather
 from .html import to_html
 from .language import text
@@ -48,6 +48,7 @@ class ReportFiles:
     html: Path
     csv: Path
     plots: tuple[Path, ...]
+    answer: tuple[str, ...] = ()  # the verdict and the leaderboard as terminal lines (verdict.terminal_lines)
 
     def lines(self) -> list[str]:
         """One line per file, for the terminal."""
@@ -67,6 +68,8 @@ def _series(report: Report, lang: str) -> list[CandidateSeries]:
             losses={r: list(rec.finetune.losses) for r, rec in ok.items() if rec.finetune and rec.finetune.losses},
             inference_seconds=inference.inference.mean_seconds_per_prompt if inference else None,
             inference_peak_mib=inference.peak_mib if inference else None,
+            busy_ranks=frozenset(r for r, rec in ok.items() if marks.is_busy(rec)),
+            inference_busy=marks.is_busy(inference),
         ))
     return series
 
@@ -95,7 +98,9 @@ def comparable(run: RunDescription) -> str:
 
 def _tradeoff_plot(report: Report, lang: str) -> TradeOffPlot:
     view = tradeoff.trade_offs(report, lang)
-    points = [TradeOffPoint(p.label, p.quality, p.costs["finetune_time"], p.costs["inference_time"], p.role)
+    points = [TradeOffPoint(p.label, p.quality, p.costs["finetune_time"], p.costs["inference_time"], p.role,
+                            finetune_busy=marks.BUSY in marks.criterion_marks(report, p.name, "finetune_time"),
+                            inference_busy=marks.BUSY in marks.criterion_marks(report, p.name, "inference_time"))
               for p in view.points]
     quality = text("plot_quality_graded" if view.graded else "plot_quality_stand_in", lang)
     return TradeOffPlot(points, quality, report.ranks[-1])
@@ -144,8 +149,9 @@ def render(
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    answer = () if report.measured_nothing else tuple(verdict.terminal_lines(report))
     return ReportFiles(out / "leaderboard.md", out / "leaderboard.html", out / "results.csv",
-                       tuple(out / path.name for path in images.values()))
+                       tuple(out / path.name for path in images.values()), answer)
 
 
 def _fsync(path: Path) -> None:
@@ -177,6 +183,11 @@ class SessionReport:
 
     run: ReportFiles
     merged: ReportFiles
+
+    @property
+    def answer(self) -> tuple[str, ...]:
+        """The merged leaderboard's verdict and ranking, for the top of the terminal summary."""
+        return self.merged.answer
 
     def lines(self) -> list[str]:
         """One line per file of the merged leaderboard, and where this run's own report is, with its plots."""

@@ -72,10 +72,15 @@ def decided(report: Report) -> Message:
 def verdict_card(report: Report) -> Card:
     """The final choice and the backup with one line each on why, what decided, and the caveats."""
     rec, lang = report.recommendation, report.lang
-    lines = [f"**{text('final', lang)}: {rec.final or text('na', lang)}** — {in_language(rec.final_reason, lang)}"]
+    by_name = {c.name: c for c in report.candidates}
+
+    def shown(name: str | None) -> str:  # an approximate stand-in is marked here too
+        return report.name(by_name[name]) if name else text("na", lang)
+
+    lines = [f"**{text('final', lang)}: {shown(rec.final)}** — {in_language(rec.final_reason, lang)}"]
     if rec.final:
         backup = in_language(rec.backup_reason, lang) or text("na", lang)
-        lines.append(f"**{text('backup', lang)}: {rec.backup or text('na', lang)}** — {backup}")
+        lines.append(f"**{text('backup', lang)}: {shown(rec.backup)}** — {backup}")
         lines.append(f"**{text('what_decided', lang)}:** {decided(report).in_(lang)}")
     return Card(text("answer", lang), tuple(lines), tuple(c.in_(lang) for c in verdict_caveats(report)))
 
