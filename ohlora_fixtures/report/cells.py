@@ -133,7 +133,7 @@ def beside_report(report: Report, path: str | None) -> str | None:
         return path
 
 
-def params(report: Report, candidate: Candidate) -> str:
+def params(report: Report, candidate: Candidate, with_count: bool = False) -> str:
     """The parameter count in billions, from the exact count where one is known (the registry's or the full-size
     plan's), so the label never contradicts it; the registry's label is named beside it where it differs."""
     plan = report.plans.get(candidate.name)
@@ -141,12 +141,15 @@ def params(report: Report, candidate: Candidate) -> str:
     if not exact:
         return candidate.params_label
     label = f"{exact / 1e9:.2f} B"
+    count = f"{exact:,}" if with_count else ""
     listed = candidate.params_label.split()[0]
     try:
         agrees = round(exact / 1e9, len(listed.partition(".")[2])) == float(listed)
     except ValueError:
         agrees = False
-    return label if agrees else label + " " + text("params_listed", report.lang, label=candidate.params_label)
+    notes = [count] + ([] if agrees else [text("params_listed", report.lang, label=candidate.params_label)])
+    notes = [note for note in notes if note]
+    return label + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def leaderboard_cell(average: float | None, lang: str) -> str:

@@ -1,4 +1,8 @@
-"""results.csv: one row per kept benchmark, every figure of its flat view, for pandas and spreadsheet users."""
+"""results.csv: one row per kept benchmark, every figure of its flat view, for pandas and spreadsheet users.
+
+Its `marks` column says which warnings the row's figures carry ("stand-in": random weights or a tiny-scale
+model; "busy": timed on a busy machine), as the report's cells do.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..record import Kind
+from . import marks
 from .gather import Report
 
 
@@ -30,9 +35,12 @@ def results_frame(report: Report) -> Any:
         if isinstance(row.get("losses"), list):
             row["losses"] = json.dumps(row["losses"])
         row["source"] = stored.source
+        # The marks the report's cells carry, so a figure read from the CSV keeps its warning.
+        row["marks"] = ";".join(name for name, marked in (("stand-in", marks.is_stand_in(record)),
+                                                          ("busy", marks.is_busy(record))) if marked)
         rows.append(row)
     frame = pd.json_normalize(rows, sep=".")
-    first = [c for c in ("candidate", "kind", "rank", "status", "seconds", "peak_mib") if c in frame.columns]
+    first = [c for c in ("candidate", "kind", "rank", "status", "marks", "seconds", "peak_mib") if c in frame.columns]
     return frame[first + [c for c in frame.columns if c not in first]]
 
 

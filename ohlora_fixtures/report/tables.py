@@ -54,7 +54,8 @@ def results_table(report: Report) -> Table:
             cells.status_cell(report, inference, lambda r: cells.figure(cells.mean_answer_tokens(r), cells.tokens, lang)),
             cells.beside_study(report, cells.status_cell(report, inference, lambda r: cells.peak_cell(report, r)),
                                study_row.get("inference_memory_mib"), cells.mib),
-            cells.status_cell(report, inference, lambda r: _quality_cell(report, c.name, r.inference.answers)),
+            _beside_study_grade(report, c.name, cells.status_cell(
+                report, inference, lambda r: _quality_cell(report, c.name, r.inference.answers))),
         ]
         mine = [r for r in (*finetunes, inference) if r is not None]
         if report.mixed_runs:
@@ -72,10 +73,15 @@ def _quality_cell(report: Report, name: str, answers: Answers) -> str:
         cell += f" ({grade.score:.1f}, n={grade.graded})"
     if answers.quality.chrf is not None:
         cell += f" · chrF {answers.quality.chrf:.1f}"
-    if report.study is not None and name in report.study.rows:
-        theirs = report.study.rows[name]["human_grade"]
-        cell += f" · {text('study_t4', report.lang)}: {cells.word(f'grade_{theirs}', theirs, report.lang)}"
     return cell
+
+
+def _beside_study_grade(report: Report, name: str, cell: str) -> str:
+    """The quality cell (with its own marks), then the study's grade with --compare-study."""
+    if report.study is None or name not in report.study.rows:
+        return cell
+    theirs = report.study.rows[name]["human_grade"]
+    return f"{cell} · {text('study_t4', report.lang)}: {cells.word(f'grade_{theirs}', theirs, report.lang)}"
 
 
 def candidates_table(report: Report) -> Table:
@@ -84,8 +90,7 @@ def candidates_table(report: Report) -> Table:
     rows = []
     for place, c in enumerate(report.candidates, start=1):
         verdict = report.recommendation.verdicts[c.name]
-        exact = c.params_exact or report.plans[c.name].total_params
-        params = cells.params(report, c) + f" ({exact:,})"
+        params = cells.params(report, c, with_count=True)
         summary = text("eligible" if verdict.eligible else "excluded", lang)
         details = [cells.sentences(verdict.reasons, lang)] if verdict.reasons else []
         details += [f"⚠ {in_language(flag, lang)}" for flag in verdict.flags]

@@ -63,7 +63,8 @@ def decided(report: Report) -> Message:
                                       if criterion.name in e.sources))
         parts.append(Message("decided_criterion", criterion=criterion.title,
                              weight=f"{rec.effective_weights[criterion.name]:g}",
-                             source=Message("decided_sources", sources=sources) if sources else Message("from_registry")))
+                             source=Message("decided_sources", sources=sources) if sources
+                             else Message("from_grades" if criterion.name == "quality" else "from_registry")))
     kind = (Message("decided_stand_in", what=tuple(Message(key) for key in report.stand_in)) if report.stand_in
             else Message("decided_real"))
     return Message("decided_line", criteria=tuple(parts), kind=kind)
