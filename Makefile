@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine (Python 3.11, no GPU needed):
 #   make bench   set up .venv, run the benchmark grid, write the report
 #   make test    set up .venv, run the test suite
+#   make browser-test  the report in a real browser (needs chromium-headless-shell and fonts-noto-cjk)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ TORCH_SPEC ?= torch==$(TORCH_VERSION)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: bench test setup clean
+.PHONY: bench test browser-test setup clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,10 @@ bench: setup
 
 test: setup
 	$(BIN)/pytest tests -rs -m "not slow" $(ARGS)
+
+# leaderboard.html in headless Chromium at 1280 px (apt-get install chromium-headless-shell fonts-noto-cjk).
+browser-test: setup
+	$(BIN)/pytest tests/test_browser.py -rs $(ARGS)
 
 clean:
 	rm -rf $(VENV) .benchmarks/ohlora .benchmarks/Linux-*

@@ -1,4 +1,4 @@
-"""Command line: `python -m ohlora_fixtures plan|report ...`."""
+"""Command line: `python -m ohlora_fixtures plan|report|bench ...` (`ohlora-bench` is `bench`)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,24 @@ def _report(argv: list[str]) -> int:
     return main(argv)
 
 
-COMMANDS = {"plan": _plan, "report": _report}
+# What `ohlora-bench` adds before the user's own pytest arguments: the packaged benchmarks, and
+# pytest-benchmark's JSON saved as `pytest benchmarks` in a checkout does (its setup.cfg sets autosave).
+BENCH_ARGS = ("--pyargs", "ohlora_fixtures.benchmarks", "--benchmark-autosave")
+
+
+def _bench(argv: list[str]) -> int:
+    """`python -m ohlora_fixtures bench [PYTEST ARGS]`: the study's benchmarks from an installed copy."""
+    import pytest
+
+    return int(pytest.main([*BENCH_ARGS, *argv]))
+
+
+def bench() -> int:
+    """The `ohlora-bench` console command: `pytest --pyargs ohlora_fixtures.benchmarks --benchmark-autosave ARGS`."""
+    return _bench(sys.argv[1:])
+
+
+COMMANDS = {"plan": _plan, "report": _report, "bench": _bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,6 +49,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped where torch sees none")
     config.addinivalue_line("markers", "slow: takes minutes; CI skips it (-m 'not slow')")
     config.pluginmanager.register(ResumedRecords(), RESUMED_RECORDS)
+    _refuse_missing_extras(config)
     if _options_given(config):
         try:
             _study(config)
@@ -61,6 +62,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if STUDY in config.stash:
         # Whatever outlives this session (an in-process pytester run) is collectable again.
         gc.unfreeze()
+
+
+# pytest-benchmark options that need an extra of this package, the module they import, and the extra.
+NEEDS_EXTRA = {"benchmark_histogram": ("--benchmark-histogram", "pygal", "histogram")}
+
+
+def _refuse_missing_extras(config: pytest.Config) -> None:
+    """An option whose extra is not installed stops the run before anything is measured, in one line (else
+    pytest-benchmark measures everything, then fails on the import)."""
+    import importlib.util
+
+    for dest, (flag, module, extra) in NEEDS_EXTRA.items():
+        if config.getoption(dest, None) and importlib.util.find_spec(module) is None:
+            raise pytest.UsageError(f"{flag} draws with {module}, which is not installed: "
+                                    f"pip install 'ohlora-bench[{extra}]', or leave {flag} out")
 
 
 def _options_given(config: pytest.Config) -> bool:

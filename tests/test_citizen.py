@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import importlib.util
 import json
 import os
 import shutil
@@ -117,6 +118,46 @@ def test_an_installed_package_reads_its_data_and_plans_from_any_directory(instal
     )
     assert report.returncode == 0, report.stderr[-3000:]
     assert "모델" in (tmp_path / "out" / "leaderboard.md").read_text(encoding="utf-8")
+
+
+def test_an_installed_copy_runs_the_study_from_another_folder(installed, tmp_path):
+    # The benchmarks ship in the package: `ohlora-bench` (python -m ohlora_fixtures bench) runs them with
+    # pytest-benchmark's JSON saved, from a folder that holds no checkout.
+    _, target = installed
+    env = _clean_env(PYTHONPATH=str(target))
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--pyargs", "ohlora_fixtures.benchmarks", "--collect-only", "-q",
+         "-p", "no:cacheprovider", "-k", "TinyKo-v5-a"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
+    assert "test_finetune.py::test_finetune[TinyKo-v5-a-r16]" in collected.stdout
+    assert "test_inference.py::test_inference[TinyKo-v5-a]" in collected.stdout
+
+    run = subprocess.run(
+        [sys.executable, "-m", "ohlora_fixtures", "bench", "-p", "no:cacheprovider", *TINY_RUN,
+         "--ohlora-models", "TinyKo-v5-a", "--ohlora-report-dir", str(tmp_path / "ohlora")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert str(target) in run.stdout  # the installed copy's tests ran, not a checkout's
+    saved = list((tmp_path / ".benchmarks").glob("*/0001_*.json"))  # pytest-benchmark's <machine>/<n>_<commit>.json
+    assert len(saved) == 1 and len(json.loads(saved[0].read_text())["benchmarks"]) == 2
+    assert (tmp_path / "ohlora" / "leaderboard.md").is_file()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pygal") is not None, reason="pygal is installed here")
+def test_an_option_whose_extra_is_missing_is_refused_at_start_up_in_one_line(tmp_path):
+    (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "ohlora_fixtures.plugin", "-p", "no:cacheprovider",
+         "--benchmark-histogram", "test_x.py"],
+        cwd=tmp_path, env=_clean_env(PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 4  # pytest's usage error: nothing was measured
+    assert result.stderr.strip().splitlines() == [
+        "ERROR: --benchmark-histogram draws with pygal, which is not installed: "
+        "pip install 'ohlora-bench[histogram]', or leave --benchmark-histogram out"]
 
 
 def test_no_product_code_finds_files_relative_to_the_checkout():
