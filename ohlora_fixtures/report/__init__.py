@@ -6,9 +6,11 @@ pytest-benchmark JSON files (their `extra_info`) and results.jsonl logs, merged
 into one table where the latest measurement of each benchmark wins.
 
 The pipeline, one module per step: stored (read and merge) → gather (the
-`Report`: records, grades, plans, evidence) → document (blocks, built from
-tables and cells, words from translations.toml via language) → markdown / html
-/ table_csv → render (writes the files); cli is the command line.
+`Report`: records, grades, plans, evidence) → document (blocks, the answer
+first from verdict, then sections built from tables and cells, each figure
+with its marks and each table with its legend from marks, words from
+translations.toml via language) → markdown / html / table_csv → render
+(writes the files); cli is the command line.
 """
 
 from .cli import main
