@@ -122,34 +122,41 @@ def quality_table(report: Report) -> Table:
     rows = []
     for c in report.candidates:
         inference = report.record(c.name, Kind.INFERENCE)
-        adapters: list[tuple[str, int | None, Answers]] = []
+        adapters: list[tuple[str, int | None, BenchmarkRecord, Answers]] = []
         if inference is None or not inference.ok:
             status = cells.status_cell(report, inference, str)
             rows.append((report.name(c), text("base", lang), *[status] * 7))
         else:
-            adapters.append((text("base", lang), None, inference.inference.answers))
+            adapters.append((text("base", lang), None, inference, inference.inference.answers))
         for rank in report.ranks:
             record = report.record(c.name, Kind.FINETUNE, rank)
             if record is not None and record.finetune is not None and record.finetune.after_finetune is not None:
-                adapters.append((f"r{rank}", rank, record.finetune.after_finetune))
-        rows += [_quality_row(report, c, adapter, rank, answered) for adapter, rank, answered in adapters]
+                adapters.append((f"r{rank}", rank, record, record.finetune.after_finetune))
+        rows += [_quality_row(report, c, adapter, rank, answered, marks.figure_marks(record))
+                 for adapter, rank, record, answered in adapters]
     keys = ("model", "adapter", "human_grade", "graded", "chrf", "empty", "hangul", "repeats", "answers_csv")
     return Table(tuple(text(key, lang) for key in keys), tuple(rows))
 
 
-def _quality_row(report: Report, c: Candidate, adapter: str, rank: int | None, answered: Answers) -> tuple[str, ...]:
+def _quality_row(report: Report, c: Candidate, adapter: str, rank: int | None, answered: Answers,
+                 figure_marks: list[str]) -> tuple[str, ...]:
+    """One adapter's answer quality; every figure with `figure_marks` (answers of a stand-in are a stand-in's)."""
     lang = report.lang
     grade = report.grades.get((c.name, rank), Grade(None, 0))
     figures = answered.quality
+
+    def marked(cell: str) -> str:
+        return marks.joined(cell, figure_marks, lang)
+
     return (
         report.name(c), adapter,
-        grade_label(grade.score, lang) + (f" ({grade.score:.1f})" if grade.score is not None else "")
+        grade_label(grade.score, lang) + (f" ({marked(f'{grade.score:.1f}')})" if grade.score is not None else "")
         + (f" — {in_language(grade.note, lang)}" if grade.note else ""),
         str(grade.graded),
-        text("na", lang) if figures.chrf is None else f"{figures.chrf:.1f} (n={figures.n_scored})",
-        cells.share(figures.empty_share),
-        cells.share(figures.hangul_share),
-        cells.share(figures.repeated_ngram_share),
+        text("na", lang) if figures.chrf is None else f"{marked(f'{figures.chrf:.1f}')} (n={figures.n_scored})",
+        marked(cells.share(figures.empty_share)),
+        marked(cells.share(figures.hangul_share)),
+        marked(cells.share(figures.repeated_ngram_share)),
         cells.beside_report(report, answered.answers_csv) or text("na", lang),
     )
 
@@ -380,12 +387,14 @@ def finetune_spread_table(report: Report) -> Table:
             steps = (text("na", lang) if f.step_median_s is None or f.step_p90_s is None
                      else f"{cells.millis(f.step_median_s)} / {cells.millis(f.step_p90_s)}")
             sampled = (memory.sampled_mean_mib, memory.sampled_p99_mib, memory.sampled_peak_mib) if memory else (None,)
-            rows.append((
-                report.name(c), f"r{rank}", steps,
-                cells.figure(f.adapter_bytes and f.adapter_bytes / MIB, cells.mib_fine, lang),
+            measured = (
+                steps, cells.figure(f.adapter_bytes and f.adapter_bytes / MIB, cells.mib_fine, lang),
                 text("na", lang) if None in sampled else " / ".join(cells.mib(v) for v in sampled)
                 + f" ({memory.sampler})",
-            ))
+            )
+            rows.append((report.name(c), f"r{rank}", *(
+                cell if cell == text("na", lang) else marks.joined(cell, marks.figure_marks(record), lang)
+                for cell in measured)))
     keys = ("model", "adapter", "step_time", "adapter_size", "sampled_memory")
     return Table(tuple(text(key, lang) for key in keys), tuple(rows))
 
