@@ -70,6 +70,8 @@ def test_busy_estimated_and_stand_in_figures_carry_their_marks_everywhere(tmp_pa
     for heading in ("How the score was computed", "Results", "Cost against quality (Pareto view)"):
         cells = [cell for row in table_rows(markdown, heading) for cell in row]
         assert any("20.00 (busy) †" in cell or "20.00 s (busy) †" in cell for cell in cells), heading
+    utilisation = {row[0]: row for row in table_rows(markdown, "Hardware utilisation (estimates)")}
+    assert [cell.endswith("(busy) †") for cell in utilisation["llama1B"][1:4]] == [False, True, True]  # r16 quiet
     # Each table's legend stands right under it and names every mark it uses.
     for table in re.findall(r"((?:^\|.*\n)+)\n(.*)", markdown, re.MULTILINE):
         marks_used = [m for m in ("(busy)", "(est.)", "†", "(approx.)") if m in table[0].split("\n", 2)[-1]]

@@ -210,10 +210,11 @@ def utilisation_table(report: Report) -> Table:
             peaks.append(f"{decoded.peak_gbps:.3g} GB/s ({source})")
         rows.append(tuple(
             [report.name(c)]
-            + [cells.status_cell(report, record, lambda x: cells.figure(
-                x.finetune.utilisation and x.finetune.utilisation.mfu, cells.percent, lang)) for record in finetunes]
-            + [cells.status_cell(report, inference, lambda x: cells.figure(
-                x.inference.utilisation and x.inference.utilisation.bandwidth_utilisation, cells.percent, lang)),
+            # Utilisation is work over time: a time taken on a busy machine makes it suspect too.
+            + [cells.status_cell(report, record, lambda x: _busy(x, cells.figure(
+                x.finetune.utilisation and x.finetune.utilisation.mfu, cells.percent, lang), lang)) for record in finetunes]
+            + [cells.status_cell(report, inference, lambda x: _busy(x, cells.figure(
+                x.inference.utilisation and x.inference.utilisation.bandwidth_utilisation, cells.percent, lang), lang)),
                "; ".join(peaks) or text("na", lang)]
         ))
     return Table(tuple(columns), tuple(rows))
@@ -364,8 +365,8 @@ def latency_table(report: Report) -> Table:
             )
 
         if record is not None and record.ok:
-            measured = tuple(cell if cell == text("na", lang) else marks.joined(cell, marks.figure_marks(record), lang)
-                             for cell in latency(record))
+            measured = tuple(cell if cell == text("na", lang) else
+                             marks.joined(cell, marks.figure_marks(record, timed=True), lang) for cell in latency(record))
         else:
             measured = (cells.status_cell(report, record, str),) * 4
         rows.append((report.name(c), *measured))
@@ -392,9 +393,9 @@ def finetune_spread_table(report: Report) -> Table:
                 text("na", lang) if None in sampled else " / ".join(cells.mib(v) for v in sampled)
                 + f" ({memory.sampler})",
             )
-            rows.append((report.name(c), f"r{rank}", *(
-                cell if cell == text("na", lang) else marks.joined(cell, marks.figure_marks(record), lang)
-                for cell in measured)))
+            rows.append((report.name(c), f"r{rank}", *(  # only the step times depend on the machine's load
+                cell if cell == text("na", lang) else marks.joined(cell, marks.figure_marks(record, timed=index == 0), lang)
+                for index, cell in enumerate(measured))))
     keys = ("model", "adapter", "step_time", "adapter_size", "sampled_memory")
     return Table(tuple(text(key, lang) for key in keys), tuple(rows))
 
