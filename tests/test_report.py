@@ -136,7 +136,7 @@ def test_every_column_is_rendered_from_a_stored_run_and_no_cell_is_blank(tmp_pat
     markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
     rows = table_rows(markdown, "Results")
     header = rows[0]
-    expected = ["model", "leaderboard average", "parameters"] + [f"fine-tuning time r{r} (s)" for r in RANKS]
+    expected = ["model", "leaderboard average", "parameters"] + [f"fine-tuning time r{r} (s per run)" for r in RANKS]
     expected += [f"fine-tuning peak r{r} (MiB)" for r in RANKS] + [f"eval loss after fine-tuning r{r}" for r in RANKS]
     expected += ["inference time (s per answer, ranked)", "time per new token (generate time / new tokens)",
                  "new tokens per answer (mean)", "inference peak (MiB)", "answer quality"]

@@ -69,7 +69,7 @@ def test_busy_estimated_and_stand_in_figures_carry_their_marks_everywhere(tmp_pa
     assert llama["fine-tuning peak r32 (MiB, w=0.5)"].endswith(" (est.)")  # a plan estimate: no GPU peak
     for heading in ("How the score was computed", "Results", "Cost against quality (Pareto view)"):
         cells = [cell for row in table_rows(markdown, heading) for cell in row]
-        assert any("20.00 (busy) †" in cell or "20.00 s (busy) †" in cell for cell in cells), heading
+        assert any(re.match(r"20\.00( s per run)? \(busy\) †", cell) for cell in cells), heading
     utilisation = {row[0]: row for row in table_rows(markdown, "Hardware utilisation (estimates)")}
     assert [cell.endswith("(busy) †") for cell in utilisation["llama1B"][1:4]] == [False, True, True]  # r16 quiet
     # Each table's legend stands right under it and names every mark it uses.
