@@ -25,6 +25,7 @@ DPI = 110
 # The smallest word on any plot, in points: at DPI 110 it is 15 px tall in the PNG, so a page that shows the
 # image at 2/3 of its width or more (leaderboard.html shows it at its own size when it fits) keeps it >= 10 px.
 MIN_FONT_PT = 10
+LOSS_PANELS_PER_ROW = 3
 # Every plot a report can hold, by name: the file each is written to when it has data.
 PLOT_FILES = {
     "finetune_time": "finetune_time.png", "finetune_memory": "finetune_memory.png",
@@ -95,9 +96,10 @@ def _styles(series: Sequence[CandidateSeries]) -> dict[str, dict[str, str]]:
     }
 
 
-def _figure(title: str, subtitle: str, width: float = 7.0, height: float = 4.2, columns: int = 1) -> tuple[Figure, list]:
+def _figure(title: str, subtitle: str, width: float = 7.0, height: float = 4.2, columns: int = 1,
+            rows: int = 1) -> tuple[Figure, list]:
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    axes = figure.subplots(1, columns, sharey=True, squeeze=False)[0].tolist()
+    axes = figure.subplots(rows, columns, sharey=True, squeeze=False).flatten().tolist()
     # Wrapped: the subtitle names device, dtype, weights and scale, and must not run off the image.
     figure.suptitle(title + "\n" + textwrap.fill(subtitle, width=int(width * 10)), fontsize=MIN_FONT_PT + 1)
     return figure, axes
@@ -158,8 +160,14 @@ def _losses(series: Sequence[CandidateSeries], subtitle: str, path: Path, words:
     if not ranks:
         return None
     styles = _styles(series)
-    figure, axes = _figure(words("plot_loss_title"), subtitle, width=4.6 * len(ranks) + 2.0,
-                           height=4.6, columns=len(ranks))
+    # At most LOSS_PANELS_PER_ROW panels side by side: a wider image would be shown scaled down, its words
+    # below MIN_FONT_PT's 10 px on a 1280 px page.
+    columns = min(len(ranks), LOSS_PANELS_PER_ROW)
+    rows = -(-len(ranks) // columns)
+    figure, axes = _figure(words("plot_loss_title"), subtitle, width=4.6 * columns + 2.0,
+                           height=0.6 + 4.0 * rows, columns=columns, rows=rows)
+    for axis in axes[len(ranks):]:
+        axis.set_visible(False)
     for axis, rank in zip(axes, ranks):
         for s in series:
             if rank in s.losses:
@@ -169,8 +177,9 @@ def _losses(series: Sequence[CandidateSeries], subtitle: str, path: Path, words:
         axis.set_title(words("plot_rank", rank=rank), fontsize=MIN_FONT_PT)
         axis.set_xlabel(words("plot_step"))
         axis.grid(alpha=0.3)
-    axes[0].set_ylabel(words("plot_loss_axis"))
-    _legend(axes[-1], words, False)
+    for axis in axes[::columns]:
+        axis.set_ylabel(words("plot_loss_axis"))
+    _legend(axes[columns - 1], words, False)
     figure.savefig(path)
     return path
 
