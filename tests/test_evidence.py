@@ -50,7 +50,7 @@ def test_a_run_that_measured_nothing_says_so_and_names_no_model(tmp_path: Path) 
     assert "NOTHING MEASURED (4 skipped)" in markdown
     assert "real figures" not in markdown
     assert "**final choice: n/a** — nothing was measured" in markdown
-    assert "backup" not in markdown.split("## Recommendation", 1)[1].split("Excluded:")[0]
+    assert "backup" not in markdown.split("## The answer", 1)[1].split("\n## ", 1)[0]
     assert table_rows(markdown, "What this report shows")[1][-1] == "4 skipped"
 
 

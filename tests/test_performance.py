@@ -208,7 +208,8 @@ def test_every_record_carries_its_anatomy_adapter_size_and_provenance(serial):
     assert report.main([str(serial / "ohlora" / "results.jsonl"), "--out", str(out)]) == 0
     markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
     inference = next(r.inference for r in records if r.inference and r.candidate == "llama1B")
-    row = f"| llama1B | {inference.first_token_median_s * 1000:.1f} ms / {inference.first_token_p90_s * 1000:.1f} ms |"
+    # The cell carries its marks after the figures (the stand-in's †, (busy) on a busy machine).
+    row = f"| llama1B | {inference.first_token_median_s * 1000:.1f} ms / {inference.first_token_p90_s * 1000:.1f} ms "
     assert row in markdown
     assert f"llama1B: {revisions['llama1B']}" in markdown and records[0].run.code_revision in markdown
     columns = (out / "results.csv").read_text(encoding="utf-8").splitlines()[0].split(",")

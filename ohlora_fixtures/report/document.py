@@ -187,9 +187,9 @@ def document(report: Report, images: Mapping[str, Path]) -> list[Block]:
     in sections."""
     lang = report.lang
     blocks: list[Block] = [Heading(text("title", lang), 1), *_banner(report)]
+    blocks.append(verdict.verdict_card(report))  # with nothing measured it names no model, and says why
     if not report.measured_nothing:
-        blocks += [verdict.verdict_card(report), Heading(text("leaderboard_heading", lang)),
-                   verdict.leaderboard_table(report)]
+        blocks += [Heading(text("leaderboard_heading", lang)), verdict.leaderboard_table(report)]
     failures = _failures(report)
     if failures:  # what did not run stays in sight: it may be why a candidate is missing from the leaderboard
         blocks.append(Section(text("failures", lang), (Bullets(tuple(failures)),), open=True))

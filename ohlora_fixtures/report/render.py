@@ -149,7 +149,7 @@ def render(
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    answer = () if report.measured_nothing else tuple(verdict.terminal_lines(report))
+    answer = tuple(verdict.terminal_lines(report))
     return ReportFiles(out / "leaderboard.md", out / "leaderboard.html", out / "results.csv",
                        tuple(out / path.name for path in images.values()), answer)
 

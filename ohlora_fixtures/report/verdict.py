@@ -123,6 +123,8 @@ def terminal_lines(report: Report) -> list[str]:
 
     card = verdict_card(report)
     lines = [line.replace("**", "") for line in card.lines] + [f"⚠ {caveat}" for caveat in card.caveats]
+    if report.measured_nothing:
+        return lines
     table = leaderboard_table(report)
     lines += aligned([table.columns, *table.rows])
     legend = marks.legend(table, report)
