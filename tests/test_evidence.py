@@ -213,7 +213,7 @@ def test_partial_runs_add_to_the_leaderboard_and_resumed_xdist_records_are_repor
     assert partial.returncode == 0, partial.stdout + partial.stderr
     newest = max((out / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
     own = newest.joinpath("leaderboard.md").read_text(encoding="utf-8")
-    assert "**backup:" not in own and "FinguAI-Chat-v1: nothing measured" in own
+    assert "**backup: n/a** — no second eligible candidate" in own and "FinguAI-Chat-v1: nothing measured" in own
     assert _csv_rows(out / "results.csv") == both
     merged = (out / "leaderboard.md").read_text(encoding="utf-8")
     assert "Merged from every run" in merged and "not run" not in table_rows(merged, "Results")[1]
