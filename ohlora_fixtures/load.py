@@ -42,6 +42,7 @@ class MachineLoad:
     probe_after: float | None
     busy: bool = False
     why_busy: str = ""
+    attempts: int = 1  # times the rounds were measured: a busy attempt is measured again (--ohlora-busy-retries)
 
 
 @dataclass(frozen=True)
