@@ -129,6 +129,7 @@ def measure(study: Study, benchmark: Any, function: Callable[..., Any], prepare:
     loads: list[MachineLoad] = []
     meter: MemoryMeter | None = None
     finished: tuple[Any, float] | None = None  # the round just timed: its value and seconds
+
     def probe() -> float | None:
         return probe_fraction(study.device, study.dtype, study.peaks)
 
