@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 
 from .devices import describe, dtype_name, synchronize
-from .load import CpuTimes, machine_load
+from .load import BUSY_PROBE, CpuTimes, machine_load
 from .memory import release_cached_memory
 from .usercache import cache_file, read_json, write_json
 
@@ -200,19 +200,22 @@ PROBE_PAUSE_S = 0.05
 def probe_fraction(device: torch.device, dtype: torch.dtype, peaks: Peaks) -> float | None:
     """The load probe's speed now over its calibrated speed (load.py); None where there is no reference.
 
-    The best of PROBE_TRIES probes PROBE_PAUSE_S apart: right after a benchmark
-    a single probe of a few milliseconds can be caught by a stall of its own (the
-    thread pool waking, a frequency step) that says nothing of other processes;
-    a machine that is really shared stays slow across all of them.
+    A probe that reads below load.BUSY_PROBE is repeated, PROBE_PAUSE_S apart,
+    up to PROBE_TRIES probes in all, and the best counts: right after a
+    benchmark a single probe of a few milliseconds can be caught by a stall of
+    its own (the thread pool waking, a frequency step) that says nothing of other
+    processes; a machine that is really shared stays slow across all of them.
     """
     if not peaks.probe_tflops:
         return None
-    speeds = []
+    best = 0.0
     for attempt in range(PROBE_TRIES):
         if attempt:
             time.sleep(PROBE_PAUSE_S)
-        speeds.append(calibrate_tflops(device, dtype, CALIBRATION[device.type].probe))
-    return max(speeds) / peaks.probe_tflops
+        best = max(best, calibrate_tflops(device, dtype, CALIBRATION[device.type].probe) / peaks.probe_tflops)
+        if best >= BUSY_PROBE:
+            break
+    return best
 
 
 def _best_seconds(run: Callable[[], object], device: torch.device, sizes: Calibration) -> float:
