@@ -14,6 +14,7 @@ from typing import Iterable
 from ..record import BenchmarkRecord, Kind
 from ..text import APPROXIMATE
 from .blocks import Table
+from . import gather
 from .gather import Report, is_measured_peak
 from .language import text
 
@@ -55,6 +56,8 @@ def criterion_marks(report: Report, name: str, criterion: str) -> list[str]:
     record = report.ok_record(name, kind, report.ranks[-1] if kind is Kind.FINETUNE else None)
     if criterion.endswith("_memory") and (record is None or not is_measured_peak(record)):
         return [ESTIMATE]  # the full-size plan's estimate, not a measurement
+    if criterion.endswith("_time") and (record is None or gather.is_stand_in(record)):
+        return [ESTIMATE]  # a stand-in's time is never read: the full-size model's estimated seconds are
     return figure_marks(record, timed=criterion.endswith("_time")) if record else []
 
 

@@ -1,5 +1,6 @@
-"""The answer, first on the page: the verdict card (final choice, backup, what decided, caveats) and the
-compact leaderboard (one row per candidate: the figures the score used, the score, the place)."""
+"""The answer, first on the page: the verdict card (final choice, backup, what decided, caveats: ties within
+measurement noise, busy figures) and the compact leaderboard (one row per candidate: the figures the score
+used, the score, the place)."""
 
 from __future__ import annotations
 
@@ -21,24 +22,19 @@ def used_criteria(report: Report) -> list[selection.Criterion]:
     return [c for c in selection.CRITERIA if weights[c.name] > 0]
 
 
-def verdict_caveats(report: Report) -> list[Message]:
-    """Every caveat the answer carries, one sentence each, most serious first.
+def verdict_caveats(report: Report) -> list[str]:
+    """Every caveat the answer carries, one sentence each in the report's language, most serious first.
 
-    The one place the card's caveats come from: a new one (a tie, the busy
-    figures the choice rests on) is added here and shows in the HTML, the
-    Markdown and the terminal alike.
+    The one place the card's caveats come from (HTML, Markdown and the terminal alike): stand-in figures,
+    ties within measurement noise and how they were broken, the busy figures the verdict rests on,
+    estimates, answer quality that did not count, approximate stand-ins and flags of the chosen ones.
     """
-    rec = report.recommendation
+    rec, lang = report.recommendation, report.lang
     caveats: list[Message] = []
     if report.stand_in:
         caveats.append(Message("caveat_stand_in", what=tuple(Message(key) for key in report.stand_in)))
     chosen = [name for name in (rec.final, rec.backup) if name]
-    weighed = used_criteria(report)
-    busy = tuple(Message("figure_of", name=name, criterion=c.title) for name in chosen for c in weighed
-                 if marks.BUSY in marks.criterion_marks(report, name, c.name))
-    if busy:
-        caveats.append(Message("caveat_busy", figures=busy))
-    estimated = tuple(c.title for c in weighed
+    estimated = tuple(c.title for c in used_criteria(report)
                       if any(marks.ESTIMATE in marks.criterion_marks(report, name, c.name) for name in chosen))
     if estimated:
         caveats.append(Message("caveat_estimated", criteria=estimated))
@@ -50,24 +46,42 @@ def verdict_caveats(report: Report) -> list[Message]:
             caveats.append(Message("caveat_approximate", name=name))
         caveats += [Message("caveat_flag", name=name, flag=flag) for flag in rec.verdicts[name].flags
                     if not (isinstance(flag, Message) and flag.key == "approximate_flag")]
-    return caveats
+    lines = [caveats[0].in_(lang)] if report.stand_in else []
+    lines += _tie_and_busy_lines(report)
+    return lines + [caveat.in_(lang) for caveat in caveats[1 if report.stand_in else 0:]]
 
 
-def decided(report: Report) -> Message:
-    """What decided: each weighed criterion with its weight and where its figures came from, and whether the
-    figures are the real models' or stand-ins'."""
-    rec = report.recommendation
+def _tie_and_busy_lines(report: Report) -> list[str]:
+    """Any tie and how it was broken, and any busy figure the verdict rests on; nothing when no model is named."""
+    rec, lang = report.recommendation, report.lang
+    if rec.final is None:
+        return []
+    lines = []
+    for role, tie in (("role_final", rec.final_tie), ("role_backup", rec.backup_tie)):
+        if tie:
+            lines.append(text("tie_line", lang, role=text(role, lang), names=", ".join(tie),
+                              rule=selection.tie_rule().in_(lang)))
+    if rec.busy_figures:
+        titles = {c.name: c.title.in_(lang) for c in selection.CRITERIA}
+        figures = "; ".join(text("busy_figure", lang, name=name, criterion=titles[criterion], why=in_language(why, lang))
+                            for name, criterion, why in rec.busy_figures)
+        lines.append(text("busy_verdict", lang, figures=figures))
+    return lines
+
+
+def decided(report: Report) -> str:
+    """What decided, in the report's language: each weighted criterion and where its figures came from (measured,
+    a full-size estimate, the candidate list), e.g. "fine-tuning time (full-size estimate at r16 ...)"."""
+    rec, lang = report.recommendation, report.lang
     parts = []
     for criterion in used_criteria(report):
-        sources = tuple(dict.fromkeys(e.sources[criterion.name] for e in report.evidence.values()
-                                      if criterion.name in e.sources))
-        parts.append(Message("decided_criterion", criterion=criterion.title,
-                             weight=f"{rec.effective_weights[criterion.name]:g}",
-                             source=Message("decided_sources", sources=sources) if sources
-                             else Message("from_grades" if criterion.name == "quality" else "from_registry")))
-    kind = (Message("decided_stand_in", what=tuple(Message(key) for key in report.stand_in)) if report.stand_in
-            else Message("decided_real"))
-    return Message("decided_line", criteria=tuple(parts), kind=kind)
+        if criterion.name in ("quality", "leaderboard"):
+            source = rec.quality_source.in_(lang) if criterion.name == "quality" else text("leaderboard_source", lang)
+        else:
+            found = dict.fromkeys(in_language(e.sources[criterion.name], lang) for e in report.evidence.values())
+            source = " / ".join(found)
+        parts.append(f"{criterion.title.in_(lang)} ({source})")
+    return text("decided_line", lang, sources="; ".join(parts))
 
 
 def verdict_card(report: Report) -> Card:
@@ -82,8 +96,8 @@ def verdict_card(report: Report) -> Card:
     if rec.final:
         backup = in_language(rec.backup_reason, lang) or text("na", lang)
         lines.append(f"**{text('backup', lang)}: {shown(rec.backup)}** — {backup}")
-        lines.append(f"**{text('what_decided', lang)}:** {decided(report).in_(lang)}")
-    return Card(text("answer", lang), tuple(lines), tuple(c.in_(lang) for c in verdict_caveats(report)))
+        lines.append(decided(report))
+    return Card(text("answer", lang), tuple(lines), tuple(verdict_caveats(report)))
 
 
 def leaderboard_table(report: Report) -> Table:
