@@ -21,6 +21,7 @@ to check.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,11 +31,12 @@ import torch
 import transformers
 from peft.tuners.lora import LoraLayer
 
-from . import defaults
+from . import defaults, gpus
 from .dataset import ExperimentData
 from .devices import DTYPES
 from .errors import DatasetError
 from .finetune import Example, FinetuneSettings, encode, fresh_adapter, position_limit, step_batches
+from .gpus import Gpu, GpuTable
 from .memory import MIB
 from .models import build_config, meta_model, parameter_count
 from .provenance import hub_snapshot
@@ -135,7 +137,10 @@ class RankPlan:
     `adapter_training_mib` is the adapter's weights, gradients and AdamW moments;
     `finetune_increase_estimate_mib` what training adds above the base with the
     adapter attached (as `MemoryFigures.peak_increase_mib` measures it); the peak
-    adds the base's and the adapter's weights.
+    adds the base's and the adapter's weights. `finetune_after_mib` is what is
+    still allocated once training is over and the optimizer still held (the
+    study's `memory_allocated()` reading): weights, adapter and AdamW's moments;
+    the gradients are gone (`zero_grad(set_to_none=True)`, torch's default since 2.0).
     """
 
     rank: int
@@ -144,6 +149,7 @@ class RankPlan:
     activations_mib: float
     finetune_increase_estimate_mib: float
     finetune_peak_estimate_mib: float
+    finetune_after_mib: float
 
 
 @dataclass(frozen=True)
@@ -257,7 +263,7 @@ def plan_candidate(
         increase = adapter_weights * (1 + ADAM_STATES) + activations
         rank_plans.append(RankPlan(
             rank, trainable, adapter_weights * (2 + ADAM_STATES) / MIB, activations / MIB, increase / MIB,
-            (weights + adapter_weights + increase) / MIB,
+            (weights + adapter_weights + increase) / MIB, (weights + adapter_weights * (1 + ADAM_STATES)) / MIB,
         ))
     # One sequence of prompt and answer; RWKV has no per-token cache, only its fixed recurrent state.
     kv_cache = kv_cache_bytes_per_token(config, DTYPES[dtype]) * (seq_len + max_new_tokens) + recurrent_state_bytes(config)
@@ -277,6 +283,122 @@ def plan_candidate(
         mean_seq_len=widths.mean,
         width_source=widths.source,
     )
+
+
+@dataclass(frozen=True)
+class GpuFit:
+    """Whether one run fits one named card: the plan's tensors plus what the process holds beside them (ESTIMATE).
+
+    `max_batch_size` is the largest fine-tuning batch whose peak fits at the
+    run's widest row (the widest batch always holds it; a run with fewer rows
+    cannot use it all); 0 when not even one row fits; None for inference (one
+    prompt at a time).
+    """
+
+    gpu: str
+    dtype: str
+    dtype_reason: str
+    memory_mib: float
+    tensors_mib: float
+    cuda_context_mib: float
+    workspace_mib: float
+    total_mib: float
+    fits: bool
+    tight: bool
+    max_batch_size: int | None = None
+    after_allocated_mib: float | None = None
+    """Fine-tuning: what `torch.cuda.memory_allocated()` would read after the run (tensors and workspaces)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values for JSON."""
+        return asdict(self)
+
+
+def _check_card_dtype(plan: CandidatePlan) -> None:
+    if DTYPES[plan.dtype].itemsize != 2:
+        raise ValueError(f"{plan.name}: a card's fit needs the plan at a 2-byte dtype (bf16 or fp16), not {plan.dtype}")
+
+
+def _fit(gpu: Gpu, table: GpuTable, tensors: float, handles: int, **extra: Any) -> GpuFit:
+    workspaces = gpu.workspace_mib(handles)
+    total = tensors + table.cuda_context_mib + workspaces
+    fits = total <= gpu.memory_mib
+    return GpuFit(
+        gpu.name, gpu.dtype, gpu.dtype_reason, gpu.memory_mib, tensors, table.cuda_context_mib, workspaces, total,
+        fits, fits and total > gpu.memory_mib * (1 - table.tight_fraction), **extra,
+    )
+
+
+def finetune_fit(plan: CandidatePlan, rank: RankPlan, gpu: Gpu, table: GpuTable) -> GpuFit:
+    """One rank's fine-tuning on `gpu`, at the card's dtype (bf16 and fp16 weigh the same: the plan's 2 bytes)."""
+    _check_card_dtype(plan)
+    workspaces = gpu.workspace_mib(gpus.TRAINING_HANDLES)
+    # Activations grow with the batch's rows and nothing else does: the peak is fixed + rows x per-row.
+    per_row = rank.activations_mib / plan.batch_size
+    fixed = rank.finetune_peak_estimate_mib - rank.activations_mib
+    room = gpu.memory_mib - table.cuda_context_mib - workspaces - fixed
+    largest = max(0, math.floor(room / per_row))
+    return _fit(gpu, table, rank.finetune_peak_estimate_mib, gpus.TRAINING_HANDLES, max_batch_size=largest,
+                after_allocated_mib=rank.finetune_after_mib + workspaces)
+
+
+def inference_fit(plan: CandidatePlan, gpu: Gpu, table: GpuTable) -> GpuFit:
+    """Generating one answer at a time on `gpu`."""
+    _check_card_dtype(plan)
+    return _fit(gpu, table, plan.inference_peak_estimate_mib, gpus.INFERENCE_HANDLES)
+
+
+def fits_as_dict(plan: CandidatePlan, cards: Sequence[Gpu], table: GpuTable, on_cards: CandidatePlan | None = None) -> dict[str, Any]:
+    """`plan.as_dict()` with each rank's and the inference's fit per card under "gpus"; `on_cards` is the same
+    plan at a 2-byte dtype when `plan` is not."""
+    on_cards = on_cards or plan
+    plain = plan.as_dict()
+    for rank, card_rank in zip(plain["ranks"], on_cards.ranks):
+        rank["gpus"] = {gpu.name: finetune_fit(on_cards, card_rank, gpu, table).as_dict() for gpu in cards}
+    plain["inference_gpus"] = {gpu.name: inference_fit(on_cards, gpu, table).as_dict() for gpu in cards}
+    return plain
+
+
+def describe_fit(fit: GpuFit, batch_size: int) -> str:
+    """One table cell, e.g. "fits (max batch 37)", "fits, tight", "no: 17,310 of 16,384 MiB (max batch 2)"."""
+    if fit.max_batch_size is None:
+        return ("fits, tight" if fit.tight else "fits") if fit.fits else f"no: {fit.total_mib:,.0f} of {fit.memory_mib:,.0f} MiB"
+    largest = f"max batch {fit.max_batch_size}" if fit.max_batch_size else "not even batch 1"
+    if fit.fits:
+        return f"fits{', tight' if fit.tight else ''} ({largest})"
+    return f"no at batch {batch_size}: {fit.total_mib:,.0f} of {fit.memory_mib:,.0f} MiB ({largest})"
+
+
+def format_fits(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: GpuTable) -> str:
+    """Per candidate and rank, and for inference: the tensors (ESTIMATE) and the fit on each card."""
+    for plan in plans:
+        _check_card_dtype(plan)
+    header = ["candidate", "run", "tensors MiB (est.)"] + [f"{gpu.name} ({gpu.memory_mib:,.0f} MiB)" for gpu in cards]
+    rows = [header]
+    for plan in plans:
+        name = display_name(plan.name, plan.approximate)
+        for rank in plan.ranks:
+            rows.append([name, f"FT r{rank.rank}", f"{rank.finetune_peak_estimate_mib:,.0f}"]
+                        + [describe_fit(finetune_fit(plan, rank, gpu, table), plan.batch_size) for gpu in cards])
+        rows.append([name, "inference", f"{plan.inference_peak_estimate_mib:,.0f}"]
+                    + [describe_fit(inference_fit(plan, gpu, table), plan.batch_size) for gpu in cards])
+    lines = ["Fit on named GPUs (ESTIMATES, from data/gpus.toml):"] + aligned(rows, right=False)
+    first = plans[0] if plans else None
+    if first is not None:
+        lines.append(
+            f"On the card = tensors (the plan's peak, batch {first.batch_size}, widest row {first.seq_len} tokens) "
+            f"+ CUDA context {table.cuda_context_mib:,.0f} MiB ({table.cuda_context_source}) + torch's cuBLAS workspaces "
+            f"(fine-tuning {gpus.TRAINING_HANDLES} handles, inference {gpus.INFERENCE_HANDLES}). \"max batch\" is the "
+            f"largest fine-tuning batch whose estimate fits at that width; \"tight\": within "
+            f"{table.tight_fraction:.0%} of the card's memory (ECC, the driver and fragmentation take some)."
+        )
+    for gpu in cards:
+        lines.append(
+            f"  {gpu.name}: {gpu.label}; run in {gpu.dtype}: {gpu.dtype_reason}; cuBLAS workspaces "
+            f"{gpu.workspace_mib(gpus.TRAINING_HANDLES):.1f} MiB fine-tuning, {gpu.workspace_mib(gpus.INFERENCE_HANDLES):.1f} "
+            f"MiB inference ({gpu.source})"
+        )
+    return "\n".join(lines)
 
 
 def describe_widths(plan: CandidatePlan) -> str:

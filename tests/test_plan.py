@@ -103,3 +103,90 @@ def _calibrate_script():
 
 def test_the_activation_fit_is_the_least_squares_fit_of_its_calibration_table():
     assert _calibrate_script().refit() == pytest.approx(plan.ACTIVATION_FIT, rel=0.01)
+
+
+# --- Named GPUs (data/gpus.toml) ---------------------------------------------------------------------------------
+
+from ohlora_fixtures import gpus, hardware  # noqa: E402
+from ohlora_fixtures.errors import UsageError  # noqa: E402
+from ohlora_fixtures.report.reference import load_study  # noqa: E402
+
+TABLE = gpus.load_gpus()
+
+
+def test_the_gpu_table_has_the_common_cards_and_says_which_run_bf16_natively():
+    assert {"T4", "L4", "A10G", "RTX-3090", "RTX-4090", "A100-40GB", "A100-80GB", "H100", "M6000"} <= set(TABLE.names)
+    t4, a100, m6000 = TABLE.select(["t4", "A100-80GB", "Quadro-M6000"])
+    assert (t4.memory_mib, t4.dtype, a100.memory_mib, a100.dtype, m6000.memory_mib) == (16384, "float16", 81920, "bfloat16", 12288)
+    assert "no native bf16" in t4.dtype_reason and m6000.fp16_tflops is None
+    assert all(gpu.source for gpu in TABLE.gpus)
+
+
+def test_the_gpu_table_agrees_with_the_datasheets_utilisation_divides_by():
+    for gpu in TABLE.gpus:
+        sheet = hardware.datasheet(gpu.label)
+        assert sheet is not None, gpu.label
+        assert (sheet.bf16, sheet.fp16, sheet.fp32, sheet.gbps) == (gpu.bf16_tflops, gpu.fp16_tflops, gpu.fp32_tflops, gpu.gbps), gpu.name
+
+
+def test_an_unknown_gpu_is_one_usage_line_listing_the_known_names(capsys):
+    from ohlora_fixtures.__main__ import main
+
+    with pytest.raises(UsageError, match=r"--gpu: unknown GPU 'X100'; known: T4, L4"):
+        TABLE.select(["T4", "X100"])
+    assert main(["plan", "--models", "TinyKo-v5-a", "--gpu", "T4,X100"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "A100-80GB" in error[0] and "M6000" in error[0]
+
+
+def test_a_card_holds_the_tensors_plus_context_and_workspaces_and_the_largest_batch_is_the_last_that_fits():
+    candidate = CANDIDATES["llama1B"]
+    run = plan.plan_candidate(candidate, (16,), "bfloat16", 4, plan.fixed_widths(64))
+    rank = run.ranks[0]
+    t4, h100 = TABLE.select(["T4", "H100"])
+    fit = plan.finetune_fit(run, rank, t4, TABLE)
+    assert fit.workspace_mib == pytest.approx(2 * 8.125) and h100.workspace_mib(2) == pytest.approx(64)
+    assert fit.total_mib == pytest.approx(rank.finetune_peak_estimate_mib + TABLE.cuda_context_mib + fit.workspace_mib)
+    largest = fit.max_batch_size
+    assert fit.fits and largest > 4
+    at_largest = plan.plan_candidate(candidate, (16,), "bfloat16", largest, plan.fixed_widths(64))
+    one_more = plan.plan_candidate(candidate, (16,), "bfloat16", largest + 1, plan.fixed_widths(64))
+    assert plan.finetune_fit(at_largest, at_largest.ranks[0], t4, TABLE).fits
+    assert not plan.finetune_fit(one_more, one_more.ranks[0], t4, TABLE).fits
+    assert plan.finetune_fit(one_more, one_more.ranks[0], t4, TABLE).max_batch_size == largest
+    with pytest.raises(ValueError, match="2-byte"):
+        plan.finetune_fit(plan.plan_candidate(candidate, (16,), "float32", 4, plan.fixed_widths(64)), rank, t4, TABLE)
+
+
+def test_plan_json_gives_each_rank_its_after_run_figure_and_each_card_fits_and_max_batch_size(capsys):
+    from ohlora_fixtures.__main__ import main
+
+    assert main(["plan", "--models", "gemma-2-2b-it", "--ranks", "16,64", "--seq-len", "1000", "--json",
+                 "--gpu", "M6000,A100-80GB", "--dtype", "float32"]) == 0
+    (plain,) = json.loads(capsys.readouterr().out)["plans"]
+    assert plain["dtype"] == "float32"
+    for rank in plain["ranks"]:
+        assert rank["finetune_after_mib"] < rank["finetune_peak_estimate_mib"]
+        m6000, a100 = rank["gpus"]["M6000"], rank["gpus"]["A100-80GB"]
+        # Cards run at 2 bytes a weight, whatever --dtype the table was planned at.
+        assert m6000["dtype"] == "float16" and a100["dtype"] == "bfloat16"
+        assert m6000["tensors_mib"] < rank["finetune_peak_estimate_mib"]
+        assert (m6000["fits"], a100["fits"]) == (False, True)
+        assert 0 <= m6000["max_batch_size"] < 4 <= a100["max_batch_size"]
+    assert plain["inference_gpus"]["M6000"]["fits"] is True
+
+
+def test_the_plans_after_run_figure_meets_the_studys_t4_cells_within_3_percent():
+    """The study's "FT memory" was memory_allocated() after training on a T4 (bf16) and its inference
+    memory the weights alone: weights, adapter and AdamW's moments plus torch's two cuBLAS workspaces meet
+    all 21 fine-tuning cells, the weights all 7 inference cells."""
+    study = load_study()
+    t4 = TABLE.select(["T4"])[0]
+    errors = {}
+    for name, row in study.rows.items():
+        run = plan.plan_candidate(CANDIDATES[name], study.ranks, "bfloat16")
+        for rank, measured in zip(run.ranks, row["finetune_memory_mib"]):
+            errors[name, rank.rank] = plan.finetune_fit(run, rank, t4, TABLE).after_allocated_mib / measured - 1
+        errors[name, "inference"] = run.weights_mib / row["inference_memory_mib"] - 1
+    assert len(errors) == 28
+    assert max(abs(error) for error in errors.values()) <= 0.03, errors
