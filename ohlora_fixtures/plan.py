@@ -150,6 +150,9 @@ class RankPlan:
     finetune_increase_estimate_mib: float
     finetune_peak_estimate_mib: float
     finetune_after_mib: float
+    checkpointed_activations_mib: float
+    """The activations with gradient checkpointing: every layer's input, one layer recomputed, the logits."""
+    finetune_peak_checkpointed_mib: float
 
 
 @dataclass(frozen=True)
@@ -192,15 +195,11 @@ def logits_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: int) -
     return batch_size * seq_len * config.vocab_size * (dtype_bytes + 8)
 
 
-def activation_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: int) -> float:
-    """The base model's activations kept for the backward pass of one batch: fitted layer term plus the logits.
-
-    Gradients flow back through the frozen base to reach every adapter, so
-    nearly all of these are kept.
-    """
-    return ACTIVATION_FIT * layer_activation_bytes(config, batch_size, seq_len, dtype_bytes) + logits_bytes(
-        config, batch_size, seq_len, dtype_bytes
-    )
+def checkpointed_bytes(config: Any, layers_bytes: float, batch_size: int, seq_len: int, dtype_bytes: int) -> float:
+    """With gradient checkpointing, of `layers_bytes` (all layers' activations, adapters' included) only each
+    layer's input stays for the backward pass, plus one layer's activations while it is recomputed."""
+    inputs = config.num_hidden_layers * batch_size * seq_len * config.hidden_size * dtype_bytes
+    return inputs + layers_bytes / config.num_hidden_layers
 
 
 @dataclass(frozen=True)
@@ -251,23 +250,27 @@ def plan_candidate(
     config = model.config
     total = parameter_count(model)
     weights = total * dtype_bytes
-    base_activations = activation_bytes(config, batch_size, seq_len, dtype_bytes)
+    base_layers = ACTIVATION_FIT * layer_activation_bytes(config, batch_size, seq_len, dtype_bytes)
+    logits = logits_bytes(config, batch_size, seq_len, dtype_bytes)
     shape = adapter_shape(model, candidate)
     rank_plans = []
     for rank in ranks:
         trainable = shape.params_per_rank * rank
         adapter_weights = trainable * ADAPTER_BYTES
-        activations = base_activations + lora_activation_bytes(shape, rank, batch_size, seq_len)
+        layers = base_layers + lora_activation_bytes(shape, rank, batch_size, seq_len)
+        activations = layers + logits
+        checkpointed = checkpointed_bytes(config, layers, batch_size, seq_len, dtype_bytes) + logits
         # The increase is what training adds to a base with the adapter attached: its gradients and
         # AdamW's two moments, and the activations; the adapter's weights are held before training starts.
-        increase = adapter_weights * (1 + ADAM_STATES) + activations
+        training_state = adapter_weights * (1 + ADAM_STATES)
+        increase = training_state + activations
         rank_plans.append(RankPlan(
             rank, trainable, adapter_weights * (2 + ADAM_STATES) / MIB, activations / MIB, increase / MIB,
-            (weights + adapter_weights + increase) / MIB, (weights + adapter_weights * (1 + ADAM_STATES)) / MIB,
+            (weights + adapter_weights + increase) / MIB, (weights + training_state) / MIB,
+            checkpointed / MIB, (weights + adapter_weights + training_state + checkpointed) / MIB,
         ))
     # One sequence of prompt and answer; RWKV has no per-token cache, only its fixed recurrent state.
     kv_cache = kv_cache_bytes_per_token(config, DTYPES[dtype]) * (seq_len + max_new_tokens) + recurrent_state_bytes(config)
-    logits = config.vocab_size * 4.0
     return CandidatePlan(
         name=candidate.name,
         total_params=total,
@@ -276,7 +279,7 @@ def plan_candidate(
         weights_mib=weights / MIB,
         ranks=tuple(rank_plans),
         kv_cache_mib=kv_cache / MIB,
-        inference_peak_estimate_mib=(weights + kv_cache + logits) / MIB,
+        inference_peak_estimate_mib=(weights + kv_cache + config.vocab_size * 4.0) / MIB,
         batch_size=batch_size,
         seq_len=seq_len,
         max_new_tokens=max_new_tokens,
@@ -308,6 +311,15 @@ class GpuFit:
     max_batch_size: int | None = None
     after_allocated_mib: float | None = None
     """Fine-tuning: what `torch.cuda.memory_allocated()` would read after the run (tensors and workspaces)."""
+    checkpointed_tensors_mib: float | None = None
+    fits_with_checkpointing: bool | None = None
+    max_batch_size_with_checkpointing: int | None = None
+    """The same three with gradient checkpointing (fine-tuning only)."""
+
+    @property
+    def only_with_checkpointing(self) -> bool:
+        """Fits with gradient checkpointing and not without."""
+        return bool(self.fits_with_checkpointing) and not self.fits
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for JSON."""
@@ -330,16 +342,25 @@ def _fit(gpu: Gpu, table: GpuTable, tensors: float, handles: int, **extra: Any) 
 
 
 def finetune_fit(plan: CandidatePlan, rank: RankPlan, gpu: Gpu, table: GpuTable) -> GpuFit:
-    """One rank's fine-tuning on `gpu`, at the card's dtype (bf16 and fp16 weigh the same: the plan's 2 bytes)."""
+    """One rank's fine-tuning on `gpu`, at the card's dtype (bf16 and fp16 weigh the same: the plan's 2 bytes),
+    without and with gradient checkpointing."""
     _check_card_dtype(plan)
     workspaces = gpu.workspace_mib(gpus.TRAINING_HANDLES)
-    # Activations grow with the batch's rows and nothing else does: the peak is fixed + rows x per-row.
-    per_row = rank.activations_mib / plan.batch_size
-    fixed = rank.finetune_peak_estimate_mib - rank.activations_mib
-    room = gpu.memory_mib - table.cuda_context_mib - workspaces - fixed
-    largest = max(0, math.floor(room / per_row))
-    return _fit(gpu, table, rank.finetune_peak_estimate_mib, gpus.TRAINING_HANDLES, max_batch_size=largest,
-                after_allocated_mib=rank.finetune_after_mib + workspaces)
+    room = gpu.memory_mib - table.cuda_context_mib - workspaces
+
+    def largest(peak: float, activations: float) -> int:
+        # Activations grow with the batch's rows and nothing else does: the peak is fixed + rows x per-row.
+        per_row = activations / plan.batch_size
+        return max(0, math.floor((room - (peak - activations)) / per_row))
+
+    checkpointed = rank.finetune_peak_checkpointed_mib
+    return _fit(
+        gpu, table, rank.finetune_peak_estimate_mib, gpus.TRAINING_HANDLES,
+        max_batch_size=largest(rank.finetune_peak_estimate_mib, rank.activations_mib),
+        after_allocated_mib=rank.finetune_after_mib + workspaces, checkpointed_tensors_mib=checkpointed,
+        fits_with_checkpointing=checkpointed <= room,
+        max_batch_size_with_checkpointing=largest(checkpointed, rank.checkpointed_activations_mib),
+    )
 
 
 def inference_fit(plan: CandidatePlan, gpu: Gpu, table: GpuTable) -> GpuFit:
@@ -360,13 +381,16 @@ def fits_as_dict(plan: CandidatePlan, cards: Sequence[Gpu], table: GpuTable, on_
 
 
 def describe_fit(fit: GpuFit, batch_size: int) -> str:
-    """One table cell, e.g. "fits (max batch 37)", "fits, tight", "no: 17,310 of 16,384 MiB (max batch 2)"."""
+    """One table cell, e.g. "fits (max batch 37; 160 with grad. ckpt.)", "only with gradient checkpointing (...)"."""
     if fit.max_batch_size is None:
         return ("fits, tight" if fit.tight else "fits") if fit.fits else f"no: {fit.total_mib:,.0f} of {fit.memory_mib:,.0f} MiB"
     largest = f"max batch {fit.max_batch_size}" if fit.max_batch_size else "not even batch 1"
+    with_checkpointing = f"{fit.max_batch_size_with_checkpointing} with grad. ckpt."
     if fit.fits:
-        return f"fits{', tight' if fit.tight else ''} ({largest})"
-    return f"no at batch {batch_size}: {fit.total_mib:,.0f} of {fit.memory_mib:,.0f} MiB ({largest})"
+        return f"fits{', tight' if fit.tight else ''} ({largest}; {with_checkpointing})"
+    if fit.only_with_checkpointing:
+        return f"only with gradient checkpointing (max batch {with_checkpointing})"
+    return f"no at batch {batch_size}: {fit.total_mib:,.0f} of {fit.memory_mib:,.0f} MiB ({largest}; {with_checkpointing})"
 
 
 def format_fits(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: GpuTable) -> str:
@@ -389,7 +413,8 @@ def format_fits(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: Gpu
             f"On the card = tensors (the plan's peak, batch {first.batch_size}, widest row {first.seq_len} tokens) "
             f"+ CUDA context {table.cuda_context_mib:,.0f} MiB ({table.cuda_context_source}) + torch's cuBLAS workspaces "
             f"(fine-tuning {gpus.TRAINING_HANDLES} handles, inference {gpus.INFERENCE_HANDLES}). \"max batch\" is the "
-            f"largest fine-tuning batch whose estimate fits at that width; \"tight\": within "
+            f"largest fine-tuning batch whose estimate fits at that width, without and with gradient checkpointing "
+            f"(each layer's input kept, the rest recomputed: less memory, more time); \"tight\": within "
             f"{table.tight_fraction:.0%} of the card's memory (ECC, the driver and fragmentation take some)."
         )
     for gpu in cards:

@@ -190,3 +190,54 @@ def test_the_plans_after_run_figure_meets_the_studys_t4_cells_within_3_percent()
         errors[name, "inference"] = run.weights_mib / row["inference_memory_mib"] - 1
     assert len(errors) == 28
     assert max(abs(error) for error in errors.values()) <= 0.03, errors
+
+
+# --- Gradient checkpointing ----------------------------------------------------------------------------------------
+
+import dataclasses  # noqa: E402
+
+import torch  # noqa: E402
+
+from ohlora_fixtures.finetune import fresh_adapter, train  # noqa: E402
+from ohlora_fixtures.memory import TensorPeakMeter  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+from ohlora_fixtures.models import build_config  # noqa: E402
+
+
+def _full_shaped(name: str, divisor: int, layers: int, vocab: int = 2000):
+    """The candidate with its widths divided by `divisor` (ratios kept: MLP to hidden, heads to width), fewer
+    layers and a small vocabulary: the full model's shape at a size a test can train on the CPU."""
+    candidate = CANDIDATES[name]
+    config = dict(candidate.config, num_hidden_layers=layers, vocab_size=vocab)
+    for key in ("hidden_size", "intermediate_size", "attention_hidden_size"):
+        if key in config:
+            config[key] //= divisor
+    return dataclasses.replace(candidate, config=config)
+
+
+def _measured_increase(candidate, settings: FinetuneSettings, seq_len: int) -> tuple[float, list[float]]:
+    """The tensor peak above the adapted model over two float32 CPU steps on random tokens, and the losses."""
+    torch.manual_seed(0)
+    config = build_config(candidate)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    ids = torch.randint(0, config.vocab_size, (settings.batch_size, seq_len))
+    batch = {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+    with fresh_adapter(model, candidate, settings) as adapted:
+        meter = TensorPeakMeter()
+        with meter.measuring(adapted):
+            trained = train(adapted, [batch, batch], 2e-4, torch.device("cpu"))
+    return meter.peak.peak_increase_mib, trained.losses
+
+
+def test_gradient_checkpointing_trains_the_same_in_less_memory_and_the_plan_estimates_both_ways():
+    """llama1B's shape (widths / 8, 4 layers), float32 on this CPU: the same losses, a lower tensor peak, and
+    the plan's increase with checkpointing meets the measured one (never under it by more than 2 %)."""
+    candidate, seq_len = _full_shaped("llama1B", 8, 4), 64
+    plain, plain_losses = _measured_increase(candidate, FinetuneSettings(rank=16), seq_len)
+    checkpointed, losses = _measured_increase(candidate, FinetuneSettings(rank=16, gradient_checkpointing=True), seq_len)
+    assert losses == pytest.approx(plain_losses, rel=1e-5)
+    assert checkpointed < 0.6 * plain
+    rank = plan.plan_candidate(candidate, (16,), "float32", 4, plan.fixed_widths(seq_len)).ranks[0]
+    planned = rank.finetune_increase_estimate_mib - rank.activations_mib + rank.checkpointed_activations_mib
+    assert -0.02 <= planned / checkpointed - 1 <= 0.15, (planned, checkpointed)
