@@ -189,6 +189,18 @@ def eval_batches(
     ]
 
 
+def peak_batches(batches: Sequence[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """The fewest steps that reach the peak of training on all of `batches`: the first (AdamW creates its state
+    in its step), then one batch of each shape no other batch's covers (as many rows or more and as wide or
+    wider), each now with the state. Every step holds the same weights, adapter and state; what differs is the
+    activations, which grow with rows and width, so no step of the full run can keep more than one of these.
+    (The full run's per-step loss scalars, a few bytes each, are all it holds beyond them.)"""
+    shapes = {tuple(batch["input_ids"].shape): batch for batch in batches}
+    front = [batch for shape, batch in shapes.items()
+             if not any(other != shape and other[0] >= shape[0] and other[1] >= shape[1] for other in shapes)]
+    return [batches[0], *front] if batches else []
+
+
 def count_tokens(batches: Sequence[dict[str, torch.Tensor]]) -> int:
     """Non-padding tokens the model processes over all batches."""
     return int(sum(int(batch["attention_mask"].sum()) for batch in batches))

@@ -12,6 +12,10 @@ threads, torch version), cached in `peaks.json` under the user's cache folder
 (`$XDG_CACHE_HOME/ohlora-bench`, else `~/.cache/ohlora-bench`) and reused by
 later sessions; `--ohlora-recalibrate` takes it again. The cache also keeps a
 short probe's speed, the reference the load check (load.py) compares against.
+A cached calibration the machine now beats (the probe faster than it by more
+than STALE_BEAT, three times out of three) was taken on a busier machine: it is
+taken again, with a warning, so that utilisation and the load check are not
+measured against a low reference. Each record names the calibration it used.
 """
 
 from __future__ import annotations
@@ -121,6 +125,10 @@ def machine_key(device: torch.device, dtype: torch.dtype) -> str:
     return f"{describe(device)} | {device.type} | {dtype_name(dtype)} | {torch.get_num_threads()} threads | torch {torch.__version__}"
 
 
+STALE_BEAT = 1.10
+STALE_PROBES = 3
+
+
 def device_peaks(device: torch.device, dtype: torch.dtype, recalibrate: bool = False) -> Peaks:
     """The datasheet's figures for a listed GPU, else calibrated ones (always on the CPU), from the cache
     when this machine and settings were calibrated before (unless `recalibrate`)."""
@@ -143,6 +151,13 @@ def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool, nee
     path, key = cache_path(), machine_key(device, dtype)
     cache = read_json(path, "peaks cache", "calibrating again")
     entry = cache.get(key)
+    if not recalibrate and _valid(entry, ("probe_tflops", *need)) and _beaten(device, dtype, entry["probe_tflops"]):
+        warnings.warn(
+            f"the cached calibration of {entry.get('taken', 'an earlier session')} was taken on a busier machine: "
+            f"the load probe now beats it by more than {STALE_BEAT - 1:.0%} {STALE_PROBES} times out of "
+            f"{STALE_PROBES}; calibrating again", stacklevel=3,
+        )
+        recalibrate = True
     if recalibrate or not _valid(entry, ("probe_tflops", *need)):
         sizes = CALIBRATION[device.type]
         before = CpuTimes.now()
@@ -166,18 +181,38 @@ def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool, nee
     return entry
 
 
+def _beaten(device: torch.device, dtype: torch.dtype, cached_probe: float) -> bool:
+    """Whether this machine now runs the load probe faster than the cached reference, every time of a few."""
+    probe = CALIBRATION[device.type].probe
+    return all(calibrate_tflops(device, dtype, probe) > STALE_BEAT * cached_probe for _ in range(STALE_PROBES))
+
+
 def _valid(entry: object, numbers: tuple[str, ...]) -> bool:
     return isinstance(entry, dict) and all(
         isinstance(entry.get(n), (int, float)) and not isinstance(entry.get(n), bool) and entry[n] > 0 for n in numbers
     )
 
 
+PROBE_TRIES = 3
+PROBE_PAUSE_S = 0.05
+
+
 def probe_fraction(device: torch.device, dtype: torch.dtype, peaks: Peaks) -> float | None:
-    """The load probe's speed now over its calibrated speed (load.py); None where there is no reference."""
+    """The load probe's speed now over its calibrated speed (load.py); None where there is no reference.
+
+    The best of PROBE_TRIES probes PROBE_PAUSE_S apart: right after a benchmark
+    a single probe of a few milliseconds can be caught by a stall of its own (the
+    thread pool waking, a frequency step) that says nothing of other processes;
+    a machine that is really shared stays slow across all of them.
+    """
     if not peaks.probe_tflops:
         return None
-    speed = calibrate_tflops(device, dtype, CALIBRATION[device.type].probe)
-    return speed / peaks.probe_tflops
+    speeds = []
+    for attempt in range(PROBE_TRIES):
+        if attempt:
+            time.sleep(PROBE_PAUSE_S)
+        speeds.append(calibrate_tflops(device, dtype, CALIBRATION[device.type].probe))
+    return max(speeds) / peaks.probe_tflops
 
 
 def _best_seconds(run: Callable[[], object], device: torch.device, sizes: Calibration) -> float:
@@ -199,7 +234,8 @@ def calibrate_tflops(device: torch.device, dtype: torch.dtype, sizes: Calibratio
     n = sizes.matmul_size
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    seconds = _best_seconds(lambda: torch.mm(a, b), device, sizes)
+    product = torch.empty_like(a)  # written in place: the allocator's state (trimmed heaps, page faults) is not timed
+    seconds = _best_seconds(lambda: torch.mm(a, b, out=product), device, sizes)
     return 2 * n**3 / seconds / 1e12
 
 

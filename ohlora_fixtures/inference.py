@@ -140,9 +140,11 @@ def generate_answers(
     """The timed region: one `generate` per prompt, each timed between device synchronisations,
     with its time to first token noted inside the same call (FirstTokenClock)."""
     model.eval()
-    torch.manual_seed(settings.seed)
     answers = []
     for index, prompt in enumerate(prompts, start=1):
+        # Each answer has its own seed (the prompt's dataset line): it is the same whichever prompts run before it,
+        # so the memory pass can repeat the few that reach the peak (peak_prompts).
+        torch.manual_seed((settings.seed + prompt.pair.line) % 2**64)
         first_token = FirstTokenClock()
         synchronize(device)
         started = time.perf_counter()
@@ -150,6 +152,7 @@ def generate_answers(
         synchronize(device)
         ended = time.perf_counter()
         new_ids = output[0, prompt.input_ids.shape[1] :].tolist()
+        del output  # so that no tensor of one answer lives on into the next
         generated = len(new_ids)
         if tokenizer.eos_token_id in new_ids:
             new_ids = new_ids[: new_ids.index(tokenizer.eos_token_id) + 1]
@@ -168,6 +171,17 @@ def generate_answers(
         if on_prompt is not None:
             on_prompt(index, answer)
     return answers
+
+
+def peak_prompts(answers: Sequence[Answer]) -> list[int]:
+    """Indices of the answers whose generation no other covers (as long a prompt or longer and as long a
+    sequence, prompt and generated tokens, or longer): generating these again reaches the peak of generating
+    all, since what a generation holds grows with both (the prompt's pass, the KV cache) and nothing is carried
+    from one answer to the next."""
+    sizes = [(a.prompt_tokens, a.prompt_tokens + (a.generated_tokens or a.new_tokens)) for a in answers]
+    front = {size: index for index, size in enumerate(sizes)}  # one answer of each size
+    return sorted(index for size, index in front.items()
+                  if not any(other != size and other[0] >= size[0] and other[1] >= size[1] for other in front))
 
 
 def write_answers(path: Path, answers: Sequence[Answer]) -> None:

@@ -13,7 +13,11 @@ Three readings, each taken before the first timed round and after the last:
 
 A benchmark ran on a busy machine (`MachineLoad.busy`) when another process
 kept at least BUSY_OTHER_CORES cores busy on average, or steal reached
-BUSY_STEAL, or either probe ran below BUSY_PROBE of its calibrated speed.
+BUSY_STEAL, or the probe ran below BUSY_PROBE of its calibrated speed both
+before and after the rounds. (One slow probe is not enough: right after a
+benchmark's own work a probe of milliseconds can stall for reasons of its own,
+which flagged a third of a quiet grid; load from other processes that comes or
+goes during the rounds shows in their CPU time, which covers the whole span.)
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class MachineLoad:
     probe_after: float | None
     busy: bool = False
     why_busy: str = ""
+    attempts: int = 1  # times the rounds were measured: a busy attempt is measured again (--ohlora-busy-retries)
 
 
 @dataclass(frozen=True)
@@ -103,9 +108,9 @@ def machine_load(before: CpuTimes, after: CpuTimes, probe_before: float | None, 
         reasons.append(f"other processes used {other:.1f} of {cores} cores")
     if steal is not None and steal >= BUSY_STEAL:
         reasons.append(f"{steal:.0%} of CPU time stolen")
-    slowest = min((p for p in (probe_before, probe_after) if p is not None), default=None)
-    if slowest is not None and slowest < BUSY_PROBE:
-        reasons.append(f"probe at {slowest:.0%} of its calibrated speed")
+    fastest = max((p for p in (probe_before, probe_after) if p is not None), default=None)
+    if fastest is not None and fastest < BUSY_PROBE:
+        reasons.append(f"probe at {fastest:.0%} of its calibrated speed")
     return MachineLoad(
         cores=cores, load_before=before.load, load_after=after.load, other_cores=other, steal=steal,
         probe_before=probe_before, probe_after=probe_after, busy=bool(reasons), why_busy="; ".join(reasons),

@@ -43,7 +43,7 @@ from .provenance import hub_snapshot
 from .registry import Candidate
 from .text import aligned, display_name
 from .tokenizer import experiment_tokenizer
-from .utilisation import kv_cache_bytes_per_token, recurrent_state_bytes
+from .utilisation import MatmulWeights, kv_cache_bytes_per_token, recurrent_state_bytes
 
 ADAPTER_BYTES = 4  # peft keeps adapter weights in float32 even on a bf16 base
 ADAM_STATES = 2
@@ -172,6 +172,11 @@ class CandidatePlan:
     max_new_tokens: int
     mean_seq_len: float = 0.0
     width_source: str = "--seq-len"
+    matmul_params: int = 0
+    """The base's matmul weights (Linear layers, LM head included; embeddings are looked up, not multiplied):
+    the work per token that estimate.py turns into full-size seconds."""
+    kv_values_per_token: int = 0
+    """Keys and values one token of context adds to the cache, as a count of values (0 for RWKV)."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for JSON and reports."""
@@ -271,6 +276,7 @@ def plan_candidate(
         ))
     # One sequence of prompt and answer; RWKV has no per-token cache, only its fixed recurrent state.
     kv_cache = kv_cache_bytes_per_token(config, DTYPES[dtype]) * (seq_len + max_new_tokens) + recurrent_state_bytes(config)
+    matmuls = MatmulWeights.of(model)  # a meta base model: every weight counts, trainable or not
     return CandidatePlan(
         name=candidate.name,
         total_params=total,
@@ -285,6 +291,8 @@ def plan_candidate(
         max_new_tokens=max_new_tokens,
         mean_seq_len=widths.mean,
         width_source=widths.source,
+        matmul_params=matmuls.frozen + matmuls.adapter,
+        kv_values_per_token=kv_cache_bytes_per_token(config, torch.uint8),
     )
 
 

@@ -105,6 +105,9 @@ class RunDescription:
     # registry candidate's prompt template) and the measuring code (package version + hash of its modules).
     tokenizer: str = ""
     measuring_code: str = ""
+    # How the CPU's memory headline was profiled (--ohlora-memory-pass): "peak-steps" or "full"; "" in older
+    # records, whose pass profiled the whole region.
+    memory_pass: str = ""
 
     @property
     def label(self) -> str:

@@ -12,10 +12,11 @@ pass, the eval loss, saving the adapter to measure its size and writing files.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import pytest
 import torch
@@ -24,6 +25,7 @@ from . import results
 from .devices import synchronize
 from .finetune import (
     adapter_file_bytes,
+    peak_batches,
     count_tokens,
     encode,
     eval_batches,
@@ -34,7 +36,7 @@ from .finetune import (
     train,
     warm_up,
 )
-from .inference import Answer, encode_prompts, generate_answers, latency_figures, write_answers
+from .inference import Answer, EncodedPrompt, encode_prompts, generate_answers, latency_figures, peak_prompts, write_answers
 from .inference import warm_up as warm_up_generation
 from .hardware import probe_fraction
 from .load import LoadWatch, MachineLoad
@@ -88,6 +90,13 @@ class Rounds:
         """The highest round's memory: what must fit is the worst round."""
         return max((r.memory for r in self.rounds), key=lambda m: m.peak_mib)
 
+    def with_tensor_peak(self, tensors: TensorPeak | None) -> "Rounds":
+        """The rounds with the profiled pass's tensor peak as every round's headline (None: as they are)."""
+        if tensors is None:
+            return self
+        return Rounds(tuple(dataclasses.replace(r, memory=with_tensor_peak(r.memory, tensors)) for r in self.rounds),
+                      self.load)
+
     def fill(self, record: BenchmarkRecord) -> Measured:
         """Put the rounds' time, memory and load into `record`; returns the median round."""
         median = self.median
@@ -97,26 +106,33 @@ class Rounds:
         return median
 
 
+class _Settled(BaseException):
+    """Raised from pytest-benchmark's setup to end `pedantic` once an attempt's rounds are kept. A BaseException,
+    so that pytest-benchmark does not mark the benchmark as failed (it does so for any Exception)."""
+
+
 def measure(study: Study, benchmark: Any, function: Callable[..., Any], prepare: Callable[..., tuple]) -> Rounds:
-    """Run `function(*prepare())` for --ohlora-rounds timed rounds of pytest-benchmark, each inside a MemoryMeter.
+    """Run `function(*prepare())` for --ohlora-rounds timed rounds of pytest-benchmark, each inside a MemoryMeter;
+    while the machine was busy during an attempt's rounds, measure them again, up to --ohlora-busy-retries times.
 
     `prepare` runs before each round, untimed (pytest-benchmark's `setup`): a
-    fresh adapter and its warm-up; its first argument is the model the region
-    is handed. The meter starts after it and stops before the next, so each
-    round's memory is its own. Where the device keeps no allocator peak (the
-    CPU), one more round runs first, untimed, under a TensorPeakMeter, whose
-    window callback `prepare(hook)` puts in place of the progress lines: its
-    tensor peak is every round's headline (memory.py says why the resident set
-    cannot be). pytest-benchmark keeps its own statistics
-    of the rounds (for `--benchmark-compare-fail`); the record keeps each
-    round's own perf_counter reading. Memory figures are rounded to 0.01 MiB,
-    as they are stored.
+    fresh adapter and its warm-up. The meter starts after it and stops before
+    the next, so each round's memory is its own. The kept attempt is the first
+    quiet one, else the last; pytest-benchmark's statistics keep its rounds only
+    (for `--benchmark-compare-fail`), and the record keeps each round's own
+    perf_counter reading and how many attempts there were. Memory figures are
+    rounded to 0.01 MiB, as they are stored.
     """
+    per_attempt = study.settings.rounds
+    attempts_allowed = 1 + study.settings.busy_retries
     done: list[Measured] = []
+    loads: list[MachineLoad] = []
     meter: MemoryMeter | None = None
     finished: tuple[Any, float] | None = None  # the round just timed: its value and seconds
-    tensors = _tensor_pass(function, prepare) if needs_tensor_pass(study.device) else None
-    watch = LoadWatch(lambda: probe_fraction(study.device, study.dtype, study.peaks))
+    def probe() -> float | None:
+        return probe_fraction(study.device, study.dtype, study.peaks)
+
+    watch = LoadWatch(probe)
 
     def end_round() -> None:
         # Outside the timed region: at the next round's setup, or once pedantic has returned.
@@ -124,13 +140,17 @@ def measure(study: Study, benchmark: Any, function: Callable[..., Any], prepare:
         if meter is not None:
             meter.__exit__(None, None, None)
             if finished is not None:
-                figures = MemoryFigures(**meter.figures.as_dict())
-                done.append(Measured(finished[0], finished[1], with_tensor_peak(figures, tensors) if tensors else figures))
+                done.append(Measured(finished[0], finished[1], MemoryFigures(**meter.figures.as_dict())))
         meter, finished = None, None
 
     def setup() -> tuple[tuple, dict]:
-        nonlocal meter
+        nonlocal meter, watch
         end_round()
+        if done and len(done) % per_attempt == 0:  # an attempt has ended: keep it, or measure again
+            loads.append(watch.finish())
+            if not loads[-1].busy or len(loads) == attempts_allowed:
+                raise _Settled
+            watch = LoadWatch(probe)
         args = prepare()
         if not watch.started:
             watch.start()  # after the first warm-up: the load of the rounds, not of loading the model
@@ -146,15 +166,26 @@ def measure(study: Study, benchmark: Any, function: Callable[..., Any], prepare:
         return value
 
     try:
-        benchmark.pedantic(timed, setup=setup, rounds=study.settings.rounds, iterations=1, warmup_rounds=0)
+        benchmark.pedantic(timed, setup=setup, rounds=per_attempt * attempts_allowed, iterations=1, warmup_rounds=0)
+    except _Settled:
+        pass
     finally:
         end_round()  # the last round, or the sampler of one that raised
-    return Rounds(tuple(done), watch.finish())
+    if len(loads) * per_attempt < len(done):  # the last attempt ran its rounds to the end of pedantic's
+        loads.append(watch.finish())
+    kept = done[-per_attempt:]
+    stats = getattr(getattr(benchmark, "stats", None), "stats", None)
+    if stats is not None:
+        del stats.data[:-per_attempt]  # pytest-benchmark's own timings of the kept attempt only
+    return Rounds(tuple(kept), dataclasses.replace(loads[-1], attempts=len(loads)))
 
 
-def _tensor_pass(function: Callable[..., Any], prepare: Callable[..., tuple]) -> TensorPeak:
-    """One untimed run of the region under a TensorPeakMeter, which takes the progress callback's place;
-    the region's own result is dropped."""
+def tensor_peak(study: Study, function: Callable[..., Any], prepare: Callable[..., tuple]) -> TensorPeak | None:
+    """The CPU's memory headline (None on a device with an allocator peak): one untimed run of the region under
+    a TensorPeakMeter, which takes the progress callback's place, `prepare(hook)` giving its arguments; the
+    region's own result is dropped."""
+    if not needs_tensor_pass(study.device):
+        return None
     meter = TensorPeakMeter()
     args = prepare(meter.window)
     with meter.measuring(args[0]):
@@ -300,9 +331,9 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
         with contextlib.ExitStack() as adapter:
             attached: list[torch.nn.Module] = []  # the latest round's adapter
 
-            def fresh_round(hook: Callable[..., None] | None = None) -> tuple:
+            def fresh_round(hook: Callable[..., None] | None = None, steps: Sequence[dict] = batches) -> tuple:
                 """Untimed, before each round: the last round's adapter off, a fresh one on, warmed up; the
-                steps call `hook`, where given, instead of printing progress."""
+                `steps` call `hook`, where given, instead of printing progress."""
                 if attached:
                     adapter.close()
                     attached.clear()
@@ -310,9 +341,10 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
                 attached.append(adapter.enter_context(fresh_adapter(base.model, candidate, settings)))
                 warm_up(attached[0], batches[0])
                 torch.manual_seed(settings.seed)  # dropout masks as if there had been no warm-up
-                return attached[0], batches, settings.learning_rate, study.device, on_step if hook is None else hook
+                return attached[0], steps, settings.learning_rate, study.device, on_step if hook is None else hook
 
-            measured = measure(study, benchmark, train, fresh_round).fill(record)
+            rounds = measure(study, benchmark, train, fresh_round)
+            measured = rounds.median
             model = attached[0]  # the last round's adapter is still attached: the figures below are of it
             trainable, total = model.get_nb_trainable_parameters()
             losses, tokens = measured.value.losses, count_tokens(batches)
@@ -335,6 +367,9 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
                 step_p90_s=percentile(later_steps, 90) if later_steps else None,
                 adapter_bytes=adapter_file_bytes(model),
             )
+            # Last, as it replaces the adapter the figures above read: the steps that reach the peak, or all.
+            steps = batches if study.settings.memory_pass == "full" else peak_batches(batches)
+            rounds.with_tensor_peak(tensor_peak(study, train, lambda hook: fresh_round(hook, steps))).fill(record)
     return record
 
 
@@ -369,11 +404,15 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pyte
             if progress_due(index, len(prompts), PROGRESS_EVERY_PROMPTS):
                 say(f"{candidate.name} inference: prompt {index}/{len(prompts)} ({answer.new_tokens} new tokens)")
 
-        def arguments(hook: Callable[..., None] | None = None) -> tuple:
-            return base.model, base.tokenizer, prompts, generation, study.device, on_prompt if hook is None else hook
+        def arguments(hook: Callable[..., None] | None = None, asked: Sequence[EncodedPrompt] = prompts) -> tuple:
+            return base.model, base.tokenizer, asked, generation, study.device, on_prompt if hook is None else hook
 
-        measured = measure(study, benchmark, generate_answers, arguments).fill(record)
-        answers = measured.value
+        rounds = measure(study, benchmark, generate_answers, arguments)
+        answers = rounds.median.value
+        # After the rounds, which tell which prompts reach the peak (each answer is seeded on its own).
+        chosen = prompts if study.settings.memory_pass == "full" else [prompts[i] for i in peak_prompts(answers)]
+        tensors = tensor_peak(study, generate_answers, lambda hook: arguments(hook, chosen))
+        rounds.with_tensor_peak(tensors).fill(record)
         scored = _scored_answers(study, base, candidate, answers)
         new_tokens = sum(answer.new_tokens for answer in answers)
         generate_seconds = sum(answer.seconds for answer in answers)

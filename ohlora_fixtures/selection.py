@@ -6,7 +6,15 @@ largest LoRA rank fits the VRAM budget. Then a weighted score ranks the
 survivors; its weights come from the defaults below, `ohlora_weight_*` ini
 keys (setup.cfg) and `--ohlora-ranking-weights`, later ones winning.
 
-This module only judges figures it is given; report.py gathers them.
+A place is won only by more than the figures' spread: every figure carries
+the range it may truly lie in (`Spread`), and a candidate beats the next one
+only when it still scores higher with its own figures at the bad end of their
+ranges and the other's at the good end (`margin`). Otherwise the two are tied
+within measurement noise, the report says so, and the tie is broken by a stated
+rule (`tie_rule`): the higher leaderboard average, then a licence on the
+allow-list, then the name.
+
+This module only judges figures it is given; report/gather.py gathers them.
 """
 
 from __future__ import annotations
@@ -160,6 +168,51 @@ class Rules:
     licences: LicencePolicy
 
 
+NOISE_FLOOR = 0.15
+"""How far a time measured in one timed round may be off, each way: one round of the default 25 answers read
+1.88-2.50 ms per token across 8 quiet processes on this project's CPU (about +-14 %)."""
+ROUNDS_FLOOR = 0.03
+"""The least spread a time of several rounds is given, each way: rounds in one process agree more closely than
+runs in separate processes do."""
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Where a figure may truly lie: between value x low and value x high (1, 1: known exactly)."""
+
+    low: float = 1.0
+    high: float = 1.0
+
+    @classmethod
+    def relative(cls, share: float) -> "Spread":
+        """+- `share` of the value."""
+        return cls(max(0.0, 1.0 - share), 1.0 + share)
+
+    def bounds(self, value: float) -> tuple[float, float]:
+        """(lowest, highest) true value."""
+        return value * self.low, (value * self.high if math.isfinite(self.high) else math.inf)
+
+
+EXACT = Spread()
+
+
+def time_spread(round_seconds: Sequence[float], busy: bool) -> Spread:
+    """The spread of a measured time: its rounds' half-range (at least ROUNDS_FLOOR), else one round's NOISE_FLOOR.
+
+    A time measured while the machine was busy, and still busy when measured
+    again, may be off by any factor (the same benchmark read 36x apart between a
+    loaded and a quiet run): its range is unbounded, so it can never decide a
+    place, whatever it reads.
+    """
+    if busy:
+        return Spread(0.0, math.inf)
+    rounds = sorted(s for s in round_seconds if s > 0)
+    if len(rounds) < 2:
+        return Spread.relative(NOISE_FLOOR)
+    middle = rounds[(len(rounds) - 1) // 2]
+    return Spread.relative(max(ROUNDS_FLOOR, (rounds[-1] - rounds[0]) / 2 / middle))
+
+
 @dataclass(frozen=True)
 class Evidence:
     """What is known of one candidate, gathered from the runs and the full-size plan.
@@ -181,6 +234,11 @@ class Evidence:
     human_grade: float | None = None
     failures: tuple[Message | str, ...] = ()
     measured: bool = False
+    spreads: Mapping[str, Spread] = field(default_factory=dict)
+    """Per cost criterion, where its figure may truly lie; a criterion not named is known exactly."""
+    busy: Mapping[str, str] = field(default_factory=dict)
+    """Per cost criterion whose figure was measured on a busy machine (and stayed busy when measured again):
+    why it was busy."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +274,11 @@ class Recommendation:
     backup: str | None
     final_reason: Message
     backup_reason: Message | str
+    final_tie: tuple[str, ...] = ()
+    """The candidates the final choice is tied with within measurement noise, itself first; empty: a clear win."""
+    backup_tie: tuple[str, ...] = ()
+    busy_figures: tuple[tuple[str, str, str], ...] = ()
+    """(candidate, criterion, why busy) of every busy figure the score read with a weight above 0."""
 
 
 def screen(candidate: Candidate, rules: Rules) -> tuple[list[Message | str], list[Message | str]]:
@@ -317,60 +380,143 @@ def recommend(evidence: Sequence[Evidence], rules: Rules) -> Recommendation:
     weighted = {
         name: sum(weights[c] * n for c, n in normalised[name].items()) / total if total else 0.0 for name in raw
     }
-    leaderboard = {e.candidate.name: e.candidate.leaderboard_average or 0.0 for e in eligible}
-    order = sorted(weighted, key=lambda name: (-weighted[name], -leaderboard[name]))
+    by_name = {e.candidate.name: e for e in eligible}
+    order = sorted(weighted, key=lambda name: (-weighted[name], _tie_key(by_name[name], licence_status)))
     scores = tuple(
         Score(name, raw[name], normalised[name], weighted[name], place) for place, name in enumerate(order, start=1)
     )
-    final, backup, final_reason, backup_reason = _choose(scores, evidence, licence_status, rules, weights)
+    spreads = {e.candidate.name: e.spreads for e in eligible}
+
+    def pick(ranked: Sequence[str]) -> tuple[str | None, tuple[str, ...]]:
+        """The one candidate of `ranked` that no other beats beyond the noise, else the tie-break's choice among
+        all such (then also returned, in tie-break order). Which candidates those are does not depend on any
+        busy figure's value: the verdict cannot move with one."""
+        unbeaten = [n for n in ranked if not any(margin(o, n, raw, spreads, weights) > 0 for o in ranked if o != n)]
+        if len(unbeaten) <= 1:
+            return (unbeaten or [None])[0], ()
+        unbeaten.sort(key=lambda name: _tie_key(by_name[name], licence_status))
+        return unbeaten[0], tuple(unbeaten)
+
+    final, final_tie = pick(order)
+    rest = [name for name in order if name != final]
+    licence_backup = final is not None and licence_status[final] != "allowed" and any(
+        licence_status[name] == "allowed" for name in rest)
+    backup, backup_tie = pick([n for n in rest if licence_status[n] == "allowed"] if licence_backup else rest)
+    final_reason, backup_reason = _reasons(scores, evidence, final, backup, licence_backup, rules, weights)
+    busy = tuple((name, criterion, why) for name in order for criterion, why in by_name[name].busy.items()
+                 if weights.get(criterion, 0) > 0)
     return Recommendation(
         verdicts, scores, quality_source, dict(rules.weights), weights, final, backup, final_reason, backup_reason,
+        final_tie, backup_tie, busy,
     )
 
 
-def _choose(
-    scores: Sequence[Score], evidence: Sequence[Evidence], licence_status: Mapping[str, str], rules: Rules,
+def tie_rule() -> Message:
+    """How a tie within measurement noise is broken (`_tie_key`): leaderboard average, then licence, then name."""
+    return Message("tie_rule")
+
+
+def _tie_key(evidence: Evidence, licence_status: Mapping[str, str]) -> tuple[float, int, str]:
+    leaderboard = _finite(evidence.candidate.leaderboard_average)
+    name = evidence.candidate.name
+    return (-(leaderboard if leaderboard is not None else -math.inf), licence_status[name] != "allowed", name)
+
+
+def margin(
+    first: str, second: str, raw: Mapping[str, Mapping[str, float | None]], spreads: Mapping[str, Mapping[str, Spread]],
     weights: Mapping[str, float],
-) -> tuple[str | None, str | None, Message, Message | str]:
-    """The first-placed candidate, and a backup.
+) -> float:
+    """`first`'s score minus `second`'s in the worst case the spreads allow: `first`'s figures at the bad end of
+    their ranges, `second`'s at the good end, and every other candidate's figures where they hurt `first` most
+    (they set each criterion's min and max, hence how much a difference counts). Above 0: `first` places ahead
+    whatever the noise; at or below 0: the two are tied within it. With exact figures it is the score difference."""
+    total = sum(weights.values())
+    if not total:
+        return 0.0
+    worst = 0.0
+    for criterion in CRITERIA:
+        weight = weights.get(criterion.name, 0.0)
+        if not weight:
+            continue
+        # Goodness: higher is better for every criterion, so one rule serves costs and merits.
+        sign = 1.0 if criterion.higher_is_better else -1.0
+        ranges: dict[str, tuple[float, float]] = {}
+        for name, row in raw.items():
+            value = _finite(row[criterion.name])
+            if value is not None:
+                low, high = spreads.get(name, {}).get(criterion.name, EXACT).bounds(value)
+                ranges[name] = (min(sign * low, sign * high), max(sign * low, sign * high))
+        if first not in ranges or second not in ranges:
+            # A missing figure counts as the worst (n = 0) and sets no bound: only the other's n matters.
+            if first in ranges:
+                worst += weight * _n_bound(ranges[first][0], [r[1] for n, r in ranges.items() if n != first])
+            elif second in ranges:
+                worst -= weight * _n_bound(ranges[second][1], [r[0] for n, r in ranges.items() if n != second])
+            continue
+        mine, theirs = ranges[first][0], ranges[second][1]
+        if not (math.isfinite(mine) and math.isfinite(theirs)):
+            worst -= weight  # either may be anything: `first` at n = 0, `second` at n = 1
+            continue
+        others = [r for name, r in ranges.items() if name not in (first, second)]
+        difference = mine - theirs
+        if difference > 0:  # a lead counts least over the widest span the others allow
+            span = max([mine, theirs] + [r[1] for r in others]) - min([mine, theirs] + [r[0] for r in others])
+        else:  # a deficit counts most over the narrowest
+            span = max([mine, theirs] + [r[0] for r in others]) - min([mine, theirs] + [r[1] for r in others])
+        if span > 0 and math.isfinite(span):
+            worst += weight * difference / span
+        elif difference < 0:
+            worst -= weight  # a deficit over a vanishing span: as bad as it gets
+    return worst / total
+
+
+def _n_bound(value: float, others: Sequence[float]) -> float:
+    """A normalised figure n = (value - min) / (max - min) with the others at `others`: the least n when `others`
+    are their highest values, the most when their lowest (n falls as min or max rises)."""
+    values = [value, *others]
+    low, high = min(values), max(values)
+    if not all(math.isfinite(v) for v in values):
+        return 1.0 if value == high else 0.0
+    return (value - low) / (high - low) if high > low else 1.0
+
+
+def _reasons(
+    scores: Sequence[Score], evidence: Sequence[Evidence], final: str | None, backup: str | None,
+    licence_backup: bool, rules: Rules, weights: Mapping[str, float],
+) -> tuple[Message, Message | str]:
+    """Why the final choice and the backup.
 
     The study ended up using its backup because of the final model's licence,
     so when the final's licence is only flagged the backup is the best-placed
     candidate whose licence is on the allow-list (if any), else the runner-up.
     """
-    if not scores:
+    if final is None:
         if not any(e.measured for e in evidence):
-            return None, None, Message("nothing_measured_no_model"), ""
-        return None, None, Message("no_candidate"), ""
+            return Message("nothing_measured_no_model"), ""
+        return Message("no_candidate"), ""
     by_name = {e.candidate.name: e for e in evidence}
-    final = scores[0]
-    others = list(scores[1:])
-    backup = None
-    licence_backup = False
-    if licence_status[final.name] != "allowed":
-        backup = next((s for s in others if licence_status[s.name] == "allowed"), None)
-        licence_backup = backup is not None
-    if backup is None and others:
-        backup = others[0]
+    placed = {s.name: s for s in scores}
+    chosen = placed[final]
     if len(scores) == 1:
-        final_reason = Message("only_candidate", name=final.name)
+        final_reason = Message("only_candidate", name=final)
     else:
-        final_reason = Message("places_first", name=final.name, count=len(scores), score=f"{final.score:.2f}",
-                               strengths=_strengths(final, by_name[final.name], rules, weights))
-    if licence_status[final.name] != "allowed":
-        note = rules.licences.judge(by_name[final.name].candidate.license)[1]
+        final_reason = Message("places_first" if chosen.place == 1 else "chosen_in_tie", name=final,
+                               count=len(scores), place=chosen.place, score=f"{chosen.score:.2f}",
+                               strengths=_strengths(chosen, by_name[final], rules, weights))
+    licence = by_name[final].candidate.license
+    status, note = rules.licences.judge(licence)
+    if status != "allowed":
         final_reason = Message("but_licence_flagged", reason=final_reason, note=note)
     final_reason = Message("sentence", text=final_reason)
     if backup is None:
-        return final.name, None, final_reason, Message("no_second")
-    strengths = _strengths(backup, by_name[backup.name], rules, weights)
+        return final_reason, Message("no_second")
+    second = placed[backup]
+    strengths = _strengths(second, by_name[backup], rules, weights)
     if licence_backup:
-        backup_reason = Message("licence_backup", name=backup.name, licence=by_name[backup.name].candidate.license,
-                                final=final.name, place=backup.place, score=f"{backup.score:.2f}", strengths=strengths)
-    else:
-        backup_reason = Message("backup_places", name=backup.name, place=backup.place, score=f"{backup.score:.2f}",
-                                strengths=strengths)
-    return final.name, backup.name, final_reason, backup_reason
+        return final_reason, Message("licence_backup", name=backup, licence=by_name[backup].candidate.license,
+                                     final=final, place=second.place, score=f"{second.score:.2f}", strengths=strengths)
+    return final_reason, Message("backup_places", name=backup, place=second.place, score=f"{second.score:.2f}",
+                                 strengths=strengths)
 
 
 def _strengths(score: Score, evidence: Evidence, rules: Rules, weights: Mapping[str, float]) -> Message:

@@ -184,6 +184,10 @@ OPTIONS: tuple[Option, ...] = (
            "figures come from the median round, its peak memory from the highest", "a positive integer"),
     Option("recalibrate", None, False, "measure this machine's peak FLOP/s and bandwidth again instead of "
            "reusing the cached calibration"),
+    Option("busy_retries", _non_negative_int, 2, "times a benchmark whose rounds ran on a busy machine is measured "
+           "again before its figures are kept (and marked busy)", "an integer >= 0"),
+    Option("memory_pass", _choice("peak-steps", "full"), "peak-steps", "CPU memory headline: profile only the "
+           "training steps and prompts that reach the peak (peak-steps), or the whole region again (full)"),
     Option("max_params", _positive_float, 3.0, "screening: at most this many billion parameters", "a positive number"),
     Option("min_params", _non_negative_float, 0.0, "screening: at least this many billion parameters", "a number >= 0"),
     Option("ranking_weights", parse_weights, None,
@@ -230,6 +234,8 @@ class Settings:
     eval_after_finetune: bool
     rounds: int
     recalibrate: bool
+    busy_retries: int
+    memory_pass: str
     max_params: float
     min_params: float
     ranking_weights: tuple[tuple[str, float], ...] | None

@@ -21,7 +21,7 @@ from .devices import describe, dtype_name, resolve_device, resolve_dtype
 from .finetune import FinetuneSettings
 from .hardware import Peaks, device_peaks
 from .inference import GenerationSettings
-from .memory import release_cached_memory, runtime_baseline_mib
+from .memory import needs_tensor_pass, release_cached_memory, runtime_baseline_mib
 from .models import BaseModel, build_random, check_candidate, check_pretrained, load_pretrained, random_config
 from .positions import check_row_lengths
 from .provenance import code_revision, config_revision, gpu_software, pretrained_revision
@@ -213,6 +213,7 @@ class Study:
             **gpu_software(self.device),
             tokenizer=self.tokenizer_digest,
             measuring_code=code_version(),
+            memory_pass=s.memory_pass if needs_tensor_pass(self.device) else "",
         )
 
     def fingerprint(self, kind: str, candidate: Candidate, detail: Any) -> str:

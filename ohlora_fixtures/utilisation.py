@@ -101,6 +101,7 @@ class FinetuneUtilisation:
     mfu: float
     peak_source: str  # where peak_tflops comes from: datasheet or calibrated
     utilisation_estimate: str = FINETUNE_ESTIMATE
+    calibration: str = ""  # when the calibrated peak was taken (hardware.py); empty for a datasheet peak
 
 
 @dataclass(frozen=True)
@@ -113,13 +114,15 @@ class DecodeUtilisation:
     bandwidth_utilisation: float
     peak_source: str  # where peak_gbps comes from: datasheet or calibrated
     utilisation_estimate: str = DECODE_ESTIMATE
+    calibration: str = ""  # when the calibrated peak was taken (hardware.py); empty for a datasheet peak
 
 
 def finetune_figures(model: torch.nn.Module, tokens: int, seconds: float, peaks: Peaks) -> FinetuneUtilisation:
     """A fine-tuning record's utilisation figures."""
     flops = finetune_flops(MatmulWeights.of(model), tokens)
     achieved = flops / seconds / 1e12
-    return FinetuneUtilisation(flops, achieved, peaks.tflops, achieved / peaks.tflops, peaks.tflops_source)
+    return FinetuneUtilisation(flops, achieved, peaks.tflops, achieved / peaks.tflops, peaks.tflops_source,
+                               calibration=peaks.calibrated if peaks.tflops_source == "calibrated" else "")
 
 
 def decode_figures(
@@ -130,4 +133,5 @@ def decode_figures(
     kv_bytes = kv_cache_bytes_per_token(model.config, model.dtype)
     read = sum(decode_bytes(weight_bytes, kv_bytes, prompt, new) for prompt, new in generations)
     achieved = read / seconds / 1e9
-    return DecodeUtilisation(read, achieved, peaks.gbps, achieved / peaks.gbps, peaks.gbps_source)
+    return DecodeUtilisation(read, achieved, peaks.gbps, achieved / peaks.gbps, peaks.gbps_source,
+                             calibration=peaks.calibrated if peaks.gbps_source == "calibrated" else "")

@@ -187,7 +187,7 @@ def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
 
     # Order: FinguAI r16, r32, inference, then TinyKo r16 hangs: the 5th train call, as on the CPU each
-    # fine-tune calls it twice (the untimed tensor-memory pass, then the timed round).
+    # fine-tune calls it twice (the timed round, then the untimed tensor-memory pass).
     hang = {"OHLORA_HANG_AT_TRAIN": "5", "OHLORA_HANG_MARKER": str(marker)}
     first_output = tmp_path / "first.log"
     with first_output.open("wb") as stream:

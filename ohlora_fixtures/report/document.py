@@ -14,6 +14,7 @@ from . import cells, tables
 from .blocks import Block, Bullets, Heading, Image, Paragraph
 from .gather import Report, benchmark_title
 from .language import text
+from .verdict import verdict_lines
 
 
 # Mean answer lengths (max / min) above which the report flags that seconds per answer favours short answers.
@@ -109,6 +110,7 @@ def _recommendation_blocks(report: Report) -> list[Block]:
     blocks.append(Paragraph(f"**{text('final', lang)}: {rec.final or text('na', lang)}** — {in_language(rec.final_reason, lang)}"))
     if rec.backup:
         blocks.append(Paragraph(f"**{text('backup', lang)}: {rec.backup}** — {in_language(rec.backup_reason, lang)}"))
+    blocks += [Paragraph(line) for line in verdict_lines(report)]
     excluded = [f"{report.name(by_name[name])}: {cells.sentences(v.reasons, lang)}"
                 for name, v in rec.verdicts.items() if not v.eligible]
     if excluded:

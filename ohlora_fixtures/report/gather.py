@@ -9,8 +9,9 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from .. import defaults, selection
+from .. import defaults, estimate, selection
 from ..dataset import load_experiment
+from ..devices import DTYPES
 from ..errors import DatasetError, UsageError
 from ..finetune import FinetuneSettings
 from ..message import Message
@@ -131,6 +132,20 @@ class Report:
     def evidence(self) -> dict[str, selection.Evidence]:
         """What the recommendation reads of each candidate."""
         return {c.name: _evidence(self, c) for c in self.candidates}
+
+    @cached_property
+    def device_peaks(self) -> tuple[float | None, float | None]:
+        """One device figure for every candidate's full-size time estimate (estimate.py): the median peak
+        TFLOP/s and GB/s the measured records were judged against. One figure for all keeps merged runs whose
+        calibrations differ from ranking a candidate by its run's calibration rather than its model."""
+        def middle(values: list[float]) -> float | None:
+            return sorted(values)[(len(values) - 1) // 2] if values else None
+
+        records = self.measured_records
+        return (
+            middle([r.finetune.utilisation.peak_tflops for r in records if r.finetune and r.finetune.utilisation]),
+            middle([r.inference.utilisation.peak_gbps for r in records if r.inference and r.inference.utilisation]),
+        )
 
     @cached_property
     def recommendation(self) -> selection.Recommendation:
@@ -262,7 +277,7 @@ def _runs(kept: Sequence[Stored]) -> list[RunInfo]:
 
 
 def _evidence(report: Report, candidate: Candidate) -> selection.Evidence:
-    """What the recommendation reads of one candidate, each figure with its source."""
+    """What the recommendation reads of one candidate, each figure with its source and spread."""
     largest = report.ranks[-1]
     plan = report.plans[candidate.name]
     finetune = report.record(candidate.name, Kind.FINETUNE, largest)
@@ -284,27 +299,84 @@ def _evidence(report: Report, candidate: Candidate) -> selection.Evidence:
                      if record.candidate == candidate.name and record.status.failed)
     grade = report.grades.get((candidate.name, None))
     pretrained = ok_inference is not None and ok_inference.run.weights == "pretrained"
+    times = {"finetune_time": _finetune_time(report, plan, ok_finetune, largest),
+             "inference_time": _answer_time(report, plan, ok_inference)}
     return selection.Evidence(
         candidate=candidate,
         largest_rank=largest,
         finetune_peak_mib=ft_peak,
         finetune_peak_source=ft_source,
         figures={
-            "finetune_time": ok_finetune.seconds if ok_finetune else None,
+            "finetune_time": times["finetune_time"].value,
             "finetune_memory": ft_peak,
-            "inference_time": ok_inference.inference.mean_seconds_per_prompt if ok_inference else None,
+            "inference_time": times["inference_time"].value,
             "inference_memory": inf_peak,
         },
         sources={
-            "finetune_time": Message("measured_at", rank=largest) if ok_finetune else Message("not_measured"),
+            "finetune_time": times["finetune_time"].source,
             "finetune_memory": Message("at_rank", what=ft_source, rank=largest),
-            "inference_time": Message("measured" if ok_inference else "not_measured"),
+            "inference_time": times["inference_time"].source,
             "inference_memory": inf_source,
         },
         human_grade=grade.score if grade and pretrained else None,
         failures=failures,
         measured=any(r.ok for r in report.all_records if r.candidate == candidate.name),
+        spreads={name: time.spread for name, time in times.items()},
+        busy={name: time.busy for name, time in times.items() if time.busy},
     )
+
+
+@dataclass(frozen=True)
+class TimeFigure:
+    """A time criterion's figure as the verdict reads it: the value, where it came from, how far it may be off,
+    and why its machine was busy (empty: it was not, or the figure is an estimate)."""
+
+    value: float | None
+    source: Message
+    spread: selection.Spread = selection.EXACT
+    busy: str = ""
+
+
+def is_stand_in(record: BenchmarkRecord) -> bool:
+    """Whether a record's times are of a tiny stand-in: its seconds say nothing of the real model's."""
+    return record.run.scale != "full"
+
+
+def _measured_time(record: BenchmarkRecord, value: float, source: Message) -> TimeFigure:
+    busy = record.load.why_busy if record.load and record.load.busy else ""
+    return TimeFigure(value, source, selection.time_spread(record.round_seconds, bool(busy)), busy)
+
+
+def _finetune_time(report: Report, plan: CandidatePlan, record: BenchmarkRecord | None, rank: int) -> TimeFigure:
+    """Measured seconds of a full-size run; for a stand-in, the full-size model's estimated seconds."""
+    if record is None or record.finetune is None:
+        return TimeFigure(None, Message("not_measured"))
+    if not is_stand_in(record):
+        return _measured_time(record, record.seconds, Message("measured_at", rank=rank))
+    peak = report.device_peaks[0]
+    trainable = next((r.trainable_params for r in plan.ranks if r.rank == rank), None)
+    if peak is None or trainable is None:
+        return TimeFigure(None, Message("no_full_size_time"))
+    seconds = estimate.finetune_time(plan, trainable, record.finetune.tokens, peak).seconds
+    return TimeFigure(seconds, Message("full_size_time_estimate_at", rank=rank, peak=f"{peak:.3g} TFLOP/s"))
+
+
+def _answer_time(report: Report, plan: CandidatePlan, record: BenchmarkRecord | None) -> TimeFigure:
+    """Measured seconds per answer of a full-size run; for a stand-in, the full-size model's estimate."""
+    if record is None or record.inference is None:
+        return TimeFigure(None, Message("not_measured"))
+    figures = record.inference
+    if not is_stand_in(record):
+        return _measured_time(record, figures.mean_seconds_per_prompt, Message("measured"))
+    peak = report.device_peaks[1]
+    if peak is None or not figures.prompts:
+        return TimeFigure(None, Message("no_full_size_time"))
+    # An answer of the full --ohlora-max-new-tokens: where a stand-in's random weights stop says nothing of
+    # where the real model would.
+    tokens = record.run.max_new_tokens
+    seconds = estimate.answer_time(plan, figures.prompt_tokens / figures.prompts, tokens,
+                                   DTYPES[record.run.dtype].itemsize, peak).seconds
+    return TimeFigure(seconds, Message("full_size_time_estimate", peak=f"{peak:.3g} GB/s", tokens=tokens))
 
 
 def benchmark_title(record: BenchmarkRecord) -> Message:
