@@ -56,7 +56,8 @@ def _plan(argv: list[str]) -> int:
     for candidate in candidates:
         check_candidate(candidate, "full")
     if args.seq_len is not None:
-        widths = {candidate.name: fixed_widths(args.seq_len) for candidate in candidates}
+        widths = {candidate.name: fixed_widths(args.seq_len, rows=settings.train_rows, epochs=settings.epochs)
+                  for candidate in candidates}
     else:
         experiment = load_experiment(
             settings.dataset, settings.preset, settings.train_rows, settings.valid_rows, settings.prompts

@@ -55,6 +55,11 @@ class Gpu:
         return "bfloat16" if self.bf16_native else "float16"
 
     @property
+    def tflops(self) -> float:
+        """The datasheet's dense rate in `dtype` (the fp32 rate where half precision has no fast one)."""
+        return self.bf16_tflops if self.bf16_native and self.bf16_tflops else self.fp16_tflops or self.fp32_tflops
+
+    @property
     def dtype_reason(self) -> str:
         """Why `dtype`, in a few words."""
         if self.bf16_native:

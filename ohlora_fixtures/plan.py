@@ -75,6 +75,10 @@ class TokenWidths:
     batches: int
     source: str
     """Where the widths came from, e.g. "data.csv, dataset tokenizer" or "--seq-len"."""
+    tokens: int = 0
+    """Non-padding tokens of every step's batch together: the fine-tuning's work (0: not known)."""
+    prompt_tokens: float = 0.0
+    """The inference prompts' mean length in tokens (0: not known)."""
 
 
 def batch_widths(examples: Sequence[Example], settings: FinetuneSettings) -> list[int]:
@@ -107,10 +111,16 @@ def dataset_widths(
     if tokenizer is None:
         tokenizer, which = fallback, "dataset tokenizer"
     limit = position_limit(build_config(candidate, "full"))
-    widths = batch_widths(encode(tokenizer, candidate, experiment.train, limit), settings)
+    examples = encode(tokenizer, candidate, experiment.train, limit)
+    widths = batch_widths(examples, settings)
     if not widths:
         raise DatasetError(f"{experiment.source}: no training row has an answer; the plan needs one to size a batch")
-    return TokenWidths(max(widths), sum(widths) / len(widths), len(widths), f"{Path(str(experiment.source)).name}, {which}")
+    prompts = [len(tokenizer(candidate.prompt(pair.question)).input_ids) for pair in experiment.prompts]
+    return TokenWidths(
+        max(widths), sum(widths) / len(widths), len(widths), f"{Path(str(experiment.source)).name}, {which}",
+        tokens=settings.epochs * sum(len(example.input_ids) for example in examples),
+        prompt_tokens=sum(prompts) / len(prompts) if prompts else 0.0,
+    )
 
 
 def experiment_widths(
@@ -125,9 +135,10 @@ def experiment_widths(
         return {c.name: dataset_widths(c, experiment, settings, fallback) for c in candidates}
 
 
-def fixed_widths(seq_len: int, source: str = "--seq-len") -> TokenWidths:
-    """Widths not read from a dataset (given by hand, or assumed): every batch that wide."""
-    return TokenWidths(seq_len, float(seq_len), 0, source)
+def fixed_widths(seq_len: int, source: str = "--seq-len", rows: int = 0, epochs: int = 1) -> TokenWidths:
+    """Widths not read from a dataset (given by hand, or assumed): every row and prompt that long, `rows`
+    training rows (0: the work is not known) seen `epochs` times."""
+    return TokenWidths(seq_len, float(seq_len), 0, source, tokens=seq_len * rows * epochs, prompt_tokens=float(seq_len))
 
 
 @dataclass(frozen=True)
@@ -172,6 +183,9 @@ class CandidatePlan:
     max_new_tokens: int
     mean_seq_len: float = 0.0
     width_source: str = "--seq-len"
+    train_tokens: int = 0
+    """Non-padding tokens of the whole fine-tuning (every epoch): the work a time estimate divides."""
+    mean_prompt_tokens: float = 0.0
     matmul_params: int = 0
     """The base's matmul weights (Linear layers, LM head included; embeddings are looked up, not multiplied):
     the work per token that estimate.py turns into full-size seconds."""
@@ -291,6 +305,8 @@ def plan_candidate(
         max_new_tokens=max_new_tokens,
         mean_seq_len=widths.mean,
         width_source=widths.source,
+        train_tokens=widths.tokens,
+        mean_prompt_tokens=widths.prompt_tokens,
         matmul_params=matmuls.frozen + matmuls.adapter,
         kv_values_per_token=kv_cache_bytes_per_token(config, torch.uint8),
     )
@@ -323,6 +339,9 @@ class GpuFit:
     fits_with_checkpointing: bool | None = None
     max_batch_size_with_checkpointing: int | None = None
     """The same three with gradient checkpointing (fine-tuning only)."""
+    seconds_estimate: float | None = None
+    """The whole fine-tuning (without checkpointing), or one answer: estimate.py's full-size time at the card's
+    datasheet peak; None where the run's tokens are not known."""
 
     @property
     def only_with_checkpointing(self) -> bool:
@@ -361,20 +380,29 @@ def finetune_fit(plan: CandidatePlan, rank: RankPlan, gpu: Gpu, table: GpuTable)
         per_row = activations / plan.batch_size
         return max(0, math.floor((room - (peak - activations)) / per_row))
 
+    from .estimate import finetune_time  # estimate.py plans with this module: imported when used
+
     checkpointed = rank.finetune_peak_checkpointed_mib
+    seconds = finetune_time(plan, rank.trainable_params, plan.train_tokens, gpu.tflops).seconds if plan.train_tokens else None
     return _fit(
         gpu, table, rank.finetune_peak_estimate_mib, gpus.TRAINING_HANDLES,
         max_batch_size=largest(rank.finetune_peak_estimate_mib, rank.activations_mib),
         after_allocated_mib=rank.finetune_after_mib + workspaces, checkpointed_tensors_mib=checkpointed,
         fits_with_checkpointing=checkpointed <= room,
         max_batch_size_with_checkpointing=largest(checkpointed, rank.checkpointed_activations_mib),
+        seconds_estimate=seconds,
     )
 
 
 def inference_fit(plan: CandidatePlan, gpu: Gpu, table: GpuTable) -> GpuFit:
     """Generating one answer at a time on `gpu`."""
+    from .estimate import answer_time  # estimate.py plans with this module: imported when used
+
     _check_card_dtype(plan)
-    return _fit(gpu, table, plan.inference_peak_estimate_mib, gpus.INFERENCE_HANDLES)
+    seconds = None
+    if plan.mean_prompt_tokens:
+        seconds = answer_time(plan, plan.mean_prompt_tokens, plan.max_new_tokens, DTYPES[plan.dtype].itemsize, gpu.gbps).seconds
+    return _fit(gpu, table, plan.inference_peak_estimate_mib, gpus.INFERENCE_HANDLES, seconds_estimate=seconds)
 
 
 def fits_as_dict(plan: CandidatePlan, cards: Sequence[Gpu], table: GpuTable, on_cards: CandidatePlan | None = None) -> dict[str, Any]:
@@ -431,7 +459,33 @@ def format_fits(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: Gpu
             f"{gpu.workspace_mib(gpus.TRAINING_HANDLES):.1f} MiB fine-tuning, {gpu.workspace_mib(gpus.INFERENCE_HANDLES):.1f} "
             f"MiB inference ({gpu.source})"
         )
+    lines += ["", format_times(plans, cards, table)]
     return "\n".join(lines)
+
+
+def format_times(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: GpuTable) -> str:
+    """Per candidate and rank the fine-tuning's seconds, and the seconds per answer, on each card (ESTIMATES)."""
+    from .estimate import DECODE_EFFICIENCY, FINETUNE_EFFICIENCY
+
+    def seconds(fit: GpuFit) -> str:
+        return "-" if fit.seconds_estimate is None else f"~{fit.seconds_estimate:,.1f} s"
+
+    rows = [["candidate", "run"] + [f"{gpu.name} ({gpu.tflops:g} TFLOP/s, {gpu.gbps:,.0f} GB/s)" for gpu in cards]]
+    for plan in plans:
+        name = display_name(plan.name, plan.approximate)
+        for rank in plan.ranks:
+            rows.append([name, f"FT r{rank.rank}, all steps"] + [seconds(finetune_fit(plan, rank, gpu, table)) for gpu in cards])
+        rows.append([name, "one answer"] + [seconds(inference_fit(plan, gpu, table)) for gpu in cards])
+    first = plans[0]
+    note = (
+        f"Time on named GPUs: ESTIMATES (estimate.py): model FLOPs of the run's {first.train_tokens:,} training tokens "
+        f"(first candidate) over the datasheet's dense rate x {FINETUNE_EFFICIENCY:.2f}, and bytes read for "
+        f"{first.max_new_tokens} new tokens after a {first.mean_prompt_tokens:.0f}-token prompt over the bandwidth x "
+        f"{DECODE_EFFICIENCY:.2f}; both efficiencies were measured on this project's CPU, not on these cards, and "
+        "small batches of short rows reach less of a GPU's peak: read them as lower bounds. Without gradient "
+        "checkpointing, which recomputes each layer's forward."
+    )
+    return "\n".join([note] + aligned(rows, right=False))
 
 
 def describe_widths(plan: CandidatePlan) -> str:

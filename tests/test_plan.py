@@ -241,3 +241,20 @@ def test_gradient_checkpointing_trains_the_same_in_less_memory_and_the_plan_esti
     rank = plan.plan_candidate(candidate, (16,), "float32", 4, plan.fixed_widths(seq_len)).ranks[0]
     planned = rank.finetune_increase_estimate_mib - rank.activations_mib + rank.checkpointed_activations_mib
     assert -0.02 <= planned / checkpointed - 1 <= 0.15, (planned, checkpointed)
+
+
+def test_a_cards_time_is_the_one_full_size_estimate_at_its_datasheet_rate_in_its_dtype():
+    from ohlora_fixtures import estimate
+
+    run = plan.plan_candidate(CANDIDATES["llama1B"], (16,), "bfloat16", 4, plan.fixed_widths(64, rows=20, epochs=10))
+    assert run.train_tokens == 64 * 20 * 10 and run.mean_prompt_tokens == 64
+    t4, a100, m6000 = TABLE.select(["T4", "A100-80GB", "M6000"])
+    assert (t4.tflops, a100.tflops, m6000.tflops) == (65, 312, 7.0)  # T4: fp16's rate, M6000: fp32's
+    rank = run.ranks[0]
+    for gpu in (t4, a100, m6000):
+        fit = plan.finetune_fit(run, rank, gpu, TABLE)
+        assert fit.seconds_estimate == estimate.finetune_time(run, rank.trainable_params, run.train_tokens, gpu.tflops).seconds
+        answer = plan.inference_fit(run, gpu, TABLE).seconds_estimate
+        assert answer == estimate.answer_time(run, 64, run.max_new_tokens, 2, gpu.gbps).seconds
+    unknown = plan.plan_candidate(CANDIDATES["llama1B"], (16,), "bfloat16", 4, plan.fixed_widths(64))
+    assert plan.finetune_fit(unknown, unknown.ranks[0], t4, TABLE).seconds_estimate is None
