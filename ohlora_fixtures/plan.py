@@ -17,6 +17,14 @@ weights, the tensor peak above the adapted model: `memory.TensorPeakMeter`),
 listed in `CALIBRATION`. The fit is from CPU float32 runs; GPU kernels (fused
 attention, bf16) keep different intermediates, so on a GPU it stays an estimate
 to check.
+
+Each rank is also estimated with gradient checkpointing (each layer's input
+kept, one layer recomputed), and after training (`finetune_after_mib`: what
+`memory_allocated()` reads once the loop is done). `finetune_fit` and
+`inference_fit` set a plan against a named card of data/gpus.toml (gpus.py):
+the CUDA context and cuBLAS workspaces are stated apart from the tensors, the
+largest batch that fits is solved from the activations' linear growth, and the
+card's time comes from estimate.py.
 """
 
 from __future__ import annotations

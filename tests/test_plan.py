@@ -258,3 +258,17 @@ def test_a_cards_time_is_the_one_full_size_estimate_at_its_datasheet_rate_in_its
         assert answer == estimate.answer_time(run, 64, run.max_new_tokens, 2, gpu.gbps).seconds
     unknown = plan.plan_candidate(CANDIDATES["llama1B"], (16,), "bfloat16", 4, plan.fixed_widths(64))
     assert plan.finetune_fit(unknown, unknown.ranks[0], t4, TABLE).seconds_estimate is None
+
+
+def test_the_option_reaches_fine_tuning_and_checkpointing_lives_and_ends_with_the_adapter():
+    from ohlora_fixtures.settings import PYTEST, parse
+
+    assert parse({"gradient_checkpointing": True}, PYTEST).gradient_checkpointing is True
+    assert parse({}, PYTEST).gradient_checkpointing is False
+    candidate = CANDIDATES["llama1B"]
+    base = AutoModelForCausalLM.from_config(build_config(candidate, "tiny", vocab_size=64))
+    with fresh_adapter(base, candidate, FinetuneSettings(rank=4, gradient_checkpointing=True)):
+        assert base.model.gradient_checkpointing
+    assert not base.model.gradient_checkpointing
+    with fresh_adapter(base, candidate, FinetuneSettings(rank=4)):
+        assert not base.model.gradient_checkpointing
