@@ -30,7 +30,8 @@ def _plan(argv: list[str]) -> int:
     from .devices import DTYPES
     from .finetune import FinetuneSettings
     from .models import check_candidate
-    from .plan import experiment_widths, fixed_widths, format_plans, plan_candidate
+    from .gpus import load_gpus
+    from .plan import experiment_widths, fits_as_dict, fixed_widths, format_fits, format_plans, plan_candidate
     from .settings import PLAN, add_options, parse, positive_int
 
     parser = argparse.ArgumentParser(
@@ -42,30 +43,42 @@ def _plan(argv: list[str]) -> int:
     parser.add_argument("--dtype", choices=list(DTYPES), default=defaults.PLAN_DTYPE, help="weights dtype")
     parser.add_argument("--seq-len", type=_argument(positive_int, "a positive integer"), default=None,
                         help="tokens per training row, overriding the dataset's batch widths (estimate input)")
+    parser.add_argument("--gpu", default="", metavar="NAMES",
+                        help="comma-separated GPUs of data/gpus.toml (e.g. T4,A100-80GB): does each run fit, at which "
+                        "batch size, in which dtype (estimates)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     settings = parse(vars(args), PLAN)
+    table = load_gpus()
+    cards = table.select([name.strip() for name in args.gpu.split(",") if name.strip()])
     registered = registry.load_registry(settings.candidates)
     candidates = registry.select(registered, list(settings.models or []), option="--models")
     for candidate in candidates:
         check_candidate(candidate, "full")
     if args.seq_len is not None:
-        widths = {candidate.name: fixed_widths(args.seq_len) for candidate in candidates}
+        widths = {candidate.name: fixed_widths(args.seq_len, rows=settings.train_rows, epochs=settings.epochs)
+                  for candidate in candidates}
     else:
         experiment = load_experiment(
             settings.dataset, settings.preset, settings.train_rows, settings.valid_rows, settings.prompts
         )
         batching = FinetuneSettings(rank=1, batch_size=settings.batch_size, epochs=settings.epochs, seed=settings.seed)
         widths = experiment_widths(candidates, experiment, batching, registered)
-    plans = [
-        plan_candidate(candidate, settings.ranks, args.dtype, settings.batch_size, widths[candidate.name],
-                       settings.max_new_tokens)
-        for candidate in candidates
-    ]
+    def plans_at(dtype: str) -> list:
+        return [plan_candidate(candidate, settings.ranks, dtype, settings.batch_size, widths[candidate.name],
+                               settings.max_new_tokens) for candidate in candidates]
+
+    plans = plans_at(args.dtype)
+    # Every card runs in a 2-byte dtype (bf16 or fp16: the same bytes), whatever --dtype the table shows.
+    on_cards = plans if not cards or DTYPES[args.dtype].itemsize == 2 else plans_at("bfloat16")
     if args.json:
-        print(json.dumps({"estimate": True, "plans": [plan.as_dict() for plan in plans]}, indent=2))
+        plain = [fits_as_dict(plan, cards, table, card) for plan, card in zip(plans, on_cards)]
+        print(json.dumps({"estimate": True, "plans": plain}, indent=2))
     else:
         print(format_plans(plans))
+        if cards:
+            print()
+            print(format_fits(on_cards, cards, table))
     return 0
 
 

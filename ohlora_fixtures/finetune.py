@@ -34,6 +34,8 @@ class FinetuneSettings:
     batch_size: int = defaults.BATCH_SIZE
     epochs: int = defaults.EPOCHS
     seed: int = defaults.SEED
+    gradient_checkpointing: bool = False
+    """Keep only each layer's input and recompute the rest in the backward pass: less memory, more time."""
 
 
 @dataclass(frozen=True)
@@ -85,17 +87,36 @@ def fresh_adapter(
     """Attach a newly initialised adapter, and remove it afterwards, leaving the base as it was.
 
     The study re-wrapped one base rank after rank, so adapters could stack; here
-    a base that still carries an adapter is refused.
+    a base that still carries an adapter is refused. Gradient checkpointing, where
+    asked for, is switched on for the adapter's life and off again with it.
     """
     if has_adapter(base):
         raise RuntimeError(f"{candidate.name}: base model still carries a LoRA adapter; refusing to stack another")
     torch.manual_seed(settings.seed)
     model = peft.get_peft_model(base, lora_config(candidate, settings))
+    if settings.gradient_checkpointing:
+        _checkpointing(base, True)
     try:
         yield model
     finally:
+        if settings.gradient_checkpointing:
+            _checkpointing(base, False)
         model.unload()
         base.zero_grad(set_to_none=True)
+
+
+def _checkpointing(base: PreTrainedModel, on: bool) -> None:
+    """Gradient checkpointing on or off. Non-reentrant: it recomputes correctly although the frozen base's
+    inputs need no gradient. (transformers 5 calls it activation checkpointing and deprecates the old name.)"""
+    if hasattr(base, "activation_checkpointing_enable"):
+        if on:
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.activation_checkpointing_disable()
+    elif on:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        base.gradient_checkpointing_disable()
 
 
 def encode(tokenizer: Any, candidate: Candidate, pairs: Sequence[QAPair], limit: int | None = None) -> list[Example]:

@@ -95,6 +95,7 @@ class RunDescription:
     vram_budget_mb: float
     rounds: int = 1  # timed rounds per benchmark (--ohlora-rounds)
     min_new_tokens: int = 0  # --ohlora-min-new-tokens; 0 (and in older records): answers may end at any length
+    gradient_checkpointing: bool = False  # --ohlora-gradient-checkpointing (older records: off)
     versions: dict[str, str] = field(default_factory=dict)
     code_revision: str = ""  # this project's git commit ("+modified" if the tree was), else its package version
     gpu_driver: str = ""  # NVIDIA driver and CUDA runtime on a GPU run; the GPU's name is device_name

@@ -1,4 +1,4 @@
-"""The data files that ship with the plugin: registry, dataset, licence policy and the study's table.
+"""The data files that ship with the plugin: registry, dataset, licence policy, the study's table, GPUs.
 
 The repository keeps them in its top-level `data/`; setup.cfg maps that folder
 into the package as `ohlora_fixtures/data`, so a wheel, an sdist install and an
@@ -16,7 +16,8 @@ CANDIDATES = "candidates.toml"
 DATASET = "persona_qa.csv"
 LICENCES = "licenses.toml"
 STUDY_RESULTS = "study_results.toml"
-BUNDLED = (CANDIDATES, DATASET, LICENCES, STUDY_RESULTS)
+GPUS = "gpus.toml"
+BUNDLED = (CANDIDATES, DATASET, LICENCES, STUDY_RESULTS, GPUS)
 
 
 def data_files() -> Traversable:

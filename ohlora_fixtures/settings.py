@@ -164,6 +164,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("lr", _positive_float, defaults.LEARNING_RATE, "AdamW learning rate", "a positive number"),
     Option("lora_alpha", positive_int, defaults.LORA_ALPHA, "LoRA alpha", "a positive integer"),
     Option("lora_dropout", _fraction, defaults.LORA_DROPOUT, "LoRA dropout", "a number in [0, 1)"),
+    Option("gradient_checkpointing", None, False, "fine-tune with gradient checkpointing: each layer's "
+           "activations recomputed in the backward pass (less memory, more time)"),
     Option("max_new_tokens", positive_int, defaults.MAX_NEW_TOKENS, "new tokens per answer (not counting the prompt)", "a positive integer"),
     Option("min_new_tokens", _non_negative_int, 0, "new tokens every answer must have before it may end "
            "(0: a model may stop at its end-of-sequence token); at most --ohlora-max-new-tokens", "an integer >= 0"),
@@ -216,6 +218,7 @@ class Settings:
     lr: float
     lora_alpha: int
     lora_dropout: float
+    gradient_checkpointing: bool
     max_new_tokens: int
     min_new_tokens: int
     greedy: bool

@@ -110,7 +110,7 @@ class Study:
         s = self.settings
         return FinetuneSettings(
             rank=rank, alpha=s.lora_alpha, dropout=s.lora_dropout, learning_rate=s.lr,
-            batch_size=s.batch_size, epochs=s.epochs, seed=s.seed,
+            batch_size=s.batch_size, epochs=s.epochs, seed=s.seed, gradient_checkpointing=s.gradient_checkpointing,
         )
 
     @property
@@ -200,6 +200,7 @@ class Study:
             learning_rate=s.lr,
             lora_alpha=s.lora_alpha,
             lora_dropout=s.lora_dropout,
+            gradient_checkpointing=s.gradient_checkpointing,
             ranks=tuple(s.ranks),
             max_new_tokens=s.max_new_tokens,
             min_new_tokens=s.min_new_tokens,

@@ -103,3 +103,172 @@ def _calibrate_script():
 
 def test_the_activation_fit_is_the_least_squares_fit_of_its_calibration_table():
     assert _calibrate_script().refit() == pytest.approx(plan.ACTIVATION_FIT, rel=0.01)
+
+
+# --- Named GPUs (data/gpus.toml) ---------------------------------------------------------------------------------
+
+from ohlora_fixtures import gpus, hardware  # noqa: E402
+from ohlora_fixtures.errors import UsageError  # noqa: E402
+from ohlora_fixtures.report.reference import load_study  # noqa: E402
+
+TABLE = gpus.load_gpus()
+
+
+def test_the_gpu_table_has_the_common_cards_and_says_which_run_bf16_natively():
+    assert {"T4", "L4", "A10G", "RTX-3090", "RTX-4090", "A100-40GB", "A100-80GB", "H100", "M6000"} <= set(TABLE.names)
+    t4, a100, m6000 = TABLE.select(["t4", "A100-80GB", "Quadro-M6000"])
+    assert (t4.memory_mib, t4.dtype, a100.memory_mib, a100.dtype, m6000.memory_mib) == (16384, "float16", 81920, "bfloat16", 12288)
+    assert "no native bf16" in t4.dtype_reason and m6000.fp16_tflops is None
+    assert all(gpu.source for gpu in TABLE.gpus)
+
+
+def test_the_gpu_table_agrees_with_the_datasheets_utilisation_divides_by():
+    for gpu in TABLE.gpus:
+        sheet = hardware.datasheet(gpu.label)
+        assert sheet is not None, gpu.label
+        assert (sheet.bf16, sheet.fp16, sheet.fp32, sheet.gbps) == (gpu.bf16_tflops, gpu.fp16_tflops, gpu.fp32_tflops, gpu.gbps), gpu.name
+
+
+def test_an_unknown_gpu_is_one_usage_line_listing_the_known_names(capsys):
+    from ohlora_fixtures.__main__ import main
+
+    with pytest.raises(UsageError, match=r"--gpu: unknown GPU 'X100'; known: T4, L4"):
+        TABLE.select(["T4", "X100"])
+    assert main(["plan", "--models", "TinyKo-v5-a", "--gpu", "T4,X100"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "A100-80GB" in error[0] and "M6000" in error[0]
+
+
+def test_a_card_holds_the_tensors_plus_context_and_workspaces_and_the_largest_batch_is_the_last_that_fits():
+    candidate = CANDIDATES["llama1B"]
+    run = plan.plan_candidate(candidate, (16,), "bfloat16", 4, plan.fixed_widths(64))
+    rank = run.ranks[0]
+    t4, h100 = TABLE.select(["T4", "H100"])
+    fit = plan.finetune_fit(run, rank, t4, TABLE)
+    assert fit.workspace_mib == pytest.approx(2 * 8.125) and h100.workspace_mib(2) == pytest.approx(64)
+    assert fit.total_mib == pytest.approx(rank.finetune_peak_estimate_mib + TABLE.cuda_context_mib + fit.workspace_mib)
+    largest = fit.max_batch_size
+    assert fit.fits and largest > 4
+    at_largest = plan.plan_candidate(candidate, (16,), "bfloat16", largest, plan.fixed_widths(64))
+    one_more = plan.plan_candidate(candidate, (16,), "bfloat16", largest + 1, plan.fixed_widths(64))
+    assert plan.finetune_fit(at_largest, at_largest.ranks[0], t4, TABLE).fits
+    assert not plan.finetune_fit(one_more, one_more.ranks[0], t4, TABLE).fits
+    assert plan.finetune_fit(one_more, one_more.ranks[0], t4, TABLE).max_batch_size == largest
+    with pytest.raises(ValueError, match="2-byte"):
+        plan.finetune_fit(plan.plan_candidate(candidate, (16,), "float32", 4, plan.fixed_widths(64)), rank, t4, TABLE)
+
+
+def test_plan_json_gives_each_rank_its_after_run_figure_and_each_card_fits_and_max_batch_size(capsys):
+    from ohlora_fixtures.__main__ import main
+
+    assert main(["plan", "--models", "gemma-2-2b-it", "--ranks", "16,64", "--seq-len", "1000", "--json",
+                 "--gpu", "M6000,A100-80GB", "--dtype", "float32"]) == 0
+    (plain,) = json.loads(capsys.readouterr().out)["plans"]
+    assert plain["dtype"] == "float32"
+    for rank in plain["ranks"]:
+        assert rank["finetune_after_mib"] < rank["finetune_peak_estimate_mib"]
+        m6000, a100 = rank["gpus"]["M6000"], rank["gpus"]["A100-80GB"]
+        # Cards run at 2 bytes a weight, whatever --dtype the table was planned at.
+        assert m6000["dtype"] == "float16" and a100["dtype"] == "bfloat16"
+        assert m6000["tensors_mib"] < rank["finetune_peak_estimate_mib"]
+        assert (m6000["fits"], a100["fits"]) == (False, True)
+        assert 0 <= m6000["max_batch_size"] < 4 <= a100["max_batch_size"]
+    assert plain["inference_gpus"]["M6000"]["fits"] is True
+
+
+def test_the_plans_after_run_figure_meets_the_studys_t4_cells_within_3_percent():
+    """The study's "FT memory" was memory_allocated() after training on a T4 (bf16) and its inference
+    memory the weights alone: weights, adapter and AdamW's moments plus torch's two cuBLAS workspaces meet
+    all 21 fine-tuning cells, the weights all 7 inference cells."""
+    study = load_study()
+    t4 = TABLE.select(["T4"])[0]
+    errors = {}
+    for name, row in study.rows.items():
+        run = plan.plan_candidate(CANDIDATES[name], study.ranks, "bfloat16")
+        for rank, measured in zip(run.ranks, row["finetune_memory_mib"]):
+            errors[name, rank.rank] = plan.finetune_fit(run, rank, t4, TABLE).after_allocated_mib / measured - 1
+        errors[name, "inference"] = run.weights_mib / row["inference_memory_mib"] - 1
+    assert len(errors) == 28
+    assert max(abs(error) for error in errors.values()) <= 0.03, errors
+
+
+# --- Gradient checkpointing ----------------------------------------------------------------------------------------
+
+import dataclasses  # noqa: E402
+
+import torch  # noqa: E402
+
+from ohlora_fixtures.finetune import fresh_adapter, train  # noqa: E402
+from ohlora_fixtures.memory import TensorPeakMeter  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+from ohlora_fixtures.models import build_config  # noqa: E402
+
+
+def _full_shaped(name: str, divisor: int, layers: int, vocab: int = 2000):
+    """The candidate with its widths divided by `divisor` (ratios kept: MLP to hidden, heads to width), fewer
+    layers and a small vocabulary: the full model's shape at a size a test can train on the CPU."""
+    candidate = CANDIDATES[name]
+    config = dict(candidate.config, num_hidden_layers=layers, vocab_size=vocab)
+    for key in ("hidden_size", "intermediate_size", "attention_hidden_size"):
+        if key in config:
+            config[key] //= divisor
+    return dataclasses.replace(candidate, config=config)
+
+
+def _measured_increase(candidate, settings: FinetuneSettings, seq_len: int) -> tuple[float, list[float]]:
+    """The tensor peak above the adapted model over two float32 CPU steps on random tokens, and the losses."""
+    torch.manual_seed(0)
+    config = build_config(candidate)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    ids = torch.randint(0, config.vocab_size, (settings.batch_size, seq_len))
+    batch = {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+    with fresh_adapter(model, candidate, settings) as adapted:
+        meter = TensorPeakMeter()
+        with meter.measuring(adapted):
+            trained = train(adapted, [batch, batch], 2e-4, torch.device("cpu"))
+    return meter.peak.peak_increase_mib, trained.losses
+
+
+def test_gradient_checkpointing_trains_the_same_in_less_memory_and_the_plan_estimates_both_ways():
+    """llama1B's shape (widths / 8, 4 layers), float32 on this CPU: the same losses, a lower tensor peak, and
+    the plan's increase with checkpointing meets the measured one (never under it by more than 2 %)."""
+    candidate, seq_len = _full_shaped("llama1B", 8, 4), 64
+    plain, plain_losses = _measured_increase(candidate, FinetuneSettings(rank=16), seq_len)
+    checkpointed, losses = _measured_increase(candidate, FinetuneSettings(rank=16, gradient_checkpointing=True), seq_len)
+    assert losses == pytest.approx(plain_losses, rel=1e-5)
+    assert checkpointed < 0.6 * plain
+    rank = plan.plan_candidate(candidate, (16,), "float32", 4, plan.fixed_widths(seq_len)).ranks[0]
+    planned = rank.finetune_increase_estimate_mib - rank.activations_mib + rank.checkpointed_activations_mib
+    assert -0.02 <= planned / checkpointed - 1 <= 0.15, (planned, checkpointed)
+
+
+def test_a_cards_time_is_the_one_full_size_estimate_at_its_datasheet_rate_in_its_dtype():
+    from ohlora_fixtures import estimate
+
+    run = plan.plan_candidate(CANDIDATES["llama1B"], (16,), "bfloat16", 4, plan.fixed_widths(64, rows=20, epochs=10))
+    assert run.train_tokens == 64 * 20 * 10 and run.mean_prompt_tokens == 64
+    t4, a100, m6000 = TABLE.select(["T4", "A100-80GB", "M6000"])
+    assert (t4.tflops, a100.tflops, m6000.tflops) == (65, 312, 7.0)  # T4: fp16's rate, M6000: fp32's
+    rank = run.ranks[0]
+    for gpu in (t4, a100, m6000):
+        fit = plan.finetune_fit(run, rank, gpu, TABLE)
+        assert fit.seconds_estimate == estimate.finetune_time(run, rank.trainable_params, run.train_tokens, gpu.tflops).seconds
+        answer = plan.inference_fit(run, gpu, TABLE).seconds_estimate
+        assert answer == estimate.answer_time(run, 64, run.max_new_tokens, 2, gpu.gbps).seconds
+    unknown = plan.plan_candidate(CANDIDATES["llama1B"], (16,), "bfloat16", 4, plan.fixed_widths(64))
+    assert plan.finetune_fit(unknown, unknown.ranks[0], t4, TABLE).seconds_estimate is None
+
+
+def test_the_option_reaches_fine_tuning_and_checkpointing_lives_and_ends_with_the_adapter():
+    from ohlora_fixtures.settings import PYTEST, parse
+
+    assert parse({"gradient_checkpointing": True}, PYTEST).gradient_checkpointing is True
+    assert parse({}, PYTEST).gradient_checkpointing is False
+    candidate = CANDIDATES["llama1B"]
+    base = AutoModelForCausalLM.from_config(build_config(candidate, "tiny", vocab_size=64))
+    with fresh_adapter(base, candidate, FinetuneSettings(rank=4, gradient_checkpointing=True)):
+        assert base.model.gradient_checkpointing
+    assert not base.model.gradient_checkpointing
+    with fresh_adapter(base, candidate, FinetuneSettings(rank=4)):
+        assert not base.model.gradient_checkpointing

@@ -38,10 +38,12 @@ def test_schema1_lines_load_and_round_trip_through_the_current_schema() -> None:
     old = [json.loads(line) for line in (SCHEMA1 / "results.jsonl").read_text(encoding="utf-8").splitlines()]
     # The flat view (pytest-benchmark's extra_info) is the schema-1 shape, key for key and value for value;
     # figures added since (e.g. the latency anatomy) are there too, empty, as schema 1 did not hold them,
-    # and the run's round count and answer-length floor (one round and none, as every schema-1 run had).
+    # and the run's round count, answer-length floor and gradient checkpointing (one round, none and off,
+    # as every schema-1 run had).
     flat = [r.flat() for r in records]
     assert [view["run"].pop("rounds") for view in flat] == [1] * len(flat)
     assert [view["run"].pop("min_new_tokens") for view in flat] == [0] * len(flat)
+    assert [view["run"].pop("gradient_checkpointing") for view in flat] == [False] * len(flat)
     added: list = []
     assert [_keys_of(view, before, added) for view, before in zip(flat, old)] == old
     assert added and all(value in (None, "") for value in added)
@@ -126,11 +128,12 @@ def test_schema1_files_render_every_table_as_the_previous_code_did(tmp_path: Pat
     assert _in_order(strip(expected), strip(rendered))
     if lang == "en":
         # The same columns with the same values; columns added since are empty for these records, but for
-        # the run's round count (1) and answer-length floor (0: none).
+        # the run's round count (1), answer-length floor (0: none) and gradient checkpointing (off).
         before = list(csv.DictReader(io.StringIO((SCHEMA1 / "results.en.csv").read_text(encoding="utf-8"))))
         now = list(csv.DictReader(io.StringIO((out / "results.csv").read_text(encoding="utf-8"))))
         assert [row.pop("run.rounds") for row in now] == ["1"] * len(now)
         assert [row.pop("run.min_new_tokens") for row in now] == ["0"] * len(now)
+        assert [row.pop("run.gradient_checkpointing") for row in now] == ["False"] * len(now)
         assert [row.pop("marks") for row in now] == ["stand-in"] * len(now)  # random weights, tiny scale
         assert [{key: row[key] for key in before[0]} for row in now] == before
         assert all(value == "" for row in now for key, value in row.items() if key not in before[0])
