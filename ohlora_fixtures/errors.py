@@ -15,3 +15,8 @@ class DatasetError(UsageError):
 
 class RegistryError(UsageError):
     """A candidate registry entry with a missing or wrong field."""
+
+
+class BenchmarkError(Exception):
+    """A benchmark that cannot run or finish for a reason one line says (weights torch will not unpickle, a
+    full disk): it is recorded as failed and fails with that line, not a traceback; the run goes on."""

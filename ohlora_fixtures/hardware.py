@@ -151,14 +151,15 @@ def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool, nee
     path, key = cache_path(), machine_key(device, dtype)
     cache = read_json(path, "peaks cache", "calibrating again")
     entry = cache.get(key)
-    if not recalibrate and _valid(entry, ("probe_tflops", *need)) and _beaten(device, dtype, entry["probe_tflops"]):
+    cached = not recalibrate and _valid(entry, ("probe_tflops", *need), device.type, path)
+    if cached and _beaten(device, dtype, entry["probe_tflops"]):
         warnings.warn(
             f"the cached calibration of {entry.get('taken', 'an earlier session')} was taken on a busier machine: "
             f"the load probe now beats it by more than {STALE_BEAT - 1:.0%} {STALE_PROBES} times out of "
             f"{STALE_PROBES}; calibrating again", stacklevel=3,
         )
         recalibrate = True
-    if recalibrate or not _valid(entry, ("probe_tflops", *need)):
+    if recalibrate or not _valid(entry, ("probe_tflops", *need), device.type, path):
         sizes = CALIBRATION[device.type]
         before = CpuTimes.now()
         entry = {"probe_tflops": calibrate_tflops(device, dtype, sizes.probe),
@@ -187,10 +188,30 @@ def _beaten(device: torch.device, dtype: torch.dtype, cached_probe: float) -> bo
     return all(calibrate_tflops(device, dtype, probe) > STALE_BEAT * cached_probe for _ in range(STALE_PROBES))
 
 
-def _valid(entry: object, numbers: tuple[str, ...]) -> bool:
-    return isinstance(entry, dict) and all(
-        isinstance(entry.get(n), (int, float)) and not isinstance(entry.get(n), bool) and entry[n] > 0 for n in numbers
-    )
+# What a calibration can read on each kind of device (TFLOP/s, GB/s): a cached figure outside is corrupt
+# (a hand edit, another tool) or was taken while the machine stood still, and every utilisation divided by
+# it would be absurd (1e-300 TFLOP/s gave an MFU of 3e296). The CPU's ceiling is far above any server's
+# matmul rate and memory bandwidth; the GPU's above any accelerator's datasheet.
+PLAUSIBLE: dict[str, dict[str, tuple[float, float]]] = {
+    "cpu": {"tflops": (1e-3, 200.0), "probe_tflops": (1e-3, 200.0), "gbps": (0.1, 5000.0)},
+    "cuda": {"tflops": (0.1, 1e4), "probe_tflops": (0.1, 1e4), "gbps": (10.0, 1e5)},
+}
+
+
+def _valid(entry: object, numbers: tuple[str, ...], device_type: str, path: Path) -> bool:
+    """Whether a cached entry holds every one of `numbers`, each plausible for the device; a figure out of
+    bounds is named in a warning (the entry is then calibrated again)."""
+    if not isinstance(entry, dict) or not all(
+        isinstance(entry.get(n), (int, float)) and not isinstance(entry.get(n), bool) for n in numbers
+    ):
+        return False
+    bounds = PLAUSIBLE.get(device_type, PLAUSIBLE["cuda"])
+    wrong = [f"{n} = {entry[n]:.3g} (expected {bounds[n][0]:g} to {bounds[n][1]:g})"
+             for n in numbers if not bounds[n][0] <= entry[n] <= bounds[n][1]]
+    if wrong:
+        warnings.warn(f"{path}: cached calibration for {device_type} discarded, {', '.join(wrong)} is not "
+                      "plausible for this device; calibrating again", stacklevel=4)
+    return not wrong
 
 
 PROBE_TRIES = 3

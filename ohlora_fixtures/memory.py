@@ -419,6 +419,9 @@ _MEMORY_PROFILE = (
 
 
 def _start_memory_profile() -> None:
+    # Kineto, the profiler's backend, prints a "USDT: ... profiler_start/stop" line on stderr at every window
+    # unless its log level (read when it first starts) is above its highest, 5; a level the user set is kept.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     torch.autograd._prepare_profiler(*_MEMORY_PROFILE)
     torch.autograd._enable_profiler(*_MEMORY_PROFILE)
 

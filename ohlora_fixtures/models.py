@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import pickle
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -13,7 +15,7 @@ import transformers
 from transformers.pytorch_utils import Conv1D
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from .errors import RegistryError, UsageError
+from .errors import BenchmarkError, RegistryError, UsageError
 from .provenance import config_revision, hub_snapshot, pretrained_revision
 from .registry import SCALES, Candidate
 
@@ -233,6 +235,14 @@ def load_pretrained(
         )
     except OSError as error:
         raise WeightsUnavailable(_unavailable_message(candidate, source, allow_download, allow_pickle, error)) from None
+    except pickle.UnpicklingError as error:
+        # torch's weights-only unpickler met an object that is not a tensor: its advice runs to a screenful.
+        found = re.search(r"WeightsUnpickler error: (.*?)(?: was not an allowed global|\n|$)", str(error))
+        raise BenchmarkError(
+            f"{candidate.name}: torch refuses the pickle weights in {_local_checkpoint(candidate) or source} "
+            f"({found.group(1) if found else _first_line(error)}): they hold more than tensors, which could run "
+            "code when loaded; convert them to safetensors where they come from a source you trust"
+        ) from None
     except ValueError as error:
         # transformers' only signal that a checkpoint ships code the registry did not declare.
         if "trust_remote_code" not in str(error):

@@ -8,6 +8,7 @@ that would land outside its folder.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -87,21 +88,9 @@ def check_report_dir(path: Path, results_path: Path, option: str = "--ohlora-rep
     """Refuse, at start-up, a report folder or results log that cannot be written.
 
     Results are first written after the first benchmark: too late to find
-    out then. Writability is tried by creating and removing a file, because
-    os.access trusts permission bits (root passes it for /proc, a read-only
-    mount or a full disk).
+    out then.
     """
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"{option}: {path} exists and is not a directory")
-    nearest = next(parent for parent in (path.absolute(), *path.absolute().parents) if parent.exists())
-    if not nearest.is_dir():
-        raise UsageError(f"{option}: {path} cannot be created: {nearest} is a file, not a directory")
-    try:
-        handle, temporary = tempfile.mkstemp(dir=nearest, prefix=".ohlora-write-check.")
-        os.close(handle)
-        os.unlink(temporary)
-    except OSError as error:
-        raise UsageError(f"{option}: {path} cannot be written: creating a file in {nearest} fails ({error.strerror or error})") from None
+    check_writable_folder(path, option)
     if results_path.is_dir() or (results_path.exists() and not results_path.is_file()):
         raise UsageError(
             f"{option}: {results_path} is not a regular file; the results log must be one; move it away"
@@ -114,5 +103,39 @@ def check_report_dir(path: Path, results_path: Path, option: str = "--ohlora-rep
         except OSError as error:
             raise UsageError(
                 f"{option}: {results_path} cannot be appended to ({error.strerror or error}); "
-                "make it writable or choose another {option}"
+                f"make it writable or choose another {option}"
             ) from None
+
+
+def check_writable_folder(path: Path, option: str) -> None:
+    """Refuse, at start-up, a folder (`option`'s value) that cannot be created or written.
+
+    Writability is tried by creating and removing a file, because os.access
+    trusts permission bits (root passes it for /proc, a read-only mount or a
+    full disk).
+    """
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option}: {path} exists and is not a directory")
+    nearest = next(parent for parent in (path.absolute(), *path.absolute().parents) if parent.exists())
+    if not nearest.is_dir():
+        raise UsageError(f"{option}: {path} cannot be created: {nearest} is a file, not a directory")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=nearest, prefix=".ohlora-write-check.")
+        os.close(handle)
+        os.unlink(temporary)
+    except OSError as error:
+        raise UsageError(f"{option}: {path} cannot be written: creating a file in {nearest} fails ({error.strerror or error})") from None
+
+
+def disk_full(error: BaseException) -> str | None:
+    """For a write that failed because its disk is full (or the user's quota spent): "no space left on
+    MOUNT writing FILE", the one line a user needs; None for any other error."""
+    if not isinstance(error, OSError) or error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    if not error.filename:
+        return f"no space left on the device: {error.strerror or error}"
+    written = Path(os.fsdecode(error.filename)).absolute()
+    mount = written
+    while not os.path.ismount(mount) and mount.parent != mount:
+        mount = mount.parent
+    return f"no space left on {mount} writing {written}"

@@ -12,14 +12,18 @@ before, so that huggingface_hub reads it.
 from __future__ import annotations
 
 import gc
-import warnings
 import os
+import signal
+import threading
+import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 
 from . import settings as options
 from .errors import UsageError
+from .paths import check_writable_folder, disk_full
 from .selection import ini_keys
 
 if TYPE_CHECKING:
@@ -33,8 +37,9 @@ STUDY_ERROR = pytest.StashKey[str]()  # why the Study could not be built while c
 RUN_ID = pytest.StashKey[str]()
 WORKERS_USED_OHLORA = pytest.StashKey[bool]()  # pytest-xdist controller: a worker built a Study
 REPORT = pytest.StashKey["SessionReport | str"]()  # the files written, or why none were
+BENCHMARK_NOT_SAVED = pytest.StashKey[str]()  # why pytest-benchmark's save failed at the session's end
 KIND_ORDER = {"test_finetune": 0, "test_inference": 1}
-RESUMED_RECORDS = "ohlora-resumed-records"
+WORKER_RECORDS = "ohlora-worker-records"
 # A test that asks for any of these is an ohlora benchmark: it needs the Study.
 STUDY_FIXTURES = frozenset({"ohlora_study", "ohlora_candidate", "lora_rank", "ohlora_finetune", "ohlora_inference"})
 
@@ -48,7 +53,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped where torch sees none")
     config.addinivalue_line("markers", "slow: takes minutes; CI skips it (-m 'not slow')")
-    config.pluginmanager.register(ResumedRecords(), RESUMED_RECORDS)
+    config.pluginmanager.register(WorkerRecords(config), WORKER_RECORDS)
     _refuse_missing_extras(config)
     if _options_given(config):
         try:
@@ -105,6 +110,7 @@ def _study(config: pytest.Config) -> "Study":
             "drop that option (--benchmark-disable runs them once, untimed)"
         )
     settings = options.from_pytest(config)
+    _check_benchmark_storage(config)
     if not settings.allow_download:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -118,12 +124,65 @@ def _study(config: pytest.Config) -> "Study":
         config.issue_config_time_warning(notice.message, stacklevel=2)
     study.run_id = _run_id(config)
     config.stash[STUDY] = study
+    _interrupt_on_sigterm(config)
     # torch, transformers and peft are loaded now: ~400k objects that live as long as the process.
     # Out of the collector's sight, each later collection (between models, at exit, and the automatic
     # ones inside timed regions) takes microseconds instead of 0.2 s.
     gc.collect()
     gc.freeze()
     return study
+
+
+def _check_benchmark_storage(config: pytest.Config) -> None:
+    """Refuse at start-up a pytest-benchmark storage folder its save (--benchmark-autosave or --benchmark-save)
+    could not write at the end, after every benchmark has run."""
+    saves = config.getoption("benchmark_autosave", False) or config.getoption("benchmark_save", None)
+    if not saves or config.getoption("benchmark_disable", False):
+        return
+    storage = str(config.getoption("benchmark_storage", "") or "")
+    if "://" not in storage or storage.startswith("file://"):
+        check_writable_folder(Path(storage.removeprefix("file://")), "--benchmark-storage")
+
+
+def _interrupt_on_sigterm(config: pytest.Config) -> None:
+    """SIGTERM (what `timeout`, CI runners and `kill` send) stops the run as Ctrl-C does: the benchmark in
+    flight is recorded as interrupted, and pytest-benchmark's JSON, the report and the summary are written.
+    Only where nobody has claimed SIGTERM already, and only from the main thread (where signals arrive)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"terminated by signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    config.add_cleanup(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _keep_report_past_saving(session.config)
+
+
+def _keep_report_past_saving(config: pytest.Config) -> None:
+    """pytest-benchmark saves its JSON first thing at the session's end, in a hook wrapper that runs before
+    this plugin's: an error there (storage gone read-only, a full disk) would end the session with no ohlora
+    report and no summary. In a session with ohlora benchmarks the error becomes one line of the summary
+    (and exit status 3, as pytest gives an internal error); elsewhere it is raised as before."""
+    benchmarks = getattr(config, "_benchmarksession", None)
+    if benchmarks is None or not hasattr(benchmarks, "handle_saving"):
+        return
+    save = benchmarks.handle_saving
+
+    def saving() -> None:
+        try:
+            save()
+        except Exception as error:  # noqa: BLE001 - whatever it is, the ohlora report must still be written
+            if STUDY not in config.stash and not config.stash.get(WORKERS_USED_OHLORA, False):
+                raise
+            where = getattr(error, "filename", None) or config.getoption("benchmark_storage", "")
+            reason = disk_full(error) or f"{getattr(error, 'strerror', None) or error} ({where})"
+            config.stash[BENCHMARK_NOT_SAVED] = f"pytest-benchmark's JSON not saved: {reason}"
+
+    benchmarks.handle_saving = saving
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -253,34 +312,47 @@ def ohlora_inference(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable
     return inference
 
 
-class ResumedRecords:
-    """Resumed records that reach the report from the test reports, for pytest-xdist's controller.
+class WorkerRecords:
+    """A pytest-xdist worker's records, sent to the controller in the test reports, for its summary and report.
 
-    A resumed benchmark writes nothing to the log under this run's id, and the
-    controller reads the log by run id; so a worker sends each resumed record
-    in its test report's user_properties (results.RESUMED_PROPERTY) and the
-    controller adds them to its Study before rendering. Costs nothing to a
-    suite without ohlora benchmarks: no import until a property is there.
+    The controller measures nothing itself, and a resumed benchmark writes
+    nothing to the log under this run's id: so a worker puts each record its
+    Study gains (measured or resumed) in the test's user_properties
+    (results.RECORD_PROPERTY), and the controller adds them to its Study before
+    rendering and summing up. Costs nothing to a suite without ohlora
+    benchmarks: no import until a Study or a property is there.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
         self.lines: list[tuple[str, str]] = []
+        self.sent = 0  # on a worker: how many of the Study's records went out
+
+    @pytest.hookimpl(tryfirst=True)  # before pytest's own makes the report from the item's user_properties
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> None:
+        study = self.config.stash.get(STUDY, None)
+        if study is None or not hasattr(self.config, "workerinput") or len(study.records) == self.sent:
+            return
+        from .results import RECORD_PROPERTY
+
+        item.user_properties += [(RECORD_PROPERTY, record.to_json()) for record in study.records[self.sent:]]
+        self.sent = len(study.records)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.user_properties:
-            from .results import RESUMED_PROPERTY
+        if report.user_properties and not hasattr(self.config, "workerinput"):
+            from .results import RECORD_PROPERTY
 
-            self.lines += [(report.nodeid, value) for key, value in report.user_properties if key == RESUMED_PROPERTY]
+            self.lines += [(report.nodeid, value) for key, value in report.user_properties if key == RECORD_PROPERTY]
 
     def add_to(self, study: "Study") -> None:
-        """The resumed records into `study.records`, each once (every test phase's report carries it again)."""
+        """The workers' records into `study.records`, each once (every test phase's report carries it again)."""
         from .record import BenchmarkRecord, RecordError
 
         for nodeid, line in self.lines:
             try:
                 record = BenchmarkRecord.from_json(line)
             except RecordError as error:
-                warnings.warn(f"{nodeid}: resumed record not readable, left out of the report: {error}", stacklevel=2)
+                warnings.warn(f"{nodeid}: a worker's record not readable, left out of the report: {error}", stacklevel=2)
                 continue
             if not any(own.key == record.key and own.finished == record.finished for own in study.records):
                 study.records.append(record)
@@ -308,6 +380,8 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
+    if BENCHMARK_NOT_SAVED in config.stash and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
     study = config.stash.get(STUDY, None)
     # An xdist worker leaves the report to the controller, which reads every worker's records from the log.
     if hasattr(config, "workerinput"):
@@ -324,7 +398,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     from .report import render_session
 
-    config.pluginmanager.get_plugin(RESUMED_RECORDS).add_to(study)
+    config.pluginmanager.get_plugin(WORKER_RECORDS).add_to(study)
     try:
         report = render_session(study, config.getini)
     except UsageError as error:
@@ -355,6 +429,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         # The answer first (the merged leaderboard's verdict), then this session's benchmarks, as in the report.
         for line in summary_lines(study, getattr(report, "answer", ())):
             terminalreporter.write_line(line)
+    if BENCHMARK_NOT_SAVED in config.stash:
+        terminalreporter.write_line(config.stash[BENCHMARK_NOT_SAVED], red=True)
     if isinstance(report, str):
         terminalreporter.write_line(report, yellow=True)
     elif report is not None:

@@ -2,8 +2,10 @@
 
 A record is stored as one JSON object per line of results.jsonl (`to_json`),
 nested as the dataclasses are, with `schema` = SCHEMA_VERSION. `from_json`
-checks every field's type and raises `RecordError` naming the field and the
-bad value, so a reader can skip one bad line and keep the rest. Records written
+checks every field's type and range (`LIMITS`: no negative time, size, count
+or token number, no integer past 2**53, a rank within the option's bounds) and
+raises `RecordError` naming the field and the bad value, so a reader can skip
+one bad line and keep the rest; `to_json` refuses what `from_json` would. Records written
 before the schema existed (one flat namespace, also the shape of
 pytest-benchmark's `extra_info`) still load: `from_json` recognises them by the
 missing `schema` key and reads them through `from_flat`. `flat()` writes that
@@ -18,13 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 import math
 import types
 import typing
+from collections import abc
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+from .defaults import MAX_RANK
 from .load import MachineLoad
 from .memory import MemoryFigures
 from .quality import QualityFigures
@@ -226,12 +231,18 @@ class BenchmarkRecord:
         return f"fine-tuning r{self.rank}" if self.kind is Kind.FINETUNE else "inference"
 
     def to_json(self) -> str:
-        """One line of results.jsonl (no newline); refuses NaN and infinity, which JSON cannot hold."""
+        """One line of results.jsonl (no newline); refuses NaN and infinity, which JSON cannot hold, and any
+        figure `from_json` would refuse (a negative time, an absurd count), so that no bad line is written."""
         payload = {"schema": SCHEMA_VERSION, **plain(self)}
         try:
-            return json.dumps(payload, ensure_ascii=False, sort_keys=True, allow_nan=False)
+            line = json.dumps(payload, ensure_ascii=False, sort_keys=True, allow_nan=False)
         except ValueError as error:
             raise RecordError(f"record {self.id}: {error} ({_non_finite(payload)})") from None
+        try:
+            _build(BenchmarkRecord, payload, "")
+        except RecordError as error:
+            raise RecordError(f"record {self.id}: {error}") from None
+        return line
 
     @classmethod
     def from_json(cls, data: str | Mapping[str, Any]) -> "BenchmarkRecord":
@@ -241,6 +252,8 @@ class BenchmarkRecord:
                 data = json.loads(data, parse_constant=_refuse_constant)
             except json.JSONDecodeError as error:
                 raise RecordError(f"not JSON: {error}") from None
+            except ValueError as error:  # an integer of more digits than Python converts
+                raise RecordError(f"a number out of range: {error}") from None
         if not isinstance(data, Mapping):
             raise RecordError(f"a record is a JSON object, not {type(data).__name__}")
         if "schema" not in data:
@@ -332,6 +345,36 @@ def _non_finite(value: Any, where: str = "") -> str:
     return next((f for f in found if f), "")
 
 
+# What a number in a record may be, by field name wherever the field is (round_seconds[3] is a `round_seconds`).
+# Times, sizes, counts and token numbers cannot be negative, and each has a ceiling no real run comes near:
+# a figure past it is a corrupted or forged line, which would otherwise rank first, print 300 digits or
+# overflow the plan's sums. A field not listed may be any finite number; an integer not listed is a count.
+_SECONDS = (0.0, 1e7)  # 115 days
+_MIB = (0.0, 2.0**30)  # a pebibyte
+_RATE = (0.0, 1e15)
+LIMITS: dict[str, tuple[float, float]] = {
+    "rank": (1, MAX_RANK), "ranks": (1, MAX_RANK),
+    "finished": (0.0, 1e11),
+    **dict.fromkeys((
+        "seconds", "round_seconds", "mean_seconds_per_prompt", "step_median_s", "step_p90_s",
+        "first_token_median_s", "first_token_p90_s", "decode_token_median_s", "decode_token_p90_s",
+        "generate_median_s", "generate_p90_s", "generate_max_s",
+    ), _SECONDS),
+    # The headline peaks and their references; start/after/increase and the sampler's figures are differences
+    # from the runtime baseline and may be negative.
+    **dict.fromkeys((
+        "peak_mib", "round_peak_mib", "absolute_peak_mib", "baseline_mib", "lifetime_peak_mib", "max_reserved_mib",
+    ), _MIB),
+    **dict.fromkeys((
+        "tokens_per_second", "decode_tokens_per_second", "achieved_tflops", "peak_tflops", "achieved_gbps",
+        "peak_gbps", "mfu", "bandwidth_utilisation", "learning_rate", "vram_budget_mb",
+    ), _RATE),
+    "seed": (-(2.0**63), 2.0**64),  # torch's seed range, either sign
+}
+_COUNT = (0, 2**53)  # JSON's exact integers; more parameters or tokens than any model or run has
+_ANY = (-1e15, 1e15)
+
+
 def plain(value: Any) -> Any:
     """Dataclasses, enums and tuples as JSON-ready dicts, strings and lists (e.g. a RunDescription for JSON)."""
     if dataclasses.is_dataclass(value):
@@ -348,58 +391,109 @@ def plain(value: Any) -> Any:
 def _build(cls: type, data: Any, where: str) -> Any:
     """`cls` from a JSON object, every field checked against its annotation; unknown keys are ignored
     so that a record written by newer code with an extra figure still loads."""
-    if not isinstance(data, Mapping):
+    if not isinstance(data, abc.Mapping):
         raise RecordError(f"{where or cls.__name__}: {data!r} is not an object")
-    hints = typing.get_type_hints(cls)
     values = {}
-    for f in dataclasses.fields(cls):
-        name = f"{where}.{f.name}" if where else f.name
-        if f.name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+    for (field_name, convert, required), name in zip(_fields(cls), _paths(cls, where)):
+        if field_name not in data:
+            if required:
                 raise RecordError(f"{name}: missing")
             continue
-        values[f.name] = _convert(hints[f.name], data[f.name], name)
+        values[field_name] = convert(data[field_name], name)
     return cls(**values)
 
 
-def _convert(hint: Any, value: Any, where: str) -> Any:
+@functools.lru_cache(maxsize=None)
+def _paths(cls: type, where: str) -> tuple[str, ...]:
+    """Where each field of `cls` is, for messages (e.g. "finetune.tokens"): a handful of strings, made once."""
+    return tuple(f"{where}.{f.name}" if where else f.name for f in dataclasses.fields(cls))
+
+
+Convert = Callable[[Any, str], Any]  # a checked value from a JSON value and where it is (for the message)
+
+
+@functools.lru_cache(maxsize=None)
+def _fields(cls: type) -> tuple[tuple[str, Convert, bool], ...]:
+    """Each field's name, converter and whether it must be present, worked out once per class: resolving
+    the annotations at every record took nine tenths of the time, minutes over a 100k-line log."""
+    hints = typing.get_type_hints(cls)
+    return tuple(
+        (f.name, _converter(hints[f.name], f.name),
+         f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        for f in dataclasses.fields(cls)
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _converter(hint: Any, name: str) -> Convert:
+    """The function that checks a JSON value against `hint` (the field `name`'s annotation, or an item's)."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
         options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            return _convert(options[0], value, where)
-        raise RecordError(f"{where}: unsupported annotation {hint}")  # pragma: no cover - a coding error
+        if len(options) != 1:
+            raise TypeError(f"{name}: unsupported annotation {hint}")  # a coding error, found at import
+        inner = _converter(options[0], name)
+        return lambda value, where: None if value is None else inner(value, where)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
+        return lambda value, where: _build(hint, value, where)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(value)
-        except ValueError:
-            raise RecordError(f"{where}: {value!r} is not one of {[m.value for m in hint]}") from None
+        def member(value: Any, where: str) -> Any:
+            try:
+                return hint(value)
+            except ValueError:
+                raise RecordError(f"{where}: {value!r} is not one of {[m.value for m in hint]}") from None
+        return member
     if origin in (tuple, list):
-        if not isinstance(value, list):
-            raise RecordError(f"{where}: {value!r} is not a list")
-        item = args[0]
-        items = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        item = _converter(args[0], name)
+
+        def items(value: Any, where: str) -> Any:
+            if not isinstance(value, list):
+                raise RecordError(f"{where}: {value!r} is not a list")
+            try:
+                converted = [item(v, where) for v in value]
+            except RecordError:  # again, naming the item: "round_seconds[3]"
+                converted = [item(v, f"{where}[{i}]") for i, v in enumerate(value)]
+            return tuple(converted) if origin is tuple else converted
+        return items
     if origin is dict:
-        if not isinstance(value, dict):
-            raise RecordError(f"{where}: {value!r} is not an object")
-        return {str(k): _convert(args[1], v, f"{where}.{k}") for k, v in value.items()}
+        entry = _converter(args[1], name)
+
+        def entries(value: Any, where: str) -> Any:
+            if not isinstance(value, dict):
+                raise RecordError(f"{where}: {value!r} is not an object")
+            return {str(k): entry(v, f"{where}.{k}") for k, v in value.items()}
+        return entries
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RecordError(f"{where}: {value!r} is not a number")
-        if not math.isfinite(value):
-            raise RecordError(f"{where}: {value!r} is not a finite number")
-        return float(value)
+        low, high = LIMITS.get(name, _ANY)
+
+        def number(value: Any, where: str) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise RecordError(f"{where}: {value!r} is not a number")
+            if not math.isfinite(value):
+                raise RecordError(f"{where}: {value!r} is not a finite number")
+            if not low <= value <= high:
+                raise _out_of_range(value, where, low, high)
+            return float(value)
+        return number
     if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RecordError(f"{where}: {value!r} is not an integer")
-        return value
+        low, high = LIMITS.get(name, _COUNT)
+
+        def integer(value: Any, where: str) -> int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise RecordError(f"{where}: {value!r} is not an integer")
+            if not low <= value <= high:
+                raise _out_of_range(value, where, low, high)
+            return value
+        return integer
     if hint in (str, bool):
-        if not isinstance(value, hint):
-            raise RecordError(f"{where}: {value!r} is not a {hint.__name__}")
-        return value
-    raise RecordError(f"{where}: unsupported annotation {hint}")  # pragma: no cover - a coding error
+        def exact(value: Any, where: str) -> Any:
+            if not isinstance(value, hint):
+                raise RecordError(f"{where}: {value!r} is not a {hint.__name__}")
+            return value
+        return exact
+    raise TypeError(f"{name}: unsupported annotation {hint}")  # a coding error, found at the first read
+
+
+def _out_of_range(value: int | float, where: str, low: float, high: float) -> RecordError:
+    shown = f"an integer of {len(str(abs(value)))} digits" if isinstance(value, int) and abs(value) > 10**15 else f"{value:.6g}"
+    return RecordError(f"{where}: {shown} is out of range [{low:.6g}, {high:.6g}]")

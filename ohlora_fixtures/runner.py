@@ -23,6 +23,7 @@ import torch
 
 from . import results
 from .devices import synchronize
+from .errors import BenchmarkError
 from .finetune import (
     adapter_file_bytes,
     peak_batches,
@@ -49,7 +50,7 @@ from .memory import (
     release_cached_memory,
     with_tensor_peak,
 )
-from .paths import child
+from .paths import child, disk_full
 from .percentiles import median, percentile
 from .models import BaseModel, WeightsUnavailable
 from .quality import read_grades, score_answers
@@ -219,14 +220,20 @@ def recorded(study: Study, benchmark: Any, record: BenchmarkRecord) -> Iterator[
 
     Weights that cannot be used skip the benchmark with the reason. Running out
     of memory fails it with the settings that caused it, after freeing what the
-    failed step held; any other error fails it with its traceback. Either way
-    only this benchmark fails and the run goes on.
+    failed step held; a BenchmarkError or a full disk fails it with one line;
+    any other error fails it with its traceback. Either way only this
+    benchmark fails and the run goes on.
     """
     try:
         yield record
         record.status = Status.OK
     except WeightsUnavailable as error:
         record.status, record.error = Status.SKIPPED, str(error)
+    except (BenchmarkError, OSError) as error:
+        record.status, record.error = Status.FAILED, str(error) if isinstance(error, BenchmarkError) else disk_full(error)
+        if record.error is None:
+            record.error = f"{type(error).__name__}: {error}"
+            raise
     except pytest.skip.Exception as error:
         record.status, record.error = Status.SKIPPED, str(error)
         raise
@@ -248,13 +255,15 @@ def recorded(study: Study, benchmark: Any, record: BenchmarkRecord) -> Iterator[
         traceback.clear_frames(error.__traceback__)
         error.__traceback__ = None
     finally:
-        _store(study, benchmark, record)
+        unstored = _store(study, benchmark, record)
     if record.status in (Status.SKIPPED, Status.OOM):
         release_cached_memory(study.device)
+    if record.status is Status.FAILED or unstored:
+        _fail(record.error if record.status is Status.FAILED else unstored)
     if record.status is Status.SKIPPED:
         pytest.skip(record.error)
     if record.status is Status.OOM:
-        pytest.fail(f"out of memory ({_settings_summary(record)}): {record.error}", pytrace=False)
+        _fail(f"out of memory ({_settings_summary(record)}): {record.error}")
     if record.over_budget:
         pytest.fail(
             f"peak memory {record.peak_mib:.0f} MiB ({record.memory.metric}) exceeds "
@@ -263,18 +272,32 @@ def recorded(study: Study, benchmark: Any, record: BenchmarkRecord) -> Iterator[
         )
 
 
+def _fail(line: str) -> None:
+    """Fail the benchmark with `line` alone: not the exception it replaces (pytest would print both)."""
+    raise pytest.fail.Exception(line, pytrace=False) from None
+
+
 def _settings_summary(record: BenchmarkRecord) -> str:
     run = record.run
     rank = f", rank {record.rank}" if record.rank else ""
     return f"{record.candidate}{rank}, {run.scale} {run.weights} weights, {run.dtype} on {run.device}"
 
 
-def _store(study: Study, benchmark: Any, record: BenchmarkRecord) -> None:
+def _store(study: Study, benchmark: Any, record: BenchmarkRecord) -> str | None:
+    """Write the record to the log, the session and pytest-benchmark; on a full disk the log is left whole
+    and the one line saying so is returned (the record still reaches the summary and pytest-benchmark)."""
     record.finished = time.time()
     record.over_budget = bool(record.peak_mib and record.peak_mib > study.settings.vram_budget_mb)
-    results.append(study.settings.results_path, record)
+    unstored = None
+    try:
+        results.append(study.settings.results_path, record)
+    except OSError as error:
+        unstored = disk_full(error)
+        if unstored is None:
+            raise
     study.records.append(record)
     benchmark.extra_info.update(record.flat())
+    return unstored
 
 
 def new_record(study: Study, kind: Kind, candidate: Candidate, rank: int | None, nodeid: str, detail: Any) -> BenchmarkRecord:
@@ -285,14 +308,14 @@ def new_record(study: Study, kind: Kind, candidate: Candidate, rank: int | None,
     )
 
 
-def _resume_or_none(study: Study, record: BenchmarkRecord, candidate: Candidate, node: pytest.Item, say: Say) -> None:
+def _resume_or_none(study: Study, record: BenchmarkRecord, candidate: Candidate, say: Say) -> None:
     """With --ohlora-resume, skip the benchmark when the log holds a successful record of it with the same
     fingerprint and of the same weights as the candidate's now (a new hub snapshot or a changed checkpoint is
     measured again, with a line saying why)."""
     if not study.settings.resume:
         return
     path = study.settings.results_path
-    stored = results.completed(path, record.fingerprint, study.log_warnings)
+    stored = study.resume_index.completed(record.fingerprint)
     if not stored:
         return
     weights = study.weights_revision(candidate)
@@ -302,11 +325,7 @@ def _resume_or_none(study: Study, record: BenchmarkRecord, candidate: Candidate,
         say(f"{what}: measured again, not resumed: {path} has it for weights "
             f"{stored[-1].weights_revision or '(not recorded)'}, the weights now are {weights}")
         return
-    earlier = same[-1]
-    study.records.append(earlier)
-    # Under pytest-xdist this session is a worker: the test report travels to the controller, which
-    # renders, with this property (see plugin.ResumedRecords).
-    node.user_properties.append((results.RESUMED_PROPERTY, earlier.to_json()))
+    study.records.append(same[-1])  # under pytest-xdist, sent to the controller like a measured one (plugin.WorkerRecords)
     pytest.skip(f"already measured with identical settings and weights in {path} (--ohlora-resume)")
 
 
@@ -314,7 +333,7 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
     """Fine-tune a fresh rank-`rank` adapter on the candidate's clean base; time the training loop."""
     settings = study.finetune_settings(rank)
     record = new_record(study, Kind.FINETUNE, candidate, rank, node.nodeid, settings)
-    _resume_or_none(study, record, candidate, node, say)
+    _resume_or_none(study, record, candidate, say)
     with recorded(study, benchmark, record):
         base = study.base_model(candidate)
         record.weights_revision = base.revision
@@ -394,7 +413,7 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pyte
     """The untuned base answers every prompt; time the generation."""
     generation = study.generation_settings
     record = new_record(study, Kind.INFERENCE, candidate, None, node.nodeid, generation)
-    _resume_or_none(study, record, candidate, node, say)
+    _resume_or_none(study, record, candidate, say)
     with recorded(study, benchmark, record):
         base = study.base_model(candidate)
         record.weights_revision = base.revision

@@ -90,7 +90,10 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _ranks(text: str) -> tuple[int, ...]:
-    return tuple(sorted({positive_int(part.strip()) for part in text.split(",")}))
+    ranks = tuple(sorted({positive_int(part.strip()) for part in text.split(",")}))
+    if ranks[-1] > defaults.MAX_RANK:
+        raise ValueError
+    return ranks
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -151,7 +154,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("dataset", Path, DEFAULT_DATASET, "question/answer CSV (data_type, input_data, output_data)", "a path"),
     Option("preset", _choice(*PRESETS), "default", "row selection: default, or study (the reference study's rows)"),
     Option("models", _names, None, "comma-separated candidate names to run (default: all)", "comma-separated names"),
-    Option("ranks", _ranks, defaults.RANKS, "comma-separated LoRA ranks", "comma-separated positive integers"),
+    Option("ranks", _ranks, defaults.RANKS, "comma-separated LoRA ranks",
+           f"comma-separated positive integers up to {defaults.MAX_RANK}"),
     Option("weights", _choice(*WEIGHTS), "random", "random (seeded stand-in weights) or pretrained"),
     Option("scale", _choice(*SCALES), "tiny", "tiny stand-ins or full-size models (random weights)"),
     Option("device", str, "auto", "auto, cpu, cuda or cuda:N"),

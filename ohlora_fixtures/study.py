@@ -166,6 +166,11 @@ class Study:
         return config_revision(random_config(candidate, self.random_tokenizer, self.settings.scale))
 
     @cached_property
+    def resume_index(self) -> results.ResumeIndex:
+        """Where the results log holds each fingerprint's records, for --ohlora-resume: read once a session."""
+        return results.ResumeIndex(self.settings.results_path, self.log_warnings)
+
+    @cached_property
     def peaks(self) -> Peaks:
         """The device's peak throughput and bandwidth: looked up, or calibrated once per machine and settings (cached)."""
         return device_peaks(self.device, self.dtype, self.settings.recalibrate)

@@ -27,6 +27,7 @@ OPTION_CASES = [
     (["--ohlora-ranks", "16,x"], "--ohlora-ranks: '16,x' is not valid; expected comma-separated positive integers"),
     (["--ohlora-ranks=-8"], "--ohlora-ranks: '-8' is not valid; expected comma-separated positive integers"),
     (["--ohlora-ranks", "1.5"], "--ohlora-ranks: '1.5' is not valid; expected comma-separated positive integers"),
+    (["--ohlora-ranks", "16,65537"], "--ohlora-ranks: '16,65537' is not valid; expected comma-separated positive integers up to 65536"),
     (["--ohlora-weights", "huge"], "--ohlora-weights: 'huge' is not valid; expected one of random, pretrained"),
     (["--ohlora-scale", "medium"], "--ohlora-scale: 'medium' is not valid; expected one of tiny, full"),
     (["--ohlora-device", "tpu"], "--ohlora-device: 'tpu' is not a device; use auto, cpu, cuda or cuda:N"),

@@ -9,15 +9,29 @@ from typing import Callable
 
 from .. import registry, selection
 from ..errors import UsageError
+from ..paths import not_a_file
 from ..settings import REPORT, add_options, parse
 from .render import render
-from .stored import read_stored
+from .stored import Merged, iter_stored
+
+DEFAULT_INI = Path("setup.cfg")
 
 
 def _ini_from(path: Path | None) -> Callable[[str], object] | None:
-    """`ohlora_weight_*` keys of a setup.cfg's [tool:pytest] section, as pytest would read them."""
-    if path is None or not str(path) or str(path) == "." or not path.is_file():
+    """`ohlora_weight_*` keys of a setup.cfg's [tool:pytest] section, as pytest would read them.
+
+    `path` None (no --ini): ./setup.cfg where there is one; `--ini ''`: none. A file named that cannot be
+    read is a usage error: its weights would otherwise be dropped without a word.
+    """
+    if path is None:
+        path = DEFAULT_INI
+        if not_a_file(path):
+            return None
+    elif str(path) in ("", "."):
         return None
+    elif problem := not_a_file(path):
+        raise UsageError(f"--ini {path}: {problem}; give a setup.cfg with a [tool:pytest] section, "
+                         "or --ini '' to read none")
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read(path, encoding="utf-8")
@@ -39,14 +53,15 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="pytest-benchmark JSON or results.jsonl")
     add_options(parser.add_argument, REPORT)
-    parser.add_argument("--ini", type=Path, default=Path("setup.cfg"),
-                        help="read ohlora_weight_* keys from this file's [tool:pytest] section (default: %(default)s)")
+    parser.add_argument("--ini", type=Path, default=None,
+                        help=f"read ohlora_weight_* keys from this file's [tool:pytest] section (default: {DEFAULT_INI} "
+                        "where there is one; '' reads none)")
     args = parser.parse_args(argv)
     settings = parse(vars(args), REPORT)
-    stored = [item for path in args.files for item in read_stored(path)]
-    if not stored:
+    stored = Merged(item for path in args.files for item in iter_stored(path))
+    if not stored.kept:
         raise UsageError(f"no ohlora records in {', '.join(str(p) for p in args.files)}")
-    names = {item.record.candidate for item in stored}
+    names = {item.record.candidate for item in stored.kept.values()}
     candidates = [c for c in registry.load_registry(settings.candidates) if c.name in names]
     weights = selection.resolve_weights(_ini_from(args.ini), settings.ranking_weights)
     try:

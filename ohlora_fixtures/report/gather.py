@@ -24,7 +24,7 @@ from ..settings import Settings
 from ..text import display_name
 from .language import text
 from .reference import StudyResults, load_study
-from .stored import Stored, merge
+from .stored import Merged, Stored
 
 Key = tuple[str, str, int | None]
 
@@ -219,11 +219,12 @@ class Report:
 
 
 def gather(
-    stored: Iterable[Stored], candidates: Sequence[Candidate], settings: Settings, weights: Mapping[str, float],
+    stored: Iterable[Stored] | Merged, candidates: Sequence[Candidate], settings: Settings, weights: Mapping[str, float],
 ) -> Report:
-    """Merge the records, re-read grades and plan every candidate at full size; the report judges them lazily."""
-    stored = list(stored)
-    kept, replaced = merge(stored)
+    """Merge the records (or take them merged), re-read grades and plan every candidate at full size; the report
+    judges them lazily."""
+    merged = stored if isinstance(stored, Merged) else Merged(stored)
+    kept, replaced = list(merged.kept.values()), merged.replaced
     known = {candidate.name for candidate in candidates}
     unknown = sorted({item.record.candidate for item in kept} - known)
     if unknown:
@@ -247,7 +248,7 @@ def gather(
     plans = {c.name: _plan(c, tuple(ranks), plan_dtype, batch_size, widths[c.name], max_new_tokens) for c in ordered}
     return Report(
         lang=settings.lang, settings=settings, candidates=ordered, records=records, ranks=ranks, runs=_runs(kept),
-        runs_read=len({item.record.run.run_id for item in stored}), replaced=replaced,
+        runs_read=len(merged.run_ids), replaced=replaced,
         plan_dtype=plan_dtype, plans=plans, grades=_reread_grades(records), weights=weights,
         study=load_study() if settings.compare_study else None,
     )

@@ -12,6 +12,7 @@ removed by the next render.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -33,7 +34,7 @@ from .gather import Report, gather
 from .html import to_html
 from .language import text
 from .markdown import to_markdown
-from .stored import Stored
+from .stored import Merged, Stored
 from .table_csv import write_csv
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ def _tradeoff_plot(report: Report, lang: str) -> TradeOffPlot:
 
 
 def render(
-    stored: Iterable[Stored], candidates: Sequence[Candidate], settings: Settings, weights: Mapping[str, float],
+    stored: Iterable[Stored] | Merged, candidates: Sequence[Candidate], settings: Settings, weights: Mapping[str, float],
     out: Path | None = None, note: str = "",
 ) -> ReportFiles:
     """Write leaderboard.md, leaderboard.html, results.csv and the PNG plots to `out` (settings.report_dir).
@@ -120,6 +121,7 @@ def render(
     out.mkdir(parents=True, exist_ok=True)
     _remove_stale_staging(out)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=STAGING_PREFIX))
+    lock = _lock(staging)
     try:
         # Korean words on a plot need a Hangul font; without one the plots stay English rather than show boxes.
         font = plots.hangul_font() if report.lang != "en" else None
@@ -149,6 +151,7 @@ def render(
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        os.close(lock)
     answer = tuple(verdict.terminal_lines(report))
     return ReportFiles(out / "leaderboard.md", out / "leaderboard.html", out / "results.csv",
                        tuple(out / path.name for path in images.values()), answer)
@@ -169,12 +172,35 @@ def _fsync_folder(folder: Path) -> None:
             os.close(handle)
 
 
+STAGING_LOCK = ".lock"
+UNLOCKED_GRACE_S = 60  # a staging folder without its lock file yet: a render that has just begun, for so long
+
+
+def _lock(staging: Path) -> int:
+    """Hold a lock on `staging` while this render uses it; the kernel drops it when the process dies."""
+    handle = os.open(staging / STAGING_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
+
+
 def _remove_stale_staging(out: Path) -> None:
-    """Staging folders a killed render left behind; a render still running elsewhere is left alone for an hour."""
+    """Staging folders a killed render left behind: those whose lock nobody holds. A render still running
+    (in another process) holds its folder's lock and is left alone."""
     for staging in out.glob(STAGING_PREFIX + "*"):
         with contextlib.suppress(OSError):
-            if staging.is_dir() and time.time() - staging.stat().st_mtime > 3600:
+            if not staging.is_dir():
+                continue
+            try:
+                handle = os.open(staging / STAGING_LOCK, os.O_RDWR)
+            except FileNotFoundError:
+                if time.time() - staging.stat().st_mtime > UNLOCKED_GRACE_S:
+                    shutil.rmtree(staging, ignore_errors=True)
+                continue
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError (an OSError): in use
                 shutil.rmtree(staging, ignore_errors=True)
+            finally:
+                os.close(handle)
 
 
 @dataclass(frozen=True)
@@ -210,21 +236,31 @@ def render_session(study: "Study", ini: Callable[[str], object] | None = None) -
     """
     settings = study.settings
     path = settings.results_path
-    everything = [Stored(r, str(path)) for r in results.read(path, study.log_warnings)]
+    settings_now = comparable(study.describe())
+    # One pass over the log, merging as it reads: a long log is never held whole.
+    this_run, same, every_run = Merged(), Merged(), set()
+    for record in results.read(path, study.log_warnings):
+        item = Stored(record, str(path))
+        every_run.add(record.run.run_id)
+        if record.run.run_id == study.run_id:
+            this_run.add(item)
+        if comparable(record.run) == settings_now:
+            same.add(item)
     own = [Stored(r, str(path)) for r in study.records]
-    this_run = [item for item in everything if item.record.run.run_id == study.run_id] + own
-    if not this_run:
+    for item in own:
+        this_run.add(item)
+    if not this_run.kept:
         return None
     weights = selection.resolve_weights(ini, settings.ranking_weights)
     run_files = render(this_run, study.candidates, settings, weights,
                        out=settings.report_dir / RUNS_FOLDER / slug(study.run_id))
-    settings_now = comparable(study.describe())
-    same = [item for item in everything if comparable(item.record.run) == settings_now]
-    other_runs = sorted({item.record.run.run_id for item in everything} - {item.record.run.run_id for item in same})
+    other_runs = sorted(every_run - same.run_ids)
     note = text("merged_note", settings.lang, path=path, run=study.run_id)
     if other_runs:
         shown = ", ".join(other_runs[-5:]) + (", ..." if len(other_runs) > 5 else "")
         note += " " + text("merged_left_out", settings.lang, count=len(other_runs), runs=shown, folder=RUNS_FOLDER)
-    resumed = [item for item in own if comparable(item.record.run) == settings_now]
-    merged_files = render([*same, *resumed], study.candidates, settings, weights, note=note)
+    for item in own:
+        if comparable(item.record.run) == settings_now:  # resumed records, and this run's own
+            same.add(item)
+    merged_files = render(same, study.candidates, settings, weights, note=note)
     return SessionReport(run_files, merged_files)

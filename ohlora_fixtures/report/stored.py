@@ -6,7 +6,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .. import results
 from ..errors import UsageError
@@ -38,12 +38,18 @@ def read_stored(path: Path) -> list[Stored]:
 
     A record that does not parse is skipped with an UnreadableRecord warning naming the file and where.
     """
+    return list(iter_stored(path))
+
+
+def iter_stored(path: Path) -> Iterator[Stored]:
+    """`read_stored`, one record at a time (a results.jsonl log is read as it is merged, never held whole)."""
     problem = not_a_file(path)
     if problem:
         problem = "is a directory, expected a results file" if path.is_dir() else problem
         raise UsageError(f"{path}: {problem}; give pytest-benchmark JSON files or results.jsonl logs")
     if path.suffix == ".jsonl":
-        return [Stored(record, str(path)) for record in results.read(path)]
+        yield from (Stored(record, str(path)) for record in results.read(path))
+        return
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -61,15 +67,42 @@ def read_stored(path: Path) -> list[Stored]:
         except RecordError as error:
             name = benchmark.get("name", f"#{index}")
             warnings.warn(UnreadableRecord(f"{path}: benchmark {name}: skipped, not a valid record: {error}"),
-                          stacklevel=2)
+                          stacklevel=3)
     if document["benchmarks"] and not ours:
         raise UsageError(f"{path}: its benchmarks carry no ohlora records; was it written by ohlora-bench?")
-    return found
+    yield from found
 
 
 def _measured(record: BenchmarkRecord) -> bool:
     # ok, oom and failed are outcomes of a measurement; skipped, interrupted and running measured nothing.
     return record.status not in (Status.SKIPPED, Status.INTERRUPTED, Status.RUNNING)
+
+
+class Merged:
+    """The latest measurement of each benchmark, folded in one record at a time (so a 100k-line log is never
+    held whole), with how many were replaced and which runs were read. See `merge` for the rules."""
+
+    def __init__(self, stored: Iterable[Stored] = ()) -> None:
+        self.kept: dict[tuple[str, str, int | None], Stored] = {}
+        self.replaced = 0
+        self.run_ids: set[str] = set()
+        for item in stored:
+            self.add(item)
+
+    def add(self, item: Stored) -> None:
+        """Fold in one more record, later than every one before it in the input's order."""
+        self.run_ids.add(item.record.run.run_id)
+        earlier = self.kept.get(item.key)
+        if earlier is not None:
+            if earlier.record.finished == item.record.finished:
+                return
+            self.replaced += 1
+            if _measured(earlier.record) != _measured(item.record):
+                if _measured(earlier.record):
+                    return  # a measurement stands against a later skip
+            elif (earlier.record.finished or 0) > (item.record.finished or 0):
+                return
+        self.kept[item.key] = item
 
 
 def merge(stored: Iterable[Stored]) -> tuple[list[Stored], int]:
@@ -80,18 +113,5 @@ def merge(stored: Iterable[Stored]) -> tuple[list[Stored], int]:
     a benchmark nothing else measured. The same record seen twice (the
     session's copy and the log's) is not a replacement.
     """
-    kept: dict[tuple[str, str, int | None], Stored] = {}
-    replaced = 0
-    for item in stored:
-        earlier = kept.get(item.key)
-        if earlier is not None:
-            if earlier.record.finished == item.record.finished:
-                continue
-            replaced += 1
-            if _measured(earlier.record) != _measured(item.record):
-                if _measured(earlier.record):
-                    continue  # a measurement stands against a later skip
-            elif (earlier.record.finished or 0) > (item.record.finished or 0):
-                continue
-        kept[item.key] = item
-    return list(kept.values()), replaced
+    merged = Merged(stored)
+    return list(merged.kept.values()), merged.replaced
