@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -14,12 +17,13 @@ pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent
 # The smallest grid that still runs every code path: seconds, not minutes.
-TINY_RUN = (
-    "--ohlora-ranks", "16", "--ohlora-epochs", "1", "--ohlora-train-rows", "4", "--ohlora-batch-size", "2",
+TINY_SETTINGS = (
+    "--ohlora-epochs", "1", "--ohlora-train-rows", "4", "--ohlora-batch-size", "2",
     "--ohlora-valid-rows", "2", "--ohlora-prompts", "2", "--ohlora-max-new-tokens", "4",
     # Measured once whatever the machine's load: tests count rounds and calls, and a busy test machine is common.
     "--ohlora-busy-retries", "0",
 )
+TINY_RUN = ("--ohlora-ranks", "16", *TINY_SETTINGS)
 
 
 def run_grid(
@@ -38,6 +42,74 @@ def run_grid(
     )
 
 
+def run_grid_inprocess(pytester: pytest.Pytester, directory: Path, *args: str, **kwargs: object) -> pytest.RunResult:
+    """`run_grid` inside this process (pytester's in-process run): the same benchmarks, test ids and files,
+    without a new interpreter's start-up (torch alone takes seconds to import). For runs that need no
+    process of their own; `kwargs` go to `runpytest_inprocess` (`plugins=`, `no_reraise_ctrlc=`)."""
+    return pytester.runpytest_inprocess(
+        str(REPO / "benchmarks"), "-p", "no:cacheprovider", "--benchmark-storage", f"file://{directory / 'storage'}",
+        "--ohlora-report-dir", str(directory / "ohlora"), *args, **kwargs,
+    )
+
+
+# The session's one shared grid run (fixture `tiny_grid`): two candidates of different architectures at two
+# ranks, three timed rounds (cheap at this size: the untimed memory pass runs once either way) and the
+# fine-tunes' answers. It serves every test that only reads a grid's outputs.
+SESSION_MODELS = ("FinguAI-Chat-v1", "TinyKo-v5-a")
+SESSION_RANKS = (8, 16)
+SESSION_RUN = (
+    "--ohlora-ranks", ",".join(map(str, SESSION_RANKS)), *TINY_SETTINGS, "--ohlora-models", ",".join(SESSION_MODELS),
+    "--ohlora-rounds", "3", "--ohlora-eval-after-finetune",
+)
+# Every benchmark of that run as (kind, candidate, rank).
+SESSION_BENCHMARKS = frozenset(
+    (kind, name, rank) for name in SESSION_MODELS
+    for kind, rank in [*(("finetune", rank) for rank in SESSION_RANKS), ("inference", None)]
+)
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """A finished grid run: its folder (report in ohlora/, pytest-benchmark's storage in storage/, its JSON
+    in run.json) and terminal output. Shared by the session: read it, or `copy_to` a folder of your own."""
+
+    directory: Path
+    stdout: str
+    stderr: str
+
+    @property
+    def report_dir(self) -> Path:
+        return self.directory / "ohlora"
+
+    @property
+    def log(self) -> Path:
+        return self.report_dir / "results.jsonl"
+
+    @property
+    def json(self) -> Path:
+        return self.directory / "run.json"
+
+    def copy_to(self, directory: Path) -> Path:
+        """The run's files copied into `directory` (which may exist), for a test that adds to them."""
+        shutil.copytree(self.directory, directory, dirs_exist_ok=True)
+        return directory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread, here and in every grid the tests start (OMP_NUM_THREADS is inherited). The tests'
+    tiny models gain nothing from a second thread, and on shared cores OpenMP threads that wait for each other
+    spin: a loaded 2-core machine ran the session's grid in 35 s of CPU time with two threads, 7 s with one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def peaks_cache(tmp_path_factory: pytest.TempPathFactory):
     """The peaks cache (hardware.cache_path) in a folder of this test session, not the user's: subprocesses
@@ -46,6 +118,18 @@ def peaks_cache(tmp_path_factory: pytest.TempPathFactory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(folder))
         yield folder / "ohlora-bench" / "peaks.json"
+
+
+@pytest.fixture(scope="session")
+def tiny_grid(tmp_path_factory: pytest.TempPathFactory, peaks_cache: Path) -> GridRun:
+    """SESSION_RUN, run once per test session in a process of its own, autosaved as pytest-benchmark's
+    run 0001 and written to run.json; its memory budget is ample, so it also shows the budget gate letting
+    a run through."""
+    directory = tmp_path_factory.mktemp("tiny-grid")
+    result = run_grid(directory, *SESSION_RUN, "--ohlora-vram-budget-mb", "65536", "--benchmark-autosave",
+                      f"--benchmark-json={directory / 'run.json'}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return GridRun(directory, result.stdout, result.stderr)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 # The study's stack (torch, transformers, peft) is imported here, not first inside a pytester in-process
 # run: pytester restores sys.modules after each run, and torch cannot be imported a second time.
 import ohlora_fixtures.study  # noqa: F401
-from conftest import REPO, TINY_RUN, run_grid
+from conftest import REPO, SESSION_MODELS, GridRun
 from ohlora_fixtures import resources
 
 BUNDLED = {f"ohlora_fixtures/data/{name}" for name in resources.BUNDLED}
@@ -271,31 +271,24 @@ def test_the_cache_stays_on_and_out_of_git():
 
 
 @pytest.fixture(scope="module")
-def saved_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny run of one candidate at two ranks, its pytest-benchmark JSON file."""
-    directory = tmp_path_factory.mktemp("grouped")
-    output = directory / "run.json"
-    ranks = [arg for arg in TINY_RUN if arg != "--ohlora-ranks" and arg != "16"]
-    result = run_grid(directory, *ranks, "--ohlora-ranks", "8,16", "--ohlora-models", "TinyKo-v5-a",
-                      f"--benchmark-json={output}")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return output
+def saved_run(tiny_grid: GridRun) -> Path:
+    """The session's tiny run (two candidates at ranks 8 and 16): its pytest-benchmark JSON file."""
+    return tiny_grid.json
 
 
 def test_benchmarks_carry_a_group_and_storable_params(saved_run):
     saved = json.loads(saved_run.read_text())["benchmarks"]
     stored = sorted((bench["group"], json.dumps(bench["params"], sort_keys=True)) for bench in saved)
-    assert stored == [
-        ("finetune-r16", '{"lora_rank": 16, "ohlora_candidate": "TinyKo-v5-a"}'),
-        ("finetune-r8", '{"lora_rank": 8, "ohlora_candidate": "TinyKo-v5-a"}'),
-        ("inference", '{"lora_rank": null, "ohlora_candidate": "TinyKo-v5-a"}'),
-    ]
+    assert stored == sorted(
+        (group, json.dumps({"lora_rank": rank, "ohlora_candidate": name}, sort_keys=True))
+        for name in SESSION_MODELS for group, rank in [("finetune-r16", 16), ("finetune-r8", 8), ("inference", None)]
+    )
 
 
 @pytest.mark.parametrize(("group_by", "headers"), [
     ("group", ["finetune-r16", "finetune-r8", "inference"]),
     ("param:lora_rank", ["lora_rank=16", "lora_rank=8", "lora_rank=None"]),
-    ("param:ohlora_candidate", ["ohlora_candidate=TinyKo-v5-a"]),
+    ("param:ohlora_candidate", [f"ohlora_candidate={name}" for name in SESSION_MODELS]),
 ])
 def test_pytest_benchmark_compare_prints_one_table_per_group(saved_run, group_by, headers):
     compare = shutil.which("pytest-benchmark", path=str(Path(sys.executable).parent))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_RUN
+from conftest import SESSION_MODELS, SESSION_RUN, GridRun, run_grid
 from ohlora_fixtures import registry
 from ohlora_fixtures.dataset import QAPair, load_experiment
 from ohlora_fixtures.finetune import (
@@ -186,29 +186,27 @@ def test_dataset_tokenizer_is_deterministic(tmp_path):
     assert first("별 보러 가자").input_ids == second("별 보러 가자").input_ids
 
 
-def test_k_selects_exactly_the_two_gemma_candidates(run_benchmarks):
-    result = run_benchmarks("--collect-only", "-q", "-k", "gemma")
-    ids = [line for line in result.stdout.splitlines() if "::" in line]
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_k_selects_exactly_the_two_gemma_candidates(bench_pytester):
+    result = bench_pytester.runpytest_inprocess("--collect-only", "-q", "-k", "gemma")
+    ids = [line for line in result.stdout.lines if "::" in line]
+    assert result.ret == 0, result.stdout.str() + result.stderr.str()
     assert len(ids) == 2 * 3 + 2
     assert all("gemma-2-2b-it" in line or "gemma-ko-v01" in line for line in ids)
 
 
-def test_benchmarks_of_one_candidate_run_together(run_benchmarks):
-    result = run_benchmarks("--collect-only", "-q", "--ohlora-models", "llama1B,TinyKo-v5-a")
-    ids = [line.split("[")[1] for line in result.stdout.splitlines() if "::" in line]
+def test_benchmarks_of_one_candidate_run_together(bench_pytester):
+    result = bench_pytester.runpytest_inprocess("--collect-only", "-q", "--ohlora-models", "llama1B,TinyKo-v5-a")
+    ids = [line.split("[")[1] for line in result.stdout.lines if "::" in line]
     assert ids == [
         "llama1B-r16]", "llama1B-r32]", "llama1B-r64]", "llama1B]",
         "TinyKo-v5-a-r16]", "TinyKo-v5-a-r32]", "TinyKo-v5-a-r64]", "TinyKo-v5-a]",
     ]
 
 
-def test_saved_json_holds_every_figure(run_benchmarks, tmp_path):
-    output = tmp_path / "run.json"
-    result = run_benchmarks("--ohlora-models", "TinyKo-v5-a", *TINY_RUN, f"--benchmark-json={output}")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    saved = json.loads(output.read_text())
-    finetune, inference = sorted(saved["benchmarks"], key=lambda b: b["name"])
+def test_saved_json_holds_every_figure(tiny_grid: GridRun):
+    saved = json.loads(tiny_grid.json.read_text())
+    finetune, inference = (next(b for b in saved["benchmarks"] if b["name"] == name)
+                           for name in ("test_finetune[TinyKo-v5-a-r16]", "test_inference[TinyKo-v5-a]"))
     for key in (
         "peak_mib", "memory_metric", "after_mib", "losses", "final_loss", "eval_loss", "trainable_params",
         "total_params", "tokens", "tokens_per_second", "run",
@@ -222,7 +220,7 @@ def test_saved_json_holds_every_figure(run_benchmarks, tmp_path):
     run = saved["ohlora"]
     assert (run["weights"], run["scale"], run["dtype"], run["device"]) == ("random", "tiny", "float32", "cpu")
     assert set(run["versions"]) == {"torch", "transformers", "peft"}
-    assert run["model_loads"] == {"TinyKo-v5-a": 1}
+    assert run["model_loads"] == {name: 1 for name in SESSION_MODELS}
     answers = Path(inference["extra_info"]["answers_csv"])
     assert answers.read_text(encoding="utf-8-sig").splitlines()[0].split(",")[-1] == "grade"
     _check_memory_belongs_to_its_benchmark(finetune["extra_info"], inference["extra_info"], run)
@@ -247,18 +245,22 @@ def _check_memory_belongs_to_its_benchmark(finetune: dict, inference: dict, run:
     assert finetune["peak_increase_mib"] > 0
 
 
-def test_memory_headline_does_not_depend_on_what_ran_before(run_benchmarks, tmp_path):
-    both, alone = tmp_path / "both.json", {kind: tmp_path / f"{kind}.json" for kind in ("inference", "finetune")}
-    runs = [run_benchmarks("--ohlora-models", "TinyKo-v5-a", *TINY_RUN, f"--benchmark-json={both}")]
-    runs += [run_benchmarks("--ohlora-models", "TinyKo-v5-a", *TINY_RUN, "-k", kind, f"--benchmark-json={path}")
-             for kind, path in alone.items()]
-    assert all(run.returncode == 0 for run in runs), "".join(run.stdout[-2000:] for run in runs)
+def test_memory_headline_does_not_depend_on_what_ran_before(tiny_grid: GridRun, tmp_path):
+    # The session's run, against one more process that runs two of its benchmarks after other things: the
+    # first candidate's r16 fine-tune first of all (in the session, after its r8), and TinyKo's inference
+    # after that other model's fine-tune (in the session, after TinyKo's own).
+    other = tmp_path / "other.json"
+    picked = {"finetune": "test_finetune[FinguAI-Chat-v1-r16]", "inference": "test_inference[TinyKo-v5-a]"}
+    run = run_grid(tmp_path, *SESSION_RUN, "-k", "FinguAI-Chat-v1-r16 or (TinyKo-v5-a and inference)",
+                   f"--benchmark-json={other}")
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
 
-    def figures(path: Path, kind: str) -> dict:
-        return next(b["extra_info"] for b in json.loads(path.read_text())["benchmarks"] if b["extra_info"]["kind"] == kind)
+    def figures(path: Path, name: str) -> dict:
+        return next(b["extra_info"] for b in json.loads(path.read_text())["benchmarks"] if b["name"] == name)
 
-    for kind, path in alone.items():
-        after, first = figures(both, kind), figures(path, kind)
+    assert [b["name"] for b in json.loads(other.read_text())["benchmarks"]] == list(picked.values())
+    for kind, name in picked.items():
+        after, first = figures(tiny_grid.json, name), figures(other, name)
         # Tensors, not the process: inference after a fine-tune reads what it reads alone (issue 10 asks
         # within 5 %; the resident set read 6 % apart at full size, 11 vs 16 MiB at this scale), and a
         # fine-tune reads the same in another process (its resident increase moved by a third).

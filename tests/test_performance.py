@@ -1,7 +1,8 @@
 """Performance: figures against the hardware's limit, one model build per candidate, the CI gates, scale-out.
 
-The runs use the tiny grid (conftest.TINY_RUN) over two candidates and all three
-ranks: one serial run is shared by the tests that read its output.
+The tests that read a grid's output share the session's one tiny run (conftest.tiny_grid: two candidates at
+two ranks); the gates and the scale-out run the tiny grid (conftest.TINY_RUN) themselves, as small as each
+check allows.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import torch
 from pytest_benchmark.utils import parse_compare_fail
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
-from conftest import REPO, TINY_RUN, run_grid
+from conftest import REPO, SESSION_BENCHMARKS, SESSION_MODELS, SESSION_RANKS, SESSION_RUN, TINY_RUN, TINY_SETTINGS
+from conftest import GridRun, run_grid, run_grid_inprocess
 from ohlora_fixtures import hardware, report, results
 from ohlora_fixtures.record import BenchmarkRecord
 from ohlora_fixtures.devices import resolve_device
+from ohlora_fixtures.finetune import adapter_file_bytes
 from ohlora_fixtures.hardware import Peaks, datasheet, device_peaks
 from ohlora_fixtures.scaleout import candidate_units
 from ohlora_fixtures.utilisation import (
@@ -34,27 +37,12 @@ from ohlora_fixtures.utilisation import (
     kv_cache_bytes_per_token,
 )
 
-CANDIDATES = "llama1B,polyglot-ko-1.3b"
-GRID = (*TINY_RUN, "--ohlora-models", CANDIDATES, "--ohlora-ranks", "16,32,64")
-EXPECTED = {(kind, name, rank) for name in CANDIDATES.split(",") for kind, rank in
-            [("finetune", 16), ("finetune", 32), ("finetune", 64), ("inference", None)]}
+FIRST, SECOND = SESSION_MODELS
+LOW, HIGH = SESSION_RANKS
 
 
 def _grid_keys(records: list[BenchmarkRecord]) -> set[tuple]:
     return {(r.kind.value, r.candidate, r.rank) for r in records}
-
-
-@pytest.fixture(scope="module")
-def serial(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One serial run of the grid, autosaved as pytest-benchmark's run 0001 and also written to run.json.
-
-    Its memory budget is ample, so it also shows the budget gate letting a run through.
-    """
-    directory = tmp_path_factory.mktemp("serial")
-    result = run_grid(directory, *GRID, "--ohlora-vram-budget-mb", "65536", "--benchmark-autosave",
-                      f"--benchmark-json={directory / 'run.json'}")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return directory
 
 
 def tiny_lora_model(rank: int = 4) -> peft.PeftModel:
@@ -77,6 +65,15 @@ def test_matmul_weights_split_the_frozen_base_from_the_adapter():
     assert (weights.frozen, weights.adapter) == (base, adapter)
     assert adapter == model.get_nb_trainable_parameters()[0]
     assert weights.bytes == (base + adapter) * 4
+
+
+def test_adapter_file_grows_linearly_with_rank():
+    """Each fine-tune record's adapter_bytes: the float32 A and B matrices grow with r, the file's header hardly."""
+    models = {rank: tiny_lora_model(rank) for rank in (4, 8, 16)}
+    sizes = {rank: adapter_file_bytes(model) for rank, model in models.items()}
+    trainable = {rank: model.get_nb_trainable_parameters()[0] for rank, model in models.items()}
+    assert sizes[8] - sizes[4] == pytest.approx((sizes[16] - sizes[4]) / 3, rel=0.02)
+    assert sizes[8] - sizes[4] == pytest.approx(4 * (trainable[8] - trainable[4]), rel=0.02)
 
 
 def test_lora_flops_formula_agrees_with_torchs_flop_counter():
@@ -155,17 +152,17 @@ def test_cpu_peaks_are_calibrated_quickly():
 # --- one build per candidate, figures in every record ------------------------------------------------
 
 
-def test_each_base_model_is_built_once_per_session(serial):
-    saved = json.loads((serial / "run.json").read_text())
-    assert saved["ohlora"]["model_loads"] == {"llama1B": 1, "polyglot-ko-1.3b": 1}
-    assert _grid_keys([BenchmarkRecord.from_json(b["extra_info"]) for b in saved["benchmarks"]]) == EXPECTED
+def test_each_base_model_is_built_once_per_session(tiny_grid: GridRun):
+    saved = json.loads(tiny_grid.json.read_text())
+    assert saved["ohlora"]["model_loads"] == {name: 1 for name in SESSION_MODELS}
+    assert _grid_keys([BenchmarkRecord.from_json(b["extra_info"]) for b in saved["benchmarks"]]) == SESSION_BENCHMARKS
 
 
-def test_every_record_is_set_against_the_calibrated_peaks(serial):
-    saved = json.loads((serial / "run.json").read_text())
+def test_every_record_is_set_against_the_calibrated_peaks(tiny_grid: GridRun):
+    saved = json.loads(tiny_grid.json.read_text())
     assert saved["ohlora"]["peaks"]["tflops_source"] == saved["ohlora"]["peaks"]["gbps_source"] == "calibrated"
-    records = list(results.read(serial / "ohlora" / "results.jsonl"))
-    assert _grid_keys(records) == EXPECTED
+    records = list(results.read(tiny_grid.log))
+    assert _grid_keys(records) == SESSION_BENCHMARKS
     for record in records:
         used = (record.finetune or record.inference).utilisation
         assert used.peak_source == "calibrated"
@@ -177,17 +174,17 @@ def test_every_record_is_set_against_the_calibrated_peaks(serial):
             assert used.decode_bytes > 0 and used.bandwidth_utilisation > 0
             generate_seconds = record.inference.mean_seconds_per_prompt * record.inference.prompts
             assert used.achieved_gbps == pytest.approx(used.decode_bytes / generate_seconds / 1e9, rel=1e-3)
-    flops = {r.rank: r.finetune.utilisation.model_flops for r in records if r.finetune and r.candidate == "llama1B"}
-    assert flops[16] < flops[32] < flops[64]  # same tokens, larger adapter
+    flops = {r.rank: r.finetune.utilisation.model_flops for r in records if r.finetune and r.candidate == FIRST}
+    assert flops[LOW] < flops[HIGH]  # same tokens, larger adapter
 
 
-def test_every_record_carries_its_anatomy_adapter_size_and_provenance(serial):
+def test_every_record_carries_its_anatomy_adapter_size_and_provenance(tiny_grid: GridRun, tmp_path: Path):
     """The grid's own records (tiny stand-ins, 2 prompts, 2 steps): figures in the log, the JSON and the report."""
-    records = list(results.read(serial / "ohlora" / "results.jsonl"))
+    records = list(results.read(tiny_grid.log))
     revisions = {r.candidate: r.weights_revision for r in records}
     assert all(re.fullmatch(r"config-sha256:[0-9a-f]{16}", revision) for revision in revisions.values())
     assert len(set(revisions.values())) == 2
-    assert {r.weights_revision for r in records if r.candidate == "llama1B"} == {revisions["llama1B"]}
+    assert {r.weights_revision for r in records if r.candidate == FIRST} == {revisions[FIRST]}
     assert all(r.run.code_revision for r in records)
     for record in records:
         if record.inference is not None:
@@ -197,21 +194,21 @@ def test_every_record_carries_its_anatomy_adapter_size_and_provenance(serial):
             assert 0 < f.decode_token_median_s <= f.decode_token_p90_s and f.decode_tokens_per_second > 0
         else:
             assert 0 < record.finetune.step_median_s <= record.finetune.step_p90_s < record.seconds
-    sizes = {r.rank: r.finetune.adapter_bytes for r in records if r.finetune and r.candidate == "llama1B"}
-    assert sizes[32] - sizes[16] == pytest.approx((sizes[64] - sizes[16]) / 3, rel=0.02)
-    saved = json.loads((serial / "run.json").read_text())
+    sizes = {r.rank: r.finetune.adapter_bytes for r in records if r.finetune and r.candidate == FIRST}
+    assert 0 < sizes[LOW] < sizes[HIGH]  # in proportion to the rank: test_adapter_file_grows_linearly_with_rank
+    saved = json.loads(tiny_grid.json.read_text())
     extra = [b["extra_info"] for b in saved["benchmarks"]]
     assert all(e["weights_revision"] == revisions[e["candidate"]] for e in extra)
     assert all("first_token_p90_s" in e for e in extra if e["kind"] == "inference")
 
-    out = serial / "anatomy-report"
-    assert report.main([str(serial / "ohlora" / "results.jsonl"), "--out", str(out)]) == 0
+    out = tmp_path / "anatomy-report"
+    assert report.main([str(tiny_grid.log), "--out", str(out)]) == 0
     markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
-    inference = next(r.inference for r in records if r.inference and r.candidate == "llama1B")
+    inference = next(r.inference for r in records if r.inference and r.candidate == FIRST)
     # The cell carries its marks after the figures (the stand-in's †, (busy) on a busy machine).
-    row = f"| llama1B | {inference.first_token_median_s * 1000:.1f} ms / {inference.first_token_p90_s * 1000:.1f} ms "
+    row = f"| {FIRST} | {inference.first_token_median_s * 1000:.1f} ms / {inference.first_token_p90_s * 1000:.1f} ms "
     assert row in markdown
-    assert f"llama1B: {revisions['llama1B']}" in markdown and records[0].run.code_revision in markdown
+    assert f"{FIRST}: {revisions[FIRST]}" in markdown and records[0].run.code_revision in markdown
     columns = (out / "results.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
     assert {"first_token_median_s", "decode_tokens_per_second", "step_p90_s", "adapter_bytes",
             "weights_revision", "run.code_revision", "sampled_p99_mib"} <= set(columns)
@@ -220,10 +217,11 @@ def test_every_record_carries_its_anatomy_adapter_size_and_provenance(serial):
 # --- the CI gates ----------------------------------------------------------------------------------------
 
 
-def test_vram_budget_fails_a_benchmark_over_it_and_says_why(tmp_path):
-    result = run_grid(tmp_path, *TINY_RUN, "--ohlora-models", "llama1B", "-k", "finetune", "--ohlora-vram-budget-mb", "1")
-    assert result.returncode == 1, result.stdout[-3000:]
-    assert re.search(r"peak memory \d+ MiB \(cpu_tensor_peak\) exceeds --ohlora-vram-budget-mb 1", result.stdout)
+def test_vram_budget_fails_a_benchmark_over_it_and_says_why(pytester, tmp_path):
+    result = run_grid_inprocess(pytester, tmp_path, *TINY_RUN, "--ohlora-models", FIRST, "-k", "finetune",
+                                "--ohlora-vram-budget-mb", "1")
+    assert result.ret == 1, result.stdout.str()[-3000:]
+    assert re.search(r"peak memory \d+ MiB \(cpu_tensor_peak\) exceeds --ohlora-vram-budget-mb 1", result.stdout.str())
     [record] = results.read(tmp_path / "ohlora" / "results.jsonl")
     assert record.ok and record.over_budget is True
 
@@ -239,19 +237,21 @@ def _baseline_scaled(storage: Path, factor: float, name: str) -> None:
     (machine / name).write_text(json.dumps(saved))
 
 
-def test_compare_fail_passes_against_a_slower_baseline_and_fails_against_a_faster_one(serial):
-    storage = serial / "storage"
-    _baseline_scaled(storage, 1000.0, "0002_slower.json")
-    _baseline_scaled(storage, 0.001, "0003_faster.json")
-    one = (*TINY_RUN, "--ohlora-models", "llama1B")
+def test_compare_fail_passes_against_a_slower_baseline_and_fails_against_a_faster_one(tiny_grid: GridRun, pytester, tmp_path):
+    # The session's run as the baseline; one benchmark of it run again (the cheapest) is enough for the gate.
+    directory = tiny_grid.copy_to(tmp_path / "run")
+    _baseline_scaled(directory / "storage", 1000.0, "0002_slower.json")
+    _baseline_scaled(directory / "storage", 0.001, "0003_faster.json")
+    one = (*SESSION_RUN, "-k", f"test_inference and {FIRST}")
 
-    improved = run_grid(serial, *one, "--benchmark-compare=0002", "--benchmark-compare-fail=min:5%")
-    assert improved.returncode == 0, improved.stdout[-3000:] + improved.stderr[-3000:]
+    improved = run_grid_inprocess(pytester, directory, *one, "--benchmark-compare=0002", "--benchmark-compare-fail=min:5%")
+    assert improved.ret == 0, improved.stdout.str()[-3000:] + improved.stderr.str()[-3000:]
 
-    regressed = run_grid(serial, *one, "--benchmark-compare=0003", "--benchmark-compare-fail=min:5%")
-    assert regressed.returncode != 0
-    assert "Performance has regressed" in regressed.stdout + regressed.stderr
-    assert "test_finetune[llama1B-r16]" in regressed.stdout + regressed.stderr
+    regressed = run_grid_inprocess(pytester, directory, *one, "--benchmark-compare=0003", "--benchmark-compare-fail=min:5%")
+    output = regressed.stdout.str() + regressed.stderr.str()
+    assert regressed.ret != 0
+    assert "Performance has regressed" in output
+    assert f"test_inference[{FIRST}]" in output
 
 
 def test_compare_fail_percentages_are_whole_numbers_and_spread_checks_need_rounds():
@@ -262,32 +262,36 @@ def test_compare_fail_percentages_are_whole_numbers_and_spread_checks_need_round
     assert parse_compare_fail("stddev:1000%").fails({"stddev": 0.0}, {"stddev": 0.0})
 
 
-def test_pytest_benchmark_compare_reads_two_saved_runs(serial):
+def test_pytest_benchmark_compare_reads_two_saved_runs(tiny_grid: GridRun, tmp_path):
     cli = Path(sys.executable).parent / "pytest-benchmark"
-    _baseline_scaled(serial / "storage", 2.0, "0009_doubled.json")
+    storage = tiny_grid.copy_to(tmp_path / "run") / "storage"
+    _baseline_scaled(storage, 2.0, "0009_doubled.json")
     result = subprocess.run(
-        [str(cli), "--storage", f"file://{serial / 'storage'}", "compare", "0001", "0009", "--group-by=name"],
+        [str(cli), "--storage", f"file://{storage}", "compare", "0001", "0009", "--group-by=name"],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "test_finetune[llama1B-r16]" in result.stdout and "0009_doubled" in result.stdout
+    assert f"test_finetune[{FIRST}-r{HIGH}]" in result.stdout and "0009_doubled" in result.stdout
 
 
 # --- scale-out ----------------------------------------------------------------------------------------------
 
 
-def test_two_xdist_workers_keep_each_candidate_together_and_merge_into_one_run(serial, tmp_path):
-    result = run_grid(tmp_path, *GRID, "-n", "2", "-v")
+def test_two_xdist_workers_keep_each_candidate_together_and_merge_into_one_run(tmp_path):
+    # Five benchmarks, the first candidate's three first: pytest-xdist's own scheduler would send each worker
+    # two in a row, splitting that candidate; the plugin's must keep it on one worker.
+    result = run_grid(tmp_path, "--ohlora-ranks", f"{LOW},{HIGH}", *TINY_SETTINGS, "--ohlora-models", ",".join(SESSION_MODELS),
+                      "-k", f"not {SECOND}-r{LOW}", "-n", "2", "-v", env={"OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     workers = defaultdict(set)
     for worker, ids in re.findall(r"\[(gw\d)\].* PASSED \S+\[(\S+)\]", result.stdout):
-        workers[next(name for name in CANDIDATES.split(",") if ids.startswith(name))].add(worker)
-    assert set(workers) == set(CANDIDATES.split(",")) and all(len(on) == 1 for on in workers.values()), result.stdout
+        workers[next(name for name in SESSION_MODELS if ids.startswith(name))].add(worker)
+    assert set(workers) == set(SESSION_MODELS) and all(len(on) == 1 for on in workers.values()), result.stdout
     records = list(results.read(tmp_path / "ohlora" / "results.jsonl"))
-    assert _grid_keys(records) == _grid_keys(list(results.read(serial / "ohlora" / "results.jsonl"))) == EXPECTED
+    assert _grid_keys(records) == SESSION_BENCHMARKS - {("finetune", SECOND, LOW)}
     assert len({record.run.run_id for record in records}) == 1
     markdown = next(line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("report: "))
-    assert all(name in Path(markdown).read_text(encoding="utf-8") for name in CANDIDATES.split(","))
+    assert all(name in Path(markdown).read_text(encoding="utf-8") for name in SESSION_MODELS)
 
 
 @pytest.mark.parametrize(("nodeid", "unit"), [
@@ -319,12 +323,12 @@ def test_xdist_worker_is_pinned_to_one_gpu(monkeypatch, name, worker, expected):
 def test_overhead_script_times_the_plugin_and_the_bare_loop(tmp_path):
     out = tmp_path / "overhead.json"
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "overhead.py"), "harness", "--repeats", "2", "--out", str(out),
+        [sys.executable, str(REPO / "scripts" / "overhead.py"), "harness", "--repeats", "1", "--out", str(out),
          *TINY_RUN],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())
     for kind in ("finetune", "inference"):
-        assert figures[kind]["repetitions"] == 2
+        assert figures[kind]["repetitions"] == 1
         assert figures[kind]["ratio"]["median"] > 0 and figures[kind]["ratio_of_medians"] > 0

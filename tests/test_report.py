@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from conftest import TINY_RUN
+from conftest import GridRun
 from ohlora_fixtures import report, selection
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.memory import MemoryFigures
@@ -298,11 +298,9 @@ def test_cli_rejects_a_file_that_is_not_a_stored_run(tmp_path: Path) -> None:
         report.main([str(bogus)])
 
 
-def test_pytest_benchmarks_ends_with_the_report(run_benchmarks, tmp_path: Path) -> None:
-    result = run_benchmarks(*TINY_RUN, "--ohlora-models", "TinyKo-v5-a", "--ohlora-eval-after-finetune")
-
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = tmp_path / "ohlora"
+def test_pytest_benchmarks_ends_with_the_report(tiny_grid: GridRun) -> None:
+    result = tiny_grid  # the session's run, with --ohlora-eval-after-finetune
+    out = tiny_grid.report_dir
     for name in ("leaderboard.md", "leaderboard.html", "results.csv", "finetune_time.png", "inference_cost.png"):
         assert (out / name).is_file(), name
         assert str(out / name) in result.stdout
