@@ -140,9 +140,12 @@ class ResumeIndex:
 
     def completed(self, fingerprint: str) -> list[BenchmarkRecord]:
         """Every successful record with this fingerprint, oldest first (unreadable ones warned of, as `read`)."""
+        offsets = self.offsets.get(fingerprint)
+        if not offsets:  # also where the log does not exist yet
+            return []
         found = []
         with self.path.open("rb") as stream:
-            for offset in self.offsets.get(fingerprint, ()):
+            for offset in offsets:
                 stream.seek(offset)
                 line = stream.readline().decode("utf-8", errors="replace")
                 try:

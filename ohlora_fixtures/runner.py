@@ -379,7 +379,7 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
                 total_params=total - trainable,
                 tokens=tokens,
                 tokens_per_second=tokens / measured.seconds,
-                utilisation=finetune_figures(model, tokens, measured.seconds, study.peaks),
+                utilisation=_plausible(study, "MFU", lambda: finetune_figures(model, tokens, measured.seconds, study.peaks)),
                 # Untimed, and while the adapter is still attached: what fine-tuning did to the answers.
                 after_finetune=_answers_with_adapter(study, base, candidate, model, rank)
                 if study.settings.eval_after_finetune else None,
@@ -391,6 +391,16 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
             steps = batches if study.settings.memory_pass == "full" else peak_batches(batches)
             rounds.with_tensor_peak(tensor_peak(study, train, lambda hook: fresh_round(hook, steps))).fill(record)
     return record
+
+
+def _plausible(study: Study, what: str, figures: Callable[[], Any]) -> Any:
+    """Utilisation figures against the device's peaks; where one reads above 100 % of a calibrated peak, the
+    calibration is taken again and the figures recomputed against it."""
+    computed = figures()
+    share = getattr(computed, "mfu", None) or getattr(computed, "bandwidth_utilisation", 0.0)
+    if share > 1.0 and study.calibrate_again(what, share):
+        computed = figures()
+    return computed
 
 
 def _answers_with_adapter(study: Study, base: BaseModel, candidate: Candidate, model: torch.nn.Module, rank: int) -> Answers:
@@ -445,9 +455,9 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pyte
             tokens_per_second=new_tokens / generate_seconds,
             total_params=base.total_params,
             answers=scored,
-            utilisation=decode_figures(
+            utilisation=_plausible(study, "decode bandwidth use", lambda: decode_figures(
                 base.model, [(a.prompt_tokens, a.new_tokens) for a in answers], generate_seconds, study.peaks
-            ),
+            )),
             **latency_figures(answers),
         )
     return record

@@ -175,6 +175,20 @@ class Study:
         """The device's peak throughput and bandwidth: looked up, or calibrated once per machine and settings (cached)."""
         return device_peaks(self.device, self.dtype, self.settings.recalibrate)
 
+    def calibrate_again(self, what: str, share: float) -> bool:
+        """After a figure measured against the calibrated peaks read above 100 % (`what` at `share`): the
+        calibration read low (taken on a busier machine), so it is discarded with a warning and taken again for
+        this figure and every later one. False where the peaks are a datasheet's, which a run cannot retake."""
+        peaks = self.peaks
+        if "calibrated" not in (peaks.tflops_source, peaks.gbps_source):
+            return False
+        warnings.warn(
+            f"{what} read {share:.0%} of the calibrated peak ({peaks.calibrated}): a calibration cannot be beaten, so "
+            "it was taken on a busier machine; calibrating again", stacklevel=2,
+        )
+        self.__dict__["peaks"] = device_peaks(self.device, self.dtype, recalibrate=True)
+        return True
+
     def release(self) -> None:
         """Drop the base model in memory."""
         self._base = None

@@ -199,3 +199,25 @@ def test_cpu_times_reads_this_machine() -> None:
     assert after.wall > before.wall and after.own >= before.own
     if before.busy is not None:  # Linux: /proc/stat
         assert after.busy >= before.busy
+
+
+def test_a_utilisation_above_100_percent_calibrates_again(
+    bench_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A cached peak FLOP/s that is plausible for a CPU but far below what this one reaches (as if calibrated while
+    # the machine stood nearly still); the probe's reference is kept high so the start-up check does not catch it.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cpu = torch.device("cpu")
+    key = hardware.machine_key(cpu, torch.float32)
+    cache = tmp_path / "ohlora-bench" / "peaks.json"
+    cache.parent.mkdir()
+    cache.write_text(json.dumps({key: {"probe_tflops": 100.0, "tflops": 0.001, "gbps": 1000.0, "taken": "then"}}))
+    result = bench_pytester.runpytest_inprocess(
+        "--ohlora-models", "FinguAI-Chat-v1", *TINY_RUN, "-k", "finetune", "--ohlora-report-dir", "report",
+        "-p", "no:randomly", "-W", "always::UserWarning",
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*MFU read *% of the calibrated peak (then)*calibrating again*"])
+    [record] = list(results.read(bench_pytester.path / "report" / "results.jsonl"))
+    assert record.finetune.utilisation.mfu <= 1.0 and record.finetune.utilisation.calibration != "then"
+    assert json.loads(cache.read_text())[key]["tflops"] > 0.001

@@ -315,6 +315,7 @@ def test_pytest_benchmarks_ends_with_the_report(tiny_grid: GridRun) -> None:
     assert (out / "answers" / "TinyKo-v5-a.random-tiny.r16.csv").is_file()
     # The terminal gives the answer first, as the report does, then the benchmarks with each time's unit.
     summary = result.stdout.split("= ohlora-bench =", 1)[1]
-    assert summary.index("final choice: TinyKo-v5-a (approx.)") < summary.index("s per run") < summary.index("report: ")
+    # (FinguAI and TinyKo tie exactly on the estimates: best leaderboard average against the four cheapest costs.)
+    assert summary.index("final choice: FinguAI-Chat-v1") < summary.index("s per run") < summary.index("report: ")
     header = next(line for line in summary.splitlines() if line.startswith("candidate"))
     assert "s per run" in header and "s per answer" in header and "time s" not in header

@@ -15,7 +15,7 @@ from ohlora_fixtures import plots, report
 from ohlora_fixtures.record import BenchmarkRecord
 from test_report import CANDIDATES, answers_file, finetune, full_run, inference, jsonl, run_description, table_rows
 
-PRETRAINED = run_description(weights="pretrained")
+PRETRAINED = run_description(weights="pretrained", scale="full")  # as a run of pretrained weights describes itself
 # Grades (1-5) and costs chosen so the front is known: llama1B beats FinguAI on both views.
 GRADED = {  # name: (grade, fine-tuning seconds at r32, inference seconds per prompt)
     "polyglot-ko-1.3b": ("5", 30.0, 0.5),
