@@ -9,7 +9,7 @@ import sys
 import warnings
 from typing import Any, Callable
 
-from .errors import UsageError
+from ohlora_fixtures.errors import UsageError
 
 
 def _argument(parse: Callable[[str], Any], expected: str) -> Callable[[str], Any]:
@@ -25,14 +25,14 @@ def _argument(parse: Callable[[str], Any], expected: str) -> Callable[[str], Any
 
 
 def _plan(argv: list[str]) -> int:
-    from . import defaults, registry
-    from .dataset import load_experiment
-    from .devices import DTYPES
-    from .finetune import FinetuneSettings
-    from .models import check_candidate
-    from .gpus import load_gpus
-    from .plan import experiment_widths, fits_as_dict, fixed_widths, format_fits, format_plans, plan_candidate
-    from .settings import PLAN, add_options, parse, positive_int
+    from ohlora_fixtures.inputs import defaults, registry
+    from ohlora_fixtures.inputs.dataset import load_experiment
+    from ohlora_fixtures.measure.devices import DTYPES
+    from ohlora_fixtures.measure.finetune import FinetuneSettings
+    from ohlora_fixtures.measure.models import check_candidate
+    from ohlora_fixtures.measure.gpus import load_gpus
+    from ohlora_fixtures.measure.plan import experiment_widths, fits_as_dict, fixed_widths, format_fits, format_plans, plan_candidate
+    from ohlora_fixtures.inputs.options import PLAN, add_options, parse, positive_int
 
     parser = argparse.ArgumentParser(
         prog="python -m ohlora_fixtures plan",
@@ -83,7 +83,7 @@ def _plan(argv: list[str]) -> int:
 
 
 def _report(argv: list[str]) -> int:
-    from .report import main
+    from ohlora_fixtures.report import main
 
     return main(argv)
 

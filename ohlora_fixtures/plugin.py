@@ -21,16 +21,16 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 
-from . import settings as options
-from .errors import UsageError
-from .paths import check_writable_folder, disk_full
-from .selection import ini_keys
+from ohlora_fixtures.inputs import options
+from ohlora_fixtures.errors import UsageError
+from ohlora_fixtures.inputs.paths import check_writable_folder, disk_full
+from ohlora_fixtures.judge.selection import ini_keys
 
 if TYPE_CHECKING:
-    from .record import BenchmarkRecord
-    from .registry import Candidate
-    from .report import SessionReport
-    from .study import Study
+    from ohlora_fixtures.records.record import BenchmarkRecord
+    from ohlora_fixtures.inputs.registry import Candidate
+    from ohlora_fixtures.report import SessionReport
+    from ohlora_fixtures.session.study import Study
 
 STUDY = pytest.StashKey["Study"]()
 STUDY_ERROR = pytest.StashKey[str]()  # why the Study could not be built while collecting; raised after it
@@ -93,7 +93,7 @@ def _run_id(config: pytest.Config) -> str:
     """This run's id; an xdist worker takes its controller's, so the report finds every worker's records."""
     if RUN_ID not in config.stash:
         # Imported here: the results log's record types pull in torch, which an unrelated suite must not pay for.
-        from .results import new_run_id
+        from ohlora_fixtures.records.results import new_run_id
 
         worker = getattr(config, "workerinput", None)
         config.stash[RUN_ID] = worker["ohlora_run_id"] if worker else new_run_id()
@@ -114,7 +114,7 @@ def _study(config: pytest.Config) -> "Study":
     if not settings.allow_download:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from .study import Study
+    from ohlora_fixtures.session.study import Study
 
     worker = getattr(config, "workerinput", None)  # only on a pytest-xdist worker
     with warnings.catch_warnings(record=True) as caught:  # start-up notices belong in pytest's warnings summary
@@ -221,14 +221,14 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     benchmarks go to one worker together, so its base model is built once in the whole run."""
     if config.getvalue("dist") not in ("load", "loadgroup"):
         return None
-    from .scaleout import CandidateScheduling
+    from ohlora_fixtures.session.scaleout import CandidateScheduling
 
     return CandidateScheduling(config, log, lambda: _candidate_names(config))
 
 
 def _candidate_names(config: pytest.Config) -> list[str]:
     # The controller collects nothing, so it reads the names from the registry itself.
-    from .registry import load_registry
+    from ohlora_fixtures.inputs.registry import load_registry
 
     if STUDY in config.stash:
         return [candidate.name for candidate in config.stash[STUDY].candidates]
@@ -291,7 +291,7 @@ def ohlora_say(pytestconfig: pytest.Config) -> Callable[[str], None]:
 @pytest.fixture
 def ohlora_finetune(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[[str], None], request: pytest.FixtureRequest) -> Callable[["Candidate", int], "BenchmarkRecord"]:
     """Runs the fine-tuning benchmark of one (candidate, rank) and returns its record."""
-    from .runner import run_finetune
+    from ohlora_fixtures.session.runner import run_finetune
 
     def finetune(candidate: "Candidate", rank: int) -> dict:
         benchmark.group = f"finetune-r{rank}"  # pytest-benchmark compares like with like: one table per rank
@@ -303,7 +303,7 @@ def ohlora_finetune(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[
 @pytest.fixture
 def ohlora_inference(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[[str], None], request: pytest.FixtureRequest) -> Callable[["Candidate"], "BenchmarkRecord"]:
     """Runs the inference benchmark of one candidate and returns its record."""
-    from .runner import run_inference
+    from ohlora_fixtures.session.runner import run_inference
 
     def inference(candidate: "Candidate") -> dict:
         benchmark.group = "inference"
@@ -333,20 +333,20 @@ class WorkerRecords:
         study = self.config.stash.get(STUDY, None)
         if study is None or not hasattr(self.config, "workerinput") or len(study.records) == self.sent:
             return
-        from .results import RECORD_PROPERTY
+        from ohlora_fixtures.records.results import RECORD_PROPERTY
 
         item.user_properties += [(RECORD_PROPERTY, record.to_json()) for record in study.records[self.sent:]]
         self.sent = len(study.records)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.user_properties and not hasattr(self.config, "workerinput"):
-            from .results import RECORD_PROPERTY
+            from ohlora_fixtures.records.results import RECORD_PROPERTY
 
             self.lines += [(report.nodeid, value) for key, value in report.user_properties if key == RECORD_PROPERTY]
 
     def add_to(self, study: "Study") -> None:
         """The workers' records into `study.records`, each once (every test phase's report carries it again)."""
-        from .record import BenchmarkRecord, RecordError
+        from ohlora_fixtures.records.record import BenchmarkRecord, RecordError
 
         for nodeid, line in self.lines:
             try:
@@ -362,8 +362,8 @@ class WorkerRecords:
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict) -> None:
     study = config.stash.get(STUDY, None)
     if study is not None:
-        from .memory import lifetime_peak_mib, runtime_baseline_mib
-        from .record import plain
+        from ohlora_fixtures.measure.memory import lifetime_peak_mib, runtime_baseline_mib
+        from ohlora_fixtures.records.record import plain
 
         for bench in output_json.get("benchmarks", ()):
             params = bench.get("params") or {}
@@ -396,7 +396,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             return
     if study is None:
         return
-    from .report import render_session
+    from ohlora_fixtures.report import render_session
 
     config.pluginmanager.get_plugin(WORKER_RECORDS).add_to(study)
     try:
@@ -422,7 +422,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     report = config.stash.get(REPORT, None)
     if study is None or not (study.records or report):
         return
-    from .summary import summary_lines
+    from ohlora_fixtures.session.summary import summary_lines
 
     terminalreporter.section("ohlora-bench")
     if study.records:

@@ -21,15 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ohlora_fixtures import registry, results
-from ohlora_fixtures.dataset import load_experiment
-from ohlora_fixtures.finetune import FinetuneSettings
-from ohlora_fixtures.memory import MIB
-from ohlora_fixtures.models import build_config
-from ohlora_fixtures.plan import (
+from ohlora_fixtures.inputs import registry
+from ohlora_fixtures.records import results
+from ohlora_fixtures.inputs.dataset import load_experiment
+from ohlora_fixtures.measure.finetune import FinetuneSettings
+from ohlora_fixtures.measure.memory import MIB
+from ohlora_fixtures.measure.models import build_config
+from ohlora_fixtures.measure.plan import (
     ACTIVATION_FIT, CALIBRATION, RankPlan, experiment_widths, fixed_widths, layer_activation_bytes, plan_candidate,
 )
-from ohlora_fixtures.settings import DEFAULT_DATASET
+from ohlora_fixtures.inputs.options import DEFAULT_DATASET
 
 REPO = Path(__file__).resolve().parent.parent
 DTYPE = "float32"

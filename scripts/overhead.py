@@ -51,8 +51,8 @@ def bare_finetune(study: Any, candidate: Any, rank: int) -> float:
     import peft
     import torch
 
-    from ohlora_fixtures.devices import synchronize
-    from ohlora_fixtures.finetune import encode, step_batches
+    from ohlora_fixtures.measure.devices import synchronize
+    from ohlora_fixtures.measure.finetune import encode, step_batches
 
     settings = study.finetune_settings(rank)
     base = study.base_model(candidate)
@@ -88,7 +88,7 @@ def bare_inference(study: Any, candidate: Any) -> tuple[float, int]:
     """The plugin's generations as a plain model.generate loop; returns seconds and new tokens."""
     import torch
 
-    from ohlora_fixtures.devices import synchronize
+    from ohlora_fixtures.measure.devices import synchronize
 
     base, generation = study.base_model(candidate), study.generation_settings
     pad_id = base.tokenizer.pad_token_id
@@ -180,7 +180,7 @@ def measure_harness(args: argparse.Namespace, pytest_args: list[str]) -> dict[st
 
 
 def measure_session(pytest_args: list[str]) -> dict[str, Any]:
-    from ohlora_fixtures import results
+    from ohlora_fixtures.records import results
 
     with tempfile.TemporaryDirectory() as tmp:
         command = [

@@ -10,16 +10,17 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ohlora_fixtures import memory, registry
-from ohlora_fixtures.dataset import load_experiment
-from ohlora_fixtures.devices import StepClock
-from ohlora_fixtures.finetune import FinetuneSettings, adapter_file_bytes, encode, fresh_adapter, step_batches, train
-from ohlora_fixtures.inference import GenerationSettings, encode_prompts, generate_answers, latency_figures
-from ohlora_fixtures.memory import MemoryMeter
-from ohlora_fixtures.models import build_random
-from ohlora_fixtures.percentiles import median, percentile
-from ohlora_fixtures.settings import DEFAULT_DATASET
-from ohlora_fixtures.tokenizer import dataset_tokenizer
+from ohlora_fixtures.measure import memory
+from ohlora_fixtures.inputs import registry
+from ohlora_fixtures.inputs.dataset import load_experiment
+from ohlora_fixtures.measure.devices import StepClock
+from ohlora_fixtures.measure.finetune import FinetuneSettings, adapter_file_bytes, encode, fresh_adapter, step_batches, train
+from ohlora_fixtures.measure.inference import GenerationSettings, encode_prompts, generate_answers, latency_figures
+from ohlora_fixtures.measure.memory import MemoryMeter
+from ohlora_fixtures.measure.models import build_random
+from ohlora_fixtures.records.percentiles import median, percentile
+from ohlora_fixtures.inputs.options import DEFAULT_DATASET
+from ohlora_fixtures.inputs.tokenizer import dataset_tokenizer
 
 CPU = torch.device("cpu")
 LLAMA = next(c for c in registry.load_registry() if c.name == "llama1B")
@@ -104,7 +105,7 @@ def test_min_new_tokens_reaches_generate_only_when_set():
 
 
 def test_a_prompt_answered_in_one_token_has_no_decode_time():
-    from ohlora_fixtures.inference import Answer
+    from ohlora_fixtures.measure.inference import Answer
 
     answer = Answer(1, "q", "", "a", prompt_tokens=3, new_tokens=1, seconds=0.2, first_token_seconds=0.15,
                     generated_tokens=1)

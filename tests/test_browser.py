@@ -109,7 +109,7 @@ needs_browser = pytest.mark.skipif(
 @needs_browser
 @pytest.mark.parametrize("lang", ["en", "ko"])
 def test_the_report_reads_in_a_real_browser_at_1280_px(tmp_path: Path, lang: str) -> None:
-    from ohlora_fixtures.plots import DPI, MIN_FONT_PT
+    from ohlora_fixtures.report.plots import DPI, MIN_FONT_PT
     from test_report_answer import busy_run
     from test_report_views import render
 

@@ -17,9 +17,9 @@ import pytest
 
 # The study's stack (torch, transformers, peft) is imported here, not first inside a pytester in-process
 # run: pytester restores sys.modules after each run, and torch cannot be imported a second time.
-import ohlora_fixtures.study  # noqa: F401
+import ohlora_fixtures.session.study  # noqa: F401
 from conftest import REPO, SESSION_MODELS, TINY_RUN, GridRun
-from ohlora_fixtures import resources
+from ohlora_fixtures.inputs import resources
 
 BUNDLED = {f"ohlora_fixtures/data/{name}" for name in resources.BUNDLED}
 HEAVY = ("torch", "transformers", "peft", "pandas", "matplotlib", "huggingface_hub")
@@ -77,7 +77,7 @@ def test_the_wheel_built_from_the_sdist_ships_every_data_file(installed):
     # Every module and package file of the source tree (the report package and its words included).
     shipped = {path.relative_to(REPO).as_posix() for path in (REPO / "ohlora_fixtures").rglob("*")
                if path.suffix in (".py", ".toml") and "__pycache__" not in path.parts}
-    assert "ohlora_fixtures/report/translations.toml" in shipped
+    assert "ohlora_fixtures/words/translations.toml" in shipped
     assert shipped <= names, sorted(shipped - names)
     assert not any(name.startswith("data/") for name in names)  # inside the package, not site-packages/data
 
@@ -87,9 +87,10 @@ def test_an_installed_package_reads_its_data_and_plans_from_any_directory(instal
     env = _clean_env(PYTHONPATH=str(target))
     check = (
         "import ohlora_fixtures, json, tomllib\n"
-        "from ohlora_fixtures import registry, resources, selection\n"
-        "from ohlora_fixtures.dataset import load_experiment\n"
-        "from ohlora_fixtures.settings import DEFAULT_DATASET\n"
+        "from ohlora_fixtures.inputs import registry, resources\n"
+        "from ohlora_fixtures.judge import selection\n"
+        "from ohlora_fixtures.inputs.dataset import load_experiment\n"
+        "from ohlora_fixtures.inputs.options import DEFAULT_DATASET\n"
         "print(json.dumps({'package': ohlora_fixtures.__file__,\n"
         " 'files': [str(resources.bundled(name)) for name in resources.BUNDLED],\n"
         " 'candidates': len(registry.load_registry()), 'allowed': len(selection.load_licences().allowed),\n"

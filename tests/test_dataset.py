@@ -1,4 +1,4 @@
-"""Tests for ohlora_fixtures.dataset: loading, checking and selecting rows."""
+"""Tests for ohlora_fixtures.inputs.dataset: loading, checking and selecting rows."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ohlora_fixtures.dataset import (
+from ohlora_fixtures.inputs.dataset import (
     PRESETS,
     ExperimentData,
     QAPair,

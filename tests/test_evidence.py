@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, TINY_RUN, run_grid
-from ohlora_fixtures import report, results, selection
+from ohlora_fixtures import report
+from ohlora_fixtures.records import results
+from ohlora_fixtures.judge import selection
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.record import Status
+from ohlora_fixtures.records.record import Status
 from test_report import CANDIDATES, NAMES, finetune, full_run, inference, jsonl, settings_for, table_rows
 
 PAIR = "FinguAI-Chat-v1,TinyKo-v5-a"

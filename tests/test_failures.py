@@ -1,7 +1,7 @@
 """A failure, an out-of-memory error or a kill loses nothing that was measured, and the run goes on.
 
 Failures are injected by test-only fault hooks (a conftest or a `-p` plugin
-that wraps `ohlora_fixtures.runner.train` for chosen ranks); the product has
+that wraps `ohlora_fixtures.session.runner.train` for chosen ranks); the product has
 no fault flag.
 """
 
@@ -22,11 +22,12 @@ import pytest
 import torch
 
 import ohlora_fixtures
-import ohlora_fixtures.study as study_module
+import ohlora_fixtures.session.study as study_module
 from conftest import REPO, TINY_ENTRY, TINY_RUN, write_registry
-from ohlora_fixtures import results, settings
-from ohlora_fixtures.record import BenchmarkRecord, Kind, RunDescription, Status
-from ohlora_fixtures.study import Study
+from ohlora_fixtures.records import results
+from ohlora_fixtures.inputs import options as settings
+from ohlora_fixtures.records.record import BenchmarkRecord, Kind, RunDescription, Status
+from ohlora_fixtures.session.study import Study
 
 # Test-only fault hook: `train` raises FAULTS[rank] after building what a real step holds (an
 # optimizer and a loss graph); `release_cached_memory` logs whether that is gone when it runs.
@@ -37,8 +38,8 @@ import weakref
 import pytest
 import torch
 
-import ohlora_fixtures.runner as runner
-from ohlora_fixtures.finetune import has_adapter
+import ohlora_fixtures.session.runner as runner
+from ohlora_fixtures.measure.finetune import has_adapter
 
 FAULTS = {faults!r}
 KINDS = {{
@@ -148,7 +149,7 @@ import os
 import pathlib
 import time
 
-import ohlora_fixtures.runner as runner
+import ohlora_fixtures.session.runner as runner
 
 _real_train = runner.train
 _calls = 0

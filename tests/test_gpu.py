@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from conftest import TINY_RUN, run_grid
-from ohlora_fixtures import results
-from ohlora_fixtures.hardware import CALIBRATION, calibrate_gbps, calibrate_tflops, datasheet, device_peaks
-from ohlora_fixtures.memory import MIB, MemoryMeter
+from ohlora_fixtures.records import results
+from ohlora_fixtures.measure.hardware import CALIBRATION, calibrate_gbps, calibrate_tflops, datasheet, device_peaks
+from ohlora_fixtures.measure.memory import MIB, MemoryMeter
 
 pytestmark = pytest.mark.gpu
 
@@ -90,7 +90,7 @@ def test_nvml_sampler_gives_mean_and_p99_below_its_peak(cuda):
 
 
 def test_step_clock_reads_cuda_events_that_cover_the_queued_work(cuda):
-    from ohlora_fixtures.devices import StepClock
+    from ohlora_fixtures.measure.devices import StepClock
 
     a = torch.randn(4096, 4096, device=cuda)
     clock = StepClock(cuda)
@@ -106,7 +106,7 @@ def test_first_token_is_timed_after_the_prefill_has_run_on_the_gpu(cuda):
     # a 2048-token prefill takes far longer than queueing it: a clock read before the device finished would be near 0
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from ohlora_fixtures.inference import FirstTokenClock
+    from ohlora_fixtures.measure.inference import FirstTokenClock
 
     config = LlamaConfig(vocab_size=256, hidden_size=512, intermediate_size=1024, num_hidden_layers=4,
                          num_attention_heads=8, num_key_value_heads=8)
@@ -125,7 +125,7 @@ def test_first_token_is_timed_after_the_prefill_has_run_on_the_gpu(cuda):
 
 
 def test_gpu_software_names_driver_and_cuda(cuda):
-    from ohlora_fixtures.provenance import gpu_software
+    from ohlora_fixtures.measure.provenance import gpu_software
 
     found = gpu_software(cuda)
     assert found["cuda_version"] == torch.version.cuda and found["gpu_driver"][:1].isdigit()

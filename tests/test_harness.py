@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import SESSION_MODELS, SESSION_RUN, GridRun, run_grid
-from ohlora_fixtures import registry
-from ohlora_fixtures.dataset import QAPair, load_experiment
-from ohlora_fixtures.finetune import (
+from ohlora_fixtures.inputs import registry
+from ohlora_fixtures.inputs.dataset import QAPair, load_experiment
+from ohlora_fixtures.measure.finetune import (
     FinetuneSettings,
     encode,
     eval_batches,
@@ -22,12 +22,12 @@ from ohlora_fixtures.finetune import (
     step_batches,
     train,
 )
-from ohlora_fixtures.inference import GenerationSettings, encode_prompts, generate_answers
-from ohlora_fixtures.memory import MIB, MemoryMeter
-from ohlora_fixtures.models import build_config, build_random, count_parameters
-from ohlora_fixtures.plan import plan_candidate
-from ohlora_fixtures.settings import DEFAULT_DATASET
-from ohlora_fixtures.tokenizer import dataset_tokenizer
+from ohlora_fixtures.measure.inference import GenerationSettings, encode_prompts, generate_answers
+from ohlora_fixtures.measure.memory import MIB, MemoryMeter
+from ohlora_fixtures.measure.models import build_config, build_random, count_parameters
+from ohlora_fixtures.measure.plan import plan_candidate
+from ohlora_fixtures.inputs.options import DEFAULT_DATASET
+from ohlora_fixtures.inputs.tokenizer import dataset_tokenizer
 
 CPU = torch.device("cpu")
 CANDIDATES = {candidate.name: candidate for candidate in registry.load_registry()}

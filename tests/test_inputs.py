@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_ENTRY, TINY_RUN, write_registry
-from ohlora_fixtures import results
+from ohlora_fixtures.records import results
 from ohlora_fixtures.errors import RegistryError
-from ohlora_fixtures.inference import Answer, read_answer_grades, write_answers
-from ohlora_fixtures.paths import child, slug
-from ohlora_fixtures.registry import load_registry
+from ohlora_fixtures.measure.inference import Answer, read_answer_grades, write_answers
+from ohlora_fixtures.inputs.paths import child, slug
+from ohlora_fixtures.inputs.registry import load_registry
 from test_options import _entry, assert_usage_error
 
 # --- 5: a name becomes a path only through a slug ------------------------------------------
@@ -279,8 +279,8 @@ def test_a_prompt_that_does_not_fit_the_positions_is_refused_with_its_line(
 
 
 def test_rwkv_s_limit_is_its_context_length() -> None:
-    from ohlora_fixtures.finetune import position_limit
-    from ohlora_fixtures.models import build_config
+    from ohlora_fixtures.measure.finetune import position_limit
+    from ohlora_fixtures.measure.models import build_config
 
     rwkv = next(c for c in load_registry() if c.model_type == "rwkv")
     assert position_limit(build_config(rwkv, "tiny")) == build_config(rwkv, "tiny").context_length == 1024
@@ -319,7 +319,7 @@ def test_report_given_a_folder_says_it_is_a_directory(tmp_path: Path, capsys: py
 
 
 def _dataset_error(path: Path) -> str:
-    from ohlora_fixtures.dataset import load_dataset
+    from ohlora_fixtures.inputs.dataset import load_dataset
     from ohlora_fixtures.errors import DatasetError
 
     with pytest.raises(DatasetError) as caught:
@@ -337,7 +337,7 @@ def test_a_mixed_encoding_dataset_names_a_line_of_each(tmp_path: Path) -> None:
 
 
 def test_a_cp949_dataset_still_loads(tmp_path: Path) -> None:
-    from ohlora_fixtures.dataset import load_dataset
+    from ohlora_fixtures.inputs.dataset import load_dataset
 
     path = tmp_path / "cp949.csv"
     path.write_bytes(HEADER + "train,안녕,반가워\ntrain,누구야,오로라야\n".encode("cp949"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ohlora_fixtures import memory
-from ohlora_fixtures.memory import (
+from ohlora_fixtures.measure import memory
+from ohlora_fixtures.measure.memory import (
     MIB,
     TENSOR_METRIC,
     MemoryFigures,

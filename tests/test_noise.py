@@ -15,11 +15,12 @@ import torch
 
 # The study's stack is imported before a pytester in-process run: pytester restores sys.modules, and torch
 # cannot be imported a second time.
-import ohlora_fixtures.study  # noqa: F401
+import ohlora_fixtures.session.study  # noqa: F401
 from conftest import TINY_RUN
-from ohlora_fixtures import hardware, results
-from ohlora_fixtures.load import BUSY_OTHER_CORES, CpuTimes, machine_load
-from ohlora_fixtures.record import BenchmarkRecord, Status
+from ohlora_fixtures.measure import hardware
+from ohlora_fixtures.records import results
+from ohlora_fixtures.measure.machine_load import BUSY_OTHER_CORES, CpuTimes, machine_load
+from ohlora_fixtures.records.record import BenchmarkRecord, Status
 
 
 def test_rounds_reach_pytest_benchmark_the_record_and_the_report(bench_pytester: pytest.Pytester) -> None:
@@ -114,7 +115,7 @@ def _times(wall: float, busy: float, steal: float | None, own: float) -> CpuTime
 def test_busy_is_other_processes_steal_or_a_slow_probe(
     monkeypatch: pytest.MonkeyPatch, others: float, steal: float | None, probe: float | None, busy: bool, why: str
 ) -> None:
-    monkeypatch.setattr("ohlora_fixtures.load.usable_cores", lambda: 2)
+    monkeypatch.setattr("ohlora_fixtures.measure.machine_load.usable_cores", lambda: 2)
     own = 15.0  # this process's own CPU time is never counted as another's
     before = _times(0.0, 100.0, 0.0 if steal is not None else None, 1.0)
     after = _times(10.0, 100.0 + own + others * 10, steal, 1.0 + own)
@@ -168,7 +169,7 @@ def test_a_cached_calibration_the_machine_beats_is_taken_again(tmp_path: Path, m
 def test_a_busy_attempt_is_measured_again_and_only_the_kept_one_is_stored(
     bench_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ohlora_fixtures import load
+    from ohlora_fixtures.measure import machine_load as load
 
     judged = []
     real = load.machine_load

@@ -1,7 +1,7 @@
 """CPU out-of-memory is recorded as such and freed before the next figure; Ctrl-C in a timed region keeps
 every finished timing, pytest-benchmark's JSON included (issue 11 items 3 and 11).
 
-Faults are injected by test-only hooks around `ohlora_fixtures.runner.train`; the product has no fault flag.
+Faults are injected by test-only hooks around `ohlora_fixtures.session.runner.train`; the product has no fault flag.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pytest
 
 # The study's stack is imported before a pytester in-process run: pytester restores sys.modules, and torch
 # cannot be imported a second time.
-import ohlora_fixtures.study  # noqa: F401
+import ohlora_fixtures.session.study  # noqa: F401
 from conftest import REPO, TINY_RUN, run_grid
-from ohlora_fixtures import results
-from ohlora_fixtures.record import Status
+from ohlora_fixtures.records import results
+from ohlora_fixtures.records.record import Status
 
 # What torch 2.x on Linux raises when the C allocator refuses (c10/core/impl/alloc_cpu.cpp).
 LINUX_CPU_OOM = (
@@ -31,7 +31,7 @@ OOM_CONFTEST = f'''
 import pytest
 import torch
 
-import ohlora_fixtures.runner as runner
+import ohlora_fixtures.session.runner as runner
 
 
 def _rss_mib():
@@ -76,7 +76,7 @@ def test_cpu_allocator_oom_is_recorded_as_oom_and_freed_before_the_next_benchmar
 CTRL_C_PLUGIN = '''
 import os
 
-import ohlora_fixtures.runner as runner
+import ohlora_fixtures.session.runner as runner
 
 _real_train = runner.train
 _calls = 0

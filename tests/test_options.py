@@ -56,8 +56,8 @@ def no_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was loaded before the usage error")
 
-    monkeypatch.setattr("ohlora_fixtures.study.build_random", refuse)
-    monkeypatch.setattr("ohlora_fixtures.study.load_pretrained", refuse)
+    monkeypatch.setattr("ohlora_fixtures.session.study.build_random", refuse)
+    monkeypatch.setattr("ohlora_fixtures.session.study.load_pretrained", refuse)
 
 
 def assert_usage_error(pytester: pytest.Pytester, args: list[str], message: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ohlora_fixtures.pareto import dominated_by, dominates, front
+from ohlora_fixtures.judge.pareto import dominated_by, dominates, front
 
 QUALITY_VS_COST = (True, False)  # grade: higher is better; seconds: lower is better
 

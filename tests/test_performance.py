@@ -24,13 +24,15 @@ from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
 from conftest import REPO, SESSION_BENCHMARKS, SESSION_MODELS, SESSION_RANKS, SESSION_RUN, TINY_RUN, TINY_SETTINGS
 from conftest import GridRun, run_grid, run_grid_inprocess
-from ohlora_fixtures import hardware, report, results
-from ohlora_fixtures.record import BenchmarkRecord
-from ohlora_fixtures.devices import resolve_device
-from ohlora_fixtures.finetune import adapter_file_bytes
-from ohlora_fixtures.hardware import Peaks, datasheet, device_peaks
-from ohlora_fixtures.scaleout import candidate_units
-from ohlora_fixtures.utilisation import (
+from ohlora_fixtures.measure import hardware
+from ohlora_fixtures import report
+from ohlora_fixtures.records import results
+from ohlora_fixtures.records.record import BenchmarkRecord
+from ohlora_fixtures.measure.devices import resolve_device
+from ohlora_fixtures.measure.finetune import adapter_file_bytes
+from ohlora_fixtures.measure.hardware import Peaks, datasheet, device_peaks
+from ohlora_fixtures.session.scaleout import candidate_units
+from ohlora_fixtures.measure.utilisation import (
     MatmulWeights,
     decode_bytes,
     finetune_flops,

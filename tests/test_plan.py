@@ -10,10 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from ohlora_fixtures import plan, registry
-from ohlora_fixtures.dataset import ExperimentData, QAPair
-from ohlora_fixtures.finetune import IGNORE_INDEX, Example, FinetuneSettings
-from ohlora_fixtures.memory import MIB
+from ohlora_fixtures.measure import plan
+from ohlora_fixtures.inputs import registry
+from ohlora_fixtures.inputs.dataset import ExperimentData, QAPair
+from ohlora_fixtures.measure.finetune import IGNORE_INDEX, Example, FinetuneSettings
+from ohlora_fixtures.measure.memory import MIB
 
 REPO = Path(__file__).resolve().parent.parent
 CANDIDATES = {candidate.name: candidate for candidate in registry.load_registry()}
@@ -107,7 +108,8 @@ def test_the_activation_fit_is_the_least_squares_fit_of_its_calibration_table():
 
 # --- Named GPUs (data/gpus.toml) ---------------------------------------------------------------------------------
 
-from ohlora_fixtures import gpus, hardware  # noqa: E402
+from ohlora_fixtures.measure import gpus
+from ohlora_fixtures.measure import hardware  # noqa: E402
 from ohlora_fixtures.errors import UsageError  # noqa: E402
 from ohlora_fixtures.report.reference import load_study  # noqa: E402
 
@@ -198,11 +200,11 @@ import dataclasses  # noqa: E402
 
 import torch  # noqa: E402
 
-from ohlora_fixtures.finetune import fresh_adapter, train  # noqa: E402
-from ohlora_fixtures.memory import TensorPeakMeter  # noqa: E402
+from ohlora_fixtures.measure.finetune import fresh_adapter, train  # noqa: E402
+from ohlora_fixtures.measure.memory import TensorPeakMeter  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from ohlora_fixtures.models import build_config  # noqa: E402
+from ohlora_fixtures.measure.models import build_config  # noqa: E402
 
 
 def _full_shaped(name: str, divisor: int, layers: int, vocab: int = 2000):
@@ -244,7 +246,7 @@ def test_gradient_checkpointing_trains_the_same_in_less_memory_and_the_plan_esti
 
 
 def test_a_cards_time_is_the_one_full_size_estimate_at_its_datasheet_rate_in_its_dtype():
-    from ohlora_fixtures import estimate
+    from ohlora_fixtures.measure import estimate
 
     run = plan.plan_candidate(CANDIDATES["llama1B"], (16,), "bfloat16", 4, plan.fixed_widths(64, rows=20, epochs=10))
     assert run.train_tokens == 64 * 20 * 10 and run.mean_prompt_tokens == 64
@@ -261,7 +263,7 @@ def test_a_cards_time_is_the_one_full_size_estimate_at_its_datasheet_rate_in_its
 
 
 def test_the_option_reaches_fine_tuning_and_checkpointing_lives_and_ends_with_the_adapter():
-    from ohlora_fixtures.settings import PYTEST, parse
+    from ohlora_fixtures.inputs.options import PYTEST, parse
 
     assert parse({"gradient_checkpointing": True}, PYTEST).gradient_checkpointing is True
     assert parse({}, PYTEST).gradient_checkpointing is False

@@ -1,4 +1,4 @@
-"""Tests for ohlora_fixtures.quality: automatic figures and human grades."""
+"""Tests for ohlora_fixtures.judge.quality: automatic figures and human grades."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ohlora_fixtures.quality import (
+from ohlora_fixtures.judge.quality import (
     GRADE_LABELS_EN,
     GRADE_LABELS_KO,
     GRADES,

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from ohlora_fixtures import report, results
-from ohlora_fixtures.record import SCHEMA_VERSION, BenchmarkRecord, RecordError, Status, from_flat
+from ohlora_fixtures import report
+from ohlora_fixtures.records import results
+from ohlora_fixtures.records.record import SCHEMA_VERSION, BenchmarkRecord, RecordError, Status, from_flat
 
 SCHEMA1 = Path(__file__).parent / "fixtures" / "schema1"
 # Lines of the rendered report that depend on when and where it was rendered, not on the records.

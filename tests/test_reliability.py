@@ -24,14 +24,16 @@ import torch
 
 # The study's stack is imported before a pytester in-process run: pytester restores sys.modules, and torch
 # cannot be imported a second time.
-import ohlora_fixtures.study  # noqa: F401
+import ohlora_fixtures.session.study  # noqa: F401
 from conftest import REPO, TINY_ENTRY, TINY_RUN, run_grid, write_registry
-from ohlora_fixtures import hardware, report, results
+from ohlora_fixtures.measure import hardware
+from ohlora_fixtures import report
+from ohlora_fixtures.records import results
 from ohlora_fixtures.errors import BenchmarkError, UsageError
-from ohlora_fixtures.models import build_random, load_pretrained
-from ohlora_fixtures.paths import disk_full
-from ohlora_fixtures.record import BenchmarkRecord, RecordError, Status
-from ohlora_fixtures.registry import load_registry
+from ohlora_fixtures.measure.models import build_random, load_pretrained
+from ohlora_fixtures.inputs.paths import disk_full
+from ohlora_fixtures.records.record import BenchmarkRecord, RecordError, Status
+from ohlora_fixtures.inputs.registry import load_registry
 from ohlora_fixtures.report.stored import Merged, Stored
 from test_failures import a_record
 from test_report import finetune, full_run, jsonl
@@ -108,7 +110,7 @@ def test_a_forged_record_neither_crashes_nor_ranks_in_the_report(tmp_path: Path)
 
 
 def test_rank_option_has_the_bounds_records_are_checked_against() -> None:
-    from ohlora_fixtures import settings
+    from ohlora_fixtures.inputs import options as settings
 
     with pytest.raises(UsageError, match="positive integers up to 65536"):
         settings.parse({"ranks": "16,100000"})
@@ -204,8 +206,8 @@ import os
 
 import pytest
 
-import ohlora_fixtures.inference as inference
-import ohlora_fixtures.runner as runner
+import ohlora_fixtures.measure.inference as inference
+import ohlora_fixtures.session.runner as runner
 from pytest_benchmark.storage.file import FileStorage
 
 
@@ -270,7 +272,7 @@ SIGTERM_PLUGIN = '''
 import os
 import signal
 
-import ohlora_fixtures.runner as runner
+import ohlora_fixtures.session.runner as runner
 
 _real_train = runner.train
 _calls = 0
@@ -402,9 +404,9 @@ def refused_pickle(tmp_path: Path) -> Path:
     unpickler refuses it; nothing in it runs)."""
     from safetensors.torch import load_file
 
-    from ohlora_fixtures.dataset import load_experiment
-    from ohlora_fixtures.settings import DEFAULT_DATASET
-    from ohlora_fixtures.tokenizer import dataset_tokenizer
+    from ohlora_fixtures.inputs.dataset import load_experiment
+    from ohlora_fixtures.inputs.options import DEFAULT_DATASET
+    from ohlora_fixtures.inputs.tokenizer import dataset_tokenizer
 
     candidate = load_registry(write_registry(tmp_path / "tiny.toml", TINY_ENTRY))[0]
     experiment = load_experiment(DEFAULT_DATASET)
@@ -482,7 +484,7 @@ def test_a_staging_folder_a_killed_render_left_is_removed_by_the_next_render(tmp
 def test_the_tensor_meter_keeps_the_profilers_usdt_lines_out_of_the_output(tmp_path: Path) -> None:
     script = (
         "import torch\n"
-        "from ohlora_fixtures.memory import TensorPeakMeter\n"
+        "from ohlora_fixtures.measure.memory import TensorPeakMeter\n"
         "meter, layer = TensorPeakMeter(), torch.nn.Linear(8, 8)\n"
         "with meter.measuring(layer):\n"
         "    layer(torch.randn(4, 8))\n"

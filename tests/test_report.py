@@ -13,17 +13,18 @@ import pandas as pd
 import pytest
 
 from conftest import GridRun
-from ohlora_fixtures import report, selection
+from ohlora_fixtures import report
+from ohlora_fixtures.judge import selection
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.memory import MemoryFigures
-from ohlora_fixtures.quality import QualityFigures
-from ohlora_fixtures.record import (
+from ohlora_fixtures.measure.memory import MemoryFigures
+from ohlora_fixtures.judge.quality import QualityFigures
+from ohlora_fixtures.records.record import (
     Answers, BenchmarkRecord, FinetuneFigures, InferenceFigures, Kind, RunDescription, Status, plain,
 )
-from ohlora_fixtures.registry import load_registry
+from ohlora_fixtures.inputs.registry import load_registry
 from ohlora_fixtures.report.tables import results_table
-from ohlora_fixtures.utilisation import DecodeUtilisation, FinetuneUtilisation
-from ohlora_fixtures.settings import parse
+from ohlora_fixtures.measure.utilisation import DecodeUtilisation, FinetuneUtilisation
+from ohlora_fixtures.inputs.options import parse
 
 CANDIDATES = {c.name: c for c in load_registry()}
 # Small full-size plans keep the tests fast; TinyKo is the approximate stand-in.

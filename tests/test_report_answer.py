@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ohlora_fixtures import plots, selection
-from ohlora_fixtures.load import MachineLoad
-from ohlora_fixtures.record import BenchmarkRecord, Kind
+from ohlora_fixtures.report import plots
+from ohlora_fixtures.judge import selection
+from ohlora_fixtures.measure.machine_load import MachineLoad
+from ohlora_fixtures.records.record import BenchmarkRecord, Kind
 from test_report import CANDIDATES, full_run, table_rows
 from test_report_views import GRADED, NAMES, english_pieces, graded_run, render
 

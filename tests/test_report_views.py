@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ohlora_fixtures import plots, report
-from ohlora_fixtures.record import BenchmarkRecord, RunDescription
+from ohlora_fixtures.report import plots
+from ohlora_fixtures import report
+from ohlora_fixtures.records.record import BenchmarkRecord, RunDescription
 from test_report import CANDIDATES, answers_file, finetune, full_run, inference, jsonl, run_description, table_rows
 
 PRETRAINED = run_description(weights="pretrained")

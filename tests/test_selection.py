@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from ohlora_fixtures import selection
+from ohlora_fixtures.judge import selection
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.registry import load_registry
-from ohlora_fixtures.settings import parse
+from ohlora_fixtures.inputs.registry import load_registry
+from ohlora_fixtures.inputs.options import parse
 
 CANDIDATES = {c.name: c for c in load_registry()}
 POLICY = selection.load_licences()

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from ohlora_fixtures import selection
-from ohlora_fixtures.load import MachineLoad
-from ohlora_fixtures.record import Kind
-from ohlora_fixtures.registry import load_registry
+from ohlora_fixtures.judge import selection
+from ohlora_fixtures.measure.machine_load import MachineLoad
+from ohlora_fixtures.records.record import Kind
+from ohlora_fixtures.inputs.registry import load_registry
 from ohlora_fixtures.report.gather import gather
 from ohlora_fixtures.report.stored import Stored, read_stored
-from ohlora_fixtures.settings import parse
+from ohlora_fixtures.inputs.options import parse
 
 CANDIDATES = {c.name: c for c in load_registry()}
 SCHEMA1 = Path(__file__).parent / "fixtures" / "schema1" / "results.jsonl"

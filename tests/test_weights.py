@@ -16,13 +16,14 @@ import transformers
 from safetensors.torch import load_file, save_file
 
 from conftest import TINY_ENTRY, TINY_RUN, write_registry
-from ohlora_fixtures import models, provenance, results
-from ohlora_fixtures.dataset import load_experiment
+from ohlora_fixtures.measure import models, provenance
+from ohlora_fixtures.records import results
+from ohlora_fixtures.inputs.dataset import load_experiment
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.models import WeightsUnavailable, build_random, load_pretrained
-from ohlora_fixtures.registry import load_registry
-from ohlora_fixtures.settings import DEFAULT_DATASET
-from ohlora_fixtures.tokenizer import dataset_tokenizer
+from ohlora_fixtures.measure.models import WeightsUnavailable, build_random, load_pretrained
+from ohlora_fixtures.inputs.registry import load_registry
+from ohlora_fixtures.inputs.options import DEFAULT_DATASET
+from ohlora_fixtures.inputs.tokenizer import dataset_tokenizer
 
 CPU = torch.device("cpu")
 LOAD = {"device": CPU, "dtype": torch.float32, "allow_download": False}

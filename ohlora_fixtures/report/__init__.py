@@ -13,9 +13,9 @@ translations.toml via language) → markdown / html / table_csv → render
 (writes the files); cli is the command line.
 """
 
-from .cli import main
-from .gather import Report, gather
-from .render import ReportFiles, SessionReport, render, render_session
-from .stored import Stored, merge, read_stored
+from ohlora_fixtures.report.cli import main
+from ohlora_fixtures.report.gather import Report, gather
+from ohlora_fixtures.report.render import ReportFiles, SessionReport, render, render_session
+from ohlora_fixtures.report.stored import Stored, merge, read_stored
 
 __all__ = ["Report", "ReportFiles", "SessionReport", "Stored", "gather", "main", "merge", "read_stored", "render", "render_session"]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..message import in_language
-from ..record import BenchmarkRecord, RunDescription
-from ..registry import Candidate
-from . import marks
-from .gather import Report
-from .language import text
+from ohlora_fixtures.words.message import in_language
+from ohlora_fixtures.records.record import BenchmarkRecord, RunDescription
+from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.report import marks
+from ohlora_fixtures.report.gather import Report
+from ohlora_fixtures.words.language import text
 
 
 def seconds(value: float) -> str:

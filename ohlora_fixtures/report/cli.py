@@ -7,12 +7,13 @@ import configparser
 from pathlib import Path
 from typing import Callable
 
-from .. import registry, selection
-from ..errors import UsageError
-from ..paths import not_a_file
-from ..settings import REPORT, add_options, parse
-from .render import render
-from .stored import Merged, iter_stored
+from ohlora_fixtures.inputs import registry
+from ohlora_fixtures.judge import selection
+from ohlora_fixtures.errors import UsageError
+from ohlora_fixtures.inputs.paths import not_a_file
+from ohlora_fixtures.inputs.options import REPORT, add_options, parse
+from ohlora_fixtures.report.render import render
+from ohlora_fixtures.report.stored import Merged, iter_stored
 
 DEFAULT_INI = Path("setup.cfg")
 

@@ -7,14 +7,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
-from .. import selection
-from ..load import BUSY_OTHER_CORES, BUSY_PROBE, BUSY_STEAL, busy_reasons
-from ..message import in_language
-from ..record import Kind
-from . import cells, marks, tables, verdict
-from .blocks import Block, Bullets, Heading, Image, Paragraph, Section, Table
-from .gather import Report, benchmark_title
-from .language import text
+from ohlora_fixtures.judge import selection
+from ohlora_fixtures.measure.machine_load import BUSY_OTHER_CORES, BUSY_PROBE, BUSY_STEAL, busy_reasons
+from ohlora_fixtures.words.message import in_language
+from ohlora_fixtures.records.record import Kind
+from ohlora_fixtures.report import cells, marks, tables, verdict
+from ohlora_fixtures.report.blocks import Block, Bullets, Heading, Image, Paragraph, Section, Table
+from ohlora_fixtures.report.gather import Report, benchmark_title
+from ohlora_fixtures.words.language import text
 
 
 # Mean answer lengths (max / min) above which the report flags that seconds per answer favours short answers.

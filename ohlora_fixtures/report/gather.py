@@ -9,22 +9,24 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from .. import defaults, estimate, selection
-from ..dataset import load_experiment
-from ..devices import DTYPES
-from ..errors import DatasetError, UsageError
-from ..finetune import FinetuneSettings
-from ..load import busy_reasons
-from ..message import Message
-from ..plan import CandidatePlan, TokenWidths, experiment_widths, fixed_widths, plan_candidate
-from ..quality import read_grades
-from ..record import Answers, BenchmarkRecord, Kind, RunDescription, Status
-from ..registry import Candidate
-from ..settings import Settings
-from ..text import display_name
-from .language import text
-from .reference import StudyResults, load_study
-from .stored import Merged, Stored
+from ohlora_fixtures.inputs import defaults
+from ohlora_fixtures.measure import estimate
+from ohlora_fixtures.judge import selection
+from ohlora_fixtures.inputs.dataset import load_experiment
+from ohlora_fixtures.measure.devices import DTYPES
+from ohlora_fixtures.errors import DatasetError, UsageError
+from ohlora_fixtures.measure.finetune import FinetuneSettings
+from ohlora_fixtures.measure.machine_load import busy_reasons
+from ohlora_fixtures.words.message import Message
+from ohlora_fixtures.measure.plan import CandidatePlan, TokenWidths, experiment_widths, fixed_widths, plan_candidate
+from ohlora_fixtures.judge.quality import read_grades
+from ohlora_fixtures.records.record import Answers, BenchmarkRecord, Kind, RunDescription, Status
+from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.inputs.options import Settings
+from ohlora_fixtures.words.display import display_name
+from ohlora_fixtures.words.language import text
+from ohlora_fixtures.report.reference import StudyResults, load_study
+from ohlora_fixtures.report.stored import Merged, Stored
 
 Key = tuple[str, str, int | None]
 
@@ -104,7 +106,7 @@ class RunInfo:
 
     def outcomes(self, lang: str) -> str:
         """What the run's used benchmarks measured, e.g. "3 ok, 29 skipped"."""
-        from . import cells  # cells imports this module
+        from ohlora_fixtures.report import cells  # cells imports this module
 
         return ", ".join(f"{count} {cells.word(status, status, lang)}" for status, count in sorted(self.statuses.items())) \
             or text("nothing", lang)

@@ -6,8 +6,8 @@ import base64
 import html
 from typing import Sequence
 
-from .blocks import Block, Bullets, Card, Heading, Image, Paragraph, Section, Table
-from .language import text
+from ohlora_fixtures.report.blocks import Block, Bullets, Card, Heading, Image, Paragraph, Section, Table
+from ohlora_fixtures.words.language import text
 
 # Korean-capable fonts first: a browser whose system-ui lacks Hangul would draw boxes. Wide tables scroll inside
 # their own box rather than widen the page; Korean words are not broken inside (keep-all), so a narrow column

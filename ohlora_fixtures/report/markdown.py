@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .blocks import Block, Bullets, Card, Heading, Image, Paragraph, Section, Table
+from ohlora_fixtures.report.blocks import Block, Bullets, Card, Heading, Image, Paragraph, Section, Table
 
 
 def _md_cell(value: str) -> str:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..record import BenchmarkRecord, Kind
-from ..text import APPROXIMATE
-from .blocks import Table
-from . import gather
-from .gather import Report, is_measured_peak
-from .language import text
+from ohlora_fixtures.records.record import BenchmarkRecord, Kind
+from ohlora_fixtures.words.display import APPROXIMATE
+from ohlora_fixtures.report.blocks import Table
+from ohlora_fixtures.report import gather
+from ohlora_fixtures.report.gather import Report, is_measured_peak
+from ohlora_fixtures.words.language import text
 
 BUSY, ESTIMATE, STAND_IN = "busy_mark", "estimate_mark", "stand_in_mark"  # text keys of the marks
 # Which record each measured cost criterion of the recommendation comes from.

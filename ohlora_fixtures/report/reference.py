@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..resources import STUDY_RESULTS, bundled
+from ohlora_fixtures.inputs.resources import STUDY_RESULTS, bundled
 
 DEFAULT_STUDY_RESULTS = bundled(STUDY_RESULTS)
 

@@ -22,23 +22,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
 
-from .. import plots, results, selection
-from ..paths import slug
-from ..plots import CandidateSeries, TradeOffPlot, TradeOffPoint, write_plots
-from ..record import Kind, RunDescription, plain
-from ..registry import Candidate
-from ..settings import Settings
-from .document import document
-from . import cells, marks, tradeoff, verdict
-from .gather import Report, gather
-from .html import to_html
-from .language import text
-from .markdown import to_markdown
-from .stored import Merged, Stored
-from .table_csv import write_csv
+from ohlora_fixtures.report import plots
+from ohlora_fixtures.records import results
+from ohlora_fixtures.judge import selection
+from ohlora_fixtures.inputs.paths import slug
+from ohlora_fixtures.report.plots import CandidateSeries, TradeOffPlot, TradeOffPoint, write_plots
+from ohlora_fixtures.records.record import Kind, RunDescription, plain
+from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.inputs.options import Settings
+from ohlora_fixtures.report.document import document
+from ohlora_fixtures.report import cells, marks, tradeoff, verdict
+from ohlora_fixtures.report.gather import Report, gather
+from ohlora_fixtures.report.html import to_html
+from ohlora_fixtures.words.language import text
+from ohlora_fixtures.report.markdown import to_markdown
+from ohlora_fixtures.report.stored import Merged, Stored
+from ohlora_fixtures.report.table_csv import write_csv
 
 if TYPE_CHECKING:
-    from ..study import Study
+    from ohlora_fixtures.session.study import Study
 
 
 @dataclass(frozen=True)

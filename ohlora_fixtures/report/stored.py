@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .. import results
-from ..errors import UsageError
-from ..paths import not_a_file
-from ..record import BenchmarkRecord, RecordError, Status
-from ..results import UnreadableRecord
+from ohlora_fixtures.records import results
+from ohlora_fixtures.errors import UsageError
+from ohlora_fixtures.inputs.paths import not_a_file
+from ohlora_fixtures.records.record import BenchmarkRecord, RecordError, Status
+from ohlora_fixtures.records.results import UnreadableRecord
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..record import Kind
-from . import marks
-from .gather import Report
+from ohlora_fixtures.records.record import Kind
+from ohlora_fixtures.report import marks
+from ohlora_fixtures.report.gather import Report
 
 
 def results_frame(report: Report) -> Any:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .. import selection
-from ..devices import DTYPES
-from ..message import in_language
-from ..memory import MIB
-from ..quality import grade_label
-from ..record import Answers, BenchmarkRecord, Kind
-from ..registry import Candidate
-from . import cells, marks, tradeoff
-from .blocks import Table
-from .gather import Grade, Report
-from .language import text
+from ohlora_fixtures.judge import selection
+from ohlora_fixtures.measure.devices import DTYPES
+from ohlora_fixtures.words.message import in_language
+from ohlora_fixtures.measure.memory import MIB
+from ohlora_fixtures.judge.quality import grade_label
+from ohlora_fixtures.records.record import Answers, BenchmarkRecord, Kind
+from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.report import cells, marks, tradeoff
+from ohlora_fixtures.report.blocks import Table
+from ohlora_fixtures.report.gather import Grade, Report
+from ohlora_fixtures.words.language import text
 
 
 def results_table(report: Report) -> Table:

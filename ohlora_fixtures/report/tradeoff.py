@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..pareto import dominated_by
-from .gather import Report
+from ohlora_fixtures.judge.pareto import dominated_by
+from ohlora_fixtures.report.gather import Report
 
 # The axes each view compares, quality first; costs are the recommendation's criteria.
 VIEWS: dict[str, tuple[str, ...]] = {

@@ -4,12 +4,12 @@ used, the score, the place)."""
 
 from __future__ import annotations
 
-from .. import selection
-from ..message import Message, in_language
-from . import cells, marks
-from .blocks import Card, Table
-from .gather import Report
-from .language import text
+from ohlora_fixtures.judge import selection
+from ohlora_fixtures.words.message import Message, in_language
+from ohlora_fixtures.report import cells, marks
+from ohlora_fixtures.report.blocks import Card, Table
+from ohlora_fixtures.report.gather import Report
+from ohlora_fixtures.words.language import text
 
 # How each criterion's figure reads in the leaderboard (its unit is in the column's header).
 _FORMATS = {"quality": lambda v: f"{v:.1f}", "leaderboard": lambda v: f"{v:.2f}", "finetune_time": cells.seconds,
@@ -133,7 +133,7 @@ def _figure(report: Report, name: str, criterion: selection.Criterion, value: fl
 
 def terminal_lines(report: Report) -> list[str]:
     """The answer for the terminal, in the report's order: the card's lines, its caveats, then the leaderboard."""
-    from ..text import aligned
+    from ohlora_fixtures.words.display import aligned
 
     card = verdict_card(report)
     lines = [line.replace("**", "") for line in card.lines] + [f"⚠ {caveat}" for caveat in card.caveats]

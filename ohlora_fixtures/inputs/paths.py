@@ -1,0 +1,141 @@
+"""Where names become paths: a safe slug, and files replaced atomically.
+
+A candidate name comes from a registry file someone else may have written; it
+reaches the file system only through `slug`, and `child` refuses any result
+that would land outside its folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import stat
+import tempfile
+from pathlib import Path
+from typing import IO, Callable
+
+from ohlora_fixtures.errors import UsageError
+
+# The characters a registry name may use (see registry.NAME_RULE); anything else becomes "_".
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+MAX_SLUG = 64
+
+
+def slug(name: str) -> str:
+    """`name` as one safe file-name component: ASCII letters, digits, `.`, `-`, `_`; never empty,
+    never starting with a dot (no `..`, no hidden file), at most MAX_SLUG characters."""
+    text = _UNSAFE.sub("_", name).lstrip(".")[:MAX_SLUG]
+    return text or "_"
+
+
+def child(folder: Path, name: str, suffix: str = "") -> Path:
+    """The file `slug(name) + suffix` directly inside `folder`; refuses anything that escapes it."""
+    path = folder / (slug(name) + suffix)
+    if path.resolve().parent != folder.resolve():
+        raise ValueError(f"{name!r} does not name a file inside {folder}")
+    return path
+
+
+def replace_atomically(path: Path, write: Callable[[IO[str]], None], *, encoding: str = "utf-8", newline: str | None = None) -> None:
+    """Write `path` through a unique temporary in the same folder, fsync it, then rename it over `path`.
+
+    A reader sees the old file or the new one, never half of one, and two
+    processes writing the same path at once both succeed (the last rename wins).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding=encoding, newline=newline) as stream:
+            write(stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o666 & ~_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+
+
+def _umask() -> int:
+    # mkstemp creates 0600; a kept file gets the permissions an ordinary open() would give it.
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why `path` cannot be read as a file ("not found", "is a directory", "is not a regular file
+    (a FIFO)"...), or None when it is a regular file. Only stats the path: a FIFO is never opened."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "not found"
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    return f"is not a regular file ({kind})"
+
+
+def check_report_dir(path: Path, results_path: Path, option: str = "--ohlora-report-dir") -> None:
+    """Refuse, at start-up, a report folder or results log that cannot be written.
+
+    Results are first written after the first benchmark: too late to find
+    out then.
+    """
+    check_writable_folder(path, option)
+    if results_path.is_dir() or (results_path.exists() and not results_path.is_file()):
+        raise UsageError(
+            f"{option}: {results_path} is not a regular file; the results log must be one; move it away"
+        )
+    if results_path.exists():
+        try:
+            # Opening for append changes nothing, and fails where appending a record would.
+            with results_path.open("a", encoding="utf-8"):
+                pass
+        except OSError as error:
+            raise UsageError(
+                f"{option}: {results_path} cannot be appended to ({error.strerror or error}); "
+                f"make it writable or choose another {option}"
+            ) from None
+
+
+def check_writable_folder(path: Path, option: str) -> None:
+    """Refuse, at start-up, a folder (`option`'s value) that cannot be created or written.
+
+    Writability is tried by creating and removing a file, because os.access
+    trusts permission bits (root passes it for /proc, a read-only mount or a
+    full disk).
+    """
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option}: {path} exists and is not a directory")
+    nearest = next(parent for parent in (path.absolute(), *path.absolute().parents) if parent.exists())
+    if not nearest.is_dir():
+        raise UsageError(f"{option}: {path} cannot be created: {nearest} is a file, not a directory")
+    try:
+        handle, temporary = tempfile.mkstemp(dir=nearest, prefix=".ohlora-write-check.")
+        os.close(handle)
+        os.unlink(temporary)
+    except OSError as error:
+        raise UsageError(f"{option}: {path} cannot be written: creating a file in {nearest} fails ({error.strerror or error})") from None
+
+
+def disk_full(error: BaseException) -> str | None:
+    """For a write that failed because its disk is full (or the user's quota spent): "no space left on
+    MOUNT writing FILE", the one line a user needs; None for any other error."""
+    if not isinstance(error, OSError) or error.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    if not error.filename:
+        return f"no space left on the device: {error.strerror or error}"
+    written = Path(os.fsdecode(error.filename)).absolute()
+    mount = written
+    while not os.path.ismount(mount) and mount.parent != mount:
+        mount = mount.parent
+    return f"no space left on {mount} writing {written}"

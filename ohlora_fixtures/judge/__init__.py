@@ -1,0 +1,1 @@
+"""Judging figures: answer quality, the Pareto front and the weighted, noise-aware recommendation."""

@@ -1,0 +1,532 @@
+"""Full-size figures without allocating a byte: exact parameter counts and estimated memory.
+
+Parameter counts are exact: the candidate's model is built on the `meta`
+device and peft attaches the real adapter to it. Memory beyond the weights is
+an ESTIMATE from the formulas below, not a measurement.
+
+Token widths are the dataset's: the selected training rows are tokenised
+(`encode`, with the candidate's own tokenizer where its checkpoint is on this
+machine, else the dataset tokenizer a random-weight run builds) and batched as
+fine-tuning batches them (`step_batches`); the peak is the widest batch's.
+
+Activations have two terms. What the adapters keep is counted by structure
+from the real LoRA layers (`lora_activation_bytes`). What the frozen base keeps
+is Korthikanti et al.'s per-layer structure times `ACTIVATION_FIT`, fitted so
+the plan meets fine-tuning increases measured at full size on the CPU (random
+weights, the tensor peak above the adapted model: `memory.TensorPeakMeter`),
+listed in `CALIBRATION`. The fit is from CPU float32 runs; GPU kernels (fused
+attention, bf16) keep different intermediates, so on a GPU it stays an estimate
+to check.
+
+Each rank is also estimated with gradient checkpointing (each layer's input
+kept, one layer recomputed), and after training (`finetune_after_mib`: what
+`memory_allocated()` reads once the loop is done). `finetune_fit` and
+`inference_fit` set a plan against a named card of data/gpus.toml (gpus.py):
+the CUDA context and cuBLAS workspaces are stated apart from the tensors, the
+largest batch that fits is solved from the activations' linear growth, and the
+card's time comes from estimate.py.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import transformers
+from peft.tuners.lora import LoraLayer
+
+from ohlora_fixtures.inputs import defaults
+from ohlora_fixtures.measure import gpus
+from ohlora_fixtures.inputs.dataset import ExperimentData
+from ohlora_fixtures.measure.devices import DTYPES
+from ohlora_fixtures.errors import DatasetError
+from ohlora_fixtures.measure.finetune import Example, FinetuneSettings, encode, fresh_adapter, position_limit, step_batches
+from ohlora_fixtures.measure.gpus import Gpu, GpuTable
+from ohlora_fixtures.measure.memory import MIB
+from ohlora_fixtures.measure.models import build_config, meta_model, parameter_count
+from ohlora_fixtures.measure.provenance import hub_snapshot
+from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.words.display import aligned, display_name
+from ohlora_fixtures.inputs.tokenizer import experiment_tokenizer
+from ohlora_fixtures.measure.utilisation import MatmulWeights, kv_cache_bytes_per_token, recurrent_state_bytes
+
+ADAPTER_BYTES = 4  # peft keeps adapter weights in float32 even on a bf16 base
+ADAM_STATES = 2
+
+# Measured on this project's CPU (2 shared cores, 24 GB; 2026-11-26): full size, float32, random weights,
+# r16, batch 4, one epoch over the 20 default training rows (dataset tokenizer: widest batch 20 tokens),
+# one run each (the tensor peak is the same every run); `scripts/calibrate_plan.py` re-measures and refits.
+# (candidate, widest batch in tokens, measured peak_increase_mib, measured peak_mib)
+CALIBRATION: tuple[tuple[str, int, float, float], ...] = (
+    ("FinguAI-Chat-v1", 20, 435.15, 2234.00),
+    ("llama1B", 20, 582.37, 5339.63),
+)
+ACTIVATION_FIT = 1.10
+"""Korthikanti's layer term times this meets CALIBRATION's increases (least squares, every other term at face
+value; fitted apart per model it is 0.95 and 1.18). Both are gated-MLP models with LoRA on every linear layer.
+Checked out of sample on polyglot-ko-1.3b (GPT-NeoX: plain MLP, LoRA on query_key_value only), measured the
+same way: the increase is over-estimated by 73 % (plan 369 MiB, measured 214; alone it would fit 0.50), the peak by
+3 %: Korthikanti counts the inputs a trained base keeps for its weight gradients, and a frozen base keeps
+fewer. Every calibration batch is 20 tokens wide, so the attention term (5·a·s/h, about 5 % of the layer
+term there) is not checked by it."""
+
+
+@dataclass(frozen=True)
+class TokenWidths:
+    """The padded widths of the fine-tuning batches: the widest sets the peak."""
+
+    widest: int
+    mean: float
+    batches: int
+    source: str
+    """Where the widths came from, e.g. "data.csv, dataset tokenizer" or "--seq-len"."""
+    tokens: int = 0
+    """Non-padding tokens of every step's batch together: the fine-tuning's work (0: not known)."""
+    prompt_tokens: float = 0.0
+    """The inference prompts' mean length in tokens (0: not known)."""
+
+
+def batch_widths(examples: Sequence[Example], settings: FinetuneSettings) -> list[int]:
+    """Each optimizer step's padded width, with fine-tuning's own batching (shuffle, batch, pad to the longest)."""
+    if not examples:
+        return []
+    return [int(batch["input_ids"].shape[1]) for batch in step_batches(examples, settings, 0, torch.device("cpu"))]
+
+
+def own_tokenizer(candidate: Candidate) -> Any | None:
+    """The candidate's own tokenizer from its registry path or the HF cache, offline, no remote code; else None."""
+    local = candidate.path if candidate.path is not None else hub_snapshot(candidate.hub_id)
+    if local is None:
+        return None
+    try:
+        return transformers.AutoTokenizer.from_pretrained(str(local), local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError):
+        return None
+
+
+def dataset_widths(
+    candidate: Candidate, experiment: ExperimentData, settings: FinetuneSettings, fallback: Any
+) -> TokenWidths:
+    """The token widths of `candidate`'s fine-tuning batches on `experiment`'s training rows.
+
+    Rows are cut to the model's positions as the runner cuts them; `fallback` is
+    the dataset tokenizer, used when the candidate's own is not on this machine.
+    """
+    tokenizer, which = own_tokenizer(candidate), "own tokenizer"
+    if tokenizer is None:
+        tokenizer, which = fallback, "dataset tokenizer"
+    limit = position_limit(build_config(candidate, "full"))
+    examples = encode(tokenizer, candidate, experiment.train, limit)
+    widths = batch_widths(examples, settings)
+    if not widths:
+        raise DatasetError(f"{experiment.source}: no training row has an answer; the plan needs one to size a batch")
+    prompts = [len(tokenizer(candidate.prompt(pair.question)).input_ids) for pair in experiment.prompts]
+    return TokenWidths(
+        max(widths), sum(widths) / len(widths), len(widths), f"{Path(str(experiment.source)).name}, {which}",
+        tokens=settings.epochs * sum(len(example.input_ids) for example in examples),
+        prompt_tokens=sum(prompts) / len(prompts) if prompts else 0.0,
+    )
+
+
+def experiment_widths(
+    candidates: Sequence[Candidate], experiment: ExperimentData, settings: FinetuneSettings,
+    registered: Sequence[Candidate] = (), cache_dir: Path | None = None,
+) -> dict[str, TokenWidths]:
+    """Every candidate's widths; the dataset tokenizer is built once, as a run builds it: on the prompt
+    templates of every `registered` candidate (default: `candidates`), cached in `cache_dir`, else a temporary folder."""
+    templates = [c.prompt("") for c in (registered or candidates)]
+    with tempfile.TemporaryDirectory(prefix="ohlora-plan-") as scratch:
+        fallback = experiment_tokenizer(templates, experiment, cache_dir or Path(scratch))
+        return {c.name: dataset_widths(c, experiment, settings, fallback) for c in candidates}
+
+
+def fixed_widths(seq_len: int, source: str = "--seq-len", rows: int = 0, epochs: int = 1) -> TokenWidths:
+    """Widths not read from a dataset (given by hand, or assumed): every row and prompt that long, `rows`
+    training rows (0: the work is not known) seen `epochs` times."""
+    return TokenWidths(seq_len, float(seq_len), 0, source, tokens=seq_len * rows * epochs, prompt_tokens=float(seq_len))
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """One LoRA rank: exact trainable parameters and the estimated fine-tuning peak.
+
+    `adapter_training_mib` is the adapter's weights, gradients and AdamW moments;
+    `finetune_increase_estimate_mib` what training adds above the base with the
+    adapter attached (as `MemoryFigures.peak_increase_mib` measures it); the peak
+    adds the base's and the adapter's weights. `finetune_after_mib` is what is
+    still allocated once training is over and the optimizer still held (the
+    study's `memory_allocated()` reading): weights, adapter and AdamW's moments;
+    the gradients are gone (`zero_grad(set_to_none=True)`, torch's default since 2.0).
+    """
+
+    rank: int
+    trainable_params: int
+    adapter_training_mib: float
+    activations_mib: float
+    finetune_increase_estimate_mib: float
+    finetune_peak_estimate_mib: float
+    finetune_after_mib: float
+    checkpointed_activations_mib: float
+    """The activations with gradient checkpointing: every layer's input, one layer recomputed, the logits."""
+    finetune_peak_checkpointed_mib: float
+
+
+@dataclass(frozen=True)
+class CandidatePlan:
+    """A candidate at full size: exact counts, weight memory, estimated peaks."""
+
+    name: str
+    total_params: int
+    approximate: bool
+    dtype: str
+    weights_mib: float
+    ranks: tuple[RankPlan, ...]
+    kv_cache_mib: float
+    inference_peak_estimate_mib: float
+    batch_size: int
+    seq_len: int
+    max_new_tokens: int
+    mean_seq_len: float = 0.0
+    width_source: str = "--seq-len"
+    train_tokens: int = 0
+    """Non-padding tokens of the whole fine-tuning (every epoch): the work a time estimate divides."""
+    mean_prompt_tokens: float = 0.0
+    matmul_params: int = 0
+    """The base's matmul weights (Linear layers, LM head included; embeddings are looked up, not multiplied):
+    the work per token that estimate.py turns into full-size seconds."""
+    kv_values_per_token: int = 0
+    """Keys and values one token of context adds to the cache, as a count of values (0 for RWKV)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values for JSON and reports."""
+        return asdict(self)
+
+
+def layer_activation_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: int) -> float:
+    """Korthikanti et al.'s (2022) activations of all transformer layers, no recomputation, unfitted.
+
+    Per layer s·b·h·(34 + 5·a·s/h) bytes at 16 bits, scaled to the dtype; the
+    attention-score term is left out for attention-free models (RWKV).
+    """
+    hidden = config.hidden_size
+    heads = getattr(config, "num_attention_heads", 0) or 0
+    per_layer = seq_len * batch_size * hidden * (34 + 5 * heads * seq_len / hidden)
+    return per_layer * config.num_hidden_layers * dtype_bytes / 2
+
+
+def logits_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: int) -> float:
+    """b·s·V·(dtype + 4 + 4): the logits, their float32 copy for the loss and its gradient."""
+    return batch_size * seq_len * config.vocab_size * (dtype_bytes + 8)
+
+
+def checkpointed_bytes(config: Any, layers_bytes: float, batch_size: int, seq_len: int, dtype_bytes: int) -> float:
+    """With gradient checkpointing, of `layers_bytes` (all layers' activations, adapters' included) only each
+    layer's input stays for the backward pass, plus one layer's activations while it is recomputed."""
+    inputs = config.num_hidden_layers * batch_size * seq_len * config.hidden_size * dtype_bytes
+    return inputs + layers_bytes / config.num_hidden_layers
+
+
+@dataclass(frozen=True)
+class AdapterShape:
+    """What one LoRA adapter adds per unit of rank and per token, from a rank-1 adapter on the meta device."""
+
+    params_per_rank: int
+    layers: int
+    in_features: int
+    """The LoRA layers' input widths, summed: what their A matrices read per token."""
+
+
+def adapter_shape(model: torch.nn.Module, candidate: Candidate) -> AdapterShape:
+    """Attach a rank-1 adapter on the meta device and read its shape (shapes only, nothing initialised).
+
+    LoRA's A (r x in) and B (out x r) grow linearly with r, so one rank-1
+    adapter gives every rank: attaching one per rank cost seconds of every report.
+    """
+    with torch.device("meta"), fresh_adapter(model, candidate, FinetuneSettings(rank=1)) as adapted:
+        per_rank, _ = adapted.get_nb_trainable_parameters()
+        layers = [m for m in adapted.modules() if isinstance(m, LoraLayer)]
+        return AdapterShape(per_rank, len(layers), sum(int(m.in_features) for m in layers))
+
+
+def lora_activation_bytes(shape: AdapterShape, rank: int, batch_size: int, seq_len: int) -> float:
+    """What the adapters keep for their backward pass, exactly by structure, in the adapters' float32.
+
+    Each LoRA layer keeps its input after dropout for A's gradient and the
+    dropout mask (one byte an element; the study's dropout is above 0), and A's
+    r-wide output for B's.
+    """
+    return batch_size * seq_len * (shape.in_features * (ADAPTER_BYTES + 1) + shape.layers * rank * ADAPTER_BYTES)
+
+
+def plan_candidate(
+    candidate: Candidate,
+    ranks: Sequence[int] = defaults.RANKS,
+    dtype: str = defaults.PLAN_DTYPE,
+    batch_size: int = defaults.BATCH_SIZE,
+    widths: TokenWidths | None = None,
+    max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+) -> CandidatePlan:
+    """Exact counts and estimated peaks of one candidate at full size; `widths` default to PLAN_SEQ_LEN tokens."""
+    widths = widths or fixed_widths(defaults.PLAN_SEQ_LEN)
+    seq_len = widths.widest
+    dtype_bytes = DTYPES[dtype].itemsize
+    model = meta_model(candidate, "full")
+    config = model.config
+    total = parameter_count(model)
+    weights = total * dtype_bytes
+    base_layers = ACTIVATION_FIT * layer_activation_bytes(config, batch_size, seq_len, dtype_bytes)
+    logits = logits_bytes(config, batch_size, seq_len, dtype_bytes)
+    shape = adapter_shape(model, candidate)
+    rank_plans = []
+    for rank in ranks:
+        trainable = shape.params_per_rank * rank
+        adapter_weights = trainable * ADAPTER_BYTES
+        layers = base_layers + lora_activation_bytes(shape, rank, batch_size, seq_len)
+        activations = layers + logits
+        checkpointed = checkpointed_bytes(config, layers, batch_size, seq_len, dtype_bytes) + logits
+        # The increase is what training adds to a base with the adapter attached: its gradients and
+        # AdamW's two moments, and the activations; the adapter's weights are held before training starts.
+        training_state = adapter_weights * (1 + ADAM_STATES)
+        increase = training_state + activations
+        rank_plans.append(RankPlan(
+            rank, trainable, adapter_weights * (2 + ADAM_STATES) / MIB, activations / MIB, increase / MIB,
+            (weights + adapter_weights + increase) / MIB, (weights + training_state) / MIB,
+            checkpointed / MIB, (weights + adapter_weights + training_state + checkpointed) / MIB,
+        ))
+    # One sequence of prompt and answer; RWKV has no per-token cache, only its fixed recurrent state.
+    kv_cache = kv_cache_bytes_per_token(config, DTYPES[dtype]) * (seq_len + max_new_tokens) + recurrent_state_bytes(config)
+    matmuls = MatmulWeights.of(model)  # a meta base model: every weight counts, trainable or not
+    return CandidatePlan(
+        name=candidate.name,
+        total_params=total,
+        approximate=candidate.approximate,
+        dtype=dtype,
+        weights_mib=weights / MIB,
+        ranks=tuple(rank_plans),
+        kv_cache_mib=kv_cache / MIB,
+        inference_peak_estimate_mib=(weights + kv_cache + config.vocab_size * 4.0) / MIB,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        max_new_tokens=max_new_tokens,
+        mean_seq_len=widths.mean,
+        width_source=widths.source,
+        train_tokens=widths.tokens,
+        mean_prompt_tokens=widths.prompt_tokens,
+        matmul_params=matmuls.frozen + matmuls.adapter,
+        kv_values_per_token=kv_cache_bytes_per_token(config, torch.uint8),
+    )
+
+
+@dataclass(frozen=True)
+class GpuFit:
+    """Whether one run fits one named card: the plan's tensors plus what the process holds beside them (ESTIMATE).
+
+    `max_batch_size` is the largest fine-tuning batch whose peak fits at the
+    run's widest row (the widest batch always holds it; a run with fewer rows
+    cannot use it all); 0 when not even one row fits; None for inference (one
+    prompt at a time).
+    """
+
+    gpu: str
+    dtype: str
+    dtype_reason: str
+    memory_mib: float
+    tensors_mib: float
+    cuda_context_mib: float
+    workspace_mib: float
+    total_mib: float
+    fits: bool
+    tight: bool
+    max_batch_size: int | None = None
+    after_allocated_mib: float | None = None
+    """Fine-tuning: what `torch.cuda.memory_allocated()` would read after the run (tensors and workspaces)."""
+    checkpointed_tensors_mib: float | None = None
+    fits_with_checkpointing: bool | None = None
+    max_batch_size_with_checkpointing: int | None = None
+    """The same three with gradient checkpointing (fine-tuning only)."""
+    seconds_estimate: float | None = None
+    """The whole fine-tuning (without checkpointing), or one answer: estimate.py's full-size time at the card's
+    datasheet peak; None where the run's tokens are not known."""
+
+    @property
+    def only_with_checkpointing(self) -> bool:
+        """Fits with gradient checkpointing and not without."""
+        return bool(self.fits_with_checkpointing) and not self.fits
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values for JSON."""
+        return asdict(self)
+
+
+def _check_card_dtype(plan: CandidatePlan) -> None:
+    if DTYPES[plan.dtype].itemsize != 2:
+        raise ValueError(f"{plan.name}: a card's fit needs the plan at a 2-byte dtype (bf16 or fp16), not {plan.dtype}")
+
+
+def _fit(gpu: Gpu, table: GpuTable, tensors: float, handles: int, **extra: Any) -> GpuFit:
+    workspaces = gpu.workspace_mib(handles)
+    total = tensors + table.cuda_context_mib + workspaces
+    fits = total <= gpu.memory_mib
+    return GpuFit(
+        gpu.name, gpu.dtype, gpu.dtype_reason, gpu.memory_mib, tensors, table.cuda_context_mib, workspaces, total,
+        fits, fits and total > gpu.memory_mib * (1 - table.tight_fraction), **extra,
+    )
+
+
+def finetune_fit(plan: CandidatePlan, rank: RankPlan, gpu: Gpu, table: GpuTable) -> GpuFit:
+    """One rank's fine-tuning on `gpu`, at the card's dtype (bf16 and fp16 weigh the same: the plan's 2 bytes),
+    without and with gradient checkpointing."""
+    _check_card_dtype(plan)
+    workspaces = gpu.workspace_mib(gpus.TRAINING_HANDLES)
+    room = gpu.memory_mib - table.cuda_context_mib - workspaces
+
+    def largest(peak: float, activations: float) -> int:
+        # Activations grow with the batch's rows and nothing else does: the peak is fixed + rows x per-row.
+        per_row = activations / plan.batch_size
+        return max(0, math.floor((room - (peak - activations)) / per_row))
+
+    from ohlora_fixtures.measure.estimate import finetune_time  # estimate.py plans with this module: imported when used
+
+    checkpointed = rank.finetune_peak_checkpointed_mib
+    seconds = finetune_time(plan, rank.trainable_params, plan.train_tokens, gpu.tflops).seconds if plan.train_tokens else None
+    return _fit(
+        gpu, table, rank.finetune_peak_estimate_mib, gpus.TRAINING_HANDLES,
+        max_batch_size=largest(rank.finetune_peak_estimate_mib, rank.activations_mib),
+        after_allocated_mib=rank.finetune_after_mib + workspaces, checkpointed_tensors_mib=checkpointed,
+        fits_with_checkpointing=checkpointed <= room,
+        max_batch_size_with_checkpointing=largest(checkpointed, rank.checkpointed_activations_mib),
+        seconds_estimate=seconds,
+    )
+
+
+def inference_fit(plan: CandidatePlan, gpu: Gpu, table: GpuTable) -> GpuFit:
+    """Generating one answer at a time on `gpu`."""
+    from ohlora_fixtures.measure.estimate import answer_time  # estimate.py plans with this module: imported when used
+
+    _check_card_dtype(plan)
+    seconds = None
+    if plan.mean_prompt_tokens:
+        seconds = answer_time(plan, plan.mean_prompt_tokens, plan.max_new_tokens, DTYPES[plan.dtype].itemsize, gpu.gbps).seconds
+    return _fit(gpu, table, plan.inference_peak_estimate_mib, gpus.INFERENCE_HANDLES, seconds_estimate=seconds)
+
+
+def fits_as_dict(plan: CandidatePlan, cards: Sequence[Gpu], table: GpuTable, on_cards: CandidatePlan | None = None) -> dict[str, Any]:
+    """`plan.as_dict()` with each rank's and the inference's fit per card under "gpus"; `on_cards` is the same
+    plan at a 2-byte dtype when `plan` is not."""
+    on_cards = on_cards or plan
+    plain = plan.as_dict()
+    for rank, card_rank in zip(plain["ranks"], on_cards.ranks):
+        rank["gpus"] = {gpu.name: finetune_fit(on_cards, card_rank, gpu, table).as_dict() for gpu in cards}
+    plain["inference_gpus"] = {gpu.name: inference_fit(on_cards, gpu, table).as_dict() for gpu in cards}
+    return plain
+
+
+def describe_fit(fit: GpuFit, batch_size: int) -> str:
+    """One table cell, e.g. "fits (max batch 37; 160 with grad. ckpt.)", "only with gradient checkpointing (...)"."""
+    if fit.max_batch_size is None:
+        return ("fits, tight" if fit.tight else "fits") if fit.fits else f"no: {fit.total_mib:,.0f} of {fit.memory_mib:,.0f} MiB"
+    largest = f"max batch {fit.max_batch_size}" if fit.max_batch_size else "not even batch 1"
+    with_checkpointing = f"{fit.max_batch_size_with_checkpointing} with grad. ckpt."
+    if fit.fits:
+        return f"fits{', tight' if fit.tight else ''} ({largest}; {with_checkpointing})"
+    if fit.only_with_checkpointing:
+        return f"only with gradient checkpointing (max batch {with_checkpointing})"
+    return f"no at batch {batch_size}: {fit.total_mib:,.0f} of {fit.memory_mib:,.0f} MiB ({largest}; {with_checkpointing})"
+
+
+def format_fits(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: GpuTable) -> str:
+    """Per candidate and rank, and for inference: the tensors (ESTIMATE) and the fit on each card."""
+    for plan in plans:
+        _check_card_dtype(plan)
+    header = ["candidate", "run", "tensors MiB (est.)"] + [f"{gpu.name} ({gpu.memory_mib:,.0f} MiB)" for gpu in cards]
+    rows = [header]
+    for plan in plans:
+        name = display_name(plan.name, plan.approximate)
+        for rank in plan.ranks:
+            rows.append([name, f"FT r{rank.rank}", f"{rank.finetune_peak_estimate_mib:,.0f}"]
+                        + [describe_fit(finetune_fit(plan, rank, gpu, table), plan.batch_size) for gpu in cards])
+        rows.append([name, "inference", f"{plan.inference_peak_estimate_mib:,.0f}"]
+                    + [describe_fit(inference_fit(plan, gpu, table), plan.batch_size) for gpu in cards])
+    lines = ["Fit on named GPUs (ESTIMATES, from data/gpus.toml):"] + aligned(rows, right=False)
+    first = plans[0] if plans else None
+    if first is not None:
+        lines.append(
+            f"On the card = tensors (the plan's peak, batch {first.batch_size}, widest row {first.seq_len} tokens) "
+            f"+ CUDA context {table.cuda_context_mib:,.0f} MiB ({table.cuda_context_source}) + torch's cuBLAS workspaces "
+            f"(fine-tuning {gpus.TRAINING_HANDLES} handles, inference {gpus.INFERENCE_HANDLES}). \"max batch\" is the "
+            f"largest fine-tuning batch whose estimate fits at that width, without and with gradient checkpointing "
+            f"(each layer's input kept, the rest recomputed: less memory, more time); \"tight\": within "
+            f"{table.tight_fraction:.0%} of the card's memory (ECC, the driver and fragmentation take some)."
+        )
+    for gpu in cards:
+        lines.append(
+            f"  {gpu.name}: {gpu.label}; run in {gpu.dtype}: {gpu.dtype_reason}; cuBLAS workspaces "
+            f"{gpu.workspace_mib(gpus.TRAINING_HANDLES):.1f} MiB fine-tuning, {gpu.workspace_mib(gpus.INFERENCE_HANDLES):.1f} "
+            f"MiB inference ({gpu.source})"
+        )
+    lines += ["", format_times(plans, cards, table)]
+    return "\n".join(lines)
+
+
+def format_times(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: GpuTable) -> str:
+    """Per candidate and rank the fine-tuning's seconds, and the seconds per answer, on each card (ESTIMATES)."""
+    from ohlora_fixtures.measure.estimate import DECODE_EFFICIENCY, FINETUNE_EFFICIENCY
+
+    def seconds(fit: GpuFit) -> str:
+        return "-" if fit.seconds_estimate is None else f"~{fit.seconds_estimate:,.1f} s"
+
+    rows = [["candidate", "run"] + [f"{gpu.name} ({gpu.tflops:g} TFLOP/s, {gpu.gbps:,.0f} GB/s)" for gpu in cards]]
+    for plan in plans:
+        name = display_name(plan.name, plan.approximate)
+        for rank in plan.ranks:
+            rows.append([name, f"FT r{rank.rank}, all steps"] + [seconds(finetune_fit(plan, rank, gpu, table)) for gpu in cards])
+        rows.append([name, "one answer"] + [seconds(inference_fit(plan, gpu, table)) for gpu in cards])
+    first = plans[0]
+    note = (
+        f"Time on named GPUs: ESTIMATES (estimate.py): model FLOPs of the run's {first.train_tokens:,} training tokens "
+        f"(first candidate) over the datasheet's dense rate x {FINETUNE_EFFICIENCY:.2f}, and bytes read for "
+        f"{first.max_new_tokens} new tokens after a {first.mean_prompt_tokens:.0f}-token prompt over the bandwidth x "
+        f"{DECODE_EFFICIENCY:.2f}; both efficiencies were measured on this project's CPU, not on these cards, and "
+        "small batches of short rows reach less of a GPU's peak: read them as lower bounds. Without gradient "
+        "checkpointing, which recomputes each layer's forward."
+    )
+    return "\n".join([note] + aligned(rows, right=False))
+
+
+def describe_widths(plan: CandidatePlan) -> str:
+    """E.g. "widest batch 87 tokens (mean 61; data.csv, dataset tokenizer)"."""
+    if plan.mean_seq_len == plan.seq_len and "tokenizer" not in plan.width_source:
+        return f"{plan.seq_len} tokens per row ({plan.width_source})"
+    return f"widest batch {plan.seq_len} tokens (mean {plan.mean_seq_len:.0f}; {plan.width_source})"
+
+
+def format_plans(plans: Sequence[CandidatePlan]) -> str:
+    """A plain-text table of the plans, labelled as estimates."""
+    if not plans:
+        return "no candidates"
+    ranks = [rank.rank for rank in plans[0].ranks]
+    header = ["candidate", "params", f"weights MiB ({plans[0].dtype})"]
+    header += [f"trainable r{r}" for r in ranks] + [f"FT peak r{r} MiB (est.)" for r in ranks]
+    header += ["inference peak MiB (est.)"]
+    rows = [header]
+    for plan in plans:
+        rows.append(
+            [display_name(plan.name, plan.approximate), f"{plan.total_params:,}", f"{plan.weights_mib:,.0f}"]
+            + [f"{rank.trainable_params:,}" for rank in plan.ranks]
+            + [f"{rank.finetune_peak_estimate_mib:,.0f}" for rank in plan.ranks]
+            + [f"{plan.inference_peak_estimate_mib:,.0f}"]
+        )
+    lines = aligned(rows, right=True)
+    first = plans[0]
+    lines.append(
+        f"Parameter counts are exact (meta-device build). Memory beyond the weights is an ESTIMATE: "
+        f"batch {first.batch_size}, {first.max_new_tokens} new tokens, activations calibrated on CPU float32 "
+        "peaks; CUDA context and allocator overhead not included."
+    )
+    lines += [f"  {display_name(plan.name, plan.approximate)}: {describe_widths(plan)}" for plan in plans]
+    return "\n".join(lines)
+

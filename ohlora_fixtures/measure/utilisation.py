@@ -1,0 +1,137 @@
+"""How close a benchmark came to the hardware's limit: estimated model FLOPs and decode memory traffic.
+
+Fine-tuning is compute-bound, so it gets model FLOPs utilisation (MFU): the
+FLOPs the training steps must do, over the timed seconds, over the peak. Decoding
+one token at a time is memory-bound, so inference gets bandwidth utilisation:
+the bytes each new token must read, over the generate time, over the peak
+bandwidth. Both count only the matmuls and the KV cache, the terms that dominate;
+see docs/performance.md for the derivation and what is left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+from transformers.pytorch_utils import Conv1D
+
+from ohlora_fixtures.measure.hardware import Peaks
+
+# Layers whose weight is multiplied with every token (Conv1D is GPT-2's transposed Linear).
+# Embeddings are left out: looking up a row is not a matmul.
+_MATMUL_LAYERS = (torch.nn.Linear, Conv1D)
+FINETUNE_ESTIMATE = "estimate: model FLOPs (4 x frozen + 6 x adapter matmul weights) x tokens; attention scores left out"
+DECODE_ESTIMATE = "estimate: bytes read per new token = matmul weights + KV cache of the context; activations left out"
+
+
+@dataclass(frozen=True)
+class MatmulWeights:
+    """Weights of the model's matmuls: those training leaves frozen (the base, LM head included) and the adapter's."""
+
+    frozen: int
+    adapter: int
+    bytes: int
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> "MatmulWeights":
+        """Counted from the model's layers, so adapters, tying and GQA are as built; a PEFT model's
+        LoRA layers wrap a frozen base Linear and hold their A and B matrices as Linear layers too."""
+        frozen = adapter = size = 0
+        for module in model.modules():
+            if isinstance(module, _MATMUL_LAYERS):
+                weight = module.weight
+                size += weight.numel() * weight.element_size()
+                if weight.requires_grad:
+                    adapter += weight.numel()
+                else:
+                    frozen += weight.numel()
+        return cls(frozen, adapter, size)
+
+
+def finetune_flops(weights: MatmulWeights, tokens: int) -> int:
+    """Model FLOPs of LoRA training over `tokens` tokens (non-padding: padding is lost work, not model work).
+
+    Per token, a matmul with W weights costs 2W FLOPs forward. Backward needs the
+    gradient with respect to each matmul's input (another 2W) to reach the adapters
+    below it, and the gradient with respect to the weight (2W more) only where the
+    weight trains: the adapter. So 4 x frozen + 6 x adapter, against full
+    fine-tuning's 6 x all weights.
+    """
+    return (4 * weights.frozen + 6 * weights.adapter) * tokens
+
+
+def kv_cache_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
+    """Bytes of keys and values one token of context adds to the cache (the one home of this formula).
+
+    0 for recurrent models (RWKV, no attention heads): they keep no per-token
+    cache, only a fixed state (`recurrent_state_bytes`) whatever the context length.
+    """
+    config = config.get_text_config()
+    heads = getattr(config, "num_attention_heads", None)
+    if not heads:
+        return 0
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * dtype.itemsize
+
+
+def recurrent_state_bytes(config: Any, batch_size: int = 1) -> float:
+    """An RWKV model's fixed recurrent state (5 float32 vectors of hidden size per layer); 0 for attention models."""
+    config = config.get_text_config()
+    if getattr(config, "num_attention_heads", None):
+        return 0.0
+    return 5 * config.num_hidden_layers * config.hidden_size * batch_size * 4.0
+
+
+def decode_bytes(weight_bytes: int, kv_bytes_per_token: int, prompt_tokens: int, new_tokens: int) -> int:
+    """Bytes one generation must read: each new token reads every matmul weight once, plus the KV cache of
+    everything before it (the prompt and the tokens generated so far; the first token's pass is the prefill)."""
+    context_read = new_tokens * prompt_tokens + new_tokens * (new_tokens - 1) // 2
+    return new_tokens * weight_bytes + kv_bytes_per_token * context_read
+
+
+@dataclass(frozen=True)
+class FinetuneUtilisation:
+    """How close the timed fine-tuning came to the device's peak FLOP/s (an estimate, see FINETUNE_ESTIMATE)."""
+
+    model_flops: int
+    achieved_tflops: float
+    peak_tflops: float
+    mfu: float
+    peak_source: str  # where peak_tflops comes from: datasheet or calibrated
+    utilisation_estimate: str = FINETUNE_ESTIMATE
+    calibration: str = ""  # when the calibrated peak was taken (hardware.py); empty for a datasheet peak
+
+
+@dataclass(frozen=True)
+class DecodeUtilisation:
+    """How close the timed generation came to the device's peak bandwidth (an estimate, see DECODE_ESTIMATE)."""
+
+    decode_bytes: int
+    achieved_gbps: float
+    peak_gbps: float
+    bandwidth_utilisation: float
+    peak_source: str  # where peak_gbps comes from: datasheet or calibrated
+    utilisation_estimate: str = DECODE_ESTIMATE
+    calibration: str = ""  # when the calibrated peak was taken (hardware.py); empty for a datasheet peak
+
+
+def finetune_figures(model: torch.nn.Module, tokens: int, seconds: float, peaks: Peaks) -> FinetuneUtilisation:
+    """A fine-tuning record's utilisation figures."""
+    flops = finetune_flops(MatmulWeights.of(model), tokens)
+    achieved = flops / seconds / 1e12
+    return FinetuneUtilisation(flops, achieved, peaks.tflops, achieved / peaks.tflops, peaks.tflops_source,
+                               calibration=peaks.calibrated if peaks.tflops_source == "calibrated" else "")
+
+
+def decode_figures(
+    model: torch.nn.Module, generations: Iterable[tuple[int, int]], seconds: float, peaks: Peaks,
+) -> DecodeUtilisation:
+    """An inference record's utilisation figures; `generations` are (prompt tokens, new tokens) pairs."""
+    weight_bytes = MatmulWeights.of(model).bytes
+    kv_bytes = kv_cache_bytes_per_token(model.config, model.dtype)
+    read = sum(decode_bytes(weight_bytes, kv_bytes, prompt, new) for prompt, new in generations)
+    achieved = read / seconds / 1e9
+    return DecodeUtilisation(read, achieved, peaks.gbps, achieved / peaks.gbps, peaks.gbps_source,
+                             calibration=peaks.calibrated if peaks.gbps_source == "calibrated" else "")
