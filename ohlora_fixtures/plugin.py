@@ -23,8 +23,9 @@ import pytest
 
 from ohlora_fixtures.inputs import options
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.inputs.paths import check_writable_folder, disk_full
-from ohlora_fixtures.judge.selection import ini_keys
+from ohlora_fixtures.inputs.paths import check_writable_folder
+from ohlora_fixtures.records.storage import disk_full
+from ohlora_fixtures.inputs.policy import ini_keys
 
 if TYPE_CHECKING:
     from ohlora_fixtures.records.record import BenchmarkRecord

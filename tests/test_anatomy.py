@@ -105,7 +105,7 @@ def test_min_new_tokens_reaches_generate_only_when_set():
 
 
 def test_a_prompt_answered_in_one_token_has_no_decode_time():
-    from ohlora_fixtures.measure.inference import Answer
+    from ohlora_fixtures.records.answers import Answer
 
     answer = Answer(1, "q", "", "a", prompt_tokens=3, new_tokens=1, seconds=0.2, first_token_seconds=0.15,
                     generated_tokens=1)

@@ -88,12 +88,12 @@ def test_an_installed_package_reads_its_data_and_plans_from_any_directory(instal
     check = (
         "import ohlora_fixtures, json, tomllib\n"
         "from ohlora_fixtures.inputs import registry, resources\n"
-        "from ohlora_fixtures.judge import selection\n"
+        "from ohlora_fixtures.inputs import policy\n"
         "from ohlora_fixtures.inputs.dataset import load_experiment\n"
         "from ohlora_fixtures.inputs.options import DEFAULT_DATASET\n"
         "print(json.dumps({'package': ohlora_fixtures.__file__,\n"
         " 'files': [str(resources.bundled(name)) for name in resources.BUNDLED],\n"
-        " 'candidates': len(registry.load_registry()), 'allowed': len(selection.load_licences().allowed),\n"
+        " 'candidates': len(registry.load_registry()), 'allowed': len(policy.load_licences().allowed),\n"
         " 'final': tomllib.loads(resources.bundled(resources.STUDY_RESULTS).read_text())['study']['final'],\n"
         " 'train': len(load_experiment(DEFAULT_DATASET).train)}))\n"
     )

@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO, TINY_RUN, run_grid
 from ohlora_fixtures import report
 from ohlora_fixtures.records import results
-from ohlora_fixtures.judge import selection
+from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.records.record import Status
 from test_report import CANDIDATES, NAMES, finetune, full_run, inference, jsonl, settings_for, table_rows
@@ -59,7 +59,7 @@ def test_a_run_that_measured_nothing_says_so_and_names_no_model(tmp_path: Path) 
 def test_a_candidate_unmeasured_in_the_merged_runs_is_not_ranked(tmp_path: Path) -> None:
     records = full_run(tmp_path)[:3]  # polyglot only; TinyKo has no record at all
     gathered = report.gather([report.Stored(r, "x") for r in records], [CANDIDATES[n] for n in NAMES],
-                             settings_for(tmp_path / "out"), selection.resolve_weights())
+                             settings_for(tmp_path / "out"), policy.resolve_weights())
     rec = gathered.recommendation
     assert rec.final == "polyglot-ko-1.3b" and rec.backup is None
     assert "nothing measured" in rec.verdicts["TinyKo-v5-a"].reasons[-1]
@@ -246,7 +246,7 @@ def test_pretrained_weights_that_are_not_here_give_a_report_that_names_no_model(
 
 
 def test_identical_settings_ignore_when_where_the_grid_and_the_gpu_index_but_not_what() -> None:
-    from ohlora_fixtures.report.render import comparable
+    from ohlora_fixtures.records.record import comparable
 
     base = finetune("polyglot-ko-1.3b", 16).run
     same = [dataclasses.replace(base, run_id="other", date="later", dataset="/elsewhere.csv", ranks=(4,),

@@ -10,7 +10,8 @@ import torch
 
 from conftest import run_grid
 from ohlora_fixtures.measure.finetune import peak_batches
-from ohlora_fixtures.measure.inference import Answer, peak_prompts
+from ohlora_fixtures.measure.inference import peak_prompts
+from ohlora_fixtures.records.answers import Answer
 
 # Uneven widths and a short last batch (7 rows in batches of 3), two epochs, answers of different lengths.
 VARIED = ("--ohlora-models", "TinyKo-v5-a", "--ohlora-ranks", "16", "--ohlora-train-rows", "7", "--ohlora-batch-size",

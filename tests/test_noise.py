@@ -20,6 +20,7 @@ from conftest import TINY_RUN
 from ohlora_fixtures.measure import hardware
 from ohlora_fixtures.records import results
 from ohlora_fixtures.measure.machine_load import BUSY_OTHER_CORES, CpuTimes, machine_load
+from ohlora_fixtures.records.figures import MachineLoad
 from ohlora_fixtures.records.record import BenchmarkRecord, Status
 
 
@@ -174,7 +175,7 @@ def test_a_busy_attempt_is_measured_again_and_only_the_kept_one_is_stored(
     judged = []
     real = load.machine_load
 
-    def busy_then_quiet(*args: object) -> load.MachineLoad:
+    def busy_then_quiet(*args: object) -> MachineLoad:
         judged.append(len(judged))
         reading = real(*args)
         if len(judged) % 2:  # every benchmark's first attempt

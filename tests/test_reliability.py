@@ -31,7 +31,7 @@ from ohlora_fixtures import report
 from ohlora_fixtures.records import results
 from ohlora_fixtures.errors import BenchmarkError, UsageError
 from ohlora_fixtures.measure.models import build_random, load_pretrained
-from ohlora_fixtures.inputs.paths import disk_full
+from ohlora_fixtures.records.storage import disk_full
 from ohlora_fixtures.records.record import BenchmarkRecord, RecordError, Status
 from ohlora_fixtures.inputs.registry import load_registry
 from ohlora_fixtures.report.stored import Merged, Stored

@@ -14,16 +14,16 @@ import pytest
 
 from conftest import GridRun
 from ohlora_fixtures import report
-from ohlora_fixtures.judge import selection
+from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.measure.memory import MemoryFigures
-from ohlora_fixtures.judge.quality import QualityFigures
+from ohlora_fixtures.records.figures import MemoryFigures
+from ohlora_fixtures.records.figures import QualityFigures
 from ohlora_fixtures.records.record import (
     Answers, BenchmarkRecord, FinetuneFigures, InferenceFigures, Kind, RunDescription, Status, plain,
 )
 from ohlora_fixtures.inputs.registry import load_registry
 from ohlora_fixtures.report.tables import results_table
-from ohlora_fixtures.measure.utilisation import DecodeUtilisation, FinetuneUtilisation
+from ohlora_fixtures.records.figures import DecodeUtilisation, FinetuneUtilisation
 from ohlora_fixtures.inputs.options import parse
 
 CANDIDATES = {c.name: c for c in load_registry()}
@@ -214,7 +214,7 @@ def test_merging_two_shards_gives_the_same_table_as_one_run_with_both(tmp_path: 
     records = full_run(tmp_path)
     earlier = finetune("polyglot-ko-1.3b", 16, finished=0.5, seconds=99.0, run=run_description("run-0"))
     settings = settings_for(tmp_path / "out")
-    weights = selection.resolve_weights()
+    weights = policy.resolve_weights()
     shard_a = benchmark_json(tmp_path / "a.json", records[:3])
     shard_b = jsonl(tmp_path / "results.jsonl", [*records[3:], earlier])
 

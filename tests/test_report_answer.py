@@ -11,7 +11,8 @@ import pandas as pd
 
 from ohlora_fixtures.report import plots
 from ohlora_fixtures.judge import selection
-from ohlora_fixtures.measure.machine_load import MachineLoad
+from ohlora_fixtures.inputs import policy
+from ohlora_fixtures.records.figures import MachineLoad
 from ohlora_fixtures.records.record import BenchmarkRecord, Kind
 from test_report import CANDIDATES, full_run, table_rows
 from test_report_views import GRADED, NAMES, english_pieces, graded_run, render
@@ -117,9 +118,9 @@ def test_a_backup_best_on_nothing_is_said_to_be_so() -> None:
         candidate=CANDIDATES[name], largest_rank=16, finetune_peak_mib=100.0, finetune_peak_source="measured",
         figures={"finetune_time": seconds, "finetune_memory": None, "inference_time": None, "inference_memory": None},
         sources={}, measured=True) for name, seconds in figures.items()]
-    weights = {c.name: 0.0 for c in selection.CRITERIA} | {"leaderboard": 2.0, "finetune_time": 0.5}
+    weights = {c.name: 0.0 for c in policy.CRITERIA} | {"leaderboard": 2.0, "finetune_time": 0.5}
     rules = selection.Rules(max_params=3, min_params=0, vram_budget_mib=12288, weights=weights,
-                            licences=selection.LicencePolicy(allowed=("*",), refused=()))
+                            licences=policy.LicencePolicy(allowed=("*",), refused=()))
     rec = selection.recommend(evidence, rules)
 
     assert (rec.final, rec.backup) == ("polyglot-ko-1.3b", "llama1B")

@@ -7,17 +7,19 @@ import dataclasses
 import pytest
 
 from ohlora_fixtures.judge import selection
+
+from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs.registry import load_registry
 from ohlora_fixtures.inputs.options import parse
 
 CANDIDATES = {c.name: c for c in load_registry()}
-POLICY = selection.load_licences()
+POLICY = policy.load_licences()
 
 
 def rules(**overrides) -> selection.Rules:
     values = dict(max_params=3.0, min_params=0.0, vram_budget_mib=12288.0,
-                  weights=selection.resolve_weights(), licences=POLICY)
+                  weights=policy.resolve_weights(), licences=POLICY)
     return selection.Rules(**{**values, **overrides})
 
 
@@ -79,7 +81,7 @@ def test_a_failed_benchmark_excludes_the_candidate() -> None:
 
 
 def test_scores_are_min_max_normalised_then_weighted() -> None:
-    weights = {name: 0.0 for name in selection.CRITERION_NAMES} | {"leaderboard": 1.0, "inference_time": 1.0}
+    weights = {name: 0.0 for name in policy.CRITERION_NAMES} | {"leaderboard": 1.0, "inference_time": 1.0}
     result = selection.recommend([
         evidence("koquality-polyglot-1.3b", inference_time=3.0),  # leaderboard 31.07: best
         evidence("polyglot-ko-1.3b", inference_time=1.0),         # 29.95
@@ -111,7 +113,7 @@ def test_human_grades_drive_quality_only_when_every_eligible_candidate_has_one()
 
 
 def test_without_grades_quality_weighs_nothing_and_the_leaderboard_counts_once() -> None:
-    weights = {name: 0.0 for name in selection.CRITERION_NAMES} | {"quality": 4.0, "leaderboard": 2.0,
+    weights = {name: 0.0 for name in policy.CRITERION_NAMES} | {"quality": 4.0, "leaderboard": 2.0,
                                                                    "inference_time": 2.0}
     result = selection.recommend([
         evidence("koquality-polyglot-1.3b", inference_time=2.0),  # best leaderboard average
@@ -163,12 +165,12 @@ def test_the_backup_of_a_final_with_a_flagged_licence_is_the_best_with_a_free_on
 
 def test_weights_come_from_defaults_then_ini_then_the_command_line() -> None:
     ini = {"ohlora_weight_quality": "7", "ohlora_weight_leaderboard": " ", "ohlora_weight_inference_time": "1"}
-    weights = selection.resolve_weights(ini.get, selection.parse_weights("inference_time=3"))
+    weights = policy.resolve_weights(ini.get, policy.parse_weights("inference_time=3"))
     assert weights["quality"] == 7.0 and weights["leaderboard"] == 2.0 and weights["inference_time"] == 3.0
     with pytest.raises(UsageError, match="ohlora_weight_quality"):
-        selection.resolve_weights({"ohlora_weight_quality": "lots"}.get)
+        policy.resolve_weights({"ohlora_weight_quality": "lots"}.get)
     with pytest.raises(UsageError, match="all zero"):
-        selection.resolve_weights(override=[(name, 0.0) for name in selection.CRITERION_NAMES])
+        policy.resolve_weights(override=[(name, 0.0) for name in policy.CRITERION_NAMES])
 
 
 def test_the_ranking_weights_option_is_checked_like_every_option() -> None:
@@ -180,4 +182,4 @@ def test_the_ranking_weights_option_is_checked_like_every_option() -> None:
 def test_ini_keys_are_declared_for_setup_cfg(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nohlora_weight_quality = 6\n")
     config = pytester.parseconfig()
-    assert selection.resolve_weights(config.getini)["quality"] == 6.0
+    assert policy.resolve_weights(config.getini)["quality"] == 6.0

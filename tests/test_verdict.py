@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from ohlora_fixtures.judge import selection
-from ohlora_fixtures.measure.machine_load import MachineLoad
+
+from ohlora_fixtures.inputs import policy
+from ohlora_fixtures.records.figures import MachineLoad
 from ohlora_fixtures.records.record import Kind
 from ohlora_fixtures.inputs.registry import load_registry
 from ohlora_fixtures.report.gather import gather
@@ -27,7 +29,7 @@ BUSY = MachineLoad(2, 3.0, 3.1, 1.0, None, 0.4, 0.5, busy=True, why_busy="other 
 
 def rules(**weights: float) -> selection.Rules:
     return selection.Rules(max_params=3.0, min_params=0.0, vram_budget_mib=12288.0,
-                           weights={**selection.resolve_weights(), **weights}, licences=selection.load_licences())
+                           weights={**policy.resolve_weights(), **weights}, licences=policy.load_licences())
 
 
 def evidence(name: str, spreads: dict | None = None, busy: dict | None = None, **figures: float) -> selection.Evidence:
@@ -141,7 +143,7 @@ def _verdict(stored: list[Stored], tmp_path: Path) -> tuple:
     with warnings.catch_warnings():  # the fixture's dataset path is of the machine that ran it: the plan says so
         warnings.simplefilter("ignore")
         report = gather(stored, list(CANDIDATES.values()), parse({"report_dir": str(tmp_path)}),
-                        selection.resolve_weights())
+                        policy.resolve_weights())
         chosen = report.recommendation
     return chosen.final, chosen.final_tie, chosen.backup, chosen.backup_tie, chosen.busy_figures
 

@@ -16,7 +16,6 @@ LEARNING_RATE = 2e-4
 LORA_ALPHA = 16
 LORA_DROPOUT = 0.05
 RANKS = (16, 32, 64)
-MAX_RANK = 65536  # above any model's hidden size: a larger LoRA rank is a typo (and overflows the plan's sums)
 MAX_NEW_TOKENS = 80
 SEED = 42
 VRAM_BUDGET_MB = 12288.0

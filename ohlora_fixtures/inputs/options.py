@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ohlora_fixtures.inputs import defaults
+from ohlora_fixtures.records.record import MAX_RANK
 from ohlora_fixtures.inputs.dataset import PRESETS
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs.paths import check_report_dir
 from ohlora_fixtures.inputs.registry import DEFAULT_REGISTRY, SCALES
 from ohlora_fixtures.inputs.resources import DATASET, bundled
-from ohlora_fixtures.judge.selection import DEFAULT_LICENCES, parse_weights
+from ohlora_fixtures.inputs.policy import DEFAULT_LICENCES, parse_weights
 
 DEFAULT_DATASET = bundled(DATASET)
 DEFAULT_REPORT_DIR = Path(".benchmarks") / "ohlora"
@@ -91,7 +92,7 @@ def _names(text: str) -> tuple[str, ...]:
 
 def _ranks(text: str) -> tuple[int, ...]:
     ranks = tuple(sorted({positive_int(part.strip()) for part in text.split(",")}))
-    if ranks[-1] > defaults.MAX_RANK:
+    if ranks[-1] > MAX_RANK:
         raise ValueError
     return ranks
 
@@ -155,7 +156,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("preset", _choice(*PRESETS), "default", "row selection: default, or study (the reference study's rows)"),
     Option("models", _names, None, "comma-separated candidate names to run (default: all)", "comma-separated names"),
     Option("ranks", _ranks, defaults.RANKS, "comma-separated LoRA ranks",
-           f"comma-separated positive integers up to {defaults.MAX_RANK}"),
+           f"comma-separated positive integers up to {MAX_RANK}"),
     Option("weights", _choice(*WEIGHTS), "random", "random (seeded stand-in weights) or pretrained"),
     Option("scale", _choice(*SCALES), "tiny", "tiny stand-ins or full-size models (random weights)"),
     Option("device", str, "auto", "auto, cpu, cuda or cuda:N"),

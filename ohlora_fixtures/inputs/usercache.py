@@ -8,7 +8,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ohlora_fixtures.inputs.paths import replace_atomically
+from ohlora_fixtures.records.storage import replace_atomically
 
 
 def cache_file(name: str) -> Path:

@@ -13,10 +13,12 @@ import math
 import unicodedata
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sacrebleu.metrics import CHRF
+
+from ohlora_fixtures.records.answers import decode_answers
+from ohlora_fixtures.records.figures import QualityFigures
 
 GRADE_LABELS_EN = ("best", "good", "medium", "poor", "worst")
 GRADE_LABELS_KO = ("최상", "상", "중", "하", "최하")
@@ -45,26 +47,6 @@ _HANGUL_RANGES = (
     (0xA960, 0xA97F),  # Hangul Jamo Extended-A
     (0xD7B0, 0xD7FF),  # Hangul Jamo Extended-B
 )
-
-
-@dataclass(frozen=True)
-class QualityFigures:
-    """Automatic quality figures of one candidate's answers."""
-
-    chrf: float | None
-    """Corpus chrF (0..100) over answers that have a reference; None if none has."""
-    n_scored: int
-    """How many answers had a reference and went into chrF."""
-    empty_share: float
-    """Share of answers that are empty after strip()."""
-    hangul_share: float
-    """Share of Hangul among non-whitespace characters of all answers (0..1)."""
-    repeated_ngram_share: float
-    """Share of word 3-grams repeating an earlier one in the same answer (0..1)."""
-
-    def as_dict(self) -> dict[str, float | int | None]:
-        """The figures as a flat dict, e.g. for a results table row."""
-        return asdict(self)
 
 
 def score_answers(
@@ -175,20 +157,6 @@ def parse_grade(value: str | float | None) -> int | None:
 
 class GradeWarning(UserWarning):
     """A grade cell or answers file that cannot be read; it is left out, the measurement stands."""
-
-
-# The inference benchmark writes UTF-8; Korean spreadsheet programs re-save as CP949.
-ANSWER_ENCODINGS = ("utf-8-sig", "cp949")
-
-
-def decode_answers(raw: bytes) -> str:
-    """The text of an answers CSV in any of ANSWER_ENCODINGS; UnicodeDecodeError if none fits."""
-    for encoding in ANSWER_ENCODINGS[:-1]:
-        try:
-            return raw.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    return raw.decode(ANSWER_ENCODINGS[-1])
 
 
 def read_grades(answers_csv: Path) -> tuple[float | None, int]:

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import os
-import shutil
-import tempfile
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -18,12 +12,10 @@ from transformers.generation.streamers import BaseStreamer
 from ohlora_fixtures.inputs import defaults
 from ohlora_fixtures.inputs.dataset import QAPair
 from ohlora_fixtures.measure.devices import synchronize
-from ohlora_fixtures.inputs.paths import replace_atomically
 from ohlora_fixtures.records.percentiles import median, percentile
-from ohlora_fixtures.judge.quality import decode_answers
 from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.records.answers import Answer
 
-ANSWER_COLUMNS = ("prompt_line", "prompt", "reference", "answer", "new_tokens", "seconds", "grade")
 
 
 @dataclass(frozen=True)
@@ -43,23 +35,6 @@ class GenerationSettings:
             # Left out at 0 so that the default run calls generate exactly as before the option existed.
             kwargs["min_new_tokens"] = self.min_new_tokens
         return kwargs
-
-
-@dataclass(frozen=True)
-class Answer:
-    """One generated answer and what it cost."""
-
-    prompt_line: int
-    prompt: str
-    reference: str
-    answer: str
-    prompt_tokens: int
-    new_tokens: int
-    seconds: float
-    first_token_seconds: float = 0.0
-    """Time to first token: from the call of `generate` until its first new token is on the host (FirstTokenClock)."""
-    generated_tokens: int = 0
-    """Tokens `generate` produced (`new_tokens` stops at the first end-of-sequence token)."""
 
 
 @dataclass(frozen=True)
@@ -182,61 +157,6 @@ def peak_prompts(answers: Sequence[Answer]) -> list[int]:
     front = {size: index for index, size in enumerate(sizes)}  # one answer of each size
     return sorted(index for size, index in front.items()
                   if not any(other != size and other[0] >= size[0] and other[1] >= size[1] for other in front))
-
-
-def write_answers(path: Path, answers: Sequence[Answer]) -> None:
-    """The answers CSV, UTF-8 with BOM so spreadsheets show Korean; `grade` is left for a person.
-
-    Grades a person already gave are kept where the prompt and answer are
-    unchanged; if any cannot be carried over, or the old file cannot be read,
-    the old file is kept beside it. Written through a unique temporary, so
-    concurrent writers never trip over each other.
-    """
-    previous = read_answer_grades(path)
-
-    def write(stream: Any) -> None:
-        writer = csv.DictWriter(stream, fieldnames=ANSWER_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for answer in answers:
-            grade = (previous or {}).get((answer.prompt, answer.answer), "")
-            writer.writerow({**asdict(answer), "seconds": f"{answer.seconds:.4f}", "grade": grade})
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if previous is None or carried_short(previous, answers):
-        _keep_aside(path)
-    replace_atomically(path, write, encoding="utf-8-sig", newline="")
-
-
-def carried_short(previous: dict[tuple[str, str], str], answers: Sequence[Answer]) -> bool:
-    """Whether some grade a person gave has no matching (prompt, answer) in the new answers."""
-    kept = {(answer.prompt, answer.answer) for answer in answers}
-    return any(key not in kept for key in previous)
-
-
-def _keep_aside(path: Path) -> None:
-    # A copy, not a rename: another writer may be replacing `path` at this moment.
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    handle, backup = tempfile.mkstemp(dir=path.parent, prefix=f"{path.stem}.graded-{stamp}-", suffix=path.suffix)
-    os.close(handle)
-    try:
-        shutil.copyfile(path, backup)
-    except FileNotFoundError:
-        os.unlink(backup)
-
-
-def read_answer_grades(path: Path) -> dict[tuple[str, str], str] | None:
-    """The grades a person gave, by (prompt, answer); {} when there is no file, None when it cannot be read."""
-    if not path.is_file():
-        return {}
-    try:
-        text = decode_answers(path.read_bytes())
-        return {
-            (row.get("prompt") or "", row.get("answer") or ""): row["grade"].strip()
-            for row in csv.DictReader(io.StringIO(text, newline=""))
-            if isinstance(row.get("grade"), str) and row["grade"].strip()
-        }
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return None
 
 
 def latency_figures(answers: Sequence[Answer]) -> dict[str, float | None]:

@@ -27,28 +27,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from ohlora_fixtures.records.figures import MachineLoad
 from ohlora_fixtures.words.message import Message
 
 BUSY_OTHER_CORES = 0.5
 BUSY_STEAL = 0.05
 BUSY_PROBE = 0.75
 _PROC_STAT = "/proc/stat"
-
-
-@dataclass(frozen=True)
-class MachineLoad:
-    """The machine's load around one benchmark's timed rounds (see the module's doc for each reading)."""
-
-    cores: int
-    load_before: float | None  # 1-minute load average
-    load_after: float | None
-    other_cores: float | None  # mean cores other processes kept busy during the rounds; None without /proc/stat
-    steal: float | None  # share of CPU time stolen by the hypervisor; None where the kernel does not report it
-    probe_before: float | None  # short matmul speed over its calibrated speed (1.0: as quiet as calibration)
-    probe_after: float | None
-    busy: bool = False
-    why_busy: str = ""
-    attempts: int = 1  # times the rounds were measured: a busy attempt is measured again (--ohlora-busy-retries)
 
 
 @dataclass(frozen=True)

@@ -36,60 +36,18 @@ import itertools
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import torch
 from torch._C import _profiler
 
+from ohlora_fixtures.records.figures import MemoryFigures
 from ohlora_fixtures.records.percentiles import percentile
 
 MIB = 1024 * 1024
 _CLEAR_REFS = "/proc/self/clear_refs"
 _STATUS = "/proc/self/status"
-
-
-@dataclass
-class MemoryFigures:
-    """What one measured region used, in MiB.
-
-    `peak_mib` is the headline figure and `metric` says what it is: on CUDA
-    torch's max allocated memory (`cuda_max_allocated`); on the CPU the model's
-    tensors plus the peak of live tensor bytes allocated in the region, from the
-    untimed profiled pass (`cpu_tensor_peak`). Records from before it headline the
-    peak resident set above the runtime baseline (`cpu_peak_rss_above_runtime`).
-    `start_mib` and `after_mib` are on the headline's scale: held when the region
-    began and still held once it ended (the figure the reference study reported,
-    kept for comparison, not a peak); `peak_increase_mib` is peak minus start.
-    The fields from `absolute_peak_mib` on are None in records measured before
-    they existed. On the CPU, from the timed rounds: `rss_peak_mib` is the peak
-    resident set above the runtime baseline (`baseline_mib`), `absolute_peak_mib`
-    the raw RSS peak (on CUDA the headline again), `trimmed` whether the C
-    allocator's freed memory was given back before the region (None on CUDA) and
-    `lifetime_peak_mib` the process's peak resident set since it started, as of
-    the region's end (None where the kernel does not report it).
-    """
-
-    metric: str
-    peak_mib: float
-    start_mib: float
-    after_mib: float
-    peak_increase_mib: float
-    max_reserved_mib: float | None = None
-    sampled_peak_mib: float | None = None
-    sampler: str | None = None
-    samples: int = 0
-    sampled_mean_mib: float | None = None  # over the sampler's readings, beside its peak
-    sampled_p99_mib: float | None = None
-    absolute_peak_mib: float | None = None
-    baseline_mib: float | None = None
-    trimmed: bool | None = None
-    lifetime_peak_mib: float | None = None
-    rss_peak_mib: float | None = None
-
-    def as_dict(self) -> dict[str, float | str | int | None]:
-        """Plain values, for pytest-benchmark's extra_info."""
-        return {key: round(value, 2) if isinstance(value, float) else value for key, value in asdict(self).items()}
 
 
 class _Sampler(threading.Thread):

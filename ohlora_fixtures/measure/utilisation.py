@@ -17,12 +17,11 @@ import torch
 from transformers.pytorch_utils import Conv1D
 
 from ohlora_fixtures.measure.hardware import Peaks
+from ohlora_fixtures.records.figures import DecodeUtilisation, FinetuneUtilisation
 
 # Layers whose weight is multiplied with every token (Conv1D is GPT-2's transposed Linear).
 # Embeddings are left out: looking up a row is not a matmul.
 _MATMUL_LAYERS = (torch.nn.Linear, Conv1D)
-FINETUNE_ESTIMATE = "estimate: model FLOPs (4 x frozen + 6 x adapter matmul weights) x tokens; attention scores left out"
-DECODE_ESTIMATE = "estimate: bytes read per new token = matmul weights + KV cache of the context; activations left out"
 
 
 @dataclass(frozen=True)
@@ -89,32 +88,6 @@ def decode_bytes(weight_bytes: int, kv_bytes_per_token: int, prompt_tokens: int,
     everything before it (the prompt and the tokens generated so far; the first token's pass is the prefill)."""
     context_read = new_tokens * prompt_tokens + new_tokens * (new_tokens - 1) // 2
     return new_tokens * weight_bytes + kv_bytes_per_token * context_read
-
-
-@dataclass(frozen=True)
-class FinetuneUtilisation:
-    """How close the timed fine-tuning came to the device's peak FLOP/s (an estimate, see FINETUNE_ESTIMATE)."""
-
-    model_flops: int
-    achieved_tflops: float
-    peak_tflops: float
-    mfu: float
-    peak_source: str  # where peak_tflops comes from: datasheet or calibrated
-    utilisation_estimate: str = FINETUNE_ESTIMATE
-    calibration: str = ""  # when the calibrated peak was taken (hardware.py); empty for a datasheet peak
-
-
-@dataclass(frozen=True)
-class DecodeUtilisation:
-    """How close the timed generation came to the device's peak bandwidth (an estimate, see DECODE_ESTIMATE)."""
-
-    decode_bytes: int
-    achieved_gbps: float
-    peak_gbps: float
-    bandwidth_utilisation: float
-    peak_source: str  # where peak_gbps comes from: datasheet or calibrated
-    utilisation_estimate: str = DECODE_ESTIMATE
-    calibration: str = ""  # when the calibrated peak was taken (hardware.py); empty for a datasheet peak
 
 
 def finetune_figures(model: torch.nn.Module, tokens: int, seconds: float, peaks: Peaks) -> FinetuneUtilisation:

@@ -29,12 +29,12 @@ from collections import abc
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ohlora_fixtures.inputs.defaults import MAX_RANK
-from ohlora_fixtures.measure.machine_load import MachineLoad
-from ohlora_fixtures.measure.memory import MemoryFigures
-from ohlora_fixtures.judge.quality import QualityFigures
-from ohlora_fixtures.measure.utilisation import DecodeUtilisation, FinetuneUtilisation
+from ohlora_fixtures.records.figures import MachineLoad
+from ohlora_fixtures.records.figures import MemoryFigures
+from ohlora_fixtures.records.figures import QualityFigures
+from ohlora_fixtures.records.figures import DecodeUtilisation, FinetuneUtilisation
 
+MAX_RANK = 65536  # above any model's hidden size: a larger LoRA rank is a typo (and overflows the plan's sums)
 SCHEMA_VERSION = 2  # 1: the flat dicts written before this module existed (no `schema` key)
 
 
@@ -302,6 +302,35 @@ _MEMORY_SINCE_SCHEMA_2 = frozenset({"absolute_peak_mib", "baseline_mib", "trimme
 
 # Fields of the flat view that belong to each part (the rest are the record's own or run).
 _MEMORY_FLAT = {f.name if f.name != "metric" else "memory_metric": f.name for f in dataclasses.fields(MemoryFigures)}
+
+
+# What identifies a run: everything RunDescription holds but these, recorded and never matched: when and as
+# what a run happened, where its data file lay, the grid it chose (each record carries its own rank) and
+# provenance of the code and driver (the measuring code's own hash, `measuring_code`, is matched).
+RUN_PROVENANCE = ("run_id", "date", "dataset", "ranks", "code_revision", "gpu_driver", "cuda_version")
+# Comparing runs for one leaderboard leaves out the budget too: it judges figures, never shapes one.
+NOT_COMPARED = (*RUN_PROVENANCE, "vram_budget_mb")
+
+
+def run_identity(run: RunDescription) -> dict[str, Any]:
+    """The run's settings that shape a measurement, as plain values: what --ohlora-resume's fingerprint covers."""
+    described = plain(run)
+    for name in RUN_PROVENANCE:
+        described.pop(name, None)
+    return described
+
+
+def comparable(run: RunDescription) -> str:
+    """What makes two runs' figures comparable: everything that shapes a figure, as one JSON string.
+
+    Device and its name, dtype, weights, scale, data content and rows, training and generation
+    settings, seed, library versions, the dataset tokenizer's contents and the measuring code's version.
+    """
+    described = run_identity(run)
+    described.pop("vram_budget_mb", None)
+    # pytest-xdist workers each run on their own GPU (cuda:0, cuda:1): the same kind of device.
+    described["device"] = described["device"].split(":")[0]
+    return json.dumps(described, sort_keys=True, default=str)
 
 
 def from_flat(data: Mapping[str, Any]) -> BenchmarkRecord:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from ohlora_fixtures.inputs import registry
-from ohlora_fixtures.judge import selection
+from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs.paths import not_a_file
 from ohlora_fixtures.inputs.options import REPORT, add_options, parse
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"no ohlora records in {', '.join(str(p) for p in args.files)}")
     names = {item.record.candidate for item in stored.kept.values()}
     candidates = [c for c in registry.load_registry(settings.candidates) if c.name in names]
-    weights = selection.resolve_weights(_ini_from(args.ini), settings.ranking_weights)
+    weights = policy.resolve_weights(_ini_from(args.ini), settings.ranking_weights)
     try:
         files = render(stored, candidates, settings, weights)
     except OSError as error:

@@ -7,7 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
-from ohlora_fixtures.judge import selection
+from ohlora_fixtures.inputs import policy
+
 from ohlora_fixtures.measure.machine_load import BUSY_OTHER_CORES, BUSY_PROBE, BUSY_STEAL, busy_reasons
 from ohlora_fixtures.words.message import in_language
 from ohlora_fixtures.records.record import Kind
@@ -97,11 +98,11 @@ def _recommendation_blocks(report: Report) -> list[Block]:
     """How the score was computed: weights, formula, where the figures came from, every criterion per candidate."""
     rec, lang = report.recommendation, report.lang
     by_name = {c.name: c for c in report.candidates}
-    weights = ", ".join(f"{c.title.in_(lang)} {rec.weights[c.name]:g}" for c in selection.CRITERIA)
+    weights = ", ".join(f"{c.title.in_(lang)} {rec.weights[c.name]:g}" for c in policy.CRITERIA)
     blocks: list[Block] = [
         Paragraph(text("weights_line", lang, weights=weights)),
         Paragraph(text("effective_weights_line", lang, weights=", ".join(
-            f"{c.title.in_(lang)} {rec.effective_weights[c.name]:g}" for c in selection.CRITERIA))),
+            f"{c.title.in_(lang)} {rec.effective_weights[c.name]:g}" for c in policy.CRITERIA))),
         Paragraph(text("quality_from_line", lang, source=rec.quality_source.in_(lang))),
         Paragraph(text("formula_line", lang, formula=text("formula", lang))),
         Paragraph(text("cost_figures_line", lang, sources=_sources_sentence(report))),
@@ -123,7 +124,7 @@ def _recommendation_blocks(report: Report) -> list[Block]:
 def _sources_sentence(report: Report) -> str:
     """Where each cost criterion's figures come from, e.g. "inference peak memory: plan estimate ..."."""
     parts = []
-    for criterion in selection.CRITERIA[2:]:
+    for criterion in policy.CRITERIA[2:]:
         found = dict.fromkeys(in_language(e.sources[criterion.name], report.lang) for e in report.evidence.values())
         parts.append(f"{criterion.title.in_(report.lang)}: {' / '.join(found)}")
     return "; ".join(parts)

@@ -12,6 +12,7 @@ from typing import Iterable, Mapping, Sequence
 from ohlora_fixtures.inputs import defaults
 from ohlora_fixtures.measure import estimate
 from ohlora_fixtures.judge import selection
+from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.inputs.dataset import load_experiment
 from ohlora_fixtures.measure.devices import DTYPES
 from ohlora_fixtures.errors import DatasetError, UsageError
@@ -156,7 +157,7 @@ class Report:
         s = self.settings
         rules = selection.Rules(
             max_params=s.max_params, min_params=s.min_params, vram_budget_mib=s.vram_budget_mb,
-            weights=self.weights, licences=selection.load_licences(s.licenses),
+            weights=self.weights, licences=policy.load_licences(s.licenses),
         )
         return selection.recommend(list(self.evidence.values()), rules)
 

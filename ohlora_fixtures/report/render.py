@@ -13,21 +13,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from ohlora_fixtures.report import plots
 from ohlora_fixtures.records import results
-from ohlora_fixtures.judge import selection
+from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.inputs.paths import slug
 from ohlora_fixtures.report.plots import CandidateSeries, TradeOffPlot, TradeOffPoint, write_plots
-from ohlora_fixtures.records.record import Kind, RunDescription, plain
+from ohlora_fixtures.records.record import BenchmarkRecord, Kind, RunDescription, comparable
 from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.inputs.options import Settings
 from ohlora_fixtures.report.document import document
@@ -39,8 +38,16 @@ from ohlora_fixtures.report.markdown import to_markdown
 from ohlora_fixtures.report.stored import Merged, Stored
 from ohlora_fixtures.report.table_csv import write_csv
 
-if TYPE_CHECKING:
-    from ohlora_fixtures.session.study import Study
+class Session(Protocol):
+    """What the end-of-session report reads of a pytest session (session/study.py's Study is one)."""
+
+    settings: Settings
+    run_id: str
+    candidates: Sequence[Candidate]
+    records: list[BenchmarkRecord]
+    log_warnings: set[str]
+
+    def describe(self) -> RunDescription: ...
 
 
 @dataclass(frozen=True)
@@ -79,26 +86,6 @@ def _series(report: Report, lang: str) -> list[CandidateSeries]:
 
 STAGING_PREFIX = ".render-"
 RUNS_FOLDER = "runs"
-# Left out of "identical settings" when runs are merged into the top-level leaderboard: when and where a run
-# happened, the grid it chose (each benchmark carries its own rank), the budget (it judges, never measures) and
-# provenance that is recorded, not matched, as in study.NOT_IN_FINGERPRINT.
-NOT_COMPARED = ("run_id", "date", "dataset", "ranks", "vram_budget_mb", "code_revision", "gpu_driver", "cuda_version")
-
-
-def comparable(run: RunDescription) -> str:
-    """What makes two runs' figures comparable: everything that shapes a figure, as one JSON string.
-
-    Device and its name, dtype, weights, scale, data content and rows, training and generation
-    settings, seed, library versions, the dataset tokenizer's contents and the measuring code's version.
-    """
-    described = plain(run)
-    for name in NOT_COMPARED:
-        described.pop(name, None)
-    # pytest-xdist workers each run on their own GPU (cuda:0, cuda:1): the same kind of device.
-    described["device"] = described["device"].split(":")[0]
-    return json.dumps(described, sort_keys=True, default=str)
-
-
 def _tradeoff_plot(report: Report, lang: str) -> TradeOffPlot:
     view = tradeoff.trade_offs(report, lang)
     points = [TradeOffPoint(p.label, p.quality, p.costs["finetune_time"], p.costs["inference_time"], p.role,
@@ -223,7 +210,7 @@ class SessionReport:
         return [*self.merged.lines(), f"this run alone: {self.run.markdown} (plots: {own_plots})"]
 
 
-def render_session(study: "Study", ini: Callable[[str], object] | None = None) -> SessionReport | None:
+def render_session(study: Session, ini: Callable[[str], object] | None = None) -> SessionReport | None:
     """The end-of-session reports: this run's own, then the top-level leaderboard.
 
     This run's report (report_dir/runs/RUN_ID/) holds this run's records in
@@ -253,7 +240,7 @@ def render_session(study: "Study", ini: Callable[[str], object] | None = None) -
         this_run.add(item)
     if not this_run.kept:
         return None
-    weights = selection.resolve_weights(ini, settings.ranking_weights)
+    weights = policy.resolve_weights(ini, settings.ranking_weights)
     run_files = render(this_run, study.candidates, settings, weights,
                        out=settings.report_dir / RUNS_FOLDER / slug(study.run_id))
     other_runs = sorted(every_run - same.run_ids)

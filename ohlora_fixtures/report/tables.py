@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Callable
 
 from ohlora_fixtures.judge import selection
+
+from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.measure.devices import DTYPES
 from ohlora_fixtures.words.message import in_language
 from ohlora_fixtures.measure.memory import MIB
@@ -255,14 +257,14 @@ def scores_table(report: Report) -> Table:
     """Each eligible candidate's raw and normalised criteria, and its weighted score."""
     rec, lang = report.recommendation, report.lang
     columns = [text("model", lang), text("place", lang)] + [
-        f"{c.title.in_(lang)} (w={_weight(rec, c.name, lang)})" for c in selection.CRITERIA
+        f"{c.title.in_(lang)} (w={_weight(rec, c.name, lang)})" for c in policy.CRITERIA
     ] + [text("score", lang)]
     by_name = {c.name: c for c in report.candidates}
     rows = []
     for score in rec.scores:
         row = [report.name(by_name[score.name]), str(score.place)]
         row += [f"{marks.joined(c.show(score.raw[c.name]).in_(lang), marks.criterion_marks(report, score.name, c.name), lang)}"
-                f" → {score.normalised[c.name]:.2f}" for c in selection.CRITERIA]
+                f" → {score.normalised[c.name]:.2f}" for c in policy.CRITERIA]
         row.append(f"{score.score:.3f}")
         rows.append(tuple(row))
     return Table(tuple(columns), tuple(rows))

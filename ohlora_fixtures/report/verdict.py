@@ -5,6 +5,8 @@ used, the score, the place)."""
 from __future__ import annotations
 
 from ohlora_fixtures.judge import selection
+
+from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.words.message import Message, in_language
 from ohlora_fixtures.report import cells, marks
 from ohlora_fixtures.report.blocks import Card, Table
@@ -16,10 +18,10 @@ _FORMATS = {"quality": lambda v: f"{v:.1f}", "leaderboard": lambda v: f"{v:.2f}"
             "finetune_memory": cells.mib, "inference_time": cells.seconds, "inference_memory": cells.mib}
 
 
-def used_criteria(report: Report) -> list[selection.Criterion]:
+def used_criteria(report: Report) -> list[policy.Criterion]:
     """The criteria the score weighed (effective weight above 0), in the recommendation's order."""
     weights = report.recommendation.effective_weights
-    return [c for c in selection.CRITERIA if weights[c.name] > 0]
+    return [c for c in policy.CRITERIA if weights[c.name] > 0]
 
 
 def verdict_caveats(report: Report) -> list[str]:
@@ -62,7 +64,7 @@ def _tie_and_busy_lines(report: Report) -> list[str]:
             lines.append(text("tie_line", lang, role=text(role, lang), names=", ".join(tie),
                               rule=selection.tie_rule().in_(lang)))
     if rec.busy_figures:
-        titles = {c.name: c.title.in_(lang) for c in selection.CRITERIA}
+        titles = {c.name: c.title.in_(lang) for c in policy.CRITERIA}
         figures = "; ".join(text("busy_figure", lang, name=name, criterion=titles[criterion], why=in_language(why, lang))
                             for name, criterion, why in rec.busy_figures)
         lines.append(text("busy_verdict", lang, figures=figures))
@@ -124,7 +126,7 @@ def leaderboard_table(report: Report) -> Table:
     return Table(tuple(columns), tuple(rows))
 
 
-def _figure(report: Report, name: str, criterion: selection.Criterion, value: float | None) -> str:
+def _figure(report: Report, name: str, criterion: policy.Criterion, value: float | None) -> str:
     if value is None:
         return text("missing", report.lang)
     return marks.joined(_FORMATS[criterion.name](value), marks.criterion_marks(report, name, criterion.name),

@@ -37,20 +37,16 @@ from ohlora_fixtures.measure.finetune import (
     train,
     warm_up,
 )
-from ohlora_fixtures.measure.inference import Answer, EncodedPrompt, encode_prompts, generate_answers, latency_figures, peak_prompts, write_answers
+from ohlora_fixtures.measure.inference import EncodedPrompt, encode_prompts, generate_answers, latency_figures, peak_prompts
+from ohlora_fixtures.records.answers import Answer, write_answers
 from ohlora_fixtures.measure.inference import warm_up as warm_up_generation
 from ohlora_fixtures.measure.hardware import probe_fraction
-from ohlora_fixtures.measure.machine_load import LoadWatch, MachineLoad
-from ohlora_fixtures.measure.memory import (
-    MemoryFigures,
-    MemoryMeter,
-    TensorPeak,
-    TensorPeakMeter,
-    needs_tensor_pass,
-    release_cached_memory,
-    with_tensor_peak,
-)
-from ohlora_fixtures.inputs.paths import child, disk_full
+from ohlora_fixtures.measure.machine_load import LoadWatch
+from ohlora_fixtures.records.figures import MachineLoad
+from ohlora_fixtures.measure.memory import MemoryMeter, TensorPeak, TensorPeakMeter, needs_tensor_pass, release_cached_memory, with_tensor_peak
+from ohlora_fixtures.records.figures import MemoryFigures
+from ohlora_fixtures.inputs.paths import child
+from ohlora_fixtures.records.storage import disk_full
 from ohlora_fixtures.records.percentiles import median, percentile
 from ohlora_fixtures.measure.models import BaseModel, WeightsUnavailable
 from ohlora_fixtures.judge.quality import read_grades, score_answers

@@ -18,7 +18,7 @@ import torch
 from ohlora_fixtures import __version__
 from ohlora_fixtures.inputs import registry
 from ohlora_fixtures.records import results
-from ohlora_fixtures.judge import selection
+from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.inputs.dataset import ExperimentData, load_experiment
 from ohlora_fixtures.measure.devices import describe, dtype_name, resolve_device, resolve_dtype
 from ohlora_fixtures.measure.finetune import FinetuneSettings
@@ -28,16 +28,11 @@ from ohlora_fixtures.measure.memory import needs_tensor_pass, release_cached_mem
 from ohlora_fixtures.measure.models import BaseModel, build_random, check_candidate, check_pretrained, load_pretrained, random_config
 from ohlora_fixtures.measure.row_lengths import check_row_lengths
 from ohlora_fixtures.measure.provenance import code_revision, config_revision, gpu_software, pretrained_revision
-from ohlora_fixtures.records.record import BenchmarkRecord, RunDescription, plain
+from ohlora_fixtures.records.record import BenchmarkRecord, RunDescription, run_identity
 from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.inputs.options import Settings
 from ohlora_fixtures.inputs.tokenizer import experiment_tokenizer
 
-# Left out of a benchmark's fingerprint: when it ran, the path the data was read from
-# (data_fingerprint identifies the content), the whole grid of ranks (its own rank is in `detail`) and
-# provenance that is recorded, not matched (a new commit of this project does not void earlier figures;
-# a change to the measuring code does, through `measuring_code`).
-NOT_IN_FINGERPRINT = ("run_id", "date", "dataset", "ranks", "code_revision", "gpu_driver", "cuda_version")
 # The modules whose code shapes a figure: a change to any of them makes every stored measurement stale.
 MEASURING_MODULES = (
     "session.study", "session.runner", "measure.finetune", "measure.inference", "measure.memory",
@@ -96,7 +91,7 @@ class Study:
             check_candidate(candidate, "full" if settings.weights == "pretrained" else settings.scale)
             if settings.weights == "pretrained":
                 check_pretrained(candidate, settings.trust_remote_code)
-        selection.load_licences(settings.licenses)  # read now: a bad policy file must not wait for the report
+        policy.load_licences(settings.licenses)  # read now: a bad policy file must not wait for the report
         experiment = load_experiment(
             settings.dataset, settings.preset, settings.train_rows, settings.valid_rows, settings.prompts
         )
@@ -243,8 +238,5 @@ class Study:
         """Identifies every input of a benchmark's measurement, so --ohlora-resume reuses only identical ones:
         the candidate's whole registry entry (template, config, targets), the kind's settings, the run's
         settings and data, the dataset tokenizer's contents, library versions and the measuring code."""
-        described = plain(self.describe())
-        for name in NOT_IN_FINGERPRINT:
-            described.pop(name)
-        payload = json.dumps([kind, asdict(candidate), detail, described], sort_keys=True, default=str)
+        payload = json.dumps([kind, asdict(candidate), detail, run_identity(self.describe())], sort_keys=True, default=str)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
