@@ -14,12 +14,12 @@ TORCH_SPEC ?= torch==$(TORCH_VERSION)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: bench test browser-test setup clean
+.PHONY: bench test lint browser-test setup clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch is installed first, as chosen above; the package's looser torch>=2.4 then keeps it.
+# torch is installed first, as chosen above; the package's torch>=2.13,<2.14 then keeps it.
 $(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) $(TORCH_SPEC)
@@ -32,7 +32,16 @@ bench: setup
 	$(BIN)/pytest benchmarks $(ARGS)
 	@echo "Timings (pytest-benchmark): .benchmarks/   Results and report: .benchmarks/ohlora/"
 
-test: setup
+$(VENV)/.lint-installed: setup.cfg | $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[lint]"
+	touch $@
+
+# Style by ruff (pyproject.toml) and the layers by import-linter (the contracts in setup.cfg).
+lint: $(VENV)/.lint-installed
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports setup.cfg
+
+test: setup lint
 	$(BIN)/pytest tests -rs -m "not slow" $(ARGS)
 
 # leaderboard.html in headless Chromium at 1280 px (apt-get install chromium-headless-shell fonts-noto-cjk).

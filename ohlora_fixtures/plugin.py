@@ -332,12 +332,12 @@ class WorkerRecords:
     @pytest.hookimpl(tryfirst=True)  # before pytest's own makes the report from the item's user_properties
     def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> None:
         study = self.config.stash.get(STUDY, None)
-        if study is None or not hasattr(self.config, "workerinput") or len(study.records) == self.sent:
+        if study is None or not hasattr(self.config, "workerinput") or len(study.records.measured) == self.sent:
             return
         from ohlora_fixtures.records.results import RECORD_PROPERTY
 
-        item.user_properties += [(RECORD_PROPERTY, record.to_json()) for record in study.records[self.sent:]]
-        self.sent = len(study.records)
+        item.user_properties += [(RECORD_PROPERTY, record.to_json()) for record in study.records.measured[self.sent:]]
+        self.sent = len(study.records.measured)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.user_properties and not hasattr(self.config, "workerinput"):
@@ -346,7 +346,7 @@ class WorkerRecords:
             self.lines += [(report.nodeid, value) for key, value in report.user_properties if key == RECORD_PROPERTY]
 
     def add_to(self, study: "Study") -> None:
-        """The workers' records into `study.records`, each once (every test phase's report carries it again)."""
+        """The workers' records into `study.records.measured`, each once (every test phase's report carries it again)."""
         from ohlora_fixtures.records.record import BenchmarkRecord, RecordError
 
         for nodeid, line in self.lines:
@@ -355,8 +355,8 @@ class WorkerRecords:
             except RecordError as error:
                 warnings.warn(f"{nodeid}: a worker's record not readable, left out of the report: {error}", stacklevel=2)
                 continue
-            if not any(own.key == record.key and own.finished == record.finished for own in study.records):
-                study.records.append(record)
+            if not any(own.key == record.key and own.finished == record.finished for own in study.records.measured):
+                study.records.measured.append(record)
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-benchmark's hook: absent under -p no:benchmark
@@ -373,7 +373,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
                 # `pytest-benchmark compare --group-by=param:lora_rank` can file it.
                 bench["params"] = {**params, "lora_rank": None}
         output_json["ohlora"] = {
-            **plain(study.describe()), "model_loads": dict(study.load_counts), "peaks": study.peaks.as_dict(),
+            **plain(study.describe()), "model_loads": dict(study.models.load_counts), "peaks": study.peaks.as_dict(),
             # Per-benchmark peaks reset the kernel's high-water mark; this is the session's own, kept across resets.
             "runtime_baseline_mib": round(runtime_baseline_mib(), 2), "lifetime_peak_mib": lifetime_peak_mib(),
         }
@@ -421,12 +421,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     study = config.stash.get(STUDY, None)
     report = config.stash.get(REPORT, None)
-    if study is None or not (study.records or report):
+    if study is None or not (study.records.measured or report):
         return
     from ohlora_fixtures.session.summary import summary_lines
 
     terminalreporter.section("ohlora-bench")
-    if study.records:
+    if study.records.measured:
         # The answer first (the merged leaderboard's verdict), then this session's benchmarks, as in the report.
         for line in summary_lines(study, getattr(report, "answer", ())):
             terminalreporter.write_line(line)

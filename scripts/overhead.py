@@ -55,7 +55,7 @@ def bare_finetune(study: Any, candidate: Any, rank: int) -> float:
     from ohlora_fixtures.measure.finetune import encode, step_batches
 
     settings = study.finetune_settings(rank)
-    base = study.base_model(candidate)
+    base = study.models.get(candidate)
     batches = step_batches(
         encode(base.tokenizer, candidate, study.experiment.train), settings, base.tokenizer.pad_token_id, study.device
     )
@@ -90,7 +90,7 @@ def bare_inference(study: Any, candidate: Any) -> tuple[float, int]:
 
     from ohlora_fixtures.measure.devices import synchronize
 
-    base, generation = study.base_model(candidate), study.generation_settings
+    base, generation = study.models.get(candidate), study.generation_settings
     pad_id = base.tokenizer.pad_token_id
     prompts = [
         base.tokenizer(candidate.prompt(pair.question), return_tensors="pt").input_ids.to(study.device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ohlora_fixtures.measure import memory
+from ohlora_fixtures.measure import memory, torch_compat
 from ohlora_fixtures.measure.memory import MIB, TENSOR_METRIC, TensorPeak, TensorPeakMeter, needs_tensor_pass, tensor_mib, with_tensor_peak
 from ohlora_fixtures.records.figures import MemoryFigures
 
@@ -91,8 +91,8 @@ def test_only_devices_without_an_allocator_peak_get_the_profiled_pass() -> None:
 
 def test_windows_end_only_after_their_time(monkeypatch: pytest.MonkeyPatch) -> None:
     starts = []
-    real_start = memory._start_memory_profile
-    monkeypatch.setattr(memory, "_start_memory_profile", lambda: (starts.append(1), real_start()))
+    real_start = torch_compat.start_allocation_profile
+    monkeypatch.setattr(torch_compat, "start_allocation_profile", lambda: (starts.append(1), real_start()))
     meter = TensorPeakMeter()
     with meter.measuring(torch.nn.Linear(4, 4)):
         for _ in range(100):  # a fast region's steps: one recording, not a hundred restarts

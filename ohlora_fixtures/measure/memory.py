@@ -37,11 +37,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import torch
-from torch._C import _profiler
 
+from ohlora_fixtures.measure import torch_compat
 from ohlora_fixtures.records.figures import MemoryFigures
 from ohlora_fixtures.records.percentiles import percentile
 
@@ -351,50 +351,20 @@ class TensorPeakMeter:
         self._start()
 
     def _start(self) -> None:
-        _start_memory_profile()
+        torch_compat.start_allocation_profile()
         self._since = time.perf_counter()
 
     def _absorb(self) -> None:
         collecting = gc.isenabled()
         gc.disable()  # a collection now could free a region tensor while nothing records it
         try:
-            for size in _allocation_sizes(torch.autograd._disable_profiler()):
+            for size in torch_compat.stop_allocation_profile():
                 self._live += size
                 self._highest = max(self._highest, self._live)
                 self._allocations += size > 0
         finally:
             if collecting:
                 gc.enable()
-
-
-# What torch.profiler.profile does underneath, without turning every record into a Python FunctionEvent
-# at each stop (which doubled the cost and the memory).
-_MEMORY_PROFILE = (
-    _profiler.ProfilerConfig(_profiler.ProfilerState.KINETO, False, True, False, False, False,
-                             _profiler._ExperimentalConfig()),
-    {_profiler.ProfilerActivity.CPU},
-)
-
-
-def _start_memory_profile() -> None:
-    # Kineto, the profiler's backend, prints a "USDT: ... profiler_start/stop" line on stderr at every window
-    # unless its log level (read when it first starts) is above its highest, 5; a level the user set is kept.
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
-    torch.autograd._prepare_profiler(*_MEMORY_PROFILE)
-    torch.autograd._enable_profiler(*_MEMORY_PROFILE)
-
-
-def _allocation_sizes(result: Any) -> list[int]:
-    """Signed CPU allocation sizes (frees negative) of one profiler result, in the order they happened."""
-    events = []
-    pending = list(result.experimental_event_tree())
-    while pending:
-        event = pending.pop()
-        if event.tag == _profiler._EventType.Allocation and event.extra_fields.device.type == "cpu":
-            events.append((event.start_time_ns, event.extra_fields.alloc_size))
-        pending.extend(event.children)
-    events.sort(key=lambda timed: timed[0])
-    return [size for _, size in events]
 
 
 def with_tensor_peak(figures: MemoryFigures, tensors: TensorPeak) -> MemoryFigures:

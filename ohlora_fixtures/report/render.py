@@ -38,14 +38,20 @@ from ohlora_fixtures.report.markdown import to_markdown
 from ohlora_fixtures.report.stored import Merged, Stored
 from ohlora_fixtures.report.table_csv import write_csv
 
+class SessionRecords(Protocol):
+    """What a session measured or resumed, and the log lines it has already warned about."""
+
+    measured: list[BenchmarkRecord]
+    warned: set[str]
+
+
 class Session(Protocol):
     """What the end-of-session report reads of a pytest session (session/study.py's Study is one)."""
 
     settings: Settings
     run_id: str
     candidates: Sequence[Candidate]
-    records: list[BenchmarkRecord]
-    log_warnings: set[str]
+    records: SessionRecords
 
     def describe(self) -> RunDescription: ...
 
@@ -228,14 +234,14 @@ def render_session(study: Session, ini: Callable[[str], object] | None = None) -
     settings_now = comparable(study.describe())
     # One pass over the log, merging as it reads: a long log is never held whole.
     this_run, same, every_run = Merged(), Merged(), set()
-    for record in results.read(path, study.log_warnings):
+    for record in results.read(path, study.records.warned):
         item = Stored(record, str(path))
         every_run.add(record.run.run_id)
         if record.run.run_id == study.run_id:
             this_run.add(item)
         if comparable(record.run) == settings_now:
             same.add(item)
-    own = [Stored(r, str(path)) for r in study.records]
+    own = [Stored(r, str(path)) for r in study.records.measured]
     for item in own:
         this_run.add(item)
     if not this_run.kept:

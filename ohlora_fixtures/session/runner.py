@@ -291,7 +291,7 @@ def _store(study: Study, benchmark: Any, record: BenchmarkRecord) -> str | None:
         unstored = disk_full(error)
         if unstored is None:
             raise
-    study.records.append(record)
+    study.records.measured.append(record)
     benchmark.extra_info.update(record.flat())
     return unstored
 
@@ -311,7 +311,7 @@ def _resume_or_none(study: Study, record: BenchmarkRecord, candidate: Candidate,
     if not study.settings.resume:
         return
     path = study.settings.results_path
-    stored = study.resume_index.completed(record.fingerprint)
+    stored = study.records.resume_index.completed(record.fingerprint)
     if not stored:
         return
     weights = study.weights_revision(candidate)
@@ -321,7 +321,7 @@ def _resume_or_none(study: Study, record: BenchmarkRecord, candidate: Candidate,
         say(f"{what}: measured again, not resumed: {path} has it for weights "
             f"{stored[-1].weights_revision or '(not recorded)'}, the weights now are {weights}")
         return
-    study.records.append(same[-1])  # under pytest-xdist, sent to the controller like a measured one (plugin.WorkerRecords)
+    study.records.measured.append(same[-1])  # under pytest-xdist, sent to the controller like a measured one (plugin.WorkerRecords)
     pytest.skip(f"already measured with identical settings and weights in {path} (--ohlora-resume)")
 
 
@@ -331,7 +331,7 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
     record = new_record(study, Kind.FINETUNE, candidate, rank, node.nodeid, settings)
     _resume_or_none(study, record, candidate, say)
     with recorded(study, benchmark, record):
-        base = study.base_model(candidate)
+        base = study.models.get(candidate)
         record.weights_revision = base.revision
         limit = position_limit(base.model.config)
         train_examples = encode(base.tokenizer, candidate, study.experiment.train, limit)
@@ -421,7 +421,7 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pyte
     record = new_record(study, Kind.INFERENCE, candidate, None, node.nodeid, generation)
     _resume_or_none(study, record, candidate, say)
     with recorded(study, benchmark, record):
-        base = study.base_model(candidate)
+        base = study.models.get(candidate)
         record.weights_revision = base.revision
         prompts = encode_prompts(base.tokenizer, candidate, study.experiment.prompts, study.device)
         warm_up_generation(base.model, prompts[0], base.tokenizer.pad_token_id)

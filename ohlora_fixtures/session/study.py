@@ -1,4 +1,4 @@
-"""One benchmark session's shared state: settings, candidates, data, and the base model in memory."""
+"""What every benchmark of one session shares: the checked settings, candidates, data, device and peaks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import importlib
 import json
 import time
 import warnings
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -24,11 +23,13 @@ from ohlora_fixtures.measure.devices import describe, dtype_name, resolve_device
 from ohlora_fixtures.measure.finetune import FinetuneSettings
 from ohlora_fixtures.measure.hardware import Peaks, device_peaks
 from ohlora_fixtures.measure.inference import GenerationSettings
-from ohlora_fixtures.measure.memory import needs_tensor_pass, release_cached_memory, runtime_baseline_mib
+from ohlora_fixtures.measure.memory import needs_tensor_pass, runtime_baseline_mib
 from ohlora_fixtures.measure.models import BaseModel, build_random, check_candidate, check_pretrained, load_pretrained, random_config
 from ohlora_fixtures.measure.row_lengths import check_row_lengths
 from ohlora_fixtures.measure.provenance import code_revision, config_revision, gpu_software, pretrained_revision
-from ohlora_fixtures.records.record import BenchmarkRecord, RunDescription, run_identity
+from ohlora_fixtures.records.record import RunDescription, run_identity
+from ohlora_fixtures.session.base_models import BaseModels
+from ohlora_fixtures.session.session_records import SessionRecords
 from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.inputs.options import Settings
 from ohlora_fixtures.inputs.tokenizer import experiment_tokenizer
@@ -65,15 +66,15 @@ class Study:
     device: torch.device
     dtype: torch.dtype
     run_id: str = field(default_factory=results.new_run_id)
-    load_counts: Counter = field(default_factory=Counter)
-    records: list[BenchmarkRecord] = field(default_factory=list)
-    # The unreadable lines of results.jsonl already warned about: the log is read for every resumed benchmark
-    # and for the report, and each line is reported once a session.
-    log_warnings: set[str] = field(default_factory=set)
     # The prompt templates of every registry candidate, selected or not: the dataset tokenizer is trained on
     # them, so that `--ohlora-models` picks figures out of one vocabulary instead of making a new one.
     templates: tuple[str, ...] = ()
-    _base: BaseModel | None = None
+    records: SessionRecords = field(init=False)
+    models: BaseModels = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.records = SessionRecords(self.settings.results_path)
+        self.models = BaseModels(self.load_base_model, self.device)
 
     @classmethod
     def from_settings(cls, settings: Settings, worker: int | None = None) -> "Study":
@@ -133,29 +134,18 @@ class Study:
         serialized = self.random_tokenizer.backend_tokenizer.to_str()
         return hashlib.sha256(serialized.encode("utf-8")).hexdigest()[:16]
 
-    def base_model(self, candidate: Candidate) -> BaseModel:
-        """The candidate's base model, built or loaded once and kept while its benchmarks run.
-
-        Only one base is held at a time: benchmarks are ordered by candidate, so
-        holding more would only cost memory.
-        """
-        if self._base is not None and self._base.candidate.name == candidate.name:
-            return self._base
-        self.release()
+    def load_base_model(self, candidate: Candidate) -> BaseModel:
+        """Build (random weights) or load (pretrained) the candidate's base model on the run's device and dtype."""
         _ = self.peaks  # calibrated before the first model takes memory, and outside every timed region
         s = self.settings
         if s.weights == "pretrained":
-            base = load_pretrained(
+            return load_pretrained(
                 candidate, device=self.device, dtype=self.dtype, allow_download=s.allow_download,
                 trust_remote_code=s.trust_remote_code, allow_pickle=s.allow_pickle,
             )
-        else:
-            base = build_random(
-                candidate, self.random_tokenizer, scale=s.scale, seed=s.seed, device=self.device, dtype=self.dtype
-            )
-        self.load_counts[candidate.name] += 1
-        self._base = base
-        return base
+        return build_random(
+            candidate, self.random_tokenizer, scale=s.scale, seed=s.seed, device=self.device, dtype=self.dtype
+        )
 
     def weights_revision(self, candidate: Candidate) -> str:
         """Which weights the candidate's benchmarks would measure now, as its records name them
@@ -163,11 +153,6 @@ class Study:
         if self.settings.weights == "pretrained":
             return pretrained_revision(candidate.hub_id, candidate.path)
         return config_revision(random_config(candidate, self.random_tokenizer, self.settings.scale))
-
-    @cached_property
-    def resume_index(self) -> results.ResumeIndex:
-        """Where the results log holds each fingerprint's records, for --ohlora-resume: read once a session."""
-        return results.ResumeIndex(self.settings.results_path, self.log_warnings)
 
     @cached_property
     def peaks(self) -> Peaks:
@@ -187,11 +172,6 @@ class Study:
         )
         self.__dict__["peaks"] = device_peaks(self.device, self.dtype, recalibrate=True)
         return True
-
-    def release(self) -> None:
-        """Drop the base model in memory."""
-        self._base = None
-        release_cached_memory(self.device)
 
     def describe(self) -> RunDescription:
         """What the run shows: device, dtype, weights kind and scale, settings, versions."""

@@ -22,7 +22,7 @@ def summary_lines(study: "Study", answer: Sequence[str] = ()) -> list[str]:
     """The answer (the report's verdict and leaderboard, when one was rendered), then one line per benchmark of
     this session, then what the figures are."""
     rows = [_HEADER]
-    for record in study.records:
+    for record in study.records.measured:
         figures = record.finetune
         busy = " (busy)" if record.load is not None and record.load.busy else ""
         per_answer = record.inference.mean_seconds_per_prompt if record.inference else None
@@ -38,12 +38,12 @@ def summary_lines(study: "Study", answer: Sequence[str] = ()) -> list[str]:
         ))
     lines = [*answer, *([""] if answer else []), *aligned(rows)]
     run = study.describe()
-    metric = next((r.memory.metric for r in study.records if r.memory), "n/a")
+    metric = next((r.memory.metric for r in study.records.measured if r.memory), "n/a")
     lines.append(
         f"{run.weights} weights, {run.scale} scale, {run.dtype} on {run.device_name}; "
         f"peak memory = {metric}; results: {study.settings.results_path}"
     )
-    if any(r.status is Status.INTERRUPTED for r in study.records):
+    if any(r.status is Status.INTERRUPTED for r in study.records.measured):
         lines.append(
             "interrupted: every benchmark that finished is kept (results.jsonl, pytest-benchmark's JSON); "
             "run again with --ohlora-resume to measure only the rest"
