@@ -23,7 +23,8 @@ from ohlora_fixtures.measure.finetune import (
     train,
 )
 from ohlora_fixtures.measure.inference import GenerationSettings, encode_prompts, generate_answers
-from ohlora_fixtures.measure.memory import MIB, MemoryMeter
+from ohlora_fixtures.measure.memory import MemoryMeter
+from ohlora_fixtures.records.figures import MIB
 from ohlora_fixtures.measure.models import build_config, build_random, count_parameters
 from ohlora_fixtures.measure.plan import plan_candidate
 from ohlora_fixtures.inputs.options import DEFAULT_DATASET

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -52,3 +53,23 @@ def test_import_linter_contracts_are_kept() -> None:
     done = subprocess.run([str(Path(sys.executable).parent / "lint-imports"), "setup.cfg"],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_a_second_report_over_stored_results_builds_no_model(tmp_path: Path) -> None:
+    # The first report plans every candidate (meta models) and stores the plans beside it; the second finds
+    # them there, loads no torch, transformers or peft, and writes the same leaderboard.
+    out = tmp_path / "out"
+    render = (
+        "from ohlora_fixtures.report.cli import main\n"
+        f"main(['tests/fixtures/schema1/results.jsonl', 'tests/fixtures/schema1/benchmark.json', '--out', {str(out)!r},"
+        " '--lang', 'en', '--compare-study'])\n"
+    )
+    assert "torch" in _loaded_after(render)
+    first = _undated((out / "leaderboard.md").read_text(encoding="utf-8"))
+    assert (out / "plans.json").is_file()
+    assert [m for m in _loaded_after(render) if m not in ("pandas", "matplotlib")] == []
+    assert _undated((out / "leaderboard.md").read_text(encoding="utf-8")) == first
+
+
+def _undated(markdown: str) -> str:
+    return re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+", "DATE", markdown)

@@ -32,12 +32,8 @@ from ohlora_fixtures.measure.devices import resolve_device
 from ohlora_fixtures.measure.finetune import adapter_file_bytes
 from ohlora_fixtures.measure.hardware import Peaks, datasheet, device_peaks
 from ohlora_fixtures.session.scaleout import candidate_units
-from ohlora_fixtures.measure.utilisation import (
-    MatmulWeights,
-    decode_bytes,
-    finetune_flops,
-    kv_cache_bytes_per_token,
-)
+from ohlora_fixtures.measure.estimate import decode_bytes, finetune_flops
+from ohlora_fixtures.measure.utilisation import kv_cache_bytes_per_token, matmul_weights
 
 FIRST, SECOND = SESSION_MODELS
 LOW, HIGH = SESSION_RANKS
@@ -60,7 +56,7 @@ def tiny_lora_model(rank: int = 4) -> peft.PeftModel:
 
 def test_matmul_weights_split_the_frozen_base_from_the_adapter():
     model = tiny_lora_model(rank=4)
-    weights = MatmulWeights.of(model)
+    weights = matmul_weights(model)
     # Per layer: q 32x32, k and v 32x16 (2 KV heads of 8), o 32x32, gate and up 32x64, down 64x32; head 32x64.
     base = 2 * (32 * 32 + 2 * 32 * 16 + 32 * 32 + 3 * 32 * 64) + 32 * 64
     adapter = 2 * 4 * ((32 + 32) + 2 * (32 + 16) + (32 + 32) + 3 * (32 + 64))
@@ -91,7 +87,7 @@ def test_lora_flops_formula_agrees_with_torchs_flop_counter():
     input_ids = torch.randint(0, 64, (2, 16))
     with FlopCounterMode(display=False) as counter:
         model(input_ids=input_ids, labels=input_ids).loss.backward()
-    estimate = finetune_flops(MatmulWeights.of(model), tokens=input_ids.numel())
+    estimate = finetune_flops(matmul_weights(model), tokens=input_ids.numel())
     assert counter.get_total_flops() == pytest.approx(estimate, rel=0.15)
 
 

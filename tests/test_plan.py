@@ -14,7 +14,7 @@ from ohlora_fixtures.measure import plan
 from ohlora_fixtures.inputs import registry
 from ohlora_fixtures.inputs.dataset import ExperimentData, QAPair
 from ohlora_fixtures.measure.finetune import IGNORE_INDEX, Example, FinetuneSettings
-from ohlora_fixtures.measure.memory import MIB
+from ohlora_fixtures.records.figures import MIB
 
 REPO = Path(__file__).resolve().parent.parent
 CANDIDATES = {candidate.name: candidate for candidate in registry.load_registry()}

@@ -7,8 +7,9 @@ import time
 import torch
 
 from ohlora_fixtures.errors import UsageError
+from ohlora_fixtures.records.figures import DTYPE_BYTES
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_BYTES}
 
 
 def resolve_device(name: str, worker: int | None = None) -> torch.device:

@@ -8,9 +8,9 @@ home of the formula; docs/performance.md derives it):
     fine-tuning seconds = model FLOPs of the run's tokens / (peak FLOP/s x FINETUNE_EFFICIENCY)
     seconds per answer  = bytes read per answer / (peak bytes/s x DECODE_EFFICIENCY)
 
-Model FLOPs are utilisation.finetune_flops over the full-size model's matmul
+Model FLOPs are `finetune_flops` over the full-size model's matmul
 weights (from the plan's meta build) and the non-padding tokens the run's
-batches held; bytes per answer are utilisation.decode_bytes over the full-size
+batches held; bytes per answer are `decode_bytes` over the full-size
 weights and KV cache at the run's mean prompt and answer lengths. The peak is
 the measuring device's (calibrated on the CPU, the datasheet's on a listed GPU),
 so the estimate is of the full-size model on the machine that measured. The
@@ -22,8 +22,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ohlora_fixtures.measure.plan import CandidatePlan
-from ohlora_fixtures.measure.utilisation import MatmulWeights, decode_bytes, finetune_flops
+from ohlora_fixtures.records.plans import CandidatePlan
+
+@dataclass(frozen=True)
+class MatmulWeights:
+    """Weights of the model's matmuls: those training leaves frozen (the base, LM head included) and the adapter's."""
+
+    frozen: int
+    adapter: int
+    bytes: int
+
+
+def finetune_flops(weights: MatmulWeights, tokens: int) -> int:
+    """Model FLOPs of LoRA training over `tokens` tokens (non-padding: padding is lost work, not model work).
+
+    Per token, a matmul with W weights costs 2W FLOPs forward. Backward needs the
+    gradient with respect to each matmul's input (another 2W) to reach the adapters
+    below it, and the gradient with respect to the weight (2W more) only where the
+    weight trains: the adapter. So 4 x frozen + 6 x adapter, against full
+    fine-tuning's 6 x all weights.
+    """
+    return (4 * weights.frozen + 6 * weights.adapter) * tokens
+
+
+def decode_bytes(weight_bytes: int, kv_bytes_per_token: int, prompt_tokens: int, new_tokens: int) -> int:
+    """Bytes one generation must read: each new token reads every matmul weight once, plus the KV cache of
+    everything before it (the prompt and the tokens generated so far; the first token's pass is the prefill)."""
+    context_read = new_tokens * prompt_tokens + new_tokens * (new_tokens - 1) // 2
+    return new_tokens * weight_bytes + kv_bytes_per_token * context_read
+
 
 FINETUNE_EFFICIENCY = 0.19
 """MFU a full-size model reached in fine-tuning here: TinyKo-v5-a, r16, CPU float32, 5 runs of 3 rounds each

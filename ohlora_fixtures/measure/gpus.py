@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.measure.memory import MIB
+from ohlora_fixtures.records.figures import MIB
 from ohlora_fixtures.inputs.resources import GPUS, bundled
 
 # torch's default cuBLAS workspace per (handle, stream), CublasHandlePool.cpp's parseChosenWorkspaceSize:

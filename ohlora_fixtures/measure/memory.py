@@ -42,10 +42,9 @@ from typing import Callable, Iterator
 import torch
 
 from ohlora_fixtures.measure import torch_compat
-from ohlora_fixtures.records.figures import MemoryFigures
+from ohlora_fixtures.records.figures import MIB, MemoryFigures
 from ohlora_fixtures.records.percentiles import percentile
 
-MIB = 1024 * 1024
 _CLEAR_REFS = "/proc/self/clear_refs"
 _STATUS = "/proc/self/status"
 

@@ -46,13 +46,14 @@ from ohlora_fixtures.measure.devices import DTYPES
 from ohlora_fixtures.errors import DatasetError
 from ohlora_fixtures.measure.finetune import Example, FinetuneSettings, encode, fresh_adapter, position_limit, step_batches
 from ohlora_fixtures.measure.gpus import Gpu, GpuTable
-from ohlora_fixtures.measure.memory import MIB
+from ohlora_fixtures.records.figures import MIB
 from ohlora_fixtures.measure.models import build_config, meta_model, parameter_count
 from ohlora_fixtures.measure.provenance import hub_snapshot
 from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.records.plans import CandidatePlan, RankPlan, TokenWidths
 from ohlora_fixtures.words.display import aligned, display_name
 from ohlora_fixtures.inputs.tokenizer import experiment_tokenizer
-from ohlora_fixtures.measure.utilisation import MatmulWeights, kv_cache_bytes_per_token, recurrent_state_bytes
+from ohlora_fixtures.measure.utilisation import kv_cache_bytes_per_token, matmul_weights, recurrent_state_bytes
 
 ADAPTER_BYTES = 4  # peft keeps adapter weights in float32 even on a bf16 base
 ADAM_STATES = 2
@@ -73,21 +74,6 @@ same way: the increase is over-estimated by 73 % (plan 369 MiB, measured 214; al
 3 %: Korthikanti counts the inputs a trained base keeps for its weight gradients, and a frozen base keeps
 fewer. Every calibration batch is 20 tokens wide, so the attention term (5·a·s/h, about 5 % of the layer
 term there) is not checked by it."""
-
-
-@dataclass(frozen=True)
-class TokenWidths:
-    """The padded widths of the fine-tuning batches: the widest sets the peak."""
-
-    widest: int
-    mean: float
-    batches: int
-    source: str
-    """Where the widths came from, e.g. "data.csv, dataset tokenizer" or "--seq-len"."""
-    tokens: int = 0
-    """Non-padding tokens of every step's batch together: the fine-tuning's work (0: not known)."""
-    prompt_tokens: float = 0.0
-    """The inference prompts' mean length in tokens (0: not known)."""
 
 
 def batch_widths(examples: Sequence[Example], settings: FinetuneSettings) -> list[int]:
@@ -148,62 +134,6 @@ def fixed_widths(seq_len: int, source: str = "--seq-len", rows: int = 0, epochs:
     """Widths not read from a dataset (given by hand, or assumed): every row and prompt that long, `rows`
     training rows (0: the work is not known) seen `epochs` times."""
     return TokenWidths(seq_len, float(seq_len), 0, source, tokens=seq_len * rows * epochs, prompt_tokens=float(seq_len))
-
-
-@dataclass(frozen=True)
-class RankPlan:
-    """One LoRA rank: exact trainable parameters and the estimated fine-tuning peak.
-
-    `adapter_training_mib` is the adapter's weights, gradients and AdamW moments;
-    `finetune_increase_estimate_mib` what training adds above the base with the
-    adapter attached (as `MemoryFigures.peak_increase_mib` measures it); the peak
-    adds the base's and the adapter's weights. `finetune_after_mib` is what is
-    still allocated once training is over and the optimizer still held (the
-    study's `memory_allocated()` reading): weights, adapter and AdamW's moments;
-    the gradients are gone (`zero_grad(set_to_none=True)`, torch's default since 2.0).
-    """
-
-    rank: int
-    trainable_params: int
-    adapter_training_mib: float
-    activations_mib: float
-    finetune_increase_estimate_mib: float
-    finetune_peak_estimate_mib: float
-    finetune_after_mib: float
-    checkpointed_activations_mib: float
-    """The activations with gradient checkpointing: every layer's input, one layer recomputed, the logits."""
-    finetune_peak_checkpointed_mib: float
-
-
-@dataclass(frozen=True)
-class CandidatePlan:
-    """A candidate at full size: exact counts, weight memory, estimated peaks."""
-
-    name: str
-    total_params: int
-    approximate: bool
-    dtype: str
-    weights_mib: float
-    ranks: tuple[RankPlan, ...]
-    kv_cache_mib: float
-    inference_peak_estimate_mib: float
-    batch_size: int
-    seq_len: int
-    max_new_tokens: int
-    mean_seq_len: float = 0.0
-    width_source: str = "--seq-len"
-    train_tokens: int = 0
-    """Non-padding tokens of the whole fine-tuning (every epoch): the work a time estimate divides."""
-    mean_prompt_tokens: float = 0.0
-    matmul_params: int = 0
-    """The base's matmul weights (Linear layers, LM head included; embeddings are looked up, not multiplied):
-    the work per token that estimate.py turns into full-size seconds."""
-    kv_values_per_token: int = 0
-    """Keys and values one token of context adds to the cache, as a count of values (0 for RWKV)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain values for JSON and reports."""
-        return asdict(self)
 
 
 def layer_activation_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: int) -> float:
@@ -299,7 +229,7 @@ def plan_candidate(
         ))
     # One sequence of prompt and answer; RWKV has no per-token cache, only its fixed recurrent state.
     kv_cache = kv_cache_bytes_per_token(config, DTYPES[dtype]) * (seq_len + max_new_tokens) + recurrent_state_bytes(config)
-    matmuls = MatmulWeights.of(model)  # a meta base model: every weight counts, trainable or not
+    matmuls = matmul_weights(model)  # a meta base model: every weight counts, trainable or not
     return CandidatePlan(
         name=candidate.name,
         total_params=total,

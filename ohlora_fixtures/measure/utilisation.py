@@ -10,13 +10,13 @@ see docs/performance.md for the derivation and what is left out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable
 
 import torch
 from transformers.pytorch_utils import Conv1D
 
 from ohlora_fixtures.measure.hardware import Peaks
+from ohlora_fixtures.measure.estimate import MatmulWeights, decode_bytes, finetune_flops
 from ohlora_fixtures.records.figures import DecodeUtilisation, FinetuneUtilisation
 
 # Layers whose weight is multiplied with every token (Conv1D is GPT-2's transposed Linear).
@@ -24,40 +24,19 @@ from ohlora_fixtures.records.figures import DecodeUtilisation, FinetuneUtilisati
 _MATMUL_LAYERS = (torch.nn.Linear, Conv1D)
 
 
-@dataclass(frozen=True)
-class MatmulWeights:
-    """Weights of the model's matmuls: those training leaves frozen (the base, LM head included) and the adapter's."""
-
-    frozen: int
-    adapter: int
-    bytes: int
-
-    @classmethod
-    def of(cls, model: torch.nn.Module) -> "MatmulWeights":
-        """Counted from the model's layers, so adapters, tying and GQA are as built; a PEFT model's
-        LoRA layers wrap a frozen base Linear and hold their A and B matrices as Linear layers too."""
-        frozen = adapter = size = 0
-        for module in model.modules():
-            if isinstance(module, _MATMUL_LAYERS):
-                weight = module.weight
-                size += weight.numel() * weight.element_size()
-                if weight.requires_grad:
-                    adapter += weight.numel()
-                else:
-                    frozen += weight.numel()
-        return cls(frozen, adapter, size)
-
-
-def finetune_flops(weights: MatmulWeights, tokens: int) -> int:
-    """Model FLOPs of LoRA training over `tokens` tokens (non-padding: padding is lost work, not model work).
-
-    Per token, a matmul with W weights costs 2W FLOPs forward. Backward needs the
-    gradient with respect to each matmul's input (another 2W) to reach the adapters
-    below it, and the gradient with respect to the weight (2W more) only where the
-    weight trains: the adapter. So 4 x frozen + 6 x adapter, against full
-    fine-tuning's 6 x all weights.
-    """
-    return (4 * weights.frozen + 6 * weights.adapter) * tokens
+def matmul_weights(model: torch.nn.Module) -> MatmulWeights:
+    """Counted from the model's layers, so adapters, tying and GQA are as built; a PEFT model's
+    LoRA layers wrap a frozen base Linear and hold their A and B matrices as Linear layers too."""
+    frozen = adapter = size = 0
+    for module in model.modules():
+        if isinstance(module, _MATMUL_LAYERS):
+            weight = module.weight
+            size += weight.numel() * weight.element_size()
+            if weight.requires_grad:
+                adapter += weight.numel()
+            else:
+                frozen += weight.numel()
+    return MatmulWeights(frozen, adapter, size)
 
 
 def kv_cache_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
@@ -83,16 +62,9 @@ def recurrent_state_bytes(config: Any, batch_size: int = 1) -> float:
     return 5 * config.num_hidden_layers * config.hidden_size * batch_size * 4.0
 
 
-def decode_bytes(weight_bytes: int, kv_bytes_per_token: int, prompt_tokens: int, new_tokens: int) -> int:
-    """Bytes one generation must read: each new token reads every matmul weight once, plus the KV cache of
-    everything before it (the prompt and the tokens generated so far; the first token's pass is the prefill)."""
-    context_read = new_tokens * prompt_tokens + new_tokens * (new_tokens - 1) // 2
-    return new_tokens * weight_bytes + kv_bytes_per_token * context_read
-
-
 def finetune_figures(model: torch.nn.Module, tokens: int, seconds: float, peaks: Peaks) -> FinetuneUtilisation:
     """A fine-tuning record's utilisation figures."""
-    flops = finetune_flops(MatmulWeights.of(model), tokens)
+    flops = finetune_flops(matmul_weights(model), tokens)
     achieved = flops / seconds / 1e12
     return FinetuneUtilisation(flops, achieved, peaks.tflops, achieved / peaks.tflops, peaks.tflops_source,
                                calibration=peaks.calibrated if peaks.tflops_source == "calibrated" else "")
@@ -102,7 +74,7 @@ def decode_figures(
     model: torch.nn.Module, generations: Iterable[tuple[int, int]], seconds: float, peaks: Peaks,
 ) -> DecodeUtilisation:
     """An inference record's utilisation figures; `generations` are (prompt tokens, new tokens) pairs."""
-    weight_bytes = MatmulWeights.of(model).bytes
+    weight_bytes = matmul_weights(model).bytes
     kv_bytes = kv_cache_bytes_per_token(model.config, model.dtype)
     read = sum(decode_bytes(weight_bytes, kv_bytes, prompt, new) for prompt, new in generations)
     achieved = read / seconds / 1e9

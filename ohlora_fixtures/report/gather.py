@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from ohlora_fixtures.inputs import defaults
 from ohlora_fixtures.measure import estimate
 from ohlora_fixtures.judge import selection
 from ohlora_fixtures.inputs import policy
-from ohlora_fixtures.inputs.dataset import load_experiment
-from ohlora_fixtures.measure.devices import DTYPES
-from ohlora_fixtures.errors import DatasetError, UsageError
-from ohlora_fixtures.measure.finetune import FinetuneSettings
+from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.measure.machine_load import busy_reasons
 from ohlora_fixtures.words.message import Message
-from ohlora_fixtures.measure.plan import CandidatePlan, TokenWidths, experiment_widths, fixed_widths, plan_candidate
+from ohlora_fixtures.records.figures import DTYPE_BYTES
+from ohlora_fixtures.records.plans import CandidatePlan
+from ohlora_fixtures.report.plan_store import plans_for
 from ohlora_fixtures.judge.quality import read_grades
 from ohlora_fixtures.records.record import Answers, BenchmarkRecord, Kind, RunDescription, Status
 from ohlora_fixtures.inputs.registry import Candidate
@@ -57,37 +54,6 @@ def reread_grade(answers: Answers, source: str) -> Grade:
             score, count = read_grades(path)
             return Grade(score, count)
     return Grade(stored_grade, graded, Message("answers_file_missing", path=answers.answers_csv))
-
-
-@lru_cache(maxsize=None)
-def _plan(
-    candidate: Candidate, ranks: tuple[int, ...], dtype: str, batch_size: int, widths: TokenWidths, max_new_tokens: int
-) -> CandidatePlan:
-    # Building full-size models on the meta device takes a moment; reports of one process reuse it.
-    return plan_candidate(candidate, ranks, dtype, batch_size, widths, max_new_tokens)
-
-
-@lru_cache(maxsize=None)
-def _widths(
-    candidates: tuple[Candidate, ...], dataset: str, preset: str, rows: tuple[int, int, int], batching: FinetuneSettings
-) -> dict[str, TokenWidths]:
-    try:
-        return experiment_widths(candidates, load_experiment(dataset, preset, *rows), batching)
-    except (DatasetError, OSError) as error:
-        # The report still renders from what was measured; only the plan's widths fall back.
-        warnings.warn(f"the full-size plan assumes {defaults.PLAN_SEQ_LEN} tokens per row: {error}", stacklevel=2)
-        return {c.name: fixed_widths(defaults.PLAN_SEQ_LEN, "assumed; dataset unreadable") for c in candidates}
-
-
-def plan_widths(candidates: Sequence[Candidate], run: RunDescription | None, settings: Settings) -> dict[str, TokenWidths]:
-    """Token widths of the run's fine-tuning batches: its dataset, rows and batching (the options' without a run)."""
-    if run is None:
-        source = (str(settings.dataset), settings.preset, (settings.train_rows, settings.valid_rows, settings.prompts))
-        batching = FinetuneSettings(rank=1, batch_size=settings.batch_size, epochs=settings.epochs, seed=settings.seed)
-    else:
-        source = (run.dataset, run.preset, (run.train_rows, run.valid_rows, run.prompts))
-        batching = FinetuneSettings(rank=1, batch_size=run.batch_size, epochs=run.epochs, seed=run.seed)
-    return _widths(tuple(candidates), *source, batching)
 
 
 def is_measured_peak(record: BenchmarkRecord) -> bool:
@@ -247,8 +213,8 @@ def gather(
     plan_dtype = gpu_dtypes[0] if gpu_dtypes else "bfloat16"
     batch_size = first_run.batch_size if first_run else settings.batch_size
     max_new_tokens = first_run.max_new_tokens if first_run else settings.max_new_tokens
-    widths = plan_widths(ordered, first_run, settings)
-    plans = {c.name: _plan(c, tuple(ranks), plan_dtype, batch_size, widths[c.name], max_new_tokens) for c in ordered}
+    folders = [Path(item.source).parent for item in kept if item.source.endswith(".jsonl")]
+    plans = plans_for(ordered, ranks, plan_dtype, batch_size, max_new_tokens, first_run, settings, folders)
     return Report(
         lang=settings.lang, settings=settings, candidates=ordered, records=records, ranks=ranks, runs=_runs(kept),
         runs_read=len(merged.run_ids), replaced=replaced,
@@ -384,7 +350,7 @@ def _answer_time(report: Report, plan: CandidatePlan, record: BenchmarkRecord | 
     # where the real model would.
     tokens = record.run.max_new_tokens
     seconds = estimate.answer_time(plan, figures.prompt_tokens / figures.prompts, tokens,
-                                   DTYPES[record.run.dtype].itemsize, peak).seconds
+                                   DTYPE_BYTES[record.run.dtype], peak).seconds
     return TimeFigure(seconds, Message("full_size_time_estimate", peak=f"{peak:.3g} GB/s", tokens=tokens))
 
 

@@ -7,9 +7,8 @@ from typing import Callable
 from ohlora_fixtures.judge import selection
 
 from ohlora_fixtures.inputs import policy
-from ohlora_fixtures.measure.devices import DTYPES
 from ohlora_fixtures.words.message import in_language
-from ohlora_fixtures.measure.memory import MIB
+from ohlora_fixtures.records.figures import DTYPE_BYTES, MIB
 from ohlora_fixtures.judge.quality import grade_label
 from ohlora_fixtures.records.record import Answers, BenchmarkRecord, Kind
 from ohlora_fixtures.inputs.registry import Candidate
@@ -183,7 +182,7 @@ def plan_table(report: Report) -> Table:
         largest = plan.ranks[-1].finetune_peak_estimate_mib
         rows.append(tuple(
             [report.name(c), cells.count(plan.total_params), cells.mib(plan.weights_mib)]
-            + [cells.mib(plan.total_params * DTYPES[other].itemsize / MIB) for other in run_dtypes]
+            + [cells.mib(plan.total_params * DTYPE_BYTES[other] / MIB) for other in run_dtypes]
             + [cells.count(r.trainable_params) for r in plan.ranks]
             + [estimate(r.finetune_peak_estimate_mib) for r in plan.ranks]
             + [estimate(plan.inference_peak_estimate_mib), text("yes_est" if largest <= budget else "no_est", lang)]
