@@ -38,6 +38,7 @@ import weakref
 import pytest
 import torch
 
+import ohlora_fixtures.session.outcome as outcome
 import ohlora_fixtures.session.runner as runner
 from ohlora_fixtures.measure.finetune import has_adapter
 
@@ -51,7 +52,7 @@ KINDS = {{
 @pytest.fixture(autouse=True)
 def inject_faults(monkeypatch):
     held = []
-    real_train, real_release = runner.train, runner.release_cached_memory
+    real_train, real_release = runner.train, outcome.release_cached_memory
 
     def train(model, batches, learning_rate, device, on_step=None):
         rank = model.peft_config["default"].r
@@ -72,7 +73,7 @@ def inject_faults(monkeypatch):
         held.clear()
 
     monkeypatch.setattr(runner, "train", train)
-    monkeypatch.setattr(runner, "release_cached_memory", release)
+    monkeypatch.setattr(outcome, "release_cached_memory", release)
 '''
 
 

@@ -36,7 +36,7 @@ from ohlora_fixtures.inputs.tokenizer import experiment_tokenizer
 
 # The modules whose code shapes a figure: a change to any of them makes every stored measurement stale.
 MEASURING_MODULES = (
-    "session.study", "session.runner", "measure.finetune", "measure.inference", "measure.memory",
+    "session.study", "session.runner", "session.timing", "session.outcome", "measure.finetune", "measure.inference", "measure.memory",
     "measure.models", "inputs.tokenizer", "inputs.dataset", "measure.row_lengths", "measure.devices",
     "measure.hardware", "measure.utilisation", "judge.quality", "records.percentiles",
 )
