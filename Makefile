@@ -46,7 +46,7 @@ test: setup lint
 
 # leaderboard.html in headless Chromium at 1280 px (apt-get install chromium-headless-shell fonts-noto-cjk).
 browser-test: setup
-	$(BIN)/pytest tests/test_browser.py -rs $(ARGS)
+	$(BIN)/pytest tests/e2e/test_browser.py -rs $(ARGS)
 
 clean:
 	rm -rf $(VENV) .benchmarks/ohlora .benchmarks/Linux-*

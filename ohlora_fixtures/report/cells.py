@@ -10,7 +10,7 @@ from ohlora_fixtures.records.record import BenchmarkRecord, RunDescription
 from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.report import marks
 from ohlora_fixtures.report.gather import Report
-from ohlora_fixtures.words.language import text
+from ohlora_fixtures.words.language import text, word
 
 
 def seconds(value: float) -> str:
@@ -160,14 +160,6 @@ def run_label(run: RunDescription, lang: str) -> str:
     """What a run was measured with, e.g. "CPU: x, float32, random weights, tiny scale", in `lang`."""
     return text("run_label", lang, device=run.device_name or run.device, dtype=run.dtype,
                 weights=word(f"weights_{run.weights}", run.weights, lang), scale=word(f"scale_{run.scale}", run.scale, lang))
-
-
-def word(key: str, value: str, lang: str) -> str:
-    """A value from a data file or record in `lang` where translations.toml knows it (by `key`), else as it is."""
-    try:
-        return text(key, lang)
-    except KeyError:
-        return value
 
 
 def sentences(items: Iterable[object], lang: str) -> str:

@@ -22,7 +22,7 @@ from ohlora_fixtures.records.record import Answers, BenchmarkRecord, Kind, RunDe
 from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.inputs.options import Settings
 from ohlora_fixtures.words.display import display_name
-from ohlora_fixtures.words.language import text
+from ohlora_fixtures.words.language import text, word
 from ohlora_fixtures.report.reference import StudyResults, load_study
 from ohlora_fixtures.report.stored import Merged, Stored
 
@@ -73,9 +73,7 @@ class RunInfo:
 
     def outcomes(self, lang: str) -> str:
         """What the run's used benchmarks measured, e.g. "3 ok, 29 skipped"."""
-        from ohlora_fixtures.report import cells  # cells imports this module
-
-        return ", ".join(f"{count} {cells.word(status, status, lang)}" for status, count in sorted(self.statuses.items())) \
+        return ", ".join(f"{count} {word(status, status, lang)}" for status, count in sorted(self.statuses.items())) \
             or text("nothing", lang)
 
 

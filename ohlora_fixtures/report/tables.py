@@ -15,7 +15,7 @@ from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.report import cells, marks, tradeoff
 from ohlora_fixtures.report.blocks import Table
 from ohlora_fixtures.report.gather import Grade, Report
-from ohlora_fixtures.words.language import text
+from ohlora_fixtures.words.language import text, word
 
 
 def results_table(report: Report) -> Table:
@@ -82,7 +82,7 @@ def _beside_study_grade(report: Report, name: str, cell: str) -> str:
     if report.study is None or name not in report.study.rows:
         return cell
     theirs = report.study.rows[name]["human_grade"]
-    return f"{cell} · {text('study_t4', report.lang)}: {cells.word(f'grade_{theirs}', theirs, report.lang)}"
+    return f"{cell} · {text('study_t4', report.lang)}: {word(f'grade_{theirs}', theirs, report.lang)}"
 
 
 def candidates_table(report: Report) -> Table:
@@ -96,7 +96,7 @@ def candidates_table(report: Report) -> Table:
         details = [cells.sentences(verdict.reasons, lang)] if verdict.reasons else []
         details += [f"⚠ {in_language(flag, lang)}" for flag in verdict.flags]
         rows.append((str(place), report.name(c), params, cells.leaderboard_cell(c.leaderboard_average, lang),
-                     cells.word(f"licence_{c.license}", c.license, lang), cells.word(f"korean_{c.korean}", c.korean, lang),
+                     word(f"licence_{c.license}", c.license, lang), word(f"korean_{c.korean}", c.korean, lang),
                      summary + (": " + "; ".join(details) if details else "")))
     columns = ("rank", "model", "params", "leaderboard", "licence", "korean", "verdict")
     return Table(tuple(text(key, lang) for key in columns), tuple(rows))
@@ -204,10 +204,10 @@ def utilisation_table(report: Report) -> Table:
         decoded = inference.inference.utilisation if inference is not None and inference.inference else None
         peaks = []
         if trained is not None:
-            source = cells.word(f"source_{trained.peak_source}", trained.peak_source, lang)
+            source = word(f"source_{trained.peak_source}", trained.peak_source, lang)
             peaks.append(f"{trained.peak_tflops:.3g} TFLOP/s ({source})")
         if decoded is not None:
-            source = cells.word(f"source_{decoded.peak_source}", decoded.peak_source, lang)
+            source = word(f"source_{decoded.peak_source}", decoded.peak_source, lang)
             peaks.append(f"{decoded.peak_gbps:.3g} GB/s ({source})")
         rows.append(tuple(
             [report.name(c)]
@@ -231,9 +231,9 @@ def runs_table(report: Report) -> Table:
         rows.append((
             run.run_id, ", ".join(run.sources), d.date or "?",
             f"{d.device_name or d.device} ({d.device})", d.dtype,
-            cells.word(f"weights_{d.weights}", d.weights, lang), cells.word(f"scale_{d.scale}", d.scale, lang),
+            word(f"weights_{d.weights}", d.weights, lang), word(f"scale_{d.scale}", d.scale, lang),
             text("rows_cell", lang, train=d.train_rows, valid=d.valid_rows,
-                 preset=cells.word(f"preset_{d.preset}", d.preset, lang)),
+                 preset=word(f"preset_{d.preset}", d.preset, lang)),
             text("training_cell", lang, batch=d.batch_size, epochs=d.epochs, lr=d.learning_rate),
             ", ".join(str(r) for r in d.ranks),
             text(sampling, lang, prompts=d.prompts,

@@ -24,3 +24,11 @@ def translations() -> dict[str, dict[str, str]]:
 def text(key: str, lang: str, **values: Any) -> str:
     """A report string in `lang` ("en" or "ko"), its {placeholders} filled from `values`."""
     return translations()[key][lang if lang in LANGUAGES else "en"].format(**values)
+
+
+def word(key: str, value: str, lang: str) -> str:
+    """A value from a data file or record in `lang` where translations.toml knows it (by `key`), else as it is."""
+    try:
+        return text(key, lang)
+    except KeyError:
+        return value

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_ENTRY, TINY_RUN, write_registry
+from tests.conftest import TINY_ENTRY, TINY_RUN, write_registry
 from ohlora_fixtures.records import results
 from ohlora_fixtures.errors import RegistryError
 from ohlora_fixtures.records.answers import Answer, read_answer_grades, write_answers
 from ohlora_fixtures.inputs.paths import child, slug
 from ohlora_fixtures.inputs.registry import load_registry
-from test_options import _entry, assert_usage_error
+from tests.inputs.test_options import _entry, assert_usage_error
 
 # --- 5: a name becomes a path only through a slug ------------------------------------------
 

@@ -22,8 +22,8 @@ import torch
 from pytest_benchmark.utils import parse_compare_fail
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
-from conftest import REPO, SESSION_BENCHMARKS, SESSION_MODELS, SESSION_RANKS, SESSION_RUN, TINY_RUN, TINY_SETTINGS
-from conftest import GridRun, run_grid, run_grid_inprocess
+from tests.conftest import REPO, SESSION_BENCHMARKS, SESSION_MODELS, SESSION_RANKS, SESSION_RUN, TINY_RUN, TINY_SETTINGS
+from tests.conftest import GridRun, run_grid, run_grid_inprocess
 from ohlora_fixtures.measure import hardware
 from ohlora_fixtures import report
 from ohlora_fixtures.records import results

@@ -18,7 +18,7 @@ import pytest
 # The study's stack (torch, transformers, peft) is imported here, not first inside a pytester in-process
 # run: pytester restores sys.modules after each run, and torch cannot be imported a second time.
 import ohlora_fixtures.session.study  # noqa: F401
-from conftest import REPO, SESSION_MODELS, TINY_RUN, GridRun
+from tests.conftest import REPO, SESSION_MODELS, TINY_RUN, GridRun
 from ohlora_fixtures.inputs import resources
 
 BUNDLED = {f"ohlora_fixtures/data/{name}" for name in resources.BUNDLED}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SESSION_MODELS, SESSION_RUN, GridRun, run_grid
+from tests.conftest import SESSION_MODELS, SESSION_RUN, GridRun, run_grid
 from ohlora_fixtures.inputs import registry
 from ohlora_fixtures.inputs.dataset import QAPair, load_experiment
 from ohlora_fixtures.measure.finetune import (

@@ -14,7 +14,7 @@ import pytest
 from ohlora_fixtures.report import plots
 from ohlora_fixtures import report
 from ohlora_fixtures.records.record import BenchmarkRecord, RunDescription
-from test_report import CANDIDATES, answers_file, finetune, full_run, inference, jsonl, run_description, table_rows
+from tests.report.test_render import CANDIDATES, answers_file, finetune, full_run, inference, jsonl, run_description, table_rows
 
 PRETRAINED = run_description(weights="pretrained")
 # Grades (1-5) and costs chosen so the front is known: llama1B beats FinguAI on both views.

@@ -22,7 +22,7 @@ from ohlora_fixtures.report.stored import Stored, read_stored
 from ohlora_fixtures.inputs.options import parse
 
 CANDIDATES = {c.name: c for c in load_registry()}
-SCHEMA1 = Path(__file__).parent / "fixtures" / "schema1" / "results.jsonl"
+SCHEMA1 = Path(__file__).parents[1] / "fixtures" / "schema1" / "results.jsonl"
 COSTS = ("finetune_time", "finetune_memory", "inference_time", "inference_memory")
 BUSY = MachineLoad(2, 3.0, 3.1, 1.0, None, 0.4, 0.5, busy=True, why_busy="other processes used 1.0 of 2 cores")
 

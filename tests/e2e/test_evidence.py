@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_RUN, run_grid
+from tests.conftest import REPO, TINY_RUN, run_grid
 from ohlora_fixtures import report
 from ohlora_fixtures.records import results
 from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.records.record import Status
-from test_report import CANDIDATES, NAMES, finetune, full_run, inference, jsonl, settings_for, table_rows
+from tests.report.test_render import CANDIDATES, NAMES, finetune, full_run, inference, jsonl, settings_for, table_rows
 
 PAIR = "FinguAI-Chat-v1,TinyKo-v5-a"
 

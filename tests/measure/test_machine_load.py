@@ -16,7 +16,7 @@ import torch
 # The study's stack is imported before a pytester in-process run: pytester restores sys.modules, and torch
 # cannot be imported a second time.
 import ohlora_fixtures.session.study  # noqa: F401
-from conftest import TINY_RUN
+from tests.conftest import TINY_RUN
 from ohlora_fixtures.measure import hardware
 from ohlora_fixtures.records import results
 from ohlora_fixtures.measure.machine_load import BUSY_OTHER_CORES, CpuTimes, machine_load

@@ -17,7 +17,7 @@ from ohlora_fixtures import report
 from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import SCHEMA_VERSION, BenchmarkRecord, RecordError, Status, from_flat
 
-SCHEMA1 = Path(__file__).parent / "fixtures" / "schema1"
+SCHEMA1 = Path(__file__).parents[1] / "fixtures" / "schema1"
 # Lines of the rendered report that depend on when and where it was rendered, not on the records.
 RENDER_TIME = re.compile(r"^(Rendered )?\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+( from|에 실행)")
 

@@ -19,12 +19,12 @@ from ohlora_fixtures.inputs.dataset import (
 from ohlora_fixtures.errors import DatasetError, UsageError
 
 REFERENCE_CSV = (
-    Path(__file__).resolve().parents[2]
+    Path(__file__).resolve().parents[3]
     / "shared"
     / "reference"
     / "OhLoRA_fine_tuning_2025-04-19.csv"
 )
-BUNDLED_CSV = Path(__file__).resolve().parents[1] / "data" / "persona_qa.csv"
+BUNDLED_CSV = Path(__file__).resolve().parents[2] / "data" / "persona_qa.csv"
 
 HEADER = "data_type,input_data,output_data\n"
 KOREAN = (

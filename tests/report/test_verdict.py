@@ -14,8 +14,8 @@ from ohlora_fixtures.judge import selection
 from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.records.figures import MachineLoad
 from ohlora_fixtures.records.record import BenchmarkRecord, Kind
-from test_report import CANDIDATES, full_run, table_rows
-from test_report_views import GRADED, NAMES, english_pieces, graded_run, render
+from tests.report.test_render import CANDIDATES, full_run, table_rows
+from tests.report.test_tables import GRADED, NAMES, english_pieces, graded_run, render
 
 # Another process kept 1.4 of 2 cores busy and the probe ran at 40 % and 50 % (before and after): both readings
 # make the machine busy.

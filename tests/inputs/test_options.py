@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY_ENTRY, write_registry
+from tests.conftest import TINY_ENTRY, write_registry
 
 VALID_NAMES = (
     "FinguAI-Chat-v1, KoAlpaca-KoRWKV-1.5B, TinyKo-v5-a, gemma-2-2b-it, gemma-ko-v01, "

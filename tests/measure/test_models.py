@@ -15,7 +15,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from conftest import TINY_ENTRY, TINY_RUN, write_registry
+from tests.conftest import TINY_ENTRY, TINY_RUN, write_registry
 from ohlora_fixtures.measure import models, provenance
 from ohlora_fixtures.records import results
 from ohlora_fixtures.inputs.dataset import load_experiment
@@ -279,7 +279,7 @@ def test_random_weights_are_named_by_their_config(tiny_candidate, checkpoint: Pa
 
 
 def test_the_code_is_named_by_its_git_commit_in_a_checkout() -> None:
-    if not (Path(__file__).resolve().parent.parent / ".git").exists():
+    if not (Path(__file__).resolve().parents[2] / ".git").exists():
         pytest.skip("not run from a git checkout")
     assert re.fullmatch(r"git [0-9a-f]{12}(\+modified)?", provenance.code_revision())
 

@@ -23,7 +23,7 @@ import torch
 
 import ohlora_fixtures
 import ohlora_fixtures.session.study as study_module
-from conftest import REPO, TINY_ENTRY, TINY_RUN, write_registry
+from tests.conftest import REPO, TINY_ENTRY, TINY_RUN, write_registry
 from ohlora_fixtures.records import results
 from ohlora_fixtures.inputs import options as settings
 from ohlora_fixtures.records.record import BenchmarkRecord, Kind, RunDescription, Status

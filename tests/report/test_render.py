@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from conftest import GridRun
+from tests.conftest import GridRun
 from ohlora_fixtures import report
 from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.errors import UsageError

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import run_grid
+from tests.conftest import run_grid
 from ohlora_fixtures.measure.finetune import peak_batches
 from ohlora_fixtures.measure.inference import peak_prompts
 from ohlora_fixtures.records.answers import Answer

@@ -16,7 +16,7 @@ from ohlora_fixtures.inputs.dataset import ExperimentData, QAPair
 from ohlora_fixtures.measure.finetune import IGNORE_INDEX, Example, FinetuneSettings
 from ohlora_fixtures.records.figures import MIB
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CANDIDATES = {candidate.name: candidate for candidate in registry.load_registry()}
 
 

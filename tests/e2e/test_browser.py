@@ -3,7 +3,7 @@ wider than the window, every image loaded and readable, no Hangul drawn as boxes
 
 Needs a Chromium build (Debian: `apt-get install chromium-headless-shell fonts-noto-cjk`); skipped with the
 reason where none is found. OHLORA_BROWSER names another binary. `make browser-test` runs this file.
-Screenshots for a person: `python tests/test_browser.py REPORT.html OUT.png` (the whole page, sections closed).
+Screenshots for a person: `python tests/e2e/test_browser.py REPORT.html OUT.png` (the whole page, sections closed).
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ needs_browser = pytest.mark.skipif(
 @pytest.mark.parametrize("lang", ["en", "ko"])
 def test_the_report_reads_in_a_real_browser_at_1280_px(tmp_path: Path, lang: str) -> None:
     from ohlora_fixtures.report.plots import DPI, MIN_FONT_PT
-    from test_report_answer import busy_run
-    from test_report_views import render
+    from tests.report.test_verdict import busy_run
+    from tests.report.test_tables import render
 
     render(tmp_path, busy_run(tmp_path), "--lang", lang)
     figures = measure(tmp_path / "out" / "leaderboard.html")
@@ -133,7 +133,7 @@ def test_the_report_reads_in_a_real_browser_at_1280_px(tmp_path: Path, lang: str
 
 if __name__ == "__main__":
     if len(sys.argv) != 3 or browser() is None:
-        sys.exit("usage: python tests/test_browser.py REPORT.html OUT.png (needs chromium-headless-shell)")
+        sys.exit("usage: python tests/e2e/test_browser.py REPORT.html OUT.png (needs chromium-headless-shell)")
     measured = screenshot(Path(sys.argv[1]), Path(sys.argv[2]))
     print(json.dumps({key: measured[key] for key in ("closedHeight", "verdictTop", "verdictBottom", "scrollWidth",
                                                      "overflow", "boxes", "hangul")}))

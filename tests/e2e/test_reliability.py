@@ -25,7 +25,7 @@ import torch
 # The study's stack is imported before a pytester in-process run: pytester restores sys.modules, and torch
 # cannot be imported a second time.
 import ohlora_fixtures.session.study  # noqa: F401
-from conftest import REPO, TINY_ENTRY, TINY_RUN, run_grid, write_registry
+from tests.conftest import REPO, TINY_ENTRY, TINY_RUN, run_grid, write_registry
 from ohlora_fixtures.measure import hardware
 from ohlora_fixtures import report
 from ohlora_fixtures.records import results
@@ -35,8 +35,8 @@ from ohlora_fixtures.records.storage import disk_full
 from ohlora_fixtures.records.record import BenchmarkRecord, RecordError, Status
 from ohlora_fixtures.inputs.registry import load_registry
 from ohlora_fixtures.report.stored import Merged, Stored
-from test_failures import a_record
-from test_report import finetune, full_run, jsonl
+from tests.e2e.test_failures import a_record
+from tests.report.test_render import finetune, full_run, jsonl
 
 # report.render is also the name of the function the package exports: reach the module itself.
 render_module = importlib.import_module("ohlora_fixtures.report.render")
@@ -315,7 +315,7 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path: Path) -> None:
 def test_the_resume_index_is_built_once_a_session_and_finds_only_ok_records_of_a_fingerprint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from test_failures import _study
+    from tests.e2e.test_failures import _study
 
     study = _study(tmp_path, resume=True)
     log = study.settings.results_path

@@ -15,7 +15,7 @@ import pytest
 # The study's stack is imported before a pytester in-process run: pytester restores sys.modules, and torch
 # cannot be imported a second time.
 import ohlora_fixtures.session.study  # noqa: F401
-from conftest import REPO, TINY_RUN, run_grid
+from tests.conftest import REPO, TINY_RUN, run_grid
 from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import Status
 
