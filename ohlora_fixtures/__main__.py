@@ -27,12 +27,19 @@ def _argument(parse: Callable[[str], Any], expected: str) -> Callable[[str], Any
 def _plan(argv: list[str]) -> int:
     from ohlora_fixtures.inputs import defaults, registry
     from ohlora_fixtures.inputs.dataset import load_experiment
+    from ohlora_fixtures.inputs.options import PLAN, add_options, parse, positive_int
     from ohlora_fixtures.measure.devices import DTYPES
     from ohlora_fixtures.measure.finetune import FinetuneSettings
-    from ohlora_fixtures.measure.models import check_candidate
     from ohlora_fixtures.measure.gpus import load_gpus
-    from ohlora_fixtures.measure.plan import experiment_widths, fits_as_dict, fixed_widths, format_fits, format_plans, plan_candidate
-    from ohlora_fixtures.inputs.options import PLAN, add_options, parse, positive_int
+    from ohlora_fixtures.measure.models import check_candidate
+    from ohlora_fixtures.measure.plan import (
+        experiment_widths,
+        fits_as_dict,
+        fixed_widths,
+        format_fits,
+        format_plans,
+        plan_candidate,
+    )
 
     parser = argparse.ArgumentParser(
         prog="python -m ohlora_fixtures plan",
@@ -112,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand; user errors print one line and exit 2."""
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
-        print(f"usage: python -m ohlora_fixtures {{{','.join(COMMANDS)}}} [options]  (--help after a command)", file=sys.stderr)
+        print(
+            f"usage: python -m ohlora_fixtures {{{','.join(COMMANDS)}}} [options]  (--help after a command)",
+            file=sys.stderr,
+        )
         return 2
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # Library deprecation chatter would bury the one table the user asked for.

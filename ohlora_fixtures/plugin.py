@@ -21,16 +21,15 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import pytest
 
-from ohlora_fixtures.inputs import options
 from ohlora_fixtures.errors import UsageError
+from ohlora_fixtures.inputs import options
 from ohlora_fixtures.inputs.paths import check_writable_folder
-from ohlora_fixtures.records.storage import disk_full
 from ohlora_fixtures.inputs.policy import ini_keys
+from ohlora_fixtures.records.storage import disk_full
 
 if TYPE_CHECKING:
-    from ohlora_fixtures.records.record import BenchmarkRecord
     from ohlora_fixtures.inputs.registry import Candidate
-    from ohlora_fixtures.report import SessionReport
+    from ohlora_fixtures.records.record import BenchmarkRecord
     from ohlora_fixtures.session.study import Study
 
 STUDY = pytest.StashKey["Study"]()
@@ -290,7 +289,9 @@ def ohlora_say(pytestconfig: pytest.Config) -> Callable[[str], None]:
 
 
 @pytest.fixture
-def ohlora_finetune(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[[str], None], request: pytest.FixtureRequest) -> Callable[["Candidate", int], "BenchmarkRecord"]:
+def ohlora_finetune(
+    ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[[str], None], request: pytest.FixtureRequest
+) -> Callable[["Candidate", int], "BenchmarkRecord"]:
     """Runs the fine-tuning benchmark of one (candidate, rank) and returns its record."""
     from ohlora_fixtures.session.runner import run_finetune
 
@@ -302,7 +303,9 @@ def ohlora_finetune(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[
 
 
 @pytest.fixture
-def ohlora_inference(ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[[str], None], request: pytest.FixtureRequest) -> Callable[["Candidate"], "BenchmarkRecord"]:
+def ohlora_inference(
+    ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[[str], None], request: pytest.FixtureRequest
+) -> Callable[["Candidate"], "BenchmarkRecord"]:
     """Runs the inference benchmark of one candidate and returns its record."""
     from ohlora_fixtures.session.runner import run_inference
 
@@ -336,7 +339,7 @@ class WorkerRecords:
             return
         from ohlora_fixtures.records.results import RECORD_PROPERTY
 
-        item.user_properties += [(RECORD_PROPERTY, record.to_json()) for record in study.records.measured[self.sent:]]
+        item.user_properties += [(RECORD_PROPERTY, record.to_json()) for record in study.records.measured[self.sent :]]
         self.sent = len(study.records.measured)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -346,14 +349,17 @@ class WorkerRecords:
             self.lines += [(report.nodeid, value) for key, value in report.user_properties if key == RECORD_PROPERTY]
 
     def add_to(self, study: "Study") -> None:
-        """The workers' records into `study.records.measured`, each once (every test phase's report carries it again)."""
+        """The workers' records into `study.records.measured`, each once (every test phase's report carries
+        it again)."""
         from ohlora_fixtures.records.record import BenchmarkRecord, RecordError
 
         for nodeid, line in self.lines:
             try:
                 record = BenchmarkRecord.from_json(line)
             except RecordError as error:
-                warnings.warn(f"{nodeid}: a worker's record not readable, left out of the report: {error}", stacklevel=2)
+                warnings.warn(
+                    f"{nodeid}: a worker's record not readable, left out of the report: {error}", stacklevel=2
+                )
                 continue
             if not any(own.key == record.key and own.finished == record.finished for own in study.records.measured):
                 study.records.measured.append(record)
@@ -373,9 +379,12 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
                 # `pytest-benchmark compare --group-by=param:lora_rank` can file it.
                 bench["params"] = {**params, "lora_rank": None}
         output_json["ohlora"] = {
-            **plain(study.describe()), "model_loads": dict(study.models.load_counts), "peaks": study.peaks.as_dict(),
+            **plain(study.describe()),
+            "model_loads": dict(study.models.load_counts),
+            "peaks": study.peaks.as_dict(),
             # Per-benchmark peaks reset the kernel's high-water mark; this is the session's own, kept across resets.
-            "runtime_baseline_mib": round(runtime_baseline_mib(), 2), "lifetime_peak_mib": lifetime_peak_mib(),
+            "runtime_baseline_mib": round(runtime_baseline_mib(), 2),
+            "lifetime_peak_mib": lifetime_peak_mib(),
         }
 
 

@@ -22,14 +22,21 @@ from pathlib import Path
 from typing import Sequence
 
 from ohlora_fixtures.inputs import registry
-from ohlora_fixtures.records import results
 from ohlora_fixtures.inputs.dataset import load_experiment
-from ohlora_fixtures.measure.finetune import FinetuneSettings
-from ohlora_fixtures.records.figures import MIB
-from ohlora_fixtures.measure.models import build_config
-from ohlora_fixtures.measure.plan import ACTIVATION_FIT, CALIBRATION, experiment_widths, fixed_widths, layer_activation_bytes, plan_candidate
-from ohlora_fixtures.records.plans import RankPlan
 from ohlora_fixtures.inputs.options import DEFAULT_DATASET
+from ohlora_fixtures.measure.finetune import FinetuneSettings
+from ohlora_fixtures.measure.models import build_config
+from ohlora_fixtures.measure.plan import (
+    ACTIVATION_FIT,
+    CALIBRATION,
+    experiment_widths,
+    fixed_widths,
+    layer_activation_bytes,
+    plan_candidate,
+)
+from ohlora_fixtures.records import results
+from ohlora_fixtures.records.figures import MIB
+from ohlora_fixtures.records.plans import RankPlan
 
 REPO = Path(__file__).resolve().parent.parent
 DTYPE = "float32"

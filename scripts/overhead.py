@@ -131,7 +131,9 @@ def test_inference_overhead(ohlora_inference, ohlora_study, ohlora_candidate, re
     if bare is None:
         bare = bare_inference(ohlora_study, ohlora_candidate)
     benchmark.extra_info.update(bare_seconds=bare[0], bare_new_tokens=bare[1])
-    assert bare[1] == record.inference.new_tokens, "the bare loop generated a different number of tokens: not the same work"
+    assert bare[1] == record.inference.new_tokens, (
+        "the bare loop generated a different number of tokens: not the same work"
+    )
 
 
 # --- the script -----------------------------------------------------------------------------------
@@ -168,11 +170,20 @@ def measure_harness(args: argparse.Namespace, pytest_args: list[str]) -> dict[st
     with tempfile.TemporaryDirectory() as tmp:
         os.environ[REPEATS_ENV] = str(args.repeats)
         out = Path(tmp) / "benchmarks.json"
-        code = pytest.main([
-            __file__, "-q", "-p", "no:cacheprovider", f"--benchmark-storage=file://{tmp}/storage",
-            f"--benchmark-json={out}", f"--ohlora-report-dir={tmp}/ohlora", f"--ohlora-models={args.candidate}",
-            "--ohlora-ranks=16", *pytest_args,
-        ])
+        code = pytest.main(
+            [
+                __file__,
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                f"--benchmark-storage=file://{tmp}/storage",
+                f"--benchmark-json={out}",
+                f"--ohlora-report-dir={tmp}/ohlora",
+                f"--ohlora-models={args.candidate}",
+                "--ohlora-ranks=16",
+                *pytest_args,
+            ]
+        )
         if code != 0:
             raise SystemExit(f"the overhead run failed (pytest exit code {code})")
         report = json.loads(out.read_text(encoding="utf-8"))
@@ -184,8 +195,16 @@ def measure_session(pytest_args: list[str]) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as tmp:
         command = [
-            sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
-            f"--benchmark-storage=file://{tmp}/storage", f"--ohlora-report-dir={tmp}/ohlora", *pytest_args,
+            sys.executable,
+            "-m",
+            "pytest",
+            "benchmarks",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--benchmark-storage=file://{tmp}/storage",
+            f"--ohlora-report-dir={tmp}/ohlora",
+            *pytest_args,
         ]
         started = time.perf_counter()
         subprocess.run(command, cwd=ROOT, check=True)

@@ -273,7 +273,9 @@ def _decode(raw: bytes, path: Path) -> str:
     utf8 = next((n for n, line in enumerate(lines, 1) if not line.isascii() and _decodes(line, "utf-8")), None)
     if text is not None and utf8 is None:
         return text
-    neither = next((n for n, line in enumerate(lines, 1) if not _decodes(line, "utf-8") and not _decodes(line, "cp949")), None)
+    neither = next(
+        (n for n, line in enumerate(lines, 1) if not _decodes(line, "utf-8") and not _decodes(line, "cp949")), None
+    )
     if neither is not None:
         what = f"line {neither} is neither UTF-8 nor CP949"
     else:
@@ -344,10 +346,7 @@ def _scan_rows(text: str, path: Path) -> tuple[int, list[int]]:
             f"columns {', '.join(REQUIRED_COLUMNS)} and at least one data row"
         )
     if not row_lines:
-        raise DatasetError(
-            f"{path}: the dataset file has a header (line {header_line}) but "
-            "no data rows"
-        )
+        raise DatasetError(f"{path}: the dataset file has a header (line {header_line}) but no data rows")
     return header_line, row_lines
 
 
@@ -377,10 +376,7 @@ def _check_rows(frame: pandas.DataFrame, raw_types: pandas.Series, path: Path) -
         strict=True,
     ):
         if data_type not in DATA_TYPES:
-            problems.append(
-                f"line {line}, column data_type: {raw_type!r} is neither "
-                "train nor valid"
-            )
+            problems.append(f"line {line}, column data_type: {raw_type!r} is neither train nor valid")
             continue
         if _is_blank_text(question):
             problems.append(
@@ -396,9 +392,7 @@ def _check_rows(frame: pandas.DataFrame, raw_types: pandas.Series, path: Path) -
         shown = problems[:MAX_PROBLEMS_SHOWN]
         if len(problems) > len(shown):
             shown.append(f"... and {len(problems) - len(shown)} more")
-        raise DatasetError(
-            f"{path}: {len(problems)} problem(s) with rows:\n  " + "\n  ".join(shown)
-        )
+        raise DatasetError(f"{path}: {len(problems)} problem(s) with rows:\n  " + "\n  ".join(shown))
 
 
 def _span(rows: slice) -> str:
@@ -412,7 +406,5 @@ def _pairs(rows: pandas.DataFrame) -> tuple[QAPair, ...]:
             answer=answer if answer.strip() else None,
             line=int(line),
         )
-        for line, question, answer in zip(
-            rows.index, rows["input_data"], rows["output_data"], strict=True
-        )
+        for line, question, answer in zip(rows.index, rows["input_data"], rows["output_data"], strict=True)
     )

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ohlora_fixtures.inputs import defaults
-from ohlora_fixtures.records.record import MAX_RANK
-from ohlora_fixtures.inputs.dataset import PRESETS
 from ohlora_fixtures.errors import UsageError
+from ohlora_fixtures.inputs import defaults
+from ohlora_fixtures.inputs.dataset import PRESETS
 from ohlora_fixtures.inputs.paths import check_report_dir
+from ohlora_fixtures.inputs.policy import DEFAULT_LICENCES, parse_weights
 from ohlora_fixtures.inputs.registry import DEFAULT_REGISTRY, SCALES
 from ohlora_fixtures.inputs.resources import DATASET, bundled
-from ohlora_fixtures.inputs.policy import DEFAULT_LICENCES, parse_weights
+from ohlora_fixtures.records.record import MAX_RANK
 
 DEFAULT_DATASET = bundled(DATASET)
 DEFAULT_REPORT_DIR = Path(".benchmarks") / "ohlora"
@@ -141,12 +141,36 @@ class EntryPoint:
 
 PYTEST = EntryPoint("--ohlora-")
 REPORT = EntryPoint(
-    "--", ("report_dir", "candidates", "licenses", "lang", "compare_study", "max_params", "min_params", "vram_budget_mb",
-           "ranking_weights"), renamed=(("report_dir", "--out"),),
+    "--",
+    (
+        "report_dir",
+        "candidates",
+        "licenses",
+        "lang",
+        "compare_study",
+        "max_params",
+        "min_params",
+        "vram_budget_mb",
+        "ranking_weights",
+    ),
+    renamed=(("report_dir", "--out"),),
 )
 PLAN = EntryPoint(
-    "--", ("candidates", "models", "ranks", "batch_size", "max_new_tokens", "dataset", "preset", "train_rows",
-           "valid_rows", "prompts", "epochs", "seed"),
+    "--",
+    (
+        "candidates",
+        "models",
+        "ranks",
+        "batch_size",
+        "max_new_tokens",
+        "dataset",
+        "preset",
+        "train_rows",
+        "valid_rows",
+        "prompts",
+        "epochs",
+        "seed",
+    ),
 )
 
 
@@ -155,8 +179,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("dataset", Path, DEFAULT_DATASET, "question/answer CSV (data_type, input_data, output_data)", "a path"),
     Option("preset", _choice(*PRESETS), "default", "row selection: default, or study (the reference study's rows)"),
     Option("models", _names, None, "comma-separated candidate names to run (default: all)", "comma-separated names"),
-    Option("ranks", _ranks, defaults.RANKS, "comma-separated LoRA ranks",
-           f"comma-separated positive integers up to {MAX_RANK}"),
+    Option(
+        "ranks",
+        _ranks,
+        defaults.RANKS,
+        "comma-separated LoRA ranks",
+        f"comma-separated positive integers up to {MAX_RANK}",
+    ),
     Option("weights", _choice(*WEIGHTS), "random", "random (seeded stand-in weights) or pretrained"),
     Option("scale", _choice(*SCALES), "tiny", "tiny stand-ins or full-size models (random weights)"),
     Option("device", str, "auto", "auto, cpu, cuda or cuda:N"),
@@ -169,35 +198,89 @@ OPTIONS: tuple[Option, ...] = (
     Option("lr", _positive_float, defaults.LEARNING_RATE, "AdamW learning rate", "a positive number"),
     Option("lora_alpha", positive_int, defaults.LORA_ALPHA, "LoRA alpha", "a positive integer"),
     Option("lora_dropout", _fraction, defaults.LORA_DROPOUT, "LoRA dropout", "a number in [0, 1)"),
-    Option("gradient_checkpointing", None, False, "fine-tune with gradient checkpointing: each layer's "
-           "activations recomputed in the backward pass (less memory, more time)"),
-    Option("max_new_tokens", positive_int, defaults.MAX_NEW_TOKENS, "new tokens per answer (not counting the prompt)", "a positive integer"),
-    Option("min_new_tokens", _non_negative_int, 0, "new tokens every answer must have before it may end "
-           "(0: a model may stop at its end-of-sequence token); at most --ohlora-max-new-tokens", "an integer >= 0"),
+    Option(
+        "gradient_checkpointing",
+        None,
+        False,
+        "fine-tune with gradient checkpointing: each layer's "
+        "activations recomputed in the backward pass (less memory, more time)",
+    ),
+    Option(
+        "max_new_tokens",
+        positive_int,
+        defaults.MAX_NEW_TOKENS,
+        "new tokens per answer (not counting the prompt)",
+        "a positive integer",
+    ),
+    Option(
+        "min_new_tokens",
+        _non_negative_int,
+        0,
+        "new tokens every answer must have before it may end "
+        "(0: a model may stop at its end-of-sequence token); at most --ohlora-max-new-tokens",
+        "an integer >= 0",
+    ),
     Option("greedy", None, False, "greedy decoding instead of seeded sampling"),
-    Option("seed", _seed, defaults.SEED, "seed for weights, adapters, batches and sampling", f"an integer from 0 to {SEED_RANGE.stop - 1} (torch's seed range)"),
+    Option(
+        "seed",
+        _seed,
+        defaults.SEED,
+        "seed for weights, adapters, batches and sampling",
+        f"an integer from 0 to {SEED_RANGE.stop - 1} (torch's seed range)",
+    ),
     Option("allow_download", None, False, "let pretrained weights be downloaded from the hub"),
     Option("trust_remote_code", None, False, "allow remote code for registry entries that ask for it"),
     Option("allow_pickle", None, False, "allow pickle (.bin) checkpoints, which can run code when loaded"),
     Option("report_dir", Path, DEFAULT_REPORT_DIR, "where results.jsonl, answers and the report go", "a path"),
     Option("resume", None, False, "skip benchmarks already measured with identical settings in results.jsonl"),
-    Option("vram_budget_mb", _positive_float, defaults.VRAM_BUDGET_MB, "fail a benchmark whose peak memory exceeds this (MiB)", "a positive number of MiB"),
+    Option(
+        "vram_budget_mb",
+        _positive_float,
+        defaults.VRAM_BUDGET_MB,
+        "fail a benchmark whose peak memory exceeds this (MiB)",
+        "a positive number of MiB",
+    ),
     Option("lang", _choice("en", "ko"), "en", "report language: en or ko"),
     Option("compare_study", None, False, "show the reference study's figures beside ours in the report"),
     Option("eval_after_finetune", None, False, "also generate and score answers with the adapter attached"),
-    Option("rounds", positive_int, 1, "timed rounds per benchmark, each with a fresh adapter; the record's "
-           "figures come from the median round, its peak memory from the highest", "a positive integer"),
-    Option("recalibrate", None, False, "measure this machine's peak FLOP/s and bandwidth again instead of "
-           "reusing the cached calibration"),
-    Option("busy_retries", _non_negative_int, 2, "times a benchmark whose rounds ran on a busy machine is measured "
-           "again before its figures are kept (and marked busy)", "an integer >= 0"),
-    Option("memory_pass", _choice("peak-steps", "full"), "peak-steps", "CPU memory headline: profile only the "
-           "training steps and prompts that reach the peak (peak-steps), or the whole region again (full)"),
+    Option(
+        "rounds",
+        positive_int,
+        1,
+        "timed rounds per benchmark, each with a fresh adapter; the record's "
+        "figures come from the median round, its peak memory from the highest",
+        "a positive integer",
+    ),
+    Option(
+        "recalibrate",
+        None,
+        False,
+        "measure this machine's peak FLOP/s and bandwidth again instead of reusing the cached calibration",
+    ),
+    Option(
+        "busy_retries",
+        _non_negative_int,
+        2,
+        "times a benchmark whose rounds ran on a busy machine is measured "
+        "again before its figures are kept (and marked busy)",
+        "an integer >= 0",
+    ),
+    Option(
+        "memory_pass",
+        _choice("peak-steps", "full"),
+        "peak-steps",
+        "CPU memory headline: profile only the "
+        "training steps and prompts that reach the peak (peak-steps), or the whole region again (full)",
+    ),
     Option("max_params", _positive_float, 3.0, "screening: at most this many billion parameters", "a positive number"),
     Option("min_params", _non_negative_float, 0.0, "screening: at least this many billion parameters", "a number >= 0"),
-    Option("ranking_weights", parse_weights, None,
-           "recommendation weights, e.g. quality=4,leaderboard=2; unnamed criteria keep their "
-           "setup.cfg ohlora_weight_* value or the default"),
+    Option(
+        "ranking_weights",
+        parse_weights,
+        None,
+        "recommendation weights, e.g. quality=4,leaderboard=2; unnamed criteria keep their "
+        "setup.cfg ohlora_weight_* value or the default",
+    ),
     Option("licenses", Path, DEFAULT_LICENCES, "licence policy TOML file for the recommendation's screening", "a path"),
 )
 
@@ -269,8 +352,13 @@ def add_options(add: Callable[..., Any], entry: EntryPoint = PYTEST) -> None:
             add(entry.flag(option.name), action="store_true", default=False, help=option.help, **dest)
         else:
             # Values stay strings here, so that parsing and its messages live in one place.
-            add(entry.flag(option.name), default=None, metavar=option.name.upper(),
-                help=f"{option.help} (default: {_shown(option.default)})", **dest)
+            add(
+                entry.flag(option.name),
+                default=None,
+                metavar=option.name.upper(),
+                help=f"{option.help} (default: {_shown(option.default)})",
+                **dest,
+            )
 
 
 def _shown(value: Any) -> str:
@@ -296,7 +384,8 @@ def parse(raw: dict[str, Any], entry: EntryPoint = PYTEST) -> Settings:
     settings = Settings(**values)
     if settings.min_params > settings.max_params:
         raise UsageError(
-            f"{entry.flag('min_params')} {settings.min_params} is above {entry.flag('max_params')} {settings.max_params}"
+            f"{entry.flag('min_params')} {settings.min_params} is above "
+            f"{entry.flag('max_params')} {settings.max_params}"
         )
     if settings.min_new_tokens > settings.max_new_tokens:
         raise UsageError(

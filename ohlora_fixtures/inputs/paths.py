@@ -48,7 +48,12 @@ def not_a_file(path: Path) -> str | None:
         return None
     if stat.S_ISDIR(mode):
         return "is a directory, not a file"
-    kinds = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
     kind = next((name for test, name in kinds if test(mode)), "a special file")
     return f"is not a regular file ({kind})"
 
@@ -61,9 +66,7 @@ def check_report_dir(path: Path, results_path: Path, option: str = "--ohlora-rep
     """
     check_writable_folder(path, option)
     if results_path.is_dir() or (results_path.exists() and not results_path.is_file()):
-        raise UsageError(
-            f"{option}: {results_path} is not a regular file; the results log must be one; move it away"
-        )
+        raise UsageError(f"{option}: {results_path} is not a regular file; the results log must be one; move it away")
     if results_path.exists():
         try:
             # Opening for append changes nothing, and fails where appending a record would.
@@ -93,4 +96,6 @@ def check_writable_folder(path: Path, option: str) -> None:
         os.close(handle)
         os.unlink(temporary)
     except OSError as error:
-        raise UsageError(f"{option}: {path} cannot be written: creating a file in {nearest} fails ({error.strerror or error})") from None
+        raise UsageError(
+            f"{option}: {path} cannot be written: creating a file in {nearest} fails ({error.strerror or error})"
+        ) from None

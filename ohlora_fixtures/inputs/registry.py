@@ -126,7 +126,9 @@ def _candidate(path: Path, index: int, entry: dict[str, Any]) -> Candidate:
     try:
         validate_repo_id(entry["hub_id"])
     except HFValidationError as error:
-        raise RegistryError(f"{where}: field 'hub_id' = {entry['hub_id']!r} is not a Hugging Face repo id: {error}") from None
+        raise RegistryError(
+            f"{where}: field 'hub_id' = {entry['hub_id']!r} is not a Hugging Face repo id: {error}"
+        ) from None
     if entry["korean"] not in KOREAN_SUPPORT:
         raise RegistryError(f"{where}: field 'korean' should be one of {KOREAN_SUPPORT}, got {entry['korean']!r}")
     modules = entry["target_modules"]
@@ -168,7 +170,7 @@ def _check_name(where: str, name: str) -> None:
         f"{where}: field 'name' = {name!r} cannot be used: a name is the pytest id you select with -k and "
         "part of file names, so it must be 1-64 ASCII letters, digits, '.', '-' or '_', start with a letter "
         "or digit, and not be and/or/not; write a non-ASCII or longer title in a comment, e.g. "
-        "name = \"llama-ko-1b\"  # 한국어 라마"
+        'name = "llama-ko-1b"  # 한국어 라마'
     )
 
 
@@ -181,7 +183,5 @@ def select(
     known = {candidate.name for candidate in candidates}
     unknown = [name for name in names if name not in known]
     if unknown:
-        raise RegistryError(
-            f"{option}: unknown candidate(s) {unknown}; valid names: {', '.join(sorted(known))}"
-        )
+        raise RegistryError(f"{option}: unknown candidate(s) {unknown}; valid names: {', '.join(sorted(known))}")
     return tuple(candidate for candidate in candidates if candidate.name in names)

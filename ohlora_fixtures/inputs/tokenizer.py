@@ -15,16 +15,18 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "</s>", "bos_token": "<s>",
 DEFAULT_VOCAB_SIZE = 2048
 
 
-def dataset_tokenizer(texts: Iterable[str], cache_dir: Path, vocab_size: int = DEFAULT_VOCAB_SIZE) -> PreTrainedTokenizerFast:
+def dataset_tokenizer(
+    texts: Iterable[str], cache_dir: Path, vocab_size: int = DEFAULT_VOCAB_SIZE
+) -> PreTrainedTokenizerFast:
     """A BPE tokenizer trained on `texts`, cached by their content.
 
     The same texts always give the same file, so random-weight runs are
     reproducible and the training (about a second) happens once.
     """
     corpus = sorted(set(texts))
-    digest = hashlib.sha256(
-        "\n".join([tokenizers.__version__, str(vocab_size), *corpus]).encode("utf-8")
-    ).hexdigest()[:16]
+    digest = hashlib.sha256("\n".join([tokenizers.__version__, str(vocab_size), *corpus]).encode("utf-8")).hexdigest()[
+        :16
+    ]
     path = cache_dir / f"tokenizer-{digest}.json"
     if not path.is_file():
         cache_dir.mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,9 @@ def dominates(a: Sequence[float], b: Sequence[float], higher_is_better: Sequence
 def dominated_by(points: Mapping[str, Sequence[float]], higher_is_better: Sequence[bool]) -> dict[str, tuple[str, ...]]:
     """For each point, the points that dominate it, in the given order; empty for the front."""
     return {
-        name: tuple(other for other, values in points.items() if other != name and dominates(values, point, higher_is_better))
+        name: tuple(
+            other for other, values in points.items() if other != name and dominates(values, point, higher_is_better)
+        )
         for name, point in points.items()
     }
 

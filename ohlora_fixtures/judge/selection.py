@@ -23,9 +23,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from ohlora_fixtures.words.message import Message
-from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.inputs.policy import CRITERIA, CRITERION_NAMES, LicencePolicy
+from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.words.message import Message
+
 
 @dataclass(frozen=True)
 class Rules:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ohlora_fixtures.records.plans import CandidatePlan
 
+
 @dataclass(frozen=True)
 class MatmulWeights:
     """Weights of the model's matmuls: those training leaves frozen (the base, LM head included) and the adapter's."""
@@ -84,6 +85,9 @@ def answer_time(
     """One answer of `new_tokens` after a `prompt_tokens` prompt (means over the run's answers) from the
     full-size model of `plan` in `dtype_bytes` per value, at `peak_gbps` x DECODE_EFFICIENCY."""
     read = decode_bytes(
-        plan.matmul_params * dtype_bytes, plan.kv_values_per_token * dtype_bytes, round(prompt_tokens), round(new_tokens)
+        plan.matmul_params * dtype_bytes,
+        plan.kv_values_per_token * dtype_bytes,
+        round(prompt_tokens),
+        round(new_tokens),
     )
     return TimeEstimate(read / (peak_gbps * 1e9 * DECODE_EFFICIENCY), read, peak_gbps, DECODE_EFFICIENCY)

@@ -13,11 +13,11 @@ import peft
 import torch
 from transformers import PreTrainedModel
 
+from ohlora_fixtures.errors import DatasetError
 from ohlora_fixtures.inputs import defaults
 from ohlora_fixtures.inputs.dataset import QAPair
-from ohlora_fixtures.measure.devices import StepClock, synchronize
-from ohlora_fixtures.errors import DatasetError
 from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.measure.devices import StepClock, synchronize
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
 

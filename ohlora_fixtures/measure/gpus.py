@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.records.figures import MIB
 from ohlora_fixtures.inputs.resources import GPUS, bundled
+from ohlora_fixtures.records.figures import MIB
 
 # torch's default cuBLAS workspace per (handle, stream), CublasHandlePool.cpp's parseChosenWorkspaceSize:
 # ":4096:2:16:8" (4096 KiB x 2 + 16 KiB x 8) before Hopper, 4096 KiB x 8 from compute capability 9.
@@ -65,7 +65,10 @@ class Gpu:
         if self.bf16_native:
             return "native bf16 (fp16's range without loss scaling)"
         if self.fp16_tflops is None:
-            return "no native bf16 and no fast half-precision rate: fp16 halves the memory, computes at best at the fp32 rate"
+            return (
+                "no native bf16 and no fast half-precision rate: fp16 halves the memory, "
+                "computes at best at the fp32 rate"
+            )
         return "no native bf16 (torch would emulate it, slower): fp16 tensor cores"
 
     def workspace_mib(self, handles: int) -> float:
@@ -96,14 +99,24 @@ class GpuTable:
         index = {key.lower(): gpu for gpu in self.gpus for key in (gpu.name, *gpu.aliases)}
         unknown = [name for name in names if name.lower() not in index]
         if unknown:
-            raise UsageError(f"{option}: unknown GPU {', '.join(map(repr, unknown))}; known: {', '.join(self.names)} "
-                             f"(add a card to {self.source.name})")
+            raise UsageError(
+                f"{option}: unknown GPU {', '.join(map(repr, unknown))}; known: {', '.join(self.names)} "
+                f"(add a card to {self.source.name})"
+            )
         chosen = [index[name.lower()] for name in names]
         return list(dict.fromkeys(chosen))
 
 
-_FIELDS = {"name": str, "label": str, "memory_gb": (int, float), "compute_capability": str, "bf16_native": bool,
-           "fp32_tflops": (int, float), "gbps": (int, float), "source": str}
+_FIELDS = {
+    "name": str,
+    "label": str,
+    "memory_gb": (int, float),
+    "compute_capability": str,
+    "bf16_native": bool,
+    "fp32_tflops": (int, float),
+    "gbps": (int, float),
+    "source": str,
+}
 
 
 def _gpu(row: Any, where: str) -> Gpu:
@@ -114,13 +127,23 @@ def _gpu(row: Any, where: str) -> Gpu:
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             raise UsageError(f"{where}: field {field!r} is missing or not a {getattr(kind, '__name__', 'number')}")
     for field in ("fp16_tflops", "bf16_tflops"):
-        if field in row and (isinstance(row[field], bool) or not isinstance(row[field], (int, float)) or row[field] <= 0):
+        if field in row and (
+            isinstance(row[field], bool) or not isinstance(row[field], (int, float)) or row[field] <= 0
+        ):
             raise UsageError(f"{where}: {field!r} must be a positive number or left out")
     if row["bf16_native"] != ("bf16_tflops" in row):
         raise UsageError(f"{where}: give bf16_tflops exactly when bf16_native is true")
     return Gpu(
-        row["name"], row["label"], float(row["memory_gb"]), row["compute_capability"], row["bf16_native"],
-        row.get("fp16_tflops"), row.get("bf16_tflops"), float(row["fp32_tflops"]), float(row["gbps"]), row["source"],
+        row["name"],
+        row["label"],
+        float(row["memory_gb"]),
+        row["compute_capability"],
+        row["bf16_native"],
+        row.get("fp16_tflops"),
+        row.get("bf16_tflops"),
+        float(row["fp32_tflops"]),
+        float(row["gbps"]),
+        row["source"],
         tuple(row.get("aliases", ())),
     )
 
@@ -136,6 +159,9 @@ def load_gpus(path: Path | None = None) -> GpuTable:
     gpus = tuple(_gpu(row, f"{path.name} [[gpu]] #{number}") for number, row in enumerate(rows, start=1))
     assumptions = document.get("assumptions", {})
     return GpuTable(
-        gpus, float(assumptions.get("cuda_context_mib", 0)), str(assumptions.get("cuda_context_source", "")),
-        float(assumptions.get("tight_fraction", 0)), path,
+        gpus,
+        float(assumptions.get("cuda_context_mib", 0)),
+        str(assumptions.get("cuda_context_source", "")),
+        float(assumptions.get("tight_fraction", 0)),
+        path,
     )

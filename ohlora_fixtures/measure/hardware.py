@@ -29,10 +29,10 @@ from typing import Callable
 
 import torch
 
+from ohlora_fixtures.inputs.usercache import cache_file, read_json, write_json
 from ohlora_fixtures.measure.devices import describe, dtype_name, synchronize
 from ohlora_fixtures.measure.machine_load import BUSY_PROBE, CpuTimes, machine_load
 from ohlora_fixtures.measure.memory import release_cached_memory
-from ohlora_fixtures.inputs.usercache import cache_file, read_json, write_json
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,8 @@ def cache_path() -> Path:
 
 def machine_key(device: torch.device, dtype: torch.dtype) -> str:
     """What a calibration depends on: the device's name, the dtype, torch's threads and version."""
-    return f"{describe(device)} | {device.type} | {dtype_name(dtype)} | {torch.get_num_threads()} threads | torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    return f"{describe(device)} | {device.type} | {dtype_name(dtype)} | {threads} threads | torch {torch.__version__}"
 
 
 STALE_BEAT = 1.10
@@ -136,12 +137,18 @@ def device_peaks(device: torch.device, dtype: torch.dtype, recalibrate: bool = F
     sheet = datasheet(name) if device.type == "cuda" else None
     tflops = getattr(sheet, _SHEET_FIELD[dtype], None)
     gbps = sheet.gbps if sheet else None
-    calibrated = _calibrated(device, dtype, recalibrate, need=("tflops",) * (tflops is None) + ("gbps",) * (gbps is None))
+    calibrated = _calibrated(
+        device, dtype, recalibrate, need=("tflops",) * (tflops is None) + ("gbps",) * (gbps is None)
+    )
     return Peaks(
-        name, dtype_name(dtype),
-        float(tflops if tflops is not None else calibrated["tflops"]), "datasheet" if tflops is not None else "calibrated",
-        float(gbps if gbps is not None else calibrated["gbps"]), "datasheet" if gbps is not None else "calibrated",
-        float(calibrated["probe_tflops"]), str(calibrated["taken"]),
+        name,
+        dtype_name(dtype),
+        float(tflops if tflops is not None else calibrated["tflops"]),
+        "datasheet" if tflops is not None else "calibrated",
+        float(gbps if gbps is not None else calibrated["gbps"]),
+        "datasheet" if gbps is not None else "calibrated",
+        float(calibrated["probe_tflops"]),
+        str(calibrated["taken"]),
     )
 
 
@@ -156,14 +163,17 @@ def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool, nee
         warnings.warn(
             f"the cached calibration of {entry.get('taken', 'an earlier session')} was taken on a busier machine: "
             f"the load probe now beats it by more than {STALE_BEAT - 1:.0%} {STALE_PROBES} times out of "
-            f"{STALE_PROBES}; calibrating again", stacklevel=3,
+            f"{STALE_PROBES}; calibrating again",
+            stacklevel=3,
         )
         recalibrate = True
     if recalibrate or not _valid(entry, ("probe_tflops", *need), device.type, path):
         sizes = CALIBRATION[device.type]
         before = CpuTimes.now()
-        entry = {"probe_tflops": calibrate_tflops(device, dtype, sizes.probe),
-                 "taken": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        entry = {
+            "probe_tflops": calibrate_tflops(device, dtype, sizes.probe),
+            "taken": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        }
         if "tflops" in need:
             entry["tflops"] = calibrate_tflops(device, dtype, sizes)
         if "gbps" in need:
@@ -206,11 +216,17 @@ def _valid(entry: object, numbers: tuple[str, ...], device_type: str, path: Path
     ):
         return False
     bounds = PLAUSIBLE.get(device_type, PLAUSIBLE["cuda"])
-    wrong = [f"{n} = {entry[n]:.3g} (expected {bounds[n][0]:g} to {bounds[n][1]:g})"
-             for n in numbers if not bounds[n][0] <= entry[n] <= bounds[n][1]]
+    wrong = [
+        f"{n} = {entry[n]:.3g} (expected {bounds[n][0]:g} to {bounds[n][1]:g})"
+        for n in numbers
+        if not bounds[n][0] <= entry[n] <= bounds[n][1]
+    ]
     if wrong:
-        warnings.warn(f"{path}: cached calibration for {device_type} discarded, {', '.join(wrong)} is not "
-                      "plausible for this device; calibrating again", stacklevel=4)
+        warnings.warn(
+            f"{path}: cached calibration for {device_type} discarded, {', '.join(wrong)} is not "
+            "plausible for this device; calibrating again",
+            stacklevel=4,
+        )
     return not wrong
 
 

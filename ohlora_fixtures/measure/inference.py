@@ -11,11 +11,10 @@ from transformers.generation.streamers import BaseStreamer
 
 from ohlora_fixtures.inputs import defaults
 from ohlora_fixtures.inputs.dataset import QAPair
-from ohlora_fixtures.measure.devices import synchronize
-from ohlora_fixtures.records.percentiles import median, percentile
 from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.measure.devices import synchronize
 from ohlora_fixtures.records.answers import Answer
-
+from ohlora_fixtures.records.percentiles import median, percentile
 
 
 @dataclass(frozen=True)

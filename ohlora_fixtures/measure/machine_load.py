@@ -81,7 +81,9 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def machine_load(before: CpuTimes, after: CpuTimes, probe_before: float | None, probe_after: float | None) -> MachineLoad:
+def machine_load(
+    before: CpuTimes, after: CpuTimes, probe_before: float | None, probe_after: float | None
+) -> MachineLoad:
     """The readings between `before` and `after`, and the verdict."""
     cores = usable_cores()
     wall = max(after.wall - before.wall, 1e-9)
@@ -92,13 +94,21 @@ def machine_load(before: CpuTimes, after: CpuTimes, probe_before: float | None, 
         steal = (after.steal - before.steal) / (wall * cores)
     reasons = busy_reasons(cores, other, steal, probe_before, probe_after)
     return MachineLoad(
-        cores=cores, load_before=before.load, load_after=after.load, other_cores=other, steal=steal,
-        probe_before=probe_before, probe_after=probe_after, busy=bool(reasons), why_busy="; ".join(reasons),
+        cores=cores,
+        load_before=before.load,
+        load_after=after.load,
+        other_cores=other,
+        steal=steal,
+        probe_before=probe_before,
+        probe_after=probe_after,
+        busy=bool(reasons),
+        why_busy="; ".join(reasons),
     )
 
 
-def busy_reasons(cores: int, other_cores: float | None, steal: float | None, probe_before: float | None,
-                 probe_after: float | None) -> list[Message]:
+def busy_reasons(
+    cores: int, other_cores: float | None, steal: float | None, probe_before: float | None, probe_after: float | None
+) -> list[Message]:
     """Why these readings make a machine busy, one sentence each (empty when quiet); a report re-reads a stored
     MachineLoad's figures through this to word them in its own language."""
     reasons = []

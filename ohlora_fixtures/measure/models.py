@@ -12,12 +12,12 @@ from typing import Any, Callable, TypeVar
 
 import torch
 import transformers
-from transformers.pytorch_utils import Conv1D
 from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers.pytorch_utils import Conv1D
 
 from ohlora_fixtures.errors import BenchmarkError, RegistryError, UsageError
-from ohlora_fixtures.measure.provenance import config_revision, hub_snapshot, pretrained_revision
 from ohlora_fixtures.inputs.registry import SCALES, Candidate
+from ohlora_fixtures.measure.provenance import config_revision, hub_snapshot, pretrained_revision
 
 # Tiny stand-ins divide every width by this and keep TINY_LAYERS layers; the
 # head counts stay, so the GQA ratio, tying and rotary fraction are the real ones.
@@ -94,10 +94,15 @@ def check_candidate(candidate: Candidate, scale: str) -> None:
     if candidate.model_type not in CONFIG_MAPPING:
         close = difflib.get_close_matches(candidate.model_type, list(CONFIG_MAPPING.keys()), n=3)
         hint = f"; did you mean {' or '.join(repr(name) for name in close)}?" if close else ""
-        raise RegistryError(f"{where}: field 'model_type' = {candidate.model_type!r} is not a transformers model type{hint}")
+        raise RegistryError(
+            f"{where}: field 'model_type' = {candidate.model_type!r} is not a transformers model type{hint}"
+        )
     # A stand-in has TINY_LAYERS layers, so it is safe to build before the full-size bounds are known.
     model = _checked_meta_model(where, candidate, scale) if scale != "full" else None
-    layers = getattr(_checked(where, candidate, "full", lambda: build_config(candidate, "full")), "num_hidden_layers", 0) or 0
+    layers = (
+        getattr(_checked(where, candidate, "full", lambda: build_config(candidate, "full")), "num_hidden_layers", 0)
+        or 0
+    )
     if layers > MAX_LAYERS:
         raise RegistryError(
             f"{where}: field 'config' has num_hidden_layers = {layers:,}, above the sanity bound of "
@@ -132,8 +137,13 @@ def _checked(where: str, candidate: Candidate, scale: str, build: Callable[[], T
 # peft's LoRA dispatch (peft.tuners.lora.layer.dispatch_default) adapts these layer types only;
 # a target that matches anything else makes get_peft_model raise.
 LORA_LAYER_TYPES: tuple[type[torch.nn.Module], ...] = (
-    torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
-    torch.nn.MultiheadAttention, Conv1D,
+    torch.nn.Linear,
+    torch.nn.Embedding,
+    torch.nn.Conv1d,
+    torch.nn.Conv2d,
+    torch.nn.Conv3d,
+    torch.nn.MultiheadAttention,
+    Conv1D,
 )
 # Sanity bounds on a full-size config, checked before and after building it on the meta device:
 # the largest open models have about 130 layers and 400 B parameters; this benchmark targets small ones.

@@ -39,21 +39,28 @@ import torch
 import transformers
 from peft.tuners.lora import LoraLayer
 
-from ohlora_fixtures.inputs import defaults
-from ohlora_fixtures.measure import gpus
-from ohlora_fixtures.inputs.dataset import ExperimentData
-from ohlora_fixtures.measure.devices import DTYPES
 from ohlora_fixtures.errors import DatasetError
-from ohlora_fixtures.measure.finetune import Example, FinetuneSettings, encode, fresh_adapter, position_limit, step_batches
+from ohlora_fixtures.inputs import defaults
+from ohlora_fixtures.inputs.dataset import ExperimentData
+from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.inputs.tokenizer import experiment_tokenizer
+from ohlora_fixtures.measure import gpus
+from ohlora_fixtures.measure.devices import DTYPES
+from ohlora_fixtures.measure.finetune import (
+    Example,
+    FinetuneSettings,
+    encode,
+    fresh_adapter,
+    position_limit,
+    step_batches,
+)
 from ohlora_fixtures.measure.gpus import Gpu, GpuTable
-from ohlora_fixtures.records.figures import MIB
 from ohlora_fixtures.measure.models import build_config, meta_model, parameter_count
 from ohlora_fixtures.measure.provenance import hub_snapshot
-from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.measure.utilisation import kv_cache_bytes_per_token, matmul_weights, recurrent_state_bytes
+from ohlora_fixtures.records.figures import MIB
 from ohlora_fixtures.records.plans import CandidatePlan, RankPlan, TokenWidths
 from ohlora_fixtures.words.display import aligned, display_name
-from ohlora_fixtures.inputs.tokenizer import experiment_tokenizer
-from ohlora_fixtures.measure.utilisation import kv_cache_bytes_per_token, matmul_weights, recurrent_state_bytes
 
 ADAPTER_BYTES = 4  # peft keeps adapter weights in float32 even on a bf16 base
 ADAM_STATES = 2
@@ -123,7 +130,8 @@ def experiment_widths(
     registered: Sequence[Candidate] = (), cache_dir: Path | None = None,
 ) -> dict[str, TokenWidths]:
     """Every candidate's widths; the dataset tokenizer is built once, as a run builds it: on the prompt
-    templates of every `registered` candidate (default: `candidates`), cached in `cache_dir`, else a temporary folder."""
+    templates of every `registered` candidate (default: `candidates`), cached in `cache_dir`, else a
+    temporary folder."""
     templates = [c.prompt("") for c in (registered or candidates)]
     with tempfile.TemporaryDirectory(prefix="ohlora-plan-") as scratch:
         fallback = experiment_tokenizer(templates, experiment, cache_dir or Path(scratch))
@@ -222,13 +230,23 @@ def plan_candidate(
         # AdamW's two moments, and the activations; the adapter's weights are held before training starts.
         training_state = adapter_weights * (1 + ADAM_STATES)
         increase = training_state + activations
-        rank_plans.append(RankPlan(
-            rank, trainable, adapter_weights * (2 + ADAM_STATES) / MIB, activations / MIB, increase / MIB,
-            (weights + adapter_weights + increase) / MIB, (weights + training_state) / MIB,
-            checkpointed / MIB, (weights + adapter_weights + training_state + checkpointed) / MIB,
-        ))
+        rank_plans.append(
+            RankPlan(
+                rank,
+                trainable,
+                adapter_weights * (2 + ADAM_STATES) / MIB,
+                activations / MIB,
+                increase / MIB,
+                (weights + adapter_weights + increase) / MIB,
+                (weights + training_state) / MIB,
+                checkpointed / MIB,
+                (weights + adapter_weights + training_state + checkpointed) / MIB,
+            )
+        )
     # One sequence of prompt and answer; RWKV has no per-token cache, only its fixed recurrent state.
-    kv_cache = kv_cache_bytes_per_token(config, DTYPES[dtype]) * (seq_len + max_new_tokens) + recurrent_state_bytes(config)
+    kv_cache = kv_cache_bytes_per_token(config, DTYPES[dtype]) * (seq_len + max_new_tokens) + recurrent_state_bytes(
+        config
+    )
     matmuls = matmul_weights(model)  # a meta base model: every weight counts, trainable or not
     return CandidatePlan(
         name=candidate.name,
@@ -302,8 +320,17 @@ def _fit(gpu: Gpu, table: GpuTable, tensors: float, handles: int, **extra: Any) 
     total = tensors + table.cuda_context_mib + workspaces
     fits = total <= gpu.memory_mib
     return GpuFit(
-        gpu.name, gpu.dtype, gpu.dtype_reason, gpu.memory_mib, tensors, table.cuda_context_mib, workspaces, total,
-        fits, fits and total > gpu.memory_mib * (1 - table.tight_fraction), **extra,
+        gpu.name,
+        gpu.dtype,
+        gpu.dtype_reason,
+        gpu.memory_mib,
+        tensors,
+        table.cuda_context_mib,
+        workspaces,
+        total,
+        fits,
+        fits and total > gpu.memory_mib * (1 - table.tight_fraction),
+        **extra,
     )
 
 
@@ -322,11 +349,17 @@ def finetune_fit(plan: CandidatePlan, rank: RankPlan, gpu: Gpu, table: GpuTable)
     from ohlora_fixtures.measure.estimate import finetune_time  # estimate.py plans with this module: imported when used
 
     checkpointed = rank.finetune_peak_checkpointed_mib
-    seconds = finetune_time(plan, rank.trainable_params, plan.train_tokens, gpu.tflops).seconds if plan.train_tokens else None
+    seconds = (
+        finetune_time(plan, rank.trainable_params, plan.train_tokens, gpu.tflops).seconds if plan.train_tokens else None
+    )
     return _fit(
-        gpu, table, rank.finetune_peak_estimate_mib, gpus.TRAINING_HANDLES,
+        gpu,
+        table,
+        rank.finetune_peak_estimate_mib,
+        gpus.TRAINING_HANDLES,
         max_batch_size=largest(rank.finetune_peak_estimate_mib, rank.activations_mib),
-        after_allocated_mib=rank.finetune_after_mib + workspaces, checkpointed_tensors_mib=checkpointed,
+        after_allocated_mib=rank.finetune_after_mib + workspaces,
+        checkpointed_tensors_mib=checkpointed,
         fits_with_checkpointing=checkpointed <= room,
         max_batch_size_with_checkpointing=largest(checkpointed, rank.checkpointed_activations_mib),
         seconds_estimate=seconds,
@@ -340,11 +373,15 @@ def inference_fit(plan: CandidatePlan, gpu: Gpu, table: GpuTable) -> GpuFit:
     _check_card_dtype(plan)
     seconds = None
     if plan.mean_prompt_tokens:
-        seconds = answer_time(plan, plan.mean_prompt_tokens, plan.max_new_tokens, DTYPES[plan.dtype].itemsize, gpu.gbps).seconds
+        seconds = answer_time(
+            plan, plan.mean_prompt_tokens, plan.max_new_tokens, DTYPES[plan.dtype].itemsize, gpu.gbps
+        ).seconds
     return _fit(gpu, table, plan.inference_peak_estimate_mib, gpus.INFERENCE_HANDLES, seconds_estimate=seconds)
 
 
-def fits_as_dict(plan: CandidatePlan, cards: Sequence[Gpu], table: GpuTable, on_cards: CandidatePlan | None = None) -> dict[str, Any]:
+def fits_as_dict(
+    plan: CandidatePlan, cards: Sequence[Gpu], table: GpuTable, on_cards: CandidatePlan | None = None
+) -> dict[str, Any]:
     """`plan.as_dict()` with each rank's and the inference's fit per card under "gpus"; `on_cards` is the same
     plan at a 2-byte dtype when `plan` is not."""
     on_cards = on_cards or plan
@@ -358,14 +395,20 @@ def fits_as_dict(plan: CandidatePlan, cards: Sequence[Gpu], table: GpuTable, on_
 def describe_fit(fit: GpuFit, batch_size: int) -> str:
     """One table cell, e.g. "fits (max batch 37; 160 with grad. ckpt.)", "only with gradient checkpointing (...)"."""
     if fit.max_batch_size is None:
-        return ("fits, tight" if fit.tight else "fits") if fit.fits else f"no: {fit.total_mib:,.0f} of {fit.memory_mib:,.0f} MiB"
+        return (
+            ("fits, tight" if fit.tight else "fits")
+            if fit.fits
+            else f"no: {fit.total_mib:,.0f} of {fit.memory_mib:,.0f} MiB"
+        )
     largest = f"max batch {fit.max_batch_size}" if fit.max_batch_size else "not even batch 1"
     with_checkpointing = f"{fit.max_batch_size_with_checkpointing} with grad. ckpt."
     if fit.fits:
         return f"fits{', tight' if fit.tight else ''} ({largest}; {with_checkpointing})"
     if fit.only_with_checkpointing:
         return f"only with gradient checkpointing (max batch {with_checkpointing})"
-    return f"no at batch {batch_size}: {fit.total_mib:,.0f} of {fit.memory_mib:,.0f} MiB ({largest}; {with_checkpointing})"
+    return (
+        f"no at batch {batch_size}: {fit.total_mib:,.0f} of {fit.memory_mib:,.0f} MiB ({largest}; {with_checkpointing})"
+    )
 
 
 def format_fits(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: GpuTable) -> str:
@@ -377,25 +420,31 @@ def format_fits(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: Gpu
     for plan in plans:
         name = display_name(plan.name, plan.approximate)
         for rank in plan.ranks:
-            rows.append([name, f"FT r{rank.rank}", f"{rank.finetune_peak_estimate_mib:,.0f}"]
-                        + [describe_fit(finetune_fit(plan, rank, gpu, table), plan.batch_size) for gpu in cards])
-        rows.append([name, "inference", f"{plan.inference_peak_estimate_mib:,.0f}"]
-                    + [describe_fit(inference_fit(plan, gpu, table), plan.batch_size) for gpu in cards])
+            rows.append(
+                [name, f"FT r{rank.rank}", f"{rank.finetune_peak_estimate_mib:,.0f}"]
+                + [describe_fit(finetune_fit(plan, rank, gpu, table), plan.batch_size) for gpu in cards]
+            )
+        rows.append(
+            [name, "inference", f"{plan.inference_peak_estimate_mib:,.0f}"]
+            + [describe_fit(inference_fit(plan, gpu, table), plan.batch_size) for gpu in cards]
+        )
     lines = ["Fit on named GPUs (ESTIMATES, from data/gpus.toml):"] + aligned(rows, right=False)
     first = plans[0] if plans else None
     if first is not None:
         lines.append(
             f"On the card = tensors (the plan's peak, batch {first.batch_size}, widest row {first.seq_len} tokens) "
-            f"+ CUDA context {table.cuda_context_mib:,.0f} MiB ({table.cuda_context_source}) + torch's cuBLAS workspaces "
-            f"(fine-tuning {gpus.TRAINING_HANDLES} handles, inference {gpus.INFERENCE_HANDLES}). \"max batch\" is the "
+            f"+ CUDA context {table.cuda_context_mib:,.0f} MiB ({table.cuda_context_source}) "
+            "+ torch's cuBLAS workspaces "
+            f'(fine-tuning {gpus.TRAINING_HANDLES} handles, inference {gpus.INFERENCE_HANDLES}). "max batch" is the '
             f"largest fine-tuning batch whose estimate fits at that width, without and with gradient checkpointing "
-            f"(each layer's input kept, the rest recomputed: less memory, more time); \"tight\": within "
+            f'(each layer\'s input kept, the rest recomputed: less memory, more time); "tight": within '
             f"{table.tight_fraction:.0%} of the card's memory (ECC, the driver and fragmentation take some)."
         )
     for gpu in cards:
         lines.append(
             f"  {gpu.name}: {gpu.label}; run in {gpu.dtype}: {gpu.dtype_reason}; cuBLAS workspaces "
-            f"{gpu.workspace_mib(gpus.TRAINING_HANDLES):.1f} MiB fine-tuning, {gpu.workspace_mib(gpus.INFERENCE_HANDLES):.1f} "
+            f"{gpu.workspace_mib(gpus.TRAINING_HANDLES):.1f} MiB fine-tuning, "
+            f"{gpu.workspace_mib(gpus.INFERENCE_HANDLES):.1f} "
             f"MiB inference ({gpu.source})"
         )
     lines += ["", format_times(plans, cards, table)]
@@ -413,7 +462,9 @@ def format_times(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: Gp
     for plan in plans:
         name = display_name(plan.name, plan.approximate)
         for rank in plan.ranks:
-            rows.append([name, f"FT r{rank.rank}, all steps"] + [seconds(finetune_fit(plan, rank, gpu, table)) for gpu in cards])
+            rows.append(
+                [name, f"FT r{rank.rank}, all steps"] + [seconds(finetune_fit(plan, rank, gpu, table)) for gpu in cards]
+            )
         rows.append([name, "one answer"] + [seconds(inference_fit(plan, gpu, table)) for gpu in cards])
     first = plans[0]
     note = (
@@ -459,4 +510,3 @@ def format_plans(plans: Sequence[CandidatePlan]) -> str:
     )
     lines += [f"  {display_name(plan.name, plan.approximate)}: {describe_widths(plan)}" for plan in plans]
     return "\n".join(lines)
-

@@ -6,11 +6,11 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from ohlora_fixtures.inputs.dataset import ExperimentData
 from ohlora_fixtures.errors import DatasetError
+from ohlora_fixtures.inputs.dataset import ExperimentData
+from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.measure.finetune import encode, position_limit
 from ohlora_fixtures.measure.models import build_config
-from ohlora_fixtures.inputs.registry import Candidate
 
 
 class RowsTruncatedWarning(UserWarning):

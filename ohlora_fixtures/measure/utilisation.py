@@ -15,8 +15,8 @@ from typing import Any, Iterable
 import torch
 from transformers.pytorch_utils import Conv1D
 
-from ohlora_fixtures.measure.hardware import Peaks
 from ohlora_fixtures.measure.estimate import MatmulWeights, decode_bytes, finetune_flops
+from ohlora_fixtures.measure.hardware import Peaks
 from ohlora_fixtures.records.figures import DecodeUtilisation, FinetuneUtilisation
 
 # Layers whose weight is multiplied with every token (Conv1D is GPT-2's transposed Linear).

@@ -12,7 +12,9 @@ MIB = 1024 * 1024
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 """Bytes per value of each dtype a run may use (measure/devices.py maps the same names to torch's dtypes)."""
 
-FINETUNE_ESTIMATE = "estimate: model FLOPs (4 x frozen + 6 x adapter matmul weights) x tokens; attention scores left out"
+FINETUNE_ESTIMATE = (
+    "estimate: model FLOPs (4 x frozen + 6 x adapter matmul weights) x tokens; attention scores left out"
+)
 DECODE_ESTIMATE = "estimate: bytes read per new token = matmul weights + KV cache of the context; activations left out"
 
 

@@ -29,10 +29,13 @@ from collections import abc
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ohlora_fixtures.records.figures import MachineLoad
-from ohlora_fixtures.records.figures import MemoryFigures
-from ohlora_fixtures.records.figures import QualityFigures
-from ohlora_fixtures.records.figures import DecodeUtilisation, FinetuneUtilisation
+from ohlora_fixtures.records.figures import (
+    DecodeUtilisation,
+    FinetuneUtilisation,
+    MachineLoad,
+    MemoryFigures,
+    QualityFigures,
+)
 
 MAX_RANK = 65536  # above any model's hidden size: a larger LoRA rank is a typo (and overflows the plan's sums)
 SCHEMA_VERSION = 2  # 1: the flat dicts written before this module existed (no `schema` key)
@@ -264,12 +267,21 @@ class BenchmarkRecord:
         return _build(cls, data, "")
 
     def flat(self) -> dict[str, Any]:
-        """The flat view: one namespace, as records were stored before SCHEMA_VERSION 2 (pytest-benchmark extra_info)."""
+        """The flat view: one namespace, as records were stored before SCHEMA_VERSION 2 (pytest-benchmark's
+        extra_info)."""
         out: dict[str, Any] = {
-            "id": self.id, "kind": self.kind.value, "candidate": self.candidate, "rank": self.rank,
-            "approximate": self.approximate, "fingerprint": self.fingerprint, "run": plain(self.run),
-            "status": self.status.value, "error": self.error, "finished": self.finished,
-            "over_budget": self.over_budget, "weights_revision": self.weights_revision,
+            "id": self.id,
+            "kind": self.kind.value,
+            "candidate": self.candidate,
+            "rank": self.rank,
+            "approximate": self.approximate,
+            "fingerprint": self.fingerprint,
+            "run": plain(self.run),
+            "status": self.status.value,
+            "error": self.error,
+            "finished": self.finished,
+            "over_budget": self.over_budget,
+            "weights_revision": self.weights_revision,
         }
         if self.seconds is not None:
             out["seconds"] = self.seconds
@@ -335,8 +347,11 @@ def comparable(run: RunDescription) -> str:
 
 def from_flat(data: Mapping[str, Any]) -> BenchmarkRecord:
     """A record from the flat view: results.jsonl before schema 2, or pytest-benchmark's extra_info."""
-    own = {f.name: data[f.name] for f in dataclasses.fields(BenchmarkRecord)
-           if f.name in data and f.name not in ("memory", "finetune", "inference")}
+    own = {
+        f.name: data[f.name]
+        for f in dataclasses.fields(BenchmarkRecord)
+        if f.name in data and f.name not in ("memory", "finetune", "inference")
+    }
     if "peak_mib" in data:
         own["memory"] = {part: data[flat] for flat, part in _MEMORY_FLAT.items() if flat in data}
     kind = data.get("kind")
@@ -382,22 +397,54 @@ _SECONDS = (0.0, 1e7)  # 115 days
 _MIB = (0.0, 2.0**30)  # a pebibyte
 _RATE = (0.0, 1e15)
 LIMITS: dict[str, tuple[float, float]] = {
-    "rank": (1, MAX_RANK), "ranks": (1, MAX_RANK),
+    "rank": (1, MAX_RANK),
+    "ranks": (1, MAX_RANK),
     "finished": (0.0, 1e11),
-    **dict.fromkeys((
-        "seconds", "round_seconds", "mean_seconds_per_prompt", "step_median_s", "step_p90_s",
-        "first_token_median_s", "first_token_p90_s", "decode_token_median_s", "decode_token_p90_s",
-        "generate_median_s", "generate_p90_s", "generate_max_s",
-    ), _SECONDS),
+    **dict.fromkeys(
+        (
+            "seconds",
+            "round_seconds",
+            "mean_seconds_per_prompt",
+            "step_median_s",
+            "step_p90_s",
+            "first_token_median_s",
+            "first_token_p90_s",
+            "decode_token_median_s",
+            "decode_token_p90_s",
+            "generate_median_s",
+            "generate_p90_s",
+            "generate_max_s",
+        ),
+        _SECONDS,
+    ),
     # The headline peaks and their references; start/after/increase and the sampler's figures are differences
     # from the runtime baseline and may be negative.
-    **dict.fromkeys((
-        "peak_mib", "round_peak_mib", "absolute_peak_mib", "baseline_mib", "lifetime_peak_mib", "max_reserved_mib",
-    ), _MIB),
-    **dict.fromkeys((
-        "tokens_per_second", "decode_tokens_per_second", "achieved_tflops", "peak_tflops", "achieved_gbps",
-        "peak_gbps", "mfu", "bandwidth_utilisation", "learning_rate", "vram_budget_mb",
-    ), _RATE),
+    **dict.fromkeys(
+        (
+            "peak_mib",
+            "round_peak_mib",
+            "absolute_peak_mib",
+            "baseline_mib",
+            "lifetime_peak_mib",
+            "max_reserved_mib",
+        ),
+        _MIB,
+    ),
+    **dict.fromkeys(
+        (
+            "tokens_per_second",
+            "decode_tokens_per_second",
+            "achieved_tflops",
+            "peak_tflops",
+            "achieved_gbps",
+            "peak_gbps",
+            "mfu",
+            "bandwidth_utilisation",
+            "learning_rate",
+            "vram_budget_mb",
+        ),
+        _RATE,
+    ),
     "seed": (-(2.0**63), 2.0**64),  # torch's seed range, either sign
 }
 _COUNT = (0, 2**53)  # JSON's exact integers; more parameters or tokens than any model or run has
@@ -447,8 +494,11 @@ def _fields(cls: type) -> tuple[tuple[str, Convert, bool], ...]:
     the annotations at every record took nine tenths of the time, minutes over a 100k-line log."""
     hints = typing.get_type_hints(cls)
     return tuple(
-        (f.name, _converter(hints[f.name], f.name),
-         f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        (
+            f.name,
+            _converter(hints[f.name], f.name),
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+        )
         for f in dataclasses.fields(cls)
     )
 
@@ -466,11 +516,13 @@ def _converter(hint: Any, name: str) -> Convert:
     if dataclasses.is_dataclass(hint):
         return lambda value, where: _build(hint, value, where)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
+
         def member(value: Any, where: str) -> Any:
             try:
                 return hint(value)
             except ValueError:
                 raise RecordError(f"{where}: {value!r} is not one of {[m.value for m in hint]}") from None
+
         return member
     if origin in (tuple, list):
         item = _converter(args[0], name)
@@ -483,6 +535,7 @@ def _converter(hint: Any, name: str) -> Convert:
             except RecordError:  # again, naming the item: "round_seconds[3]"
                 converted = [item(v, f"{where}[{i}]") for i, v in enumerate(value)]
             return tuple(converted) if origin is tuple else converted
+
         return items
     if origin is dict:
         entry = _converter(args[1], name)
@@ -491,6 +544,7 @@ def _converter(hint: Any, name: str) -> Convert:
             if not isinstance(value, dict):
                 raise RecordError(f"{where}: {value!r} is not an object")
             return {str(k): entry(v, f"{where}.{k}") for k, v in value.items()}
+
         return entries
     if hint is float:
         low, high = LIMITS.get(name, _ANY)
@@ -503,6 +557,7 @@ def _converter(hint: Any, name: str) -> Convert:
             if not low <= value <= high:
                 raise _out_of_range(value, where, low, high)
             return float(value)
+
         return number
     if hint is int:
         low, high = LIMITS.get(name, _COUNT)
@@ -513,16 +568,23 @@ def _converter(hint: Any, name: str) -> Convert:
             if not low <= value <= high:
                 raise _out_of_range(value, where, low, high)
             return value
+
         return integer
     if hint in (str, bool):
+
         def exact(value: Any, where: str) -> Any:
             if not isinstance(value, hint):
                 raise RecordError(f"{where}: {value!r} is not a {hint.__name__}")
             return value
+
         return exact
     raise TypeError(f"{name}: unsupported annotation {hint}")  # a coding error, found at the first read
 
 
 def _out_of_range(value: int | float, where: str, low: float, high: float) -> RecordError:
-    shown = f"an integer of {len(str(abs(value)))} digits" if isinstance(value, int) and abs(value) > 10**15 else f"{value:.6g}"
+    shown = (
+        f"an integer of {len(str(abs(value)))} digits"
+        if isinstance(value, int) and abs(value) > 10**15
+        else f"{value:.6g}"
+    )
     return RecordError(f"{where}: {shown} is out of range [{low:.6g}, {high:.6g}]")

@@ -15,7 +15,6 @@ from typing import BinaryIO, Iterator
 
 from ohlora_fixtures.records.record import BenchmarkRecord, RecordError
 
-
 # The user_properties key under which a pytest-xdist worker sends each of its records (measured or resumed)
 # to the controller, for its summary and report.
 RECORD_PROPERTY = "ohlora_record"

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import IO, Callable
 
 
-def replace_atomically(path: Path, write: Callable[[IO[str]], None], *, encoding: str = "utf-8", newline: str | None = None) -> None:
+def replace_atomically(
+    path: Path, write: Callable[[IO[str]], None], *, encoding: str = "utf-8", newline: str | None = None
+) -> None:
     """Write `path` through a unique temporary in the same folder, fsync it, then rename it over `path`.
 
     A reader sees the old file or the new one, never half of one, and two

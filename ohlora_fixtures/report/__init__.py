@@ -18,4 +18,15 @@ from ohlora_fixtures.report.gather import Report, gather
 from ohlora_fixtures.report.render import ReportFiles, SessionReport, render, render_session
 from ohlora_fixtures.report.stored import Stored, merge, read_stored
 
-__all__ = ["Report", "ReportFiles", "SessionReport", "Stored", "gather", "main", "merge", "read_stored", "render", "render_session"]
+__all__ = [
+    "Report",
+    "ReportFiles",
+    "SessionReport",
+    "Stored",
+    "gather",
+    "main",
+    "merge",
+    "read_stored",
+    "render",
+    "render_session",
+]

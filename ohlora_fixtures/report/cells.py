@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ohlora_fixtures.words.message import in_language
-from ohlora_fixtures.records.record import BenchmarkRecord, RunDescription
 from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.records.record import BenchmarkRecord, RunDescription
 from ohlora_fixtures.report import marks
 from ohlora_fixtures.report.gather import Report
 from ohlora_fixtures.words.language import text, word
+from ohlora_fixtures.words.message import in_language
 
 
 def seconds(value: float) -> str:
@@ -158,8 +158,14 @@ def leaderboard_cell(average: float | None, lang: str) -> str:
 
 def run_label(run: RunDescription, lang: str) -> str:
     """What a run was measured with, e.g. "CPU: x, float32, random weights, tiny scale", in `lang`."""
-    return text("run_label", lang, device=run.device_name or run.device, dtype=run.dtype,
-                weights=word(f"weights_{run.weights}", run.weights, lang), scale=word(f"scale_{run.scale}", run.scale, lang))
+    return text(
+        "run_label",
+        lang,
+        device=run.device_name or run.device,
+        dtype=run.dtype,
+        weights=word(f"weights_{run.weights}", run.weights, lang),
+        scale=word(f"scale_{run.scale}", run.scale, lang),
+    )
 
 
 def sentences(items: Iterable[object], lang: str) -> str:

@@ -7,11 +7,10 @@ import configparser
 from pathlib import Path
 from typing import Callable
 
-from ohlora_fixtures.inputs import registry
-from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.inputs.paths import not_a_file
+from ohlora_fixtures.inputs import policy, registry
 from ohlora_fixtures.inputs.options import REPORT, add_options, parse
+from ohlora_fixtures.inputs.paths import not_a_file
 from ohlora_fixtures.report.render import render
 from ohlora_fixtures.report.stored import Merged, iter_stored
 
@@ -54,9 +53,13 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="pytest-benchmark JSON or results.jsonl")
     add_options(parser.add_argument, REPORT)
-    parser.add_argument("--ini", type=Path, default=None,
-                        help=f"read ohlora_weight_* keys from this file's [tool:pytest] section (default: {DEFAULT_INI} "
-                        "where there is one; '' reads none)")
+    parser.add_argument(
+        "--ini",
+        type=Path,
+        default=None,
+        help=f"read ohlora_weight_* keys from this file's [tool:pytest] section (default: {DEFAULT_INI} "
+        "where there is one; '' reads none)",
+    )
     args = parser.parse_args(argv)
     settings = parse(vars(args), REPORT)
     stored = Merged(item for path in args.files for item in iter_stored(path))
@@ -68,7 +71,9 @@ def main(argv: list[str]) -> int:
     try:
         files = render(stored, candidates, settings, weights)
     except OSError as error:
-        raise UsageError(f"report not written: {error.strerror or error} ({error.filename or settings.report_dir}); "
-                         "the previous report, if any, is unchanged") from None
+        raise UsageError(
+            f"report not written: {error.strerror or error} ({error.filename or settings.report_dir}); "
+            "the previous report, if any, is unchanged"
+        ) from None
     print("\n".join(files.lines()))
     return 0

@@ -8,15 +8,13 @@ from pathlib import Path
 from typing import Mapping
 
 from ohlora_fixtures.inputs import policy
-
 from ohlora_fixtures.measure.machine_load import BUSY_OTHER_CORES, BUSY_PROBE, BUSY_STEAL, busy_reasons
-from ohlora_fixtures.words.message import in_language
 from ohlora_fixtures.records.record import Kind
 from ohlora_fixtures.report import cells, marks, tables, verdict
 from ohlora_fixtures.report.blocks import Block, Bullets, Heading, Image, Paragraph, Section, Table
 from ohlora_fixtures.report.gather import Report, benchmark_title
 from ohlora_fixtures.words.language import text
-
+from ohlora_fixtures.words.message import in_language
 
 # Mean answer lengths (max / min) above which the report flags that seconds per answer favours short answers.
 ANSWER_LENGTH_SPREAD = 1.25
@@ -115,7 +113,9 @@ def _recommendation_blocks(report: Report) -> list[Block]:
                 for name, v in rec.verdicts.items() if not v.eligible]
     if excluded:
         blocks += [Paragraph(text("excluded_list", lang)), Bullets(tuple(excluded))]
-    flagged = [f"{report.name(by_name[name])}: {cells.sentences(v.flags, lang)}" for name, v in rec.verdicts.items() if v.flags]
+    flagged = [
+        f"{report.name(by_name[name])}: {cells.sentences(v.flags, lang)}" for name, v in rec.verdicts.items() if v.flags
+    ]
     if flagged:
         blocks += [Paragraph(text("flagged_list", lang)), Bullets(tuple(flagged))]
     return blocks
@@ -135,7 +135,8 @@ def _failures(report: Report) -> list[str]:
     return [
         f"{report.name(c)} {benchmark_title(r).in_(lang)}: {text(r.status.value, lang)} — "
         + (f"`{r.error}`" if r.error else text("no_message", lang))
-        for c in report.candidates for r in report.all_records
+        for c in report.candidates
+        for r in report.all_records
         if r.candidate == c.name and not r.ok
     ]
 
@@ -146,17 +147,29 @@ def _notes(report: Report) -> list[Block]:
     if report.candidates:
         plan = report.plans[report.candidates[0].name]
         measured = "tokenizer" in plan.width_source  # else assumed: the run's dataset could not be read
-        widths = text("plan_widths_data" if measured else "plan_widths_assumed", lang,
-                      widest=plan.seq_len, mean=f"{plan.mean_seq_len:.0f}")
+        widths = text(
+            "plan_widths_data" if measured else "plan_widths_assumed",
+            lang,
+            widest=plan.seq_len,
+            mean=f"{plan.mean_seq_len:.0f}",
+        )
         notes.append(text("note_plan", lang, batch=plan.batch_size, widths=widths))
     notes += _approximate_note(report)
     if report.study is not None:
         notes.append(text("note_study", lang, label=text("study_t4", lang), device=report.study.device))
     blocks: list[Block] = [Bullets(tuple(note for note in notes if note))]
-    busy = [f"{report.name(c)} {benchmark_title(r).in_(lang)}: "
-            + "; ".join(reason.in_(lang) for reason in busy_reasons(r.load.cores, r.load.other_cores, r.load.steal,
-                                                                     r.load.probe_before, r.load.probe_after))
-            for c in report.candidates for r in report.all_records if r.candidate == c.name and marks.is_busy(r)]
+    busy = [
+        f"{report.name(c)} {benchmark_title(r).in_(lang)}: "
+        + "; ".join(
+            reason.in_(lang)
+            for reason in busy_reasons(
+                r.load.cores, r.load.other_cores, r.load.steal, r.load.probe_before, r.load.probe_after
+            )
+        )
+        for c in report.candidates
+        for r in report.all_records
+        if r.candidate == c.name and marks.is_busy(r)
+    ]
     if busy:
         blocks += [Paragraph(text("busy_list", lang)), Bullets(tuple(busy))]
     return blocks
@@ -167,8 +180,14 @@ def _rounds_note(report: Report) -> str:
     records = report.all_records
     if not any(len(r.round_seconds) > 1 or marks.is_busy(r) for r in records):
         return ""
-    return text("note_rounds", report.lang, mark=text("busy_mark", report.lang), cores=BUSY_OTHER_CORES,
-                steal=f"{BUSY_STEAL:.0%}", probe=f"{BUSY_PROBE:.0%}")
+    return text(
+        "note_rounds",
+        report.lang,
+        mark=text("busy_mark", report.lang),
+        cores=BUSY_OTHER_CORES,
+        steal=f"{BUSY_STEAL:.0%}",
+        probe=f"{BUSY_PROBE:.0%}",
+    )
 
 
 def _with_legends(blocks: list[Block], report: Report) -> list[Block]:
@@ -198,20 +217,38 @@ def document(report: Report, images: Mapping[str, Path]) -> list[Block]:
     results: list[Block] = [tables.results_table(report), *_answer_length_blocks(report)]
     blocks.append(Section(text("results", lang), tuple(results)))
     plots_blocks: list[Block] = [
-        Image(path, text(f"caption_{name}", lang), wide=name == "training_loss") for name, path in images.items()]
+        Image(path, text(f"caption_{name}", lang), wide=name == "training_loss") for name, path in images.items()
+    ]
     blocks.append(Section(text("plots", lang), tuple(plots_blocks or [Paragraph(text("no_plots", lang))])))
     blocks.append(Section(text("candidates", lang), (tables.candidates_table(report),)))
     quality_note = text("grades_note", lang) + (
-        " " + text("quality_meaningless", lang) if "random_weights" in report.stand_in else "")
+        " " + text("quality_meaningless", lang) if "random_weights" in report.stand_in else ""
+    )
     blocks.append(Section(text("quality", lang), (tables.quality_table(report), Paragraph(quality_note, "note"))))
-    blocks.append(Section(text("pareto", lang), (tables.pareto_table(report), Paragraph(text("pareto_note", lang), "note"))))
+    blocks.append(
+        Section(text("pareto", lang), (tables.pareto_table(report), Paragraph(text("pareto_note", lang), "note")))
+    )
     if lang == "ko":  # the study's table is Korean by nature: its headers are the study's own
-        blocks.append(Section(text("study_table", lang), (Paragraph(_study_table_lead(report)), tables.study_table(report))))
+        blocks.append(
+            Section(text("study_table", lang), (Paragraph(_study_table_lead(report)), tables.study_table(report)))
+        )
     blocks.append(Section(text("what", lang), tuple(_what_blocks(report))))
-    blocks.append(Section(text("utilisation", lang), (tables.utilisation_table(report),
-                                                      Paragraph(text("utilisation_note", lang), "note"))))
-    blocks.append(Section(text("anatomy", lang), (tables.latency_table(report), tables.finetune_spread_table(report),
-                                                  Paragraph(text("anatomy_note", lang), "note"))))
+    blocks.append(
+        Section(
+            text("utilisation", lang),
+            (tables.utilisation_table(report), Paragraph(text("utilisation_note", lang), "note")),
+        )
+    )
+    blocks.append(
+        Section(
+            text("anatomy", lang),
+            (
+                tables.latency_table(report),
+                tables.finetune_spread_table(report),
+                Paragraph(text("anatomy_note", lang), "note"),
+            ),
+        )
+    )
     blocks.append(Section(text("plan", lang), (tables.plan_table(report),)))
     blocks.append(Section(text("notes", lang), tuple(_notes(report))))
     return _with_legends(blocks, report)

@@ -8,23 +8,23 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from ohlora_fixtures.measure import estimate
-from ohlora_fixtures.judge import selection
-from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.errors import UsageError
+from ohlora_fixtures.inputs import policy
+from ohlora_fixtures.inputs.options import Settings
+from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.judge import selection
+from ohlora_fixtures.judge.quality import read_grades
+from ohlora_fixtures.measure import estimate
 from ohlora_fixtures.measure.machine_load import busy_reasons
-from ohlora_fixtures.words.message import Message
 from ohlora_fixtures.records.figures import DTYPE_BYTES
 from ohlora_fixtures.records.plans import CandidatePlan
-from ohlora_fixtures.report.plan_store import plans_for
-from ohlora_fixtures.judge.quality import read_grades
 from ohlora_fixtures.records.record import Answers, BenchmarkRecord, Kind, RunDescription, Status
-from ohlora_fixtures.inputs.registry import Candidate
-from ohlora_fixtures.inputs.options import Settings
-from ohlora_fixtures.words.display import display_name
-from ohlora_fixtures.words.language import text, word
+from ohlora_fixtures.report.plan_store import plans_for
 from ohlora_fixtures.report.reference import StudyResults, load_study
 from ohlora_fixtures.report.stored import Merged, Stored
+from ohlora_fixtures.words.display import display_name
+from ohlora_fixtures.words.language import text, word
+from ohlora_fixtures.words.message import Message
 
 Key = tuple[str, str, int | None]
 
@@ -167,7 +167,9 @@ class Report:
     @property
     def memory_metrics(self) -> str:
         """The peak-memory metrics the records use, e.g. "cpu_peak_rss"."""
-        return ", ".join(sorted({r.memory.metric for r in self.measured_records if r.memory and r.memory.metric})) or "n/a"
+        return (
+            ", ".join(sorted({r.memory.metric for r in self.measured_records if r.memory and r.memory.metric})) or "n/a"
+        )
 
     def stand_in_text(self, lang: str | None = None) -> str:
         """E.g. "random weights and tiny-scale models"."""
@@ -186,7 +188,10 @@ class Report:
 
 
 def gather(
-    stored: Iterable[Stored] | Merged, candidates: Sequence[Candidate], settings: Settings, weights: Mapping[str, float],
+    stored: Iterable[Stored] | Merged,
+    candidates: Sequence[Candidate],
+    settings: Settings,
+    weights: Mapping[str, float],
 ) -> Report:
     """Merge the records (or take them merged), re-read grades and plan every candidate at full size; the report
     judges them lazily."""
@@ -214,9 +219,18 @@ def gather(
     folders = [Path(item.source).parent for item in kept if item.source.endswith(".jsonl")]
     plans = plans_for(ordered, ranks, plan_dtype, batch_size, max_new_tokens, first_run, settings, folders)
     return Report(
-        lang=settings.lang, settings=settings, candidates=ordered, records=records, ranks=ranks, runs=_runs(kept),
-        runs_read=len(merged.run_ids), replaced=replaced,
-        plan_dtype=plan_dtype, plans=plans, grades=_reread_grades(records), weights=weights,
+        lang=settings.lang,
+        settings=settings,
+        candidates=ordered,
+        records=records,
+        ranks=ranks,
+        runs=_runs(kept),
+        runs_read=len(merged.run_ids),
+        replaced=replaced,
+        plan_dtype=plan_dtype,
+        plans=plans,
+        grades=_reread_grades(records),
+        weights=weights,
         study=load_study() if settings.compare_study else None,
     )
 
@@ -241,8 +255,10 @@ def _runs(kept: Sequence[Stored]) -> list[RunInfo]:
         statuses[item.record.status.value] += 1
         if item.source not in sources:
             sources.append(item.source)
-    return [RunInfo(run_id, d, tuple(sources), sum(statuses.values()), dict(statuses))
-            for run_id, (d, sources, statuses) in runs.items()]
+    return [
+        RunInfo(run_id, d, tuple(sources), sum(statuses.values()), dict(statuses))
+        for run_id, (d, sources, statuses) in runs.items()
+    ]
 
 
 def _evidence(report: Report, candidate: Candidate) -> selection.Evidence:
@@ -264,12 +280,15 @@ def _evidence(report: Report, candidate: Candidate) -> selection.Evidence:
         inf_peak, inf_source = ok_inference.peak_mib, Message("measured_metric", metric=ok_inference.memory.metric)
     else:
         inf_peak, inf_source = plan.inference_peak_estimate_mib, estimate
-    failures = tuple(failure(record) for record in report.all_records
-                     if record.candidate == candidate.name and record.status.failed)
+    failures = tuple(
+        failure(record) for record in report.all_records if record.candidate == candidate.name and record.status.failed
+    )
     grade = report.grades.get((candidate.name, None))
     pretrained = ok_inference is not None and ok_inference.run.weights == "pretrained"
-    times = {"finetune_time": _finetune_time(report, plan, ok_finetune, largest),
-             "inference_time": _answer_time(report, plan, ok_inference)}
+    times = {
+        "finetune_time": _finetune_time(report, plan, ok_finetune, largest),
+        "inference_time": _answer_time(report, plan, ok_inference),
+    }
     return selection.Evidence(
         candidate=candidate,
         largest_rank=largest,
@@ -314,9 +333,14 @@ def is_stand_in(record: BenchmarkRecord) -> bool:
 def _measured_time(record: BenchmarkRecord, value: float, source: Message) -> TimeFigure:
     # Why, as a message the report words in its own language (the record keeps its English why_busy too).
     load = record.load
-    busy = (Message("busy_why", reasons=tuple(busy_reasons(load.cores, load.other_cores, load.steal, load.probe_before,
-                                                           load.probe_after)))
-            if load and load.busy else "")
+    busy = (
+        Message(
+            "busy_why",
+            reasons=tuple(busy_reasons(load.cores, load.other_cores, load.steal, load.probe_before, load.probe_after)),
+        )
+        if load and load.busy
+        else ""
+    )
     return TimeFigure(value, source, selection.time_spread(record.round_seconds, bool(busy)), busy)
 
 
@@ -347,17 +371,24 @@ def _answer_time(report: Report, plan: CandidatePlan, record: BenchmarkRecord | 
     # An answer of the full --ohlora-max-new-tokens: where a stand-in's random weights stop says nothing of
     # where the real model would.
     tokens = record.run.max_new_tokens
-    seconds = estimate.answer_time(plan, figures.prompt_tokens / figures.prompts, tokens,
-                                   DTYPE_BYTES[record.run.dtype], peak).seconds
+    seconds = estimate.answer_time(
+        plan, figures.prompt_tokens / figures.prompts, tokens, DTYPE_BYTES[record.run.dtype], peak
+    ).seconds
     return TimeFigure(seconds, Message("full_size_time_estimate", peak=f"{peak:.3g} GB/s", tokens=tokens))
 
 
 def benchmark_title(record: BenchmarkRecord) -> Message:
     """E.g. "fine-tuning r16" or "inference", in any report language."""
-    return Message("benchmark_finetune", rank=record.rank) if record.kind is Kind.FINETUNE else Message("benchmark_inference")
+    return (
+        Message("benchmark_finetune", rank=record.rank)
+        if record.kind is Kind.FINETUNE
+        else Message("benchmark_inference")
+    )
 
 
 def failure(record: BenchmarkRecord) -> Message:
     """Why a benchmark has no figures: which one, its status and its error (quoted as the program wrote it)."""
     error = Message("error_text", error=record.error) if record.error else Message("no_message")
-    return Message("failure_reason", benchmark=benchmark_title(record), status=Message(record.status.value), error=error)
+    return Message(
+        "failure_reason", benchmark=benchmark_title(record), status=Message(record.status.value), error=error
+    )

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Iterable
 
 from ohlora_fixtures.records.record import BenchmarkRecord, Kind
-from ohlora_fixtures.words.display import APPROXIMATE
-from ohlora_fixtures.report.blocks import Table
 from ohlora_fixtures.report import gather
+from ohlora_fixtures.report.blocks import Table
 from ohlora_fixtures.report.gather import Report, is_measured_peak
+from ohlora_fixtures.words.display import APPROXIMATE
 from ohlora_fixtures.words.language import text
 
 BUSY, ESTIMATE, STAND_IN = "busy_mark", "estimate_mark", "stand_in_mark"  # text keys of the marks

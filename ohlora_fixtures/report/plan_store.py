@@ -71,27 +71,62 @@ def _hub_snapshots(hub_id: str) -> list[str]:
         return []
 
 
-def widths_source(run: RunDescription | None, settings: Settings) -> tuple[str, str, tuple[int, int, int], int, int, int]:
+def widths_source(
+    run: RunDescription | None, settings: Settings
+) -> tuple[str, str, tuple[int, int, int], int, int, int]:
     """Where the plan's token widths come from: the run's dataset, rows and batching (the options' without a run)."""
     if run is None:
-        return (str(settings.dataset), settings.preset, (settings.train_rows, settings.valid_rows, settings.prompts),
-                settings.batch_size, settings.epochs, settings.seed)
-    return (run.dataset, run.preset, (run.train_rows, run.valid_rows, run.prompts),
-            run.batch_size, run.epochs, run.seed)
+        return (
+            str(settings.dataset),
+            settings.preset,
+            (settings.train_rows, settings.valid_rows, settings.prompts),
+            settings.batch_size,
+            settings.epochs,
+            settings.seed,
+        )
+    return (
+        run.dataset,
+        run.preset,
+        (run.train_rows, run.valid_rows, run.prompts),
+        run.batch_size,
+        run.epochs,
+        run.seed,
+    )
 
 
-def plan_key(candidate: Candidate, ranks: Sequence[int], dtype: str, batch_size: int, max_new_tokens: int,
-             source: tuple[Any, ...]) -> str:
+def plan_key(
+    candidate: Candidate,
+    ranks: Sequence[int],
+    dtype: str,
+    batch_size: int,
+    max_new_tokens: int,
+    source: tuple[Any, ...],
+) -> str:
     """Everything that shapes one candidate's plan, hashed."""
     local = str(candidate.path) if candidate.path is not None else _hub_snapshots(candidate.hub_id)
-    payload = [asdict(candidate), list(ranks), dtype, batch_size, max_new_tokens, list(source),
-               _file_digest(source[0]), local, _code_and_versions()]
+    payload = [
+        asdict(candidate),
+        list(ranks),
+        dtype,
+        batch_size,
+        max_new_tokens,
+        list(source),
+        _file_digest(source[0]),
+        local,
+        _code_and_versions(),
+    ]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def plans_for(
-    candidates: Sequence[Candidate], ranks: Sequence[int], dtype: str, batch_size: int, max_new_tokens: int,
-    run: RunDescription | None, settings: Settings, folders: Iterable[Path],
+    candidates: Sequence[Candidate],
+    ranks: Sequence[int],
+    dtype: str,
+    batch_size: int,
+    max_new_tokens: int,
+    run: RunDescription | None,
+    settings: Settings,
+    folders: Iterable[Path],
 ) -> dict[str, CandidatePlan]:
     """Every candidate's plan: read from a `plans.json` in `folders` (the report's first), else planned and
     stored in the report's."""
@@ -111,8 +146,9 @@ def plans_for(
     if missing:
         widths = _widths(tuple(candidates), *source)
         for candidate in missing:
-            plans[candidate.name] = _plan(candidate, tuple(ranks), dtype, batch_size, widths[candidate.name],
-                                          max_new_tokens)
+            plans[candidate.name] = _plan(
+                candidate, tuple(ranks), dtype, batch_size, widths[candidate.name], max_new_tokens
+            )
     mine = read_json(out, "stored plans", "planning again")
     wanted = {keys[c.name]: plans[c.name].as_dict() for c in candidates}
     if any(mine.get(key) != value for key, value in wanted.items()):
@@ -122,16 +158,24 @@ def plans_for(
 
 # Planning needs torch, transformers and peft: imported here, only when a plan is not stored.
 @lru_cache(maxsize=None)
-def _plan(candidate: Candidate, ranks: tuple[int, ...], dtype: str, batch_size: int, widths: TokenWidths,
-          max_new_tokens: int) -> CandidatePlan:
+def _plan(
+    candidate: Candidate, ranks: tuple[int, ...], dtype: str, batch_size: int, widths: TokenWidths, max_new_tokens: int
+) -> CandidatePlan:
     from ohlora_fixtures.measure.plan import plan_candidate
 
     return plan_candidate(candidate, ranks, dtype, batch_size, widths, max_new_tokens)
 
 
 @lru_cache(maxsize=None)
-def _widths(candidates: tuple[Candidate, ...], dataset: str, preset: str, rows: tuple[int, int, int],
-            batch_size: int, epochs: int, seed: int) -> dict[str, TokenWidths]:
+def _widths(
+    candidates: tuple[Candidate, ...],
+    dataset: str,
+    preset: str,
+    rows: tuple[int, int, int],
+    batch_size: int,
+    epochs: int,
+    seed: int,
+) -> dict[str, TokenWidths]:
     from ohlora_fixtures.inputs.dataset import load_experiment
     from ohlora_fixtures.measure.finetune import FinetuneSettings
     from ohlora_fixtures.measure.plan import experiment_widths, fixed_widths

@@ -37,8 +37,19 @@ Words = Callable[..., str]
 
 # Families known to carry Hangul, most common first; any CJK family of Noto covers Korean.
 HANGUL_FONTS = (
-    "Noto Sans CJK KR", "Noto Sans KR", "NanumGothic", "Nanum Gothic", "NanumBarunGothic", "Apple SD Gothic Neo",
-    "AppleGothic", "Malgun Gothic", "Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "UnDotum", "Baekmuk Gulim",
+    "Noto Sans CJK KR",
+    "Noto Sans KR",
+    "NanumGothic",
+    "Nanum Gothic",
+    "NanumBarunGothic",
+    "Apple SD Gothic Neo",
+    "AppleGothic",
+    "Malgun Gothic",
+    "Noto Sans CJK JP",
+    "Noto Sans CJK SC",
+    "Noto Sans CJK TC",
+    "UnDotum",
+    "Baekmuk Gulim",
 )
 
 
@@ -91,13 +102,13 @@ def _styles(series: Sequence[CandidateSeries]) -> dict[str, dict[str, str]]:
     # One colour and marker per candidate across every plot, so a reader can follow it from plot to
     # plot, and the marker still tells apart colours that look alike.
     return {
-        s.label: {"color": f"C{index % 10}", "marker": MARKERS[index % len(MARKERS)]}
-        for index, s in enumerate(series)
+        s.label: {"color": f"C{index % 10}", "marker": MARKERS[index % len(MARKERS)]} for index, s in enumerate(series)
     }
 
 
-def _figure(title: str, subtitle: str, width: float = 7.0, height: float = 4.2, columns: int = 1,
-            rows: int = 1) -> tuple[Figure, list]:
+def _figure(
+    title: str, subtitle: str, width: float = 7.0, height: float = 4.2, columns: int = 1, rows: int = 1
+) -> tuple[Figure, list]:
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     axes = figure.subplots(rows, columns, sharey=True, squeeze=False).flatten().tolist()
     # Wrapped: the subtitle names device, dtype, weights and scale, and must not run off the image.
@@ -107,8 +118,16 @@ def _figure(title: str, subtitle: str, width: float = 7.0, height: float = 4.2, 
 
 def _busy_handle(words: Words) -> Line2D:
     """The legend's entry for a hollow marker: a time taken on a busy machine."""
-    return Line2D([], [], linestyle="none", marker="o", markersize=8, markerfacecolor="none", markeredgecolor="0.2",
-                  label=words("plot_busy"))
+    return Line2D(
+        [],
+        [],
+        linestyle="none",
+        marker="o",
+        markersize=8,
+        markerfacecolor="none",
+        markeredgecolor="0.2",
+        label=words("plot_busy"),
+    )
 
 
 def _legend(axes, words: Words, busy: bool) -> None:
@@ -120,8 +139,14 @@ def _legend(axes, words: Words, busy: bool) -> None:
 
 
 def _by_rank(
-    series: Sequence[CandidateSeries], pick: Callable[[CandidateSeries], Mapping[int, float]],
-    title: str, ylabel: str, subtitle: str, path: Path, words: Words, timed: bool = False,
+    series: Sequence[CandidateSeries],
+    pick: Callable[[CandidateSeries], Mapping[int, float]],
+    title: str,
+    ylabel: str,
+    subtitle: str,
+    path: Path,
+    words: Words,
+    timed: bool = False,
 ) -> Path | None:
     """One line per candidate over the ranks; with `timed`, a time taken on a busy machine is a hollow marker on a
     dotted line, so noise is not read as a property of the model."""
@@ -137,12 +162,27 @@ def _by_rank(
         busy = [timed and rank in s.busy_ranks for rank, _ in points]
         any_busy = any_busy or any(busy)
         quiet = [index for index, flag in enumerate(busy) if not flag]
-        axes.plot([r for r, _ in points], [v for _, v in points], label=s.label, markevery=quiet,
-                  markersize=7, linestyle=":" if any(busy) else "-", **styles[s.label])
+        axes.plot(
+            [r for r, _ in points],
+            [v for _, v in points],
+            label=s.label,
+            markevery=quiet,
+            markersize=7,
+            linestyle=":" if any(busy) else "-",
+            **styles[s.label],
+        )
         hollow = [(r, v) for (r, v), flag in zip(points, busy) if flag]
         if hollow:
-            axes.scatter([r for r, _ in hollow], [v for _, v in hollow], s=60, facecolors="none", linewidths=1.5,
-                         edgecolors=styles[s.label]["color"], marker=styles[s.label]["marker"], zorder=3)
+            axes.scatter(
+                [r for r, _ in hollow],
+                [v for _, v in hollow],
+                s=60,
+                facecolors="none",
+                linewidths=1.5,
+                edgecolors=styles[s.label]["color"],
+                marker=styles[s.label]["marker"],
+                zorder=3,
+            )
     axes.set_xscale("log", base=2)
     axes.set_xticks(ranks, [str(rank) for rank in ranks])
     axes.minorticks_off()
@@ -164,16 +204,23 @@ def _losses(series: Sequence[CandidateSeries], subtitle: str, path: Path, words:
     # below MIN_FONT_PT's 10 px on a 1280 px page.
     columns = min(len(ranks), LOSS_PANELS_PER_ROW)
     rows = -(-len(ranks) // columns)
-    figure, axes = _figure(words("plot_loss_title"), subtitle, width=4.6 * columns + 2.0,
-                           height=0.6 + 4.0 * rows, columns=columns, rows=rows)
-    for axis in axes[len(ranks):]:
+    figure, axes = _figure(
+        words("plot_loss_title"),
+        subtitle,
+        width=4.6 * columns + 2.0,
+        height=0.6 + 4.0 * rows,
+        columns=columns,
+        rows=rows,
+    )
+    for axis in axes[len(ranks) :]:
         axis.set_visible(False)
     for axis, rank in zip(axes, ranks):
         for s in series:
             if rank in s.losses:
                 losses = s.losses[rank]
-                axis.plot(range(1, len(losses) + 1), losses, label=s.label, color=styles[s.label]["color"],
-                          linewidth=1.2)
+                axis.plot(
+                    range(1, len(losses) + 1), losses, label=s.label, color=styles[s.label]["color"], linewidth=1.2
+                )
         axis.set_title(words("plot_rank", rank=rank), fontsize=MIN_FONT_PT)
         axis.set_xlabel(words("plot_step"))
         axis.grid(alpha=0.3)
@@ -184,8 +231,9 @@ def _losses(series: Sequence[CandidateSeries], subtitle: str, path: Path, words:
     return path
 
 
-def _inference(series: Sequence[CandidateSeries], subtitle: str, memory_metric: str, path: Path,
-               words: Words) -> Path | None:
+def _inference(
+    series: Sequence[CandidateSeries], subtitle: str, memory_metric: str, path: Path, words: Words
+) -> Path | None:
     plotted = [s for s in series if s.inference_seconds is not None and s.inference_peak_mib is not None]
     if not plotted:
         return None
@@ -195,8 +243,14 @@ def _inference(series: Sequence[CandidateSeries], subtitle: str, memory_metric: 
         # No text labels on the points: close points would print over each other; the legend names them.
         style = styles[s.label]
         hollow = {"facecolors": "none", "edgecolors": style["color"], "linewidths": 1.5} if s.inference_busy else {}
-        axes.scatter(s.inference_peak_mib, s.inference_seconds, label=s.label, s=55, marker=style["marker"],
-                     **(hollow or {"color": style["color"]}))
+        axes.scatter(
+            s.inference_peak_mib,
+            s.inference_seconds,
+            label=s.label,
+            s=55,
+            marker=style["marker"],
+            **(hollow or {"color": style["color"]}),
+        )
     axes.set_xlim(left=0)
     axes.set_xlabel(words("plot_peak_axis", metric=memory_metric))
     axes.set_ylabel(words("plot_seconds_per_prompt"))
@@ -206,18 +260,29 @@ def _inference(series: Sequence[CandidateSeries], subtitle: str, memory_metric: 
     return path
 
 
-def _tradeoff(series: Sequence[CandidateSeries], view: TradeOffPlot | None, subtitle: str, path: Path,
-              words: Words) -> Path | None:
+def _tradeoff(
+    series: Sequence[CandidateSeries], view: TradeOffPlot | None, subtitle: str, path: Path, words: Words
+) -> Path | None:
     """Quality against fine-tuning time (largest rank) and against inference time, each panel's front joined."""
-    panels = [(lambda p: p.finetune_seconds, lambda p: p.finetune_busy,
-               words("plot_finetune_cost", rank=view.largest_rank)),
-              (lambda p: p.inference_seconds, lambda p: p.inference_busy, words("plot_seconds_per_prompt"))] if view else []
+    panels = (
+        [
+            (
+                lambda p: p.finetune_seconds,
+                lambda p: p.finetune_busy,
+                words("plot_finetune_cost", rank=view.largest_rank),
+            ),
+            (lambda p: p.inference_seconds, lambda p: p.inference_busy, words("plot_seconds_per_prompt")),
+        ]
+        if view
+        else []
+    )
     panels = [(cost, busy, label) for cost, busy, label in panels if any(cost(p) is not None for p in view.points)]
     if not panels:
         return None
     styles = _styles(series)
-    figure, axes = _figure(words("plot_tradeoff_title"), subtitle, width=5.0 * len(panels) + 2.2, height=4.6,
-                           columns=len(panels))
+    figure, axes = _figure(
+        words("plot_tradeoff_title"), subtitle, width=5.0 * len(panels) + 2.2, height=4.6, columns=len(panels)
+    )
     any_busy = False
     for axis, (cost, busy, label) in zip(axes, panels):
         points = [p for p in view.points if cost(p) is not None]
@@ -225,18 +290,42 @@ def _tradeoff(series: Sequence[CandidateSeries], view: TradeOffPlot | None, subt
             style = styles.get(p.label, {"color": "C7", "marker": "o"})
             hollow = {"facecolors": "none", "edgecolors": style["color"], "linewidths": 1.5} if busy(p) else {}
             any_busy = any_busy or busy(p)
-            axis.scatter(cost(p), p.quality, s=55, label=p.label, zorder=3, marker=style["marker"],
-                         **(hollow or {"color": style["color"]}))
+            axis.scatter(
+                cost(p),
+                p.quality,
+                s=55,
+                label=p.label,
+                zorder=3,
+                marker=style["marker"],
+                **(hollow or {"color": style["color"]}),
+            )
         on_front = front({p.label: (p.quality, cost(p)) for p in points}, (True, False))
         line = sorted((p for p in points if p.label in on_front), key=cost)
-        axis.plot([cost(p) for p in line], [p.quality for p in line], color="0.35", linestyle="--", linewidth=1.0,
-                  zorder=2, label=words("plot_front"))
+        axis.plot(
+            [cost(p) for p in line],
+            [p.quality for p in line],
+            color="0.35",
+            linestyle="--",
+            linewidth=1.0,
+            zorder=2,
+            label=words("plot_front"),
+        )
         for p in points:
             if p.role:
                 # A ring around the chosen ones and a word beside them, so the mark survives grey-scale printing.
-                axis.scatter(cost(p), p.quality, s=220, facecolors="none", edgecolors="black", linewidths=1.3, zorder=4,
-                             marker="*" if p.role == "final" else "s")
-                axis.annotate(words(p.role), (cost(p), p.quality), textcoords="offset points", xytext=(7, 7), fontsize=MIN_FONT_PT)
+                axis.scatter(
+                    cost(p),
+                    p.quality,
+                    s=220,
+                    facecolors="none",
+                    edgecolors="black",
+                    linewidths=1.3,
+                    zorder=4,
+                    marker="*" if p.role == "final" else "s",
+                )
+                axis.annotate(
+                    words(p.role), (cost(p), p.quality), textcoords="offset points", xytext=(7, 7), fontsize=MIN_FONT_PT
+                )
         axis.margins(x=0.1, y=0.12)  # room for the words beside the chosen ones
         axis.set_xlabel(label)
         axis.grid(alpha=0.3)
@@ -247,8 +336,13 @@ def _tradeoff(series: Sequence[CandidateSeries], view: TradeOffPlot | None, subt
 
 
 def write_plots(
-    series: Sequence[CandidateSeries], out_dir: Path, subtitle: str, memory_metric: str, words: Words,
-    tradeoff: TradeOffPlot | None = None, font: str | None = None,
+    series: Sequence[CandidateSeries],
+    out_dir: Path,
+    subtitle: str,
+    memory_metric: str,
+    words: Words,
+    tradeoff: TradeOffPlot | None = None,
+    font: str | None = None,
 ) -> dict[str, Path]:
     """Write every plot that has data to `out_dir`; returns {plot name: PNG path}.
 
@@ -262,11 +356,25 @@ def write_plots(
     with matplotlib.rc_context(rc):
         file = {name: out_dir / file_name for name, file_name in PLOT_FILES.items()}
         written = {
-            "finetune_time": _by_rank(series, lambda s: s.finetune_seconds, words("caption_finetune_time"),
-                                      words("plot_finetune_seconds"), subtitle, file["finetune_time"], words, timed=True),
-            "finetune_memory": _by_rank(series, lambda s: s.finetune_peak_mib, words("caption_finetune_memory"),
-                                        words("plot_peak_axis", metric=memory_metric), subtitle,
-                                        file["finetune_memory"], words),
+            "finetune_time": _by_rank(
+                series,
+                lambda s: s.finetune_seconds,
+                words("caption_finetune_time"),
+                words("plot_finetune_seconds"),
+                subtitle,
+                file["finetune_time"],
+                words,
+                timed=True,
+            ),
+            "finetune_memory": _by_rank(
+                series,
+                lambda s: s.finetune_peak_mib,
+                words("caption_finetune_memory"),
+                words("plot_peak_axis", metric=memory_metric),
+                subtitle,
+                file["finetune_memory"],
+                words,
+            ),
             "training_loss": _losses(series, subtitle, file["training_loss"], words),
             "inference_cost": _inference(series, subtitle, memory_metric, file["inference_cost"], words),
             "pareto": _tradeoff(series, tradeoff, subtitle, file["pareto"], words),

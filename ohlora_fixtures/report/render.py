@@ -21,22 +21,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
-from ohlora_fixtures.report import plots
-from ohlora_fixtures.records import results
 from ohlora_fixtures.inputs import policy
-from ohlora_fixtures.inputs.paths import slug
-from ohlora_fixtures.report.plots import CandidateSeries, TradeOffPlot, TradeOffPoint, write_plots
-from ohlora_fixtures.records.record import BenchmarkRecord, Kind, RunDescription, comparable
-from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.inputs.options import Settings
+from ohlora_fixtures.inputs.paths import slug
+from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.records import results
+from ohlora_fixtures.records.record import BenchmarkRecord, Kind, RunDescription, comparable
+from ohlora_fixtures.report import cells, marks, plots, tradeoff, verdict
 from ohlora_fixtures.report.document import document
-from ohlora_fixtures.report import cells, marks, tradeoff, verdict
 from ohlora_fixtures.report.gather import Report, gather
 from ohlora_fixtures.report.html import to_html
-from ohlora_fixtures.words.language import text
 from ohlora_fixtures.report.markdown import to_markdown
+from ohlora_fixtures.report.plots import CandidateSeries, TradeOffPlot, TradeOffPoint, write_plots
 from ohlora_fixtures.report.stored import Merged, Stored
 from ohlora_fixtures.report.table_csv import write_csv
+from ohlora_fixtures.words.language import text
+
 
 class SessionRecords(Protocol):
     """What a session measured or resumed, and the log lines it has already warned about."""
@@ -103,8 +103,12 @@ def _tradeoff_plot(report: Report, lang: str) -> TradeOffPlot:
 
 
 def render(
-    stored: Iterable[Stored] | Merged, candidates: Sequence[Candidate], settings: Settings, weights: Mapping[str, float],
-    out: Path | None = None, note: str = "",
+    stored: Iterable[Stored] | Merged,
+    candidates: Sequence[Candidate],
+    settings: Settings,
+    weights: Mapping[str, float],
+    out: Path | None = None,
+    note: str = "",
 ) -> ReportFiles:
     """Write leaderboard.md, leaderboard.html, results.csv and the PNG plots to `out` (settings.report_dir).
 
@@ -124,8 +128,15 @@ def render(
         subtitle = "; ".join(dict.fromkeys(cells.run_label(r.run, lang) for r in report.all_records))
         if report.stand_in:
             subtitle = text("plot_stand_in", lang, what=report.stand_in_text(lang), labels=subtitle)
-        images = write_plots(_series(report, lang), staging, subtitle, report.memory_metrics,
-                             lambda key, **values: text(key, lang, **values), _tradeoff_plot(report, lang), font)
+        images = write_plots(
+            _series(report, lang),
+            staging,
+            subtitle,
+            report.memory_metrics,
+            lambda key, **values: text(key, lang, **values),
+            _tradeoff_plot(report, lang),
+            font,
+        )
         blocks = document(report, images)
         (staging / "leaderboard.md").write_text(to_markdown(blocks), encoding="utf-8")
         (staging / "leaderboard.html").write_text(to_html(blocks, report.lang), encoding="utf-8")
@@ -148,8 +159,13 @@ def render(
         shutil.rmtree(staging, ignore_errors=True)
         os.close(lock)
     answer = tuple(verdict.terminal_lines(report))
-    return ReportFiles(out / "leaderboard.md", out / "leaderboard.html", out / "results.csv",
-                       tuple(out / path.name for path in images.values()), answer)
+    return ReportFiles(
+        out / "leaderboard.md",
+        out / "leaderboard.html",
+        out / "results.csv",
+        tuple(out / path.name for path in images.values()),
+        answer,
+    )
 
 
 def _fsync(path: Path) -> None:
@@ -247,8 +263,9 @@ def render_session(study: Session, ini: Callable[[str], object] | None = None) -
     if not this_run.kept:
         return None
     weights = policy.resolve_weights(ini, settings.ranking_weights)
-    run_files = render(this_run, study.candidates, settings, weights,
-                       out=settings.report_dir / RUNS_FOLDER / slug(study.run_id))
+    run_files = render(
+        this_run, study.candidates, settings, weights, out=settings.report_dir / RUNS_FOLDER / slug(study.run_id)
+    )
     other_runs = sorted(every_run - same.run_ids)
     note = text("merged_note", settings.lang, path=path, run=study.run_id)
     if other_runs:

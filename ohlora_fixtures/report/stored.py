@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from ohlora_fixtures.records import results
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs.paths import not_a_file
+from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import BenchmarkRecord, RecordError, Status
 from ohlora_fixtures.records.results import UnreadableRecord
 

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ohlora_fixtures.judge import selection
-
 from ohlora_fixtures.inputs import policy
-from ohlora_fixtures.words.message import in_language
-from ohlora_fixtures.records.figures import DTYPE_BYTES, MIB
-from ohlora_fixtures.judge.quality import grade_label
-from ohlora_fixtures.records.record import Answers, BenchmarkRecord, Kind
 from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.judge import selection
+from ohlora_fixtures.judge.quality import grade_label
+from ohlora_fixtures.records.figures import DTYPE_BYTES, MIB
+from ohlora_fixtures.records.record import Answers, BenchmarkRecord, Kind
 from ohlora_fixtures.report import cells, marks, tradeoff
 from ohlora_fixtures.report.blocks import Table
 from ohlora_fixtures.report.gather import Grade, Report
 from ohlora_fixtures.words.language import text, word
+from ohlora_fixtures.words.message import in_language
 
 
 def results_table(report: Report) -> Table:
@@ -51,12 +50,23 @@ def results_table(report: Report) -> Table:
             report, inference, lambda r: cells.timed(r, r.inference.mean_seconds_per_prompt, lang))
         row += [
             cells.beside_study(report, per_prompt, study_row.get("inference_seconds"), cells.seconds),
-            cells.status_cell(report, inference, lambda r: cells.figure(cells.seconds_per_new_token(r), cells.millis, lang)),
-            cells.status_cell(report, inference, lambda r: cells.figure(cells.mean_answer_tokens(r), cells.tokens, lang)),
-            cells.beside_study(report, cells.status_cell(report, inference, lambda r: cells.peak_cell(report, r)),
-                               study_row.get("inference_memory_mib"), cells.mib),
-            _beside_study_grade(report, c.name, cells.status_cell(
-                report, inference, lambda r: _quality_cell(report, c.name, r.inference.answers))),
+            cells.status_cell(
+                report, inference, lambda r: cells.figure(cells.seconds_per_new_token(r), cells.millis, lang)
+            ),
+            cells.status_cell(
+                report, inference, lambda r: cells.figure(cells.mean_answer_tokens(r), cells.tokens, lang)
+            ),
+            cells.beside_study(
+                report,
+                cells.status_cell(report, inference, lambda r: cells.peak_cell(report, r)),
+                study_row.get("inference_memory_mib"),
+                cells.mib,
+            ),
+            _beside_study_grade(
+                report,
+                c.name,
+                cells.status_cell(report, inference, lambda r: _quality_cell(report, c.name, r.inference.answers)),
+            ),
         ]
         mine = [r for r in (*finetunes, inference) if r is not None]
         if report.mixed_runs:
@@ -95,9 +105,17 @@ def candidates_table(report: Report) -> Table:
         summary = text("eligible" if verdict.eligible else "excluded", lang)
         details = [cells.sentences(verdict.reasons, lang)] if verdict.reasons else []
         details += [f"⚠ {in_language(flag, lang)}" for flag in verdict.flags]
-        rows.append((str(place), report.name(c), params, cells.leaderboard_cell(c.leaderboard_average, lang),
-                     word(f"licence_{c.license}", c.license, lang), word(f"korean_{c.korean}", c.korean, lang),
-                     summary + (": " + "; ".join(details) if details else "")))
+        rows.append(
+            (
+                str(place),
+                report.name(c),
+                params,
+                cells.leaderboard_cell(c.leaderboard_average, lang),
+                word(f"licence_{c.license}", c.license, lang),
+                word(f"korean_{c.korean}", c.korean, lang),
+                summary + (": " + "; ".join(details) if details else ""),
+            )
+        )
     columns = ("rank", "model", "params", "leaderboard", "licence", "korean", "verdict")
     return Table(tuple(text(key, lang) for key in columns), tuple(rows))
 
@@ -107,14 +125,23 @@ def choice_table(report: Report) -> Table:
     lang, rec = report.lang, report.recommendation
     rows = [
         (text("final", lang), rec.final or text("na", lang), in_language(rec.final_reason, lang)),
-        (text("backup", lang), rec.backup or text("na", lang), in_language(rec.backup_reason, lang) or text("na", lang)),
+        (
+            text("backup", lang),
+            rec.backup or text("na", lang),
+            in_language(rec.backup_reason, lang) or text("na", lang),
+        ),
     ]
     if report.study is not None:
-        rows.append((f"{text('final', lang)} / {text('backup', lang)} ({text('study_t4', lang)})",
-                     f"{report.study.final} / {report.study.backup}",
-                     text("study_choice", lang)))
-    return Table((text("final", lang) + " / " + text("backup", lang), text("model", lang), text("why", lang)),
-                 tuple(rows))
+        rows.append(
+            (
+                f"{text('final', lang)} / {text('backup', lang)} ({text('study_t4', lang)})",
+                f"{report.study.final} / {report.study.backup}",
+                text("study_choice", lang),
+            )
+        )
+    return Table(
+        (text("final", lang) + " / " + text("backup", lang), text("model", lang), text("why", lang)), tuple(rows)
+    )
 
 
 def quality_table(report: Report) -> Table:
@@ -133,14 +160,17 @@ def quality_table(report: Report) -> Table:
             record = report.record(c.name, Kind.FINETUNE, rank)
             if record is not None and record.finetune is not None and record.finetune.after_finetune is not None:
                 adapters.append((f"r{rank}", rank, record, record.finetune.after_finetune))
-        rows += [_quality_row(report, c, adapter, rank, answered, marks.figure_marks(record))
-                 for adapter, rank, record, answered in adapters]
+        rows += [
+            _quality_row(report, c, adapter, rank, answered, marks.figure_marks(record))
+            for adapter, rank, record, answered in adapters
+        ]
     keys = ("model", "adapter", "human_grade", "graded", "chrf", "empty", "hangul", "repeats", "answers_csv")
     return Table(tuple(text(key, lang) for key in keys), tuple(rows))
 
 
-def _quality_row(report: Report, c: Candidate, adapter: str, rank: int | None, answered: Answers,
-                 figure_marks: list[str]) -> tuple[str, ...]:
+def _quality_row(
+    report: Report, c: Candidate, adapter: str, rank: int | None, answered: Answers, figure_marks: list[str]
+) -> tuple[str, ...]:
     """One adapter's answer quality; every figure with `figure_marks` (answers of a stand-in are a stand-in's)."""
     lang = report.lang
     grade = report.grades.get((c.name, rank), Grade(None, 0))
@@ -150,8 +180,10 @@ def _quality_row(report: Report, c: Candidate, adapter: str, rank: int | None, a
         return marks.joined(cell, figure_marks, lang)
 
     return (
-        report.name(c), adapter,
-        grade_label(grade.score, lang) + (f" ({marked(f'{grade.score:.1f}')})" if grade.score is not None else "")
+        report.name(c),
+        adapter,
+        grade_label(grade.score, lang)
+        + (f" ({marked(f'{grade.score:.1f}')})" if grade.score is not None else "")
         + (f" — {in_language(grade.note, lang)}" if grade.note else ""),
         str(grade.graded),
         text("na", lang) if figures.chrf is None else f"{marked(f'{figures.chrf:.1f}')} (n={figures.n_scored})",
@@ -180,13 +212,15 @@ def plan_table(report: Report) -> Table:
     for c in report.candidates:
         plan = report.plans[c.name]
         largest = plan.ranks[-1].finetune_peak_estimate_mib
-        rows.append(tuple(
-            [report.name(c), cells.count(plan.total_params), cells.mib(plan.weights_mib)]
-            + [cells.mib(plan.total_params * DTYPE_BYTES[other] / MIB) for other in run_dtypes]
-            + [cells.count(r.trainable_params) for r in plan.ranks]
-            + [estimate(r.finetune_peak_estimate_mib) for r in plan.ranks]
-            + [estimate(plan.inference_peak_estimate_mib), text("yes_est" if largest <= budget else "no_est", lang)]
-        ))
+        rows.append(
+            tuple(
+                [report.name(c), cells.count(plan.total_params), cells.mib(plan.weights_mib)]
+                + [cells.mib(plan.total_params * DTYPE_BYTES[other] / MIB) for other in run_dtypes]
+                + [cells.count(r.trainable_params) for r in plan.ranks]
+                + [estimate(r.finetune_peak_estimate_mib) for r in plan.ranks]
+                + [estimate(plan.inference_peak_estimate_mib), text("yes_est" if largest <= budget else "no_est", lang)]
+            )
+        )
     return Table(tuple(columns), tuple(rows))
 
 
@@ -199,8 +233,14 @@ def utilisation_table(report: Report) -> Table:
     for c in report.candidates:
         inference = report.record(c.name, Kind.INFERENCE)
         finetunes = [report.record(c.name, Kind.FINETUNE, r) for r in ranks]
-        trained = next((r.finetune.utilisation for r in finetunes
-                        if r is not None and r.finetune is not None and r.finetune.utilisation is not None), None)
+        trained = next(
+            (
+                r.finetune.utilisation
+                for r in finetunes
+                if r is not None and r.finetune is not None and r.finetune.utilisation is not None
+            ),
+            None,
+        )
         decoded = inference.inference.utilisation if inference is not None and inference.inference else None
         peaks = []
         if trained is not None:
@@ -209,15 +249,40 @@ def utilisation_table(report: Report) -> Table:
         if decoded is not None:
             source = word(f"source_{decoded.peak_source}", decoded.peak_source, lang)
             peaks.append(f"{decoded.peak_gbps:.3g} GB/s ({source})")
-        rows.append(tuple(
-            [report.name(c)]
-            # Utilisation is work over time: a time taken on a busy machine makes it suspect too.
-            + [cells.status_cell(report, record, lambda x: _busy(x, cells.figure(
-                x.finetune.utilisation and x.finetune.utilisation.mfu, cells.percent, lang), lang)) for record in finetunes]
-            + [cells.status_cell(report, inference, lambda x: _busy(x, cells.figure(
-                x.inference.utilisation and x.inference.utilisation.bandwidth_utilisation, cells.percent, lang), lang)),
-               "; ".join(peaks) or text("na", lang)]
-        ))
+        rows.append(
+            tuple(
+                [report.name(c)]
+                # Utilisation is work over time: a time taken on a busy machine makes it suspect too.
+                + [
+                    cells.status_cell(
+                        report,
+                        record,
+                        lambda x: _busy(
+                            x,
+                            cells.figure(x.finetune.utilisation and x.finetune.utilisation.mfu, cells.percent, lang),
+                            lang,
+                        ),
+                    )
+                    for record in finetunes
+                ]
+                + [
+                    cells.status_cell(
+                        report,
+                        inference,
+                        lambda x: _busy(
+                            x,
+                            cells.figure(
+                                x.inference.utilisation and x.inference.utilisation.bandwidth_utilisation,
+                                cells.percent,
+                                lang,
+                            ),
+                            lang,
+                        ),
+                    ),
+                    "; ".join(peaks) or text("na", lang),
+                ]
+            )
+        )
     return Table(tuple(columns), tuple(rows))
 
 
@@ -228,21 +293,51 @@ def runs_table(report: Report) -> Table:
     for run in report.runs:
         d = run.description
         sampling = "inference_cell_greedy" if d.greedy else "inference_cell_sampled"
-        rows.append((
-            run.run_id, ", ".join(run.sources), d.date or "?",
-            f"{d.device_name or d.device} ({d.device})", d.dtype,
-            word(f"weights_{d.weights}", d.weights, lang), word(f"scale_{d.scale}", d.scale, lang),
-            text("rows_cell", lang, train=d.train_rows, valid=d.valid_rows,
-                 preset=word(f"preset_{d.preset}", d.preset, lang)),
-            text("training_cell", lang, batch=d.batch_size, epochs=d.epochs, lr=d.learning_rate),
-            ", ".join(str(r) for r in d.ranks),
-            text(sampling, lang, prompts=d.prompts,
-                 tokens=f"{d.min_new_tokens}–{d.max_new_tokens}" if d.min_new_tokens else f"≤{d.max_new_tokens}"),
-            " / ".join(f"{lib} {d.versions.get(lib, '?')}" for lib in ("torch", "transformers", "peft")),
-            str(run.used), run.outcomes(lang),
-        ))
-    columns = ("run_id", "run_files", "run_date", "run_device", "run_dtype", "run_weights", "run_scale", "run_rows",
-               "run_training", "run_ranks", "run_inference", "run_versions", "run_used", "run_outcome")
+        rows.append(
+            (
+                run.run_id,
+                ", ".join(run.sources),
+                d.date or "?",
+                f"{d.device_name or d.device} ({d.device})",
+                d.dtype,
+                word(f"weights_{d.weights}", d.weights, lang),
+                word(f"scale_{d.scale}", d.scale, lang),
+                text(
+                    "rows_cell",
+                    lang,
+                    train=d.train_rows,
+                    valid=d.valid_rows,
+                    preset=word(f"preset_{d.preset}", d.preset, lang),
+                ),
+                text("training_cell", lang, batch=d.batch_size, epochs=d.epochs, lr=d.learning_rate),
+                ", ".join(str(r) for r in d.ranks),
+                text(
+                    sampling,
+                    lang,
+                    prompts=d.prompts,
+                    tokens=f"{d.min_new_tokens}–{d.max_new_tokens}" if d.min_new_tokens else f"≤{d.max_new_tokens}",
+                ),
+                " / ".join(f"{lib} {d.versions.get(lib, '?')}" for lib in ("torch", "transformers", "peft")),
+                str(run.used),
+                run.outcomes(lang),
+            )
+        )
+    columns = (
+        "run_id",
+        "run_files",
+        "run_date",
+        "run_device",
+        "run_dtype",
+        "run_weights",
+        "run_scale",
+        "run_rows",
+        "run_training",
+        "run_ranks",
+        "run_inference",
+        "run_versions",
+        "run_used",
+        "run_outcome",
+    )
     return Table(tuple(text(key, lang) for key in columns), tuple(rows))
 
 
@@ -255,15 +350,20 @@ def _weight(rec: selection.Recommendation, name: str, lang: str) -> str:
 def scores_table(report: Report) -> Table:
     """Each eligible candidate's raw and normalised criteria, and its weighted score."""
     rec, lang = report.recommendation, report.lang
-    columns = [text("model", lang), text("place", lang)] + [
-        f"{c.title.in_(lang)} (w={_weight(rec, c.name, lang)})" for c in policy.CRITERIA
-    ] + [text("score", lang)]
+    columns = (
+        [text("model", lang), text("place", lang)]
+        + [f"{c.title.in_(lang)} (w={_weight(rec, c.name, lang)})" for c in policy.CRITERIA]
+        + [text("score", lang)]
+    )
     by_name = {c.name: c for c in report.candidates}
     rows = []
     for score in rec.scores:
         row = [report.name(by_name[score.name]), str(score.place)]
-        row += [f"{marks.joined(c.show(score.raw[c.name]).in_(lang), marks.criterion_marks(report, score.name, c.name), lang)}"
-                f" → {score.normalised[c.name]:.2f}" for c in policy.CRITERIA]
+        row += [
+            marks.joined(c.show(score.raw[c.name]).in_(lang), marks.criterion_marks(report, score.name, c.name), lang)
+            + f" → {score.normalised[c.name]:.2f}"
+            for c in policy.CRITERIA
+        ]
         row.append(f"{score.score:.3f}")
         rows.append(tuple(row))
     return Table(tuple(columns), tuple(rows))
@@ -274,11 +374,17 @@ def pareto_table(report: Report) -> Table:
     lang, largest = report.lang, report.ranks[-1]
     view = tradeoff.trade_offs(report)
     quality = text("quality_graded" if view.graded else "quality_stand_in", lang)
-    columns = [text("model", lang), text("quality_axis", lang, source=quality),
-               text("ft_time", lang, rank=largest), text("pareto_ft_memory", lang, rank=largest),
-               text("inf_time", lang), text("pareto_inf_memory", lang),
-               text("dominated_finetune", lang, rank=largest), text("dominated_inference", lang),
-               text("dominated_all", lang)]
+    columns = [
+        text("model", lang),
+        text("quality_axis", lang, source=quality),
+        text("ft_time", lang, rank=largest),
+        text("pareto_ft_memory", lang, rank=largest),
+        text("inf_time", lang),
+        text("pareto_inf_memory", lang),
+        text("dominated_finetune", lang, rank=largest),
+        text("dominated_inference", lang),
+        text("dominated_all", lang),
+    ]
     rows = []
     for point in view.points:
         role = f" ({text(point.role, lang)})" if point.role else ""
@@ -286,15 +392,26 @@ def pareto_table(report: Report) -> Table:
 
         def cost(criterion: str, fmt: Callable[[float], str]) -> str:
             value = costs[criterion]
-            return text("na", lang) if value is None else marks.joined(
-                fmt(value), marks.criterion_marks(report, point.name, criterion), lang)
+            return (
+                text("na", lang)
+                if value is None
+                else marks.joined(fmt(value), marks.criterion_marks(report, point.name, criterion), lang)
+            )
 
-        rows.append((
-            point.label + role, f"{point.quality:.2f}",
-            cost("finetune_time", cells.seconds), cost("finetune_memory", cells.mib),
-            cost("inference_time", cells.seconds), cost("inference_memory", cells.mib),
-            *(_dominance_cell(report, view.dominated[name].get(point.name)) for name in ("finetune", "inference", "all")),
-        ))
+        rows.append(
+            (
+                point.label + role,
+                f"{point.quality:.2f}",
+                cost("finetune_time", cells.seconds),
+                cost("finetune_memory", cells.mib),
+                cost("inference_time", cells.seconds),
+                cost("inference_memory", cells.mib),
+                *(
+                    _dominance_cell(report, view.dominated[name].get(point.name))
+                    for name in ("finetune", "inference", "all")
+                ),
+            )
+        )
     return Table(tuple(columns), tuple(rows))
 
 
@@ -309,8 +426,13 @@ def _dominance_cell(report: Report, by: tuple[str, ...] | None) -> str:
 
 # The reference study's own results table, word for word; `{ranks}` becomes the ranks run ("16, 32, 64").
 STUDY_COLUMNS = (
-    "모델 이름", "종합 점수 (Average from Leaderboard)", "파라미터 개수", "Fine-Tuning 시간 (LoRA rank {ranks})",
-    "Fine-Tuning 최대 메모리 사용량 (LoRA rank {ranks})", "Inference 시간", "Inference 최대 메모리 사용량",
+    "모델 이름",
+    "종합 점수 (Average from Leaderboard)",
+    "파라미터 개수",
+    "Fine-Tuning 시간 (LoRA rank {ranks})",
+    "Fine-Tuning 최대 메모리 사용량 (LoRA rank {ranks})",
+    "Inference 시간",
+    "Inference 최대 메모리 사용량",
     "Inference 답변 품질",
 )
 
@@ -323,17 +445,34 @@ def study_table(report: Report) -> Table:
         finetunes = [report.record(c.name, Kind.FINETUNE, r) for r in ranks]
         inference = report.record(c.name, Kind.INFERENCE)
         grade = report.grades.get((c.name, None), Grade(None, 0))
-        rows.append((
-            report.name(c), cells.leaderboard_cell(c.leaderboard_average, lang), cells.params(report, c),
-            " / ".join(cells.status_cell(report, r, lambda x: _busy(x, cells.figure(x.seconds, cells.seconds, lang), lang))
-                       for r in finetunes),
-            " / ".join(cells.status_cell(report, r, lambda x: cells.figure(x.peak_mib, cells.mib, lang)) for r in finetunes),
-            cells.status_cell(report, inference, lambda x: _busy(
-                x, cells.figure(x.inference.mean_seconds_per_prompt, cells.seconds, lang), lang)),
-            cells.status_cell(report, inference, lambda x: cells.figure(x.peak_mib, cells.mib, lang)),
-            cells.status_cell(report, inference, lambda x: grade_label(grade.score, lang)
-                              + (f" ({grade.score:.1f}, n={grade.graded})" if grade.score is not None else "")),
-        ))
+        rows.append(
+            (
+                report.name(c),
+                cells.leaderboard_cell(c.leaderboard_average, lang),
+                cells.params(report, c),
+                " / ".join(
+                    cells.status_cell(report, r, lambda x: _busy(x, cells.figure(x.seconds, cells.seconds, lang), lang))
+                    for r in finetunes
+                ),
+                " / ".join(
+                    cells.status_cell(report, r, lambda x: cells.figure(x.peak_mib, cells.mib, lang)) for r in finetunes
+                ),
+                cells.status_cell(
+                    report,
+                    inference,
+                    lambda x: _busy(x, cells.figure(x.inference.mean_seconds_per_prompt, cells.seconds, lang), lang),
+                ),
+                cells.status_cell(report, inference, lambda x: cells.figure(x.peak_mib, cells.mib, lang)),
+                cells.status_cell(
+                    report,
+                    inference,
+                    lambda x: (
+                        grade_label(grade.score, lang)
+                        + (f" ({grade.score:.1f}, n={grade.graded})" if grade.score is not None else "")
+                    ),
+                ),
+            )
+        )
     columns = tuple(column.format(ranks=", ".join(str(r) for r in ranks)) for column in STUDY_COLUMNS)
     return Table(columns, tuple(rows))
 
@@ -366,8 +505,10 @@ def latency_table(report: Report) -> Table:
             )
 
         if record is not None and record.ok:
-            measured = tuple(cell if cell == text("na", lang) else
-                             marks.joined(cell, marks.figure_marks(record, timed=True), lang) for cell in latency(record))
+            measured = tuple(
+                cell if cell == text("na", lang) else marks.joined(cell, marks.figure_marks(record, timed=True), lang)
+                for cell in latency(record)
+            )
         else:
             measured = (cells.status_cell(report, record, str),) * 4
         rows.append((report.name(c), *measured))
@@ -386,17 +527,31 @@ def finetune_spread_table(report: Report) -> Table:
                 rows.append((report.name(c), f"r{rank}", *(cells.status_cell(report, record, str),) * 3))
                 continue
             f, memory = record.finetune, record.memory
-            steps = (text("na", lang) if f.step_median_s is None or f.step_p90_s is None
-                     else f"{cells.millis(f.step_median_s)} / {cells.millis(f.step_p90_s)}")
+            steps = (
+                text("na", lang)
+                if f.step_median_s is None or f.step_p90_s is None
+                else f"{cells.millis(f.step_median_s)} / {cells.millis(f.step_p90_s)}"
+            )
             sampled = (memory.sampled_mean_mib, memory.sampled_p99_mib, memory.sampled_peak_mib) if memory else (None,)
             measured = (
-                steps, cells.figure(f.adapter_bytes and f.adapter_bytes / MIB, cells.mib_fine, lang),
-                text("na", lang) if None in sampled else " / ".join(cells.mib(v) for v in sampled)
-                + f" ({memory.sampler})",
+                steps,
+                cells.figure(f.adapter_bytes and f.adapter_bytes / MIB, cells.mib_fine, lang),
+                text("na", lang)
+                if None in sampled
+                else " / ".join(cells.mib(v) for v in sampled) + f" ({memory.sampler})",
             )
-            rows.append((report.name(c), f"r{rank}", *(  # only the step times depend on the machine's load
-                cell if cell == text("na", lang) else marks.joined(cell, marks.figure_marks(record, timed=index == 0), lang)
-                for index, cell in enumerate(measured))))
+            rows.append(
+                (
+                    report.name(c),
+                    f"r{rank}",
+                    *(  # only the step times depend on the machine's load
+                        cell
+                        if cell == text("na", lang)
+                        else marks.joined(cell, marks.figure_marks(record, timed=index == 0), lang)
+                        for index, cell in enumerate(measured)
+                    ),
+                )
+            )
     keys = ("model", "adapter", "step_time", "adapter_size", "sampled_memory")
     return Table(tuple(text(key, lang) for key in keys), tuple(rows))
 
@@ -407,9 +562,16 @@ def provenance_table(report: Report) -> Table:
     rows = []
     for run in report.runs:
         d = run.description
-        weights = dict.fromkeys(f"{r.candidate}: {r.weights_revision}" for r in report.all_records
-                                if r.run.run_id == run.run_id and r.weights_revision)
-        gpu = text("gpu_software_cell", lang, driver=d.gpu_driver, cuda=d.cuda_version) if d.gpu_driver or d.cuda_version else "—"
+        weights = dict.fromkeys(
+            f"{r.candidate}: {r.weights_revision}"
+            for r in report.all_records
+            if r.run.run_id == run.run_id and r.weights_revision
+        )
+        gpu = (
+            text("gpu_software_cell", lang, driver=d.gpu_driver, cuda=d.cuda_version)
+            if d.gpu_driver or d.cuda_version
+            else "—"
+        )
         rows.append((run.run_id, d.code_revision or "?", gpu, "; ".join(weights) or "?"))
     keys = ("run_id", "code_revision", "gpu_software", "weights_revision")
     return Table(tuple(text(key, lang) for key in keys), tuple(rows))

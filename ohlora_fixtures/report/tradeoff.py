@@ -59,10 +59,15 @@ def trade_offs(report: Report, lang: str | None = None) -> TradeOffs:
         if quality is None:
             continue
         role = "final" if c.name == rec.final else "backup" if c.name == rec.backup else ""
-        points.append(TradeOff(c.name, report.name(c, lang), quality, {k: e.figures.get(k) for k in VIEWS["all"]}, role))
+        points.append(
+            TradeOff(c.name, report.name(c, lang), quality, {k: e.figures.get(k) for k in VIEWS["all"]}, role)
+        )
     dominated = {}
     for view, costs in VIEWS.items():
-        known = {p.name: (p.quality, *(p.costs[k] for k in costs)) for p in points
-                 if all(p.costs[k] is not None for k in costs)}
+        known = {
+            p.name: (p.quality, *(p.costs[k] for k in costs))
+            for p in points
+            if all(p.costs[k] is not None for k in costs)
+        }
         dominated[view] = dominated_by(known, (True, *(False for _ in costs)))
     return TradeOffs(graded, tuple(points), dominated)

@@ -4,14 +4,13 @@ used, the score, the place)."""
 
 from __future__ import annotations
 
-from ohlora_fixtures.judge import selection
-
 from ohlora_fixtures.inputs import policy
-from ohlora_fixtures.words.message import Message, in_language
+from ohlora_fixtures.judge import selection
 from ohlora_fixtures.report import cells, marks
 from ohlora_fixtures.report.blocks import Card, Table
 from ohlora_fixtures.report.gather import Report
 from ohlora_fixtures.words.language import text
+from ohlora_fixtures.words.message import Message, in_language
 
 # How each criterion's figure reads in the leaderboard (its unit is in the column's header).
 _FORMATS = {"quality": lambda v: f"{v:.1f}", "leaderboard": lambda v: f"{v:.2f}", "finetune_time": cells.seconds,
@@ -65,8 +64,10 @@ def _tie_and_busy_lines(report: Report) -> list[str]:
                               rule=selection.tie_rule().in_(lang)))
     if rec.busy_figures:
         titles = {c.name: c.title.in_(lang) for c in policy.CRITERIA}
-        figures = "; ".join(text("busy_figure", lang, name=name, criterion=titles[criterion], why=in_language(why, lang))
-                            for name, criterion, why in rec.busy_figures)
+        figures = "; ".join(
+            text("busy_figure", lang, name=name, criterion=titles[criterion], why=in_language(why, lang))
+            for name, criterion, why in rec.busy_figures
+        )
         lines.append(text("busy_verdict", lang, figures=figures))
     return lines
 
@@ -129,8 +130,9 @@ def leaderboard_table(report: Report) -> Table:
 def _figure(report: Report, name: str, criterion: policy.Criterion, value: float | None) -> str:
     if value is None:
         return text("missing", report.lang)
-    return marks.joined(_FORMATS[criterion.name](value), marks.criterion_marks(report, name, criterion.name),
-                        report.lang)
+    return marks.joined(
+        _FORMATS[criterion.name](value), marks.criterion_marks(report, name, criterion.name), report.lang
+    )
 
 
 def terminal_lines(report: Report) -> list[str]:

@@ -15,13 +15,13 @@ from typing import Any, Callable, Iterator
 import pytest
 import torch
 
-from ohlora_fixtures.records import results
 from ohlora_fixtures.errors import BenchmarkError
-from ohlora_fixtures.measure.memory import release_cached_memory
-from ohlora_fixtures.records.storage import disk_full
-from ohlora_fixtures.measure.models import WeightsUnavailable
-from ohlora_fixtures.records.record import BenchmarkRecord, Kind, Status
 from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.measure.memory import release_cached_memory
+from ohlora_fixtures.measure.models import WeightsUnavailable
+from ohlora_fixtures.records import results
+from ohlora_fixtures.records.record import BenchmarkRecord, Kind, Status
+from ohlora_fixtures.records.storage import disk_full
 from ohlora_fixtures.session.study import Study
 
 Say = Callable[[str], None]
@@ -55,7 +55,10 @@ def recorded(study: Study, benchmark: Any, record: BenchmarkRecord) -> Iterator[
     except WeightsUnavailable as error:
         record.status, record.error = Status.SKIPPED, str(error)
     except (BenchmarkError, OSError) as error:
-        record.status, record.error = Status.FAILED, str(error) if isinstance(error, BenchmarkError) else disk_full(error)
+        record.status, record.error = (
+            Status.FAILED,
+            str(error) if isinstance(error, BenchmarkError) else disk_full(error),
+        )
         if record.error is None:
             record.error = f"{type(error).__name__}: {error}"
             raise
@@ -125,11 +128,18 @@ def _store(study: Study, benchmark: Any, record: BenchmarkRecord) -> str | None:
     return unstored
 
 
-def new_record(study: Study, kind: Kind, candidate: Candidate, rank: int | None, nodeid: str, detail: Any) -> BenchmarkRecord:
+def new_record(
+    study: Study, kind: Kind, candidate: Candidate, rank: int | None, nodeid: str, detail: Any
+) -> BenchmarkRecord:
     """A record's identity and context; the measurement fills in the rest."""
     return BenchmarkRecord(
-        id=nodeid, kind=kind, candidate=candidate.name, rank=rank, approximate=candidate.approximate,
-        fingerprint=study.fingerprint(kind.value, candidate, detail), run=study.describe(),
+        id=nodeid,
+        kind=kind,
+        candidate=candidate.name,
+        rank=rank,
+        approximate=candidate.approximate,
+        fingerprint=study.fingerprint(kind.value, candidate, detail),
+        run=study.describe(),
     )
 
 
@@ -147,8 +157,12 @@ def resume_or_skip(study: Study, record: BenchmarkRecord, candidate: Candidate, 
     same = [earlier for earlier in stored if earlier.weights_revision == weights and not weights.endswith("@unknown")]
     if not same:
         what = f"{candidate.name} r{record.rank}" if record.rank else f"{candidate.name} inference"
-        say(f"{what}: measured again, not resumed: {path} has it for weights "
-            f"{stored[-1].weights_revision or '(not recorded)'}, the weights now are {weights}")
+        say(
+            f"{what}: measured again, not resumed: {path} has it for weights "
+            f"{stored[-1].weights_revision or '(not recorded)'}, the weights now are {weights}"
+        )
         return
-    study.records.measured.append(same[-1])  # under pytest-xdist, sent to the controller like a measured one (plugin.WorkerRecords)
+    study.records.measured.append(
+        same[-1]
+    )  # under pytest-xdist, sent to the controller like a measured one (plugin.WorkerRecords)
     pytest.skip(f"already measured with identical settings and weights in {path} (--ohlora-resume)")

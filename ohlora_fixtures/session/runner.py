@@ -17,33 +17,39 @@ from typing import Any, Callable, Sequence
 import pytest
 import torch
 
+from ohlora_fixtures.inputs.paths import child
+from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.judge.quality import read_grades, score_answers
 from ohlora_fixtures.measure.finetune import (
     adapter_file_bytes,
-    peak_batches,
     count_tokens,
     encode,
     eval_batches,
     eval_loss,
     fresh_adapter,
+    peak_batches,
     position_limit,
     step_batches,
     train,
     warm_up,
 )
-from ohlora_fixtures.measure.inference import EncodedPrompt, encode_prompts, generate_answers, latency_figures, peak_prompts
-from ohlora_fixtures.records.answers import Answer, write_answers
+from ohlora_fixtures.measure.inference import (
+    EncodedPrompt,
+    encode_prompts,
+    generate_answers,
+    latency_figures,
+    peak_prompts,
+)
 from ohlora_fixtures.measure.inference import warm_up as warm_up_generation
 from ohlora_fixtures.measure.memory import release_cached_memory
-from ohlora_fixtures.inputs.paths import child
-from ohlora_fixtures.records.percentiles import median, percentile
 from ohlora_fixtures.measure.models import BaseModel
-from ohlora_fixtures.judge.quality import read_grades, score_answers
+from ohlora_fixtures.measure.utilisation import decode_figures, finetune_figures
+from ohlora_fixtures.records.answers import Answer, write_answers
+from ohlora_fixtures.records.percentiles import median, percentile
 from ohlora_fixtures.records.record import Answers, BenchmarkRecord, FinetuneFigures, InferenceFigures, Kind
-from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.session.outcome import new_record, recorded, resume_or_skip
 from ohlora_fixtures.session.study import Study
 from ohlora_fixtures.session.timing import measure, tensor_peak
-from ohlora_fixtures.measure.utilisation import decode_figures, finetune_figures
 
 Say = Callable[[str], None]
 PROGRESS_EVERY_STEPS = 10
@@ -55,7 +61,9 @@ def progress_due(index: int, total: int, every: int) -> bool:
     return index % every == 0 or index == total
 
 
-def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, node: pytest.Item, say: Say) -> BenchmarkRecord:
+def run_finetune(
+    study: Study, benchmark: Any, candidate: Candidate, rank: int, node: pytest.Item, say: Say
+) -> BenchmarkRecord:
     """Fine-tune a fresh rank-`rank` adapter on the candidate's clean base; time the training loop."""
     settings = study.finetune_settings(rank)
     record = new_record(study, Kind.FINETUNE, candidate, rank, node.nodeid, settings)
@@ -105,10 +113,13 @@ def run_finetune(study: Study, benchmark: Any, candidate: Candidate, rank: int, 
                 total_params=total - trainable,
                 tokens=tokens,
                 tokens_per_second=tokens / measured.seconds,
-                utilisation=_plausible(study, "MFU", lambda: finetune_figures(model, tokens, measured.seconds, study.peaks)),
+                utilisation=_plausible(
+                    study, "MFU", lambda: finetune_figures(model, tokens, measured.seconds, study.peaks)
+                ),
                 # Untimed, and while the adapter is still attached: what fine-tuning did to the answers.
                 after_finetune=_answers_with_adapter(study, base, candidate, model, rank)
-                if study.settings.eval_after_finetune else None,
+                if study.settings.eval_after_finetune
+                else None,
                 step_median_s=median(later_steps) if later_steps else None,
                 step_p90_s=percentile(later_steps, 90) if later_steps else None,
                 adapter_bytes=adapter_file_bytes(model),
@@ -129,16 +140,22 @@ def _plausible(study: Study, what: str, figures: Callable[[], Any]) -> Any:
     return computed
 
 
-def _answers_with_adapter(study: Study, base: BaseModel, candidate: Candidate, model: torch.nn.Module, rank: int) -> Answers:
+def _answers_with_adapter(
+    study: Study, base: BaseModel, candidate: Candidate, model: torch.nn.Module, rank: int
+) -> Answers:
     """The fine-tuned model answers the inference prompts; scored like the base model's answers."""
     prompts = encode_prompts(base.tokenizer, candidate, study.experiment.prompts, study.device)
     answers = generate_answers(model, base.tokenizer, prompts, study.generation_settings, study.device)
     return _scored_answers(study, base, candidate, answers, f".r{rank}")
 
 
-def _scored_answers(study: Study, base: BaseModel, candidate: Candidate, answers: list[Answer], tag: str = "") -> Answers:
+def _scored_answers(
+    study: Study, base: BaseModel, candidate: Candidate, answers: list[Answer], tag: str = ""
+) -> Answers:
     """Write the answers CSV (grades already given are kept) and score it: automatic figures and human grade."""
-    answers_csv = child(study.settings.report_dir / "answers", f"{candidate.name}.{base.weights}-{base.scale}{tag}", ".csv")
+    answers_csv = child(
+        study.settings.report_dir / "answers", f"{candidate.name}.{base.weights}-{base.scale}{tag}", ".csv"
+    )
     write_answers(answers_csv, answers)
     grade, graded = read_grades(answers_csv)
     quality = score_answers([a.answer for a in answers], [a.reference or None for a in answers])
@@ -181,9 +198,13 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pyte
             tokens_per_second=new_tokens / generate_seconds,
             total_params=base.total_params,
             answers=scored,
-            utilisation=_plausible(study, "decode bandwidth use", lambda: decode_figures(
-                base.model, [(a.prompt_tokens, a.new_tokens) for a in answers], generate_seconds, study.peaks
-            )),
+            utilisation=_plausible(
+                study,
+                "decode bandwidth use",
+                lambda: decode_figures(
+                    base.model, [(a.prompt_tokens, a.new_tokens) for a in answers], generate_seconds, study.peaks
+                ),
+            ),
             **latency_figures(answers),
         )
     return record

@@ -15,30 +15,49 @@ from typing import Any
 import torch
 
 from ohlora_fixtures import __version__
-from ohlora_fixtures.inputs import registry
-from ohlora_fixtures.records import results
-from ohlora_fixtures.inputs import policy
+from ohlora_fixtures.inputs import policy, registry
 from ohlora_fixtures.inputs.dataset import ExperimentData, load_experiment
+from ohlora_fixtures.inputs.options import Settings
+from ohlora_fixtures.inputs.registry import Candidate
+from ohlora_fixtures.inputs.tokenizer import experiment_tokenizer
 from ohlora_fixtures.measure.devices import describe, dtype_name, resolve_device, resolve_dtype
 from ohlora_fixtures.measure.finetune import FinetuneSettings
 from ohlora_fixtures.measure.hardware import Peaks, device_peaks
 from ohlora_fixtures.measure.inference import GenerationSettings
 from ohlora_fixtures.measure.memory import needs_tensor_pass, runtime_baseline_mib
-from ohlora_fixtures.measure.models import BaseModel, build_random, check_candidate, check_pretrained, load_pretrained, random_config
-from ohlora_fixtures.measure.row_lengths import check_row_lengths
+from ohlora_fixtures.measure.models import (
+    BaseModel,
+    build_random,
+    check_candidate,
+    check_pretrained,
+    load_pretrained,
+    random_config,
+)
 from ohlora_fixtures.measure.provenance import code_revision, config_revision, gpu_software, pretrained_revision
+from ohlora_fixtures.measure.row_lengths import check_row_lengths
+from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import RunDescription, run_identity
 from ohlora_fixtures.session.base_models import BaseModels
 from ohlora_fixtures.session.session_records import SessionRecords
-from ohlora_fixtures.inputs.registry import Candidate
-from ohlora_fixtures.inputs.options import Settings
-from ohlora_fixtures.inputs.tokenizer import experiment_tokenizer
 
 # The modules whose code shapes a figure: a change to any of them makes every stored measurement stale.
 MEASURING_MODULES = (
-    "session.study", "session.runner", "session.timing", "session.outcome", "measure.finetune", "measure.inference", "measure.memory",
-    "measure.models", "inputs.tokenizer", "inputs.dataset", "measure.row_lengths", "measure.devices",
-    "measure.hardware", "measure.utilisation", "judge.quality", "records.percentiles",
+    "session.study",
+    "session.runner",
+    "session.timing",
+    "session.outcome",
+    "measure.finetune",
+    "measure.inference",
+    "measure.memory",
+    "measure.models",
+    "inputs.tokenizer",
+    "inputs.dataset",
+    "measure.row_lengths",
+    "measure.devices",
+    "measure.hardware",
+    "measure.utilisation",
+    "judge.quality",
+    "records.percentiles",
 )
 
 
@@ -97,8 +116,14 @@ class Study:
             settings.dataset, settings.preset, settings.train_rows, settings.valid_rows, settings.prompts
         )
         device = resolve_device(settings.device, worker)
-        study = cls(settings, candidates, experiment, device, resolve_dtype(settings.dtype, device),
-                    templates=tuple(candidate.prompt("") for candidate in registered))
+        study = cls(
+            settings,
+            candidates,
+            experiment,
+            device,
+            resolve_dtype(settings.dtype, device),
+            templates=tuple(candidate.prompt("") for candidate in registered),
+        )
         if settings.weights == "random":
             # A pretrained model's tokenizer loads with its weights; the runner cuts its rows then.
             check_row_lengths(study.random_tokenizer, candidates, experiment, settings.scale, settings.max_new_tokens)
@@ -109,8 +134,14 @@ class Study:
         """The fine-tuning settings of one rank."""
         s = self.settings
         return FinetuneSettings(
-            rank=rank, alpha=s.lora_alpha, dropout=s.lora_dropout, learning_rate=s.lr,
-            batch_size=s.batch_size, epochs=s.epochs, seed=s.seed, gradient_checkpointing=s.gradient_checkpointing,
+            rank=rank,
+            alpha=s.lora_alpha,
+            dropout=s.lora_dropout,
+            learning_rate=s.lr,
+            batch_size=s.batch_size,
+            epochs=s.epochs,
+            seed=s.seed,
+            gradient_checkpointing=s.gradient_checkpointing,
         )
 
     @property
@@ -123,7 +154,9 @@ class Study:
     def random_tokenizer(self) -> Any:
         """The dataset-built tokenizer random-weight models share."""
         return experiment_tokenizer(
-            self.templates or [c.prompt("") for c in self.candidates], self.experiment, self.settings.report_dir / "cache"
+            self.templates or [c.prompt("") for c in self.candidates],
+            self.experiment,
+            self.settings.report_dir / "cache",
         )
 
     @cached_property
@@ -140,8 +173,12 @@ class Study:
         s = self.settings
         if s.weights == "pretrained":
             return load_pretrained(
-                candidate, device=self.device, dtype=self.dtype, allow_download=s.allow_download,
-                trust_remote_code=s.trust_remote_code, allow_pickle=s.allow_pickle,
+                candidate,
+                device=self.device,
+                dtype=self.dtype,
+                allow_download=s.allow_download,
+                trust_remote_code=s.trust_remote_code,
+                allow_pickle=s.allow_pickle,
             )
         return build_random(
             candidate, self.random_tokenizer, scale=s.scale, seed=s.seed, device=self.device, dtype=self.dtype
@@ -156,7 +193,8 @@ class Study:
 
     @cached_property
     def peaks(self) -> Peaks:
-        """The device's peak throughput and bandwidth: looked up, or calibrated once per machine and settings (cached)."""
+        """The device's peak throughput and bandwidth: looked up, or calibrated once per machine and settings
+        (cached)."""
         return device_peaks(self.device, self.dtype, self.settings.recalibrate)
 
     def calibrate_again(self, what: str, share: float) -> bool:
@@ -168,7 +206,8 @@ class Study:
             return False
         warnings.warn(
             f"{what} read {share:.0%} of the calibrated peak ({peaks.calibrated}): a calibration cannot be beaten, so "
-            "it was taken on a busier machine; calibrating again", stacklevel=2,
+            "it was taken on a busier machine; calibrating again",
+            stacklevel=2,
         )
         self.__dict__["peaks"] = device_peaks(self.device, self.dtype, recalibrate=True)
         return True
@@ -218,5 +257,7 @@ class Study:
         """Identifies every input of a benchmark's measurement, so --ohlora-resume reuses only identical ones:
         the candidate's whole registry entry (template, config, targets), the kind's settings, the run's
         settings and data, the dataset tokenizer's contents, library versions and the measuring code."""
-        payload = json.dumps([kind, asdict(candidate), detail, run_identity(self.describe())], sort_keys=True, default=str)
+        payload = json.dumps(
+            [kind, asdict(candidate), detail, run_identity(self.describe())], sort_keys=True, default=str
+        )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]

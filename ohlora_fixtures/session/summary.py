@@ -49,5 +49,7 @@ def summary_lines(study: "Study", answer: Sequence[str] = ()) -> list[str]:
             "run again with --ohlora-resume to measure only the rest"
         )
     if run.weights == "random":
-        lines.append("random weights: times and memory are real for these shapes; answers and losses say nothing of quality")
+        lines.append(
+            "random weights: times and memory are real for these shapes; answers and losses say nothing of quality"
+        )
     return lines

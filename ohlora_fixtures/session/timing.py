@@ -13,15 +13,14 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-
 from ohlora_fixtures.measure.devices import synchronize
 from ohlora_fixtures.measure.hardware import probe_fraction
 from ohlora_fixtures.measure.machine_load import LoadWatch
-from ohlora_fixtures.records.figures import MachineLoad
 from ohlora_fixtures.measure.memory import MemoryMeter, TensorPeak, TensorPeakMeter, needs_tensor_pass, with_tensor_peak
-from ohlora_fixtures.records.figures import MemoryFigures
+from ohlora_fixtures.records.figures import MachineLoad, MemoryFigures
 from ohlora_fixtures.records.record import BenchmarkRecord
 from ohlora_fixtures.session.study import Study
+
 
 @dataclass(frozen=True)
 class Measured:

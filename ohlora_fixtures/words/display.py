@@ -8,7 +8,8 @@ APPROXIMATE = {"en": " (approx.)", "ko": " (근사)"}
 
 
 def display_name(name: str, approximate: bool, lang: str = "en") -> str:
-    """A candidate's name as shown anywhere: an approximate stand-in is marked, so its figures are never taken as the model's."""
+    """A candidate's name as shown anywhere: an approximate stand-in is marked, so its figures are never
+    taken as the model's."""
     return name + (APPROXIMATE.get(lang, APPROXIMATE["en"]) if approximate else "")
 
 

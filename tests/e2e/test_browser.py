@@ -39,7 +39,8 @@ window.addEventListener("load", () => {
   for (const el of document.body.querySelectorAll("*")) {
     if (el.parentElement.closest(".scroll")) continue;  // wide tables scroll inside their own box
     const r = el.getBoundingClientRect();
-    if (r.width > 0 && (r.right > width + 1 || r.left < -1)) overflow.push(el.tagName + " " + el.className + " " + Math.round(r.right));
+    if (r.width > 0 && (r.right > width + 1 || r.left < -1))
+      overflow.push(el.tagName + " " + el.className + " " + Math.round(r.right));
   }
   const images = [...document.images].map(img => ({alt: img.alt, loaded: img.complete && img.naturalWidth > 0,
     shown: img.getBoundingClientRect().width, natural: img.naturalWidth,
@@ -71,8 +72,17 @@ def browser() -> str | None:
 
 
 def _run(page: Path, *args: str) -> str:
-    command = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               f"--window-size={WIDTH},{FIRST_SCREEN}", "--virtual-time-budget=10000", *args, page.as_uri()]
+    command = [
+        browser(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--window-size={WIDTH},{FIRST_SCREEN}",
+        "--virtual-time-budget=10000",
+        *args,
+        page.as_uri(),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -95,23 +105,32 @@ def screenshot(report_html: Path, png: Path) -> dict:
     """The whole page (sections closed) as a PNG; returns the page's measurements."""
     figures = measure(report_html)
     height = int(figures["closedHeight"])
-    command = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               f"--window-size={WIDTH},{height}", f"--screenshot={png.resolve()}", report_html.resolve().as_uri()]
+    command = [
+        browser(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--window-size={WIDTH},{height}",
+        f"--screenshot={png.resolve()}",
+        report_html.resolve().as_uri(),
+    ]
     subprocess.run(command, capture_output=True, timeout=120, check=True)
     return figures
 
 
 needs_browser = pytest.mark.skipif(
-    browser() is None, reason="no Chromium found (apt-get install chromium-headless-shell fonts-noto-cjk, "
-    "or set OHLORA_BROWSER)")
+    browser() is None,
+    reason="no Chromium found (apt-get install chromium-headless-shell fonts-noto-cjk, or set OHLORA_BROWSER)",
+)
 
 
 @needs_browser
 @pytest.mark.parametrize("lang", ["en", "ko"])
 def test_the_report_reads_in_a_real_browser_at_1280_px(tmp_path: Path, lang: str) -> None:
     from ohlora_fixtures.report.plots import DPI, MIN_FONT_PT
-    from tests.report.test_verdict import busy_run
     from tests.report.test_tables import render
+    from tests.report.test_verdict import busy_run
 
     render(tmp_path, busy_run(tmp_path), "--lang", lang)
     figures = measure(tmp_path / "out" / "leaderboard.html")
@@ -135,5 +154,11 @@ if __name__ == "__main__":
     if len(sys.argv) != 3 or browser() is None:
         sys.exit("usage: python tests/e2e/test_browser.py REPORT.html OUT.png (needs chromium-headless-shell)")
     measured = screenshot(Path(sys.argv[1]), Path(sys.argv[2]))
-    print(json.dumps({key: measured[key] for key in ("closedHeight", "verdictTop", "verdictBottom", "scrollWidth",
-                                                     "overflow", "boxes", "hangul")}))
+    print(
+        json.dumps(
+            {
+                key: measured[key]
+                for key in ("closedHeight", "verdictTop", "verdictBottom", "scrollWidth", "overflow", "boxes", "hangul")
+            }
+        )
+    )

@@ -18,8 +18,8 @@ import pytest
 # The study's stack (torch, transformers, peft) is imported here, not first inside a pytester in-process
 # run: pytester restores sys.modules after each run, and torch cannot be imported a second time.
 import ohlora_fixtures.session.study  # noqa: F401
-from tests.conftest import REPO, SESSION_MODELS, TINY_RUN, GridRun
 from ohlora_fixtures.inputs import resources
+from tests.conftest import REPO, SESSION_MODELS, TINY_RUN, GridRun
 
 BUNDLED = {f"ohlora_fixtures/data/{name}" for name in resources.BUNDLED}
 HEAVY = ("torch", "transformers", "peft", "pandas", "matplotlib", "huggingface_hub")
@@ -63,8 +63,21 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     wheel = _build(unpacked, "build_wheel", root)
     target = root / "site"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return wheel, target
@@ -75,8 +88,11 @@ def test_the_wheel_built_from_the_sdist_ships_every_data_file(installed):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert BUNDLED <= names
     # Every module and package file of the source tree (the report package and its words included).
-    shipped = {path.relative_to(REPO).as_posix() for path in (REPO / "ohlora_fixtures").rglob("*")
-               if path.suffix in (".py", ".toml") and "__pycache__" not in path.parts}
+    shipped = {
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "ohlora_fixtures").rglob("*")
+        if path.suffix in (".py", ".toml") and "__pycache__" not in path.parts
+    }
     assert "ohlora_fixtures/words/translations.toml" in shipped
     assert shipped <= names, sorted(shipped - names)
     assert not any(name.startswith("data/") for name in names)  # inside the package, not site-packages/data
@@ -97,7 +113,9 @@ def test_an_installed_package_reads_its_data_and_plans_from_any_directory(instal
         " 'final': tomllib.loads(resources.bundled(resources.STUDY_RESULTS).read_text())['study']['final'],\n"
         " 'train': len(load_experiment(DEFAULT_DATASET).train)}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = json.loads(result.stdout)
     assert loaded["package"].startswith(str(target))
@@ -106,7 +124,11 @@ def test_an_installed_package_reads_its_data_and_plans_from_any_directory(instal
 
     plan = subprocess.run(
         [sys.executable, "-m", "ohlora_fixtures", "plan", "--models", "TinyKo-v5-a", "--ranks", "16"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert "TinyKo-v5-a" in plan.stdout
@@ -114,8 +136,22 @@ def test_an_installed_package_reads_its_data_and_plans_from_any_directory(instal
     # The report command, with its package and translations, from the installed copy too.
     stored = REPO / "tests" / "fixtures" / "schema1" / "results.jsonl"
     report = subprocess.run(
-        [sys.executable, "-m", "ohlora_fixtures", "report", str(stored), "--out", str(tmp_path / "out"), "--lang", "ko"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "ohlora_fixtures",
+            "report",
+            str(stored),
+            "--out",
+            str(tmp_path / "out"),
+            "--lang",
+            "ko",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert report.returncode == 0, report.stderr[-3000:]
     assert "모델" in (tmp_path / "out" / "leaderboard.md").read_text(encoding="utf-8")
@@ -127,18 +163,48 @@ def test_an_installed_copy_runs_the_study_from_another_folder(installed, tmp_pat
     _, target = installed
     env = _clean_env(PYTHONPATH=str(target))
     collected = subprocess.run(
-        [sys.executable, "-m", "pytest", "--pyargs", "ohlora_fixtures.benchmarks", "--collect-only", "-q",
-         "-p", "no:cacheprovider", "-k", "TinyKo-v5-a"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--pyargs",
+            "ohlora_fixtures.benchmarks",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "TinyKo-v5-a",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert collected.returncode == 0, collected.stdout[-3000:] + collected.stderr[-3000:]
     assert "test_finetune.py::test_finetune[TinyKo-v5-a-r16]" in collected.stdout
     assert "test_inference.py::test_inference[TinyKo-v5-a]" in collected.stdout
 
     run = subprocess.run(
-        [sys.executable, "-m", "ohlora_fixtures", "bench", "-p", "no:cacheprovider", *TINY_RUN,
-         "--ohlora-models", "TinyKo-v5-a", "--ohlora-report-dir", str(tmp_path / "ohlora")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "ohlora_fixtures",
+            "bench",
+            "-p",
+            "no:cacheprovider",
+            *TINY_RUN,
+            "--ohlora-models",
+            "TinyKo-v5-a",
+            "--ohlora-report-dir",
+            str(tmp_path / "ohlora"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "2 passed" in run.stdout  # PYTHONPATH holds only the installed copy, and the folder no checkout
@@ -151,14 +217,28 @@ def test_an_installed_copy_runs_the_study_from_another_folder(installed, tmp_pat
 def test_an_option_whose_extra_is_missing_is_refused_at_start_up_in_one_line(tmp_path):
     (tmp_path / "test_x.py").write_text("def test_x():\n    pass\n", encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "ohlora_fixtures.plugin", "-p", "no:cacheprovider",
-         "--benchmark-histogram", "test_x.py"],
-        cwd=tmp_path, env=_clean_env(PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "ohlora_fixtures.plugin",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-histogram",
+            "test_x.py",
+        ],
+        cwd=tmp_path,
+        env=_clean_env(PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 4  # pytest's usage error: nothing was measured
     assert result.stderr.strip().splitlines() == [
         "ERROR: --benchmark-histogram draws with pygal, which is not installed: "
-        "pip install 'ohlora-bench[histogram]', or leave --benchmark-histogram out"]
+        "pip install 'ohlora-bench[histogram]', or leave --benchmark-histogram out"
+    ]
 
 
 def test_no_product_code_finds_files_relative_to_the_checkout():
@@ -185,7 +265,8 @@ import json, os, sys
 opened = []
 
 def note(event, args):
-    if event == "open" and isinstance(args[0], (str, bytes)) and os.path.basename(os.fsdecode(args[0])) in {resources.BUNDLED!r}:
+    named = isinstance(args[0], (str, bytes))
+    if event == "open" and named and os.path.basename(os.fsdecode(args[0])) in {resources.BUNDLED!r}:
         opened.append(os.fsdecode(args[0]))
 
 sys.addaudithook(note)
@@ -202,7 +283,11 @@ def _run_unrelated(directory: Path, *args: str) -> tuple[subprocess.CompletedPro
     (directory / "audited.py").write_text(AUDITED_PYTEST, encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "audited.py", "-q", "-p", "no:cacheprovider", "test_unrelated.py", *args],
-        cwd=directory, env=_clean_env(PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=120,
+        cwd=directory,
+        env=_clean_env(PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     seen = json.loads((directory / "seen.json").read_text())
@@ -232,8 +317,10 @@ def test_collecting_a_benchmark_builds_the_study_without_any_option(bench_pytest
     result = bench_pytester.runpytest_inprocess("--collect-only", "-q", "-k", "llama1B")
     assert result.ret == 0, result.stdout.str()
     assert result.stdout.lines[:4] == [
-        "test_finetune.py::test_finetune[llama1B-r16]", "test_finetune.py::test_finetune[llama1B-r32]",
-        "test_finetune.py::test_finetune[llama1B-r64]", "test_inference.py::test_inference[llama1B]",
+        "test_finetune.py::test_finetune[llama1B-r16]",
+        "test_finetune.py::test_finetune[llama1B-r32]",
+        "test_finetune.py::test_finetune[llama1B-r64]",
+        "test_inference.py::test_inference[llama1B]",
     ]
 
 
@@ -282,21 +369,26 @@ def test_benchmarks_carry_a_group_and_storable_params(saved_run):
     stored = sorted((bench["group"], json.dumps(bench["params"], sort_keys=True)) for bench in saved)
     assert stored == sorted(
         (group, json.dumps({"lora_rank": rank, "ohlora_candidate": name}, sort_keys=True))
-        for name in SESSION_MODELS for group, rank in [("finetune-r16", 16), ("finetune-r8", 8), ("inference", None)]
+        for name in SESSION_MODELS
+        for group, rank in [("finetune-r16", 16), ("finetune-r8", 8), ("inference", None)]
     )
 
 
-@pytest.mark.parametrize(("group_by", "headers"), [
-    ("group", ["finetune-r16", "finetune-r8", "inference"]),
-    ("param:lora_rank", ["lora_rank=16", "lora_rank=8", "lora_rank=None"]),
-    ("param:ohlora_candidate", [f"ohlora_candidate={name}" for name in SESSION_MODELS]),
-])
+@pytest.mark.parametrize(
+    ("group_by", "headers"),
+    [
+        ("group", ["finetune-r16", "finetune-r8", "inference"]),
+        ("param:lora_rank", ["lora_rank=16", "lora_rank=8", "lora_rank=None"]),
+        ("param:ohlora_candidate", [f"ohlora_candidate={name}" for name in SESSION_MODELS]),
+    ],
+)
 def test_pytest_benchmark_compare_prints_one_table_per_group(saved_run, group_by, headers):
     compare = shutil.which("pytest-benchmark", path=str(Path(sys.executable).parent))
     if compare is None:
         pytest.skip("pytest-benchmark's command is not installed beside this Python")
-    result = subprocess.run([compare, "compare", f"--group-by={group_by}", str(saved_run)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [compare, "compare", f"--group-by={group_by}", str(saved_run)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     titles = [line for line in result.stdout.splitlines() if "benchmark" in line and "'" in line]
     assert sorted(title.split("'")[1] for title in titles) == sorted(headers), result.stdout

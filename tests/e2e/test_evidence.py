@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TINY_RUN, run_grid
 from ohlora_fixtures import report
-from ohlora_fixtures.records import results
-from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.errors import UsageError
+from ohlora_fixtures.inputs import policy
+from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import Status
+from tests.conftest import REPO, TINY_RUN, run_grid
 from tests.report.test_render import CANDIDATES, NAMES, finetune, full_run, inference, jsonl, settings_for, table_rows
 
 PAIR = "FinguAI-Chat-v1,TinyKo-v5-a"
@@ -150,8 +150,15 @@ def test_wrong_typed_lines_are_skipped_with_a_warning_and_the_report_is_written(
     with pytest.warns(results.UnreadableRecord) as caught:
         assert report.main([str(log), "--out", str(tmp_path / "out")]) == 0
     messages = [str(w.message) for w in caught]
-    for number, what in ((6, "rank: missing"), (7, "seconds: 'abc' is not a number"), (8, "run: 'oops' is not an object"),
-                         (9, "id: missing"), (10, "not list"), (11, "not str"), (12, "not NoneType")):
+    for number, what in (
+        (6, "rank: missing"),
+        (7, "seconds: 'abc' is not a number"),
+        (8, "run: 'oops' is not an object"),
+        (9, "id: missing"),
+        (10, "not list"),
+        (11, "not str"),
+        (12, "not NoneType"),
+    ):
         assert any(f"results.jsonl:{number}:" in m and what in m for m in messages), (number, messages)
     assert (tmp_path / "out" / "leaderboard.md").is_file()
 
@@ -170,7 +177,7 @@ def test_a_json_file_without_our_benchmarks_and_an_ini_that_is_not_ini_say_so_in
 
 # --- the real grid: partial runs, resume under pytest-xdist, a full disk at the end ----------------------
 
-DISK_FULL_PLUGIN = '''
+DISK_FULL_PLUGIN = """
 import importlib
 render = importlib.import_module("ohlora_fixtures.report.render")
 
@@ -178,7 +185,7 @@ def disk_full(report, path):
     raise OSError(28, "No space left on device", str(path))
 
 render.write_csv = disk_full
-'''
+"""
 
 
 def _csv_rows(path: Path) -> set[tuple[str, str, str]]:
@@ -224,13 +231,25 @@ def test_partial_runs_add_to_the_leaderboard_and_resumed_xdist_records_are_repor
     (tmp_path / "plugins" / "ohlora_disk_full.py").write_text(DISK_FULL_PLUGIN, encoding="utf-8")
     before = (out / "leaderboard.md").read_bytes(), log.read_bytes()
     python_path = os.pathsep.join(filter(None, [str(tmp_path / "plugins"), os.environ.get("PYTHONPATH")]))
-    full_disk = run_grid(tmp_path, *TINY_RUN, "--ohlora-models", PAIR, "-k", "TinyKo and inference",
-                         "-p", "ohlora_disk_full", env={**env, "PYTHONPATH": python_path})
+    full_disk = run_grid(
+        tmp_path,
+        *TINY_RUN,
+        "--ohlora-models",
+        PAIR,
+        "-k",
+        "TinyKo and inference",
+        "-p",
+        "ohlora_disk_full",
+        env={**env, "PYTHONPATH": python_path},
+    )
     output = full_disk.stdout + full_disk.stderr
     assert full_disk.returncode == 0, output
     assert "Traceback" not in output
-    assert re.search(r"report not written: No space left on device \(.*results.csv\); every finished measurement "
-                     r"is in .*results.jsonl", output), output
+    assert re.search(
+        r"report not written: No space left on device \(.*results.csv\); every finished measurement "
+        r"is in .*results.jsonl",
+        output,
+    ), output
     assert re.search(r"TinyKo-v5-a\S*( \(approx\.\))?\s+inference\s+ok\b", output.split("= ohlora-bench =", 1)[1])
     assert (out / "leaderboard.md").read_bytes() == before[0]
     assert log.read_bytes().startswith(before[1]) and len(log.read_bytes()) > len(before[1])
@@ -249,11 +268,21 @@ def test_identical_settings_ignore_when_where_the_grid_and_the_gpu_index_but_not
     from ohlora_fixtures.records.record import comparable
 
     base = finetune("polyglot-ko-1.3b", 16).run
-    same = [dataclasses.replace(base, run_id="other", date="later", dataset="/elsewhere.csv", ranks=(4,),
-                                vram_budget_mb=1.0)]
+    same = [
+        dataclasses.replace(
+            base, run_id="other", date="later", dataset="/elsewhere.csv", ranks=(4,), vram_budget_mb=1.0
+        )
+    ]
     same.append(dataclasses.replace(base, device="cuda:1", device_name="GPU"))
     assert comparable(same[0]) == comparable(base)
     assert comparable(same[1]) == comparable(dataclasses.replace(base, device="cuda:0", device_name="GPU"))
-    for change in ({"seed": 7}, {"dtype": "bfloat16"}, {"data_fingerprint": "x"}, {"tokenizer": "t"},
-                   {"measuring_code": "0.1.0+edited"}, {"versions": {"torch": "3"}}, {"weights": "pretrained"}):
+    for change in (
+        {"seed": 7},
+        {"dtype": "bfloat16"},
+        {"data_fingerprint": "x"},
+        {"tokenizer": "t"},
+        {"measuring_code": "0.1.0+edited"},
+        {"versions": {"torch": "3"}},
+        {"weights": "pretrained"},
+    ):
         assert comparable(dataclasses.replace(base, **change)) != comparable(base), change

@@ -23,15 +23,15 @@ import torch
 
 import ohlora_fixtures
 import ohlora_fixtures.session.study as study_module
-from tests.conftest import REPO, TINY_ENTRY, TINY_RUN, write_registry
-from ohlora_fixtures.records import results
 from ohlora_fixtures.inputs import options as settings
+from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import BenchmarkRecord, Kind, RunDescription, Status
 from ohlora_fixtures.session.study import Study
+from tests.conftest import REPO, TINY_ENTRY, TINY_RUN, write_registry
 
 # Test-only fault hook: `train` raises FAULTS[rank] after building what a real step holds (an
 # optimizer and a loss graph); `release_cached_memory` logs whether that is gone when it runs.
-FAULT_CONFTEST = '''
+FAULT_CONFTEST = """
 import json
 import weakref
 
@@ -68,13 +68,14 @@ def inject_faults(monkeypatch):
         real_release(device)
         with open("released.jsonl", "a", encoding="utf-8") as stream:
             for optimizer, loss, base in held:
-                facts = {{"optimizer": optimizer() is not None, "loss": loss() is not None, "adapter": has_adapter(base)}}
+                facts = {{"optimizer": optimizer() is not None, "loss": loss() is not None,
+                          "adapter": has_adapter(base)}}
                 stream.write(json.dumps(facts) + "\\n")
         held.clear()
 
     monkeypatch.setattr(runner, "train", train)
     monkeypatch.setattr(outcome, "release_cached_memory", release)
-'''
+"""
 
 
 @pytest.fixture
@@ -86,12 +87,22 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def run_with_faults(pytester: pytest.Pytester, faults: dict[int, tuple[str, str]], ranks: str) -> tuple[pytest.RunResult, list[dict]]:
+def run_with_faults(
+    pytester: pytest.Pytester, faults: dict[int, tuple[str, str]], ranks: str
+) -> tuple[pytest.RunResult, list[dict]]:
     """Run the grid of one small candidate in-process with `faults` injected; the result and the records."""
     pytester.makeconftest(FAULT_CONFTEST.format(faults=faults))
     result = pytester.runpytest_inprocess(
-        "--ohlora-models", "FinguAI-Chat-v1", *TINY_RUN, "--ohlora-ranks", ranks, "--ohlora-report-dir", "report",
-        "-p", "no:randomly", no_reraise_ctrlc=True,
+        "--ohlora-models",
+        "FinguAI-Chat-v1",
+        *TINY_RUN,
+        "--ohlora-ranks",
+        ranks,
+        "--ohlora-report-dir",
+        "report",
+        "-p",
+        "no:randomly",
+        no_reraise_ctrlc=True,
     )
     return result, list(results.read(pytester.path / "report" / "results.jsonl"))
 
@@ -108,7 +119,11 @@ def test_oom_and_errors_are_recorded_and_the_run_goes_on(bench_pytester: pytest.
     faults = {
         4: ("OutOfMemoryError", "CUDA out of memory. Tried to allocate 2.00 GiB"),
         8: ("MemoryError", ""),
-        16: ("RuntimeError", "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory: you tried to allocate 1073741824 bytes."),
+        16: (
+            "RuntimeError",
+            "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory: "
+            "you tried to allocate 1073741824 bytes.",
+        ),
         32: ("ValueError", "injected fault"),
     }
     result, records = run_with_faults(bench_pytester, faults, "4,8,16,32,64")
@@ -116,17 +131,25 @@ def test_oom_and_errors_are_recorded_and_the_run_goes_on(bench_pytester: pytest.
     result.assert_outcomes(passed=2, failed=4)
     recorded = by_benchmark(records)
     assert {name: record.status for name, record in recorded.items()} == {
-        "r4": "oom", "r8": "oom", "r16": "oom", "r32": "failed", "r64": "ok", "inference": "ok",
+        "r4": "oom",
+        "r8": "oom",
+        "r16": "oom",
+        "r32": "failed",
+        "r64": "ok",
+        "inference": "ok",
     }
     assert recorded["r4"].error == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert recorded["r8"].error == "MemoryError"
     assert recorded["r32"].error == "ValueError: injected fault"
     # An OOM record carries the settings that caused it.
     assert recorded["r4"].rank == 4 and recorded["r4"].run.epochs == 1 and recorded["r4"].run.dtype == "float32"
-    result.stdout.fnmatch_lines([
-        "*out of memory (FinguAI-Chat-v1, rank 4, tiny random weights, float32 on cpu): OutOfMemoryError: CUDA out of memory*",
-        "*ValueError: injected fault*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*out of memory (FinguAI-Chat-v1, rank 4, tiny random weights, float32 on cpu): "
+            "OutOfMemoryError: CUDA out of memory*",
+            "*ValueError: injected fault*",
+        ]
+    )
     # When the cache is emptied after each OOM, the failed step's optimizer and loss graph are gone
     # and the adapter is off the base, so the next rank starts clean.
     released = [json.loads(line) for line in (bench_pytester.path / "released.jsonl").read_text().splitlines()]
@@ -145,7 +168,7 @@ def test_ctrl_c_records_the_benchmark_as_interrupted(bench_pytester: pytest.Pyte
 
 
 # Test-only `-p` plugin for the kill test: the N-th `train` call signals, then hangs until killed.
-HANG_PLUGIN = '''
+HANG_PLUGIN = """
 import os
 import pathlib
 import time
@@ -167,7 +190,7 @@ def _train(*args, **kwargs):
 
 if "OHLORA_HANG_AT_TRAIN" in os.environ:
     runner.train = _train
-'''
+"""
 
 
 def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) -> None:
@@ -178,9 +201,26 @@ def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) 
     report = tmp_path / "ohlora"
     log = report / "results.jsonl"
     command = [
-        sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "-p", "no:cacheprovider", "-p", "no:randomly",
-        "-p", "ohlora_hang", "-rs", "--benchmark-storage", f"file://{tmp_path / 'storage'}",
-        "--ohlora-report-dir", str(report), "--ohlora-models", "FinguAI-Chat-v1,TinyKo-v5-a", *TINY_RUN, "--ohlora-ranks", "16,32",
+        sys.executable,
+        "-m",
+        "pytest",
+        str(REPO / "benchmarks"),
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+        "-p",
+        "ohlora_hang",
+        "-rs",
+        "--benchmark-storage",
+        f"file://{tmp_path / 'storage'}",
+        "--ohlora-report-dir",
+        str(report),
+        "--ohlora-models",
+        "FinguAI-Chat-v1,TinyKo-v5-a",
+        *TINY_RUN,
+        "--ohlora-ranks",
+        "16,32",
     ]
     # One thread each: this machine's other processes make OpenMP threads spin, which only costs time.
     # The caller's PYTHONPATH is kept after the hang plugin's, so the subprocess runs the code under test.
@@ -209,13 +249,17 @@ def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) 
     assert before.endswith(b"\n")
     kept = [BenchmarkRecord.from_json(line) for line in before.decode("utf-8").splitlines()]
     assert [(record.candidate, record.kind, record.status) for record in kept] == [
-        ("FinguAI-Chat-v1", "finetune", "ok"), ("FinguAI-Chat-v1", "finetune", "ok"), ("FinguAI-Chat-v1", "inference", "ok"),
+        ("FinguAI-Chat-v1", "finetune", "ok"),
+        ("FinguAI-Chat-v1", "finetune", "ok"),
+        ("FinguAI-Chat-v1", "inference", "ok"),
     ]
 
     with log.open("ab") as stream:  # a line that is no record: the log is read for 3 resumes and the report
         stream.write(b'{"schema": 2, "run": "oops"}\n')
     before = log.read_bytes()
-    second = subprocess.run([*command, "--ohlora-resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    second = subprocess.run(
+        [*command, "--ohlora-resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+    )
     output = second.stdout + second.stderr
     assert second.returncode == 0, output
     assert re.search(r"\b3 passed, 3 skipped, 1 warning\b", output), output
@@ -227,9 +271,7 @@ def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) 
     with pytest.warns(results.UnreadableRecord):
         records = list(results.read(log))
     assert len(records) == 6
-    assert Counter(record.id for record in records if record.ok) == {
-        record.id: 1 for record in records
-    }
+    assert Counter(record.id for record in records if record.ok) == {record.id: 1 for record in records}
     # The resumed benchmarks are in this session's summary beside the new ones.
     summary = output.split("= ohlora-bench =", 1)[1]
     for candidate in ("FinguAI-Chat-v1", "TinyKo-v5-a"):
@@ -237,7 +279,9 @@ def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) 
             assert re.search(rf"{re.escape(candidate)}\S*( \(approx\.\))?\s+{benchmark}\s+ok\b", summary), summary
 
 
-def test_append_keeps_every_whole_record_after_a_line_cut_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_append_keeps_every_whole_record_after_a_line_cut_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     log = tmp_path / "results.jsonl"
     synced = []
     real_fsync = os.fsync
@@ -250,7 +294,9 @@ def test_append_keeps_every_whole_record_after_a_line_cut_short(tmp_path: Path, 
     results.append(log, a_record("second"))
 
     # The cut line is no longer the last: it is named (only a cut last line, a kill mid-write, is silent).
-    with pytest.warns(results.UnreadableRecord, match=rf"{re.escape(str(log))}:2: skipped, not a valid record: not JSON"):
+    with pytest.warns(
+        results.UnreadableRecord, match=rf"{re.escape(str(log))}:2: skipped, not a valid record: not JSON"
+    ):
         assert [record.id for record in results.read(log)] == ["first", "second"]
         assert list(results.read(log))[0].error == "안녕하세요"
     assert len(synced) == 2
@@ -258,10 +304,29 @@ def test_append_keeps_every_whole_record_after_a_line_cut_short(tmp_path: Path, 
 
 def a_record(record_id: str, **fields: object) -> BenchmarkRecord:
     run = RunDescription(
-        run_id="r", date="d", device="cpu", device_name="CPU", dtype="float32", weights="random", scale="tiny",
-        dataset="x.csv", preset="default", data_fingerprint="f", train_rows=1, valid_rows=1, prompts=1, batch_size=1,
-        epochs=1, learning_rate=1e-3, lora_alpha=16, lora_dropout=0.0, ranks=(4,), max_new_tokens=4, greedy=True,
-        seed=1, vram_budget_mb=1.0,
+        run_id="r",
+        date="d",
+        device="cpu",
+        device_name="CPU",
+        dtype="float32",
+        weights="random",
+        scale="tiny",
+        dataset="x.csv",
+        preset="default",
+        data_fingerprint="f",
+        train_rows=1,
+        valid_rows=1,
+        prompts=1,
+        batch_size=1,
+        epochs=1,
+        learning_rate=1e-3,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        ranks=(4,),
+        max_new_tokens=4,
+        greedy=True,
+        seed=1,
+        vram_budget_mb=1.0,
     )
     return BenchmarkRecord(record_id, Kind.FINETUNE, "llama1B", 4, False, "fp", run, **fields)
 
@@ -306,8 +371,14 @@ def test_fingerprint_ignores_when_and_where_but_not_what(tmp_path: Path, monkeyp
         assert _fingerprints(_study(tmp_path, **options)) == reference, options
     # Any setting that changes what is measured: a different benchmark.
     for options in (
-        {"epochs": "2"}, {"seed": "7"}, {"lr": "1e-3"}, {"batch_size": "2"}, {"train_rows": "10"},
-        {"lora_alpha": "32"}, {"scale": "full"}, {"dtype": "bfloat16"},
+        {"epochs": "2"},
+        {"seed": "7"},
+        {"lr": "1e-3"},
+        {"batch_size": "2"},
+        {"train_rows": "10"},
+        {"lora_alpha": "32"},
+        {"scale": "full"},
+        {"dtype": "bfloat16"},
     ):
         assert _fingerprints(_study(tmp_path, **options))[0] != reference[0], options
     assert _fingerprints(_study(tmp_path, max_new_tokens="8"))[1] != reference[1]

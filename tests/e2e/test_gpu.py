@@ -11,11 +11,11 @@ import time
 import pytest
 import torch
 
-from tests.conftest import TINY_RUN, run_grid
-from ohlora_fixtures.records import results
 from ohlora_fixtures.measure.hardware import CALIBRATION, calibrate_gbps, calibrate_tflops, datasheet, device_peaks
 from ohlora_fixtures.measure.memory import MemoryMeter
+from ohlora_fixtures.records import results
 from ohlora_fixtures.records.figures import MIB
+from tests.conftest import TINY_RUN, run_grid
 
 pytestmark = pytest.mark.gpu
 

@@ -15,9 +15,9 @@ import pytest
 # The study's stack is imported before a pytester in-process run: pytester restores sys.modules, and torch
 # cannot be imported a second time.
 import ohlora_fixtures.session.study  # noqa: F401
-from tests.conftest import REPO, TINY_RUN, run_grid
 from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import Status
+from tests.conftest import REPO, TINY_RUN, run_grid
 
 # What torch 2.x on Linux raises when the C allocator refuses (c10/core/impl/alloc_cpu.cpp).
 LINUX_CPU_OOM = (
@@ -55,11 +55,20 @@ def fail_rank_4(monkeypatch):
 '''
 
 
-def test_cpu_allocator_oom_is_recorded_as_oom_and_freed_before_the_next_benchmark(bench_pytester: pytest.Pytester) -> None:
+def test_cpu_allocator_oom_is_recorded_as_oom_and_freed_before_the_next_benchmark(
+    bench_pytester: pytest.Pytester,
+) -> None:
     bench_pytester.makeconftest(OOM_CONFTEST)
     result = bench_pytester.runpytest_inprocess(
-        "--ohlora-models", "FinguAI-Chat-v1", *TINY_RUN, "--ohlora-ranks", "4,8", "--ohlora-report-dir", "report",
-        "-p", "no:randomly",
+        "--ohlora-models",
+        "FinguAI-Chat-v1",
+        *TINY_RUN,
+        "--ohlora-ranks",
+        "4,8",
+        "--ohlora-report-dir",
+        "report",
+        "-p",
+        "no:randomly",
     )
     result.assert_outcomes(passed=2, failed=1)
     records = {r.rank or 0: r for r in results.read(bench_pytester.path / "report" / "results.jsonl")}
@@ -73,7 +82,7 @@ def test_cpu_allocator_oom_is_recorded_as_oom_and_freed_before_the_next_benchmar
 
 
 # Test-only `-p` plugin: the N-th `train` call (inside the timed region) raises KeyboardInterrupt, as Ctrl-C does.
-CTRL_C_PLUGIN = '''
+CTRL_C_PLUGIN = """
 import os
 
 import ohlora_fixtures.session.runner as runner
@@ -91,22 +100,35 @@ def _train(*args, **kwargs):
 
 
 runner.train = _train
-'''
+"""
 
 
 # On the CPU each benchmark calls `train` once more, first: the untimed tensor-memory pass.
-@pytest.mark.parametrize(("rounds", "ctrl_c_at_train"), [
-    ("1", "4"),  # r16 finishes; Ctrl-C in r32's only round: no round timed (pytest-benchmark's min() of nothing)
-    ("2", "6"),  # r16's two rounds finish; Ctrl-C in r32's second round: one round timed, half a measurement
-])
+@pytest.mark.parametrize(
+    ("rounds", "ctrl_c_at_train"),
+    [
+        ("1", "4"),  # r16 finishes; Ctrl-C in r32's only round: no round timed (pytest-benchmark's min() of nothing)
+        ("2", "6"),  # r16's two rounds finish; Ctrl-C in r32's second round: one round timed, half a measurement
+    ],
+)
 def test_ctrl_c_in_a_timed_round_keeps_pytest_benchmarks_json_and_the_summary(
     tmp_path: Path, rounds: str, ctrl_c_at_train: str
 ) -> None:
     (tmp_path / "ctrl_c_plugin.py").write_text(CTRL_C_PLUGIN, encoding="utf-8")
     path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", str(REPO))])
     completed = run_grid(
-        tmp_path, "-p", "ctrl_c_plugin", "--ohlora-models", "FinguAI-Chat-v1", *TINY_RUN, "--ohlora-ranks", "16,32",
-        "--ohlora-rounds", rounds, "--benchmark-json", str(tmp_path / "bench.json"),
+        tmp_path,
+        "-p",
+        "ctrl_c_plugin",
+        "--ohlora-models",
+        "FinguAI-Chat-v1",
+        *TINY_RUN,
+        "--ohlora-ranks",
+        "16,32",
+        "--ohlora-rounds",
+        rounds,
+        "--benchmark-json",
+        str(tmp_path / "bench.json"),
         env={"PYTHONPATH": path, "OHLORA_CTRL_C_AT_TRAIN": ctrl_c_at_train},
     )
     output = completed.stdout + completed.stderr
@@ -116,7 +138,9 @@ def test_ctrl_c_in_a_timed_round_keeps_pytest_benchmarks_json_and_the_summary(
     assert records[16].status is Status.OK and records[32].status is Status.INTERRUPTED
     saved = json.loads((tmp_path / "bench.json").read_text())
     # The finished benchmark's timings are saved; the interrupted one's single round is not passed off as a result.
-    assert [(b["name"], b["stats"]["rounds"]) for b in saved["benchmarks"]] == [("test_finetune[FinguAI-Chat-v1-r16]", int(rounds))]
+    assert [(b["name"], b["stats"]["rounds"]) for b in saved["benchmarks"]] == [
+        ("test_finetune[FinguAI-Chat-v1-r16]", int(rounds))
+    ]
     assert "KeyboardInterrupt" in output
     assert "interrupted: every benchmark that finished is kept" in output
     assert "report: " in output  # the report of what finished is written

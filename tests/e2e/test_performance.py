@@ -22,18 +22,28 @@ import torch
 from pytest_benchmark.utils import parse_compare_fail
 from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
-from tests.conftest import REPO, SESSION_BENCHMARKS, SESSION_MODELS, SESSION_RANKS, SESSION_RUN, TINY_RUN, TINY_SETTINGS
-from tests.conftest import GridRun, run_grid, run_grid_inprocess
-from ohlora_fixtures.measure import hardware
 from ohlora_fixtures import report
-from ohlora_fixtures.records import results
-from ohlora_fixtures.records.record import BenchmarkRecord
+from ohlora_fixtures.measure import hardware
 from ohlora_fixtures.measure.devices import resolve_device
+from ohlora_fixtures.measure.estimate import decode_bytes, finetune_flops
 from ohlora_fixtures.measure.finetune import adapter_file_bytes
 from ohlora_fixtures.measure.hardware import Peaks, datasheet, device_peaks
-from ohlora_fixtures.session.scaleout import candidate_units
-from ohlora_fixtures.measure.estimate import decode_bytes, finetune_flops
 from ohlora_fixtures.measure.utilisation import kv_cache_bytes_per_token, matmul_weights
+from ohlora_fixtures.records import results
+from ohlora_fixtures.records.record import BenchmarkRecord
+from ohlora_fixtures.session.scaleout import candidate_units
+from tests.conftest import (
+    REPO,
+    SESSION_BENCHMARKS,
+    SESSION_MODELS,
+    SESSION_RANKS,
+    SESSION_RUN,
+    TINY_RUN,
+    TINY_SETTINGS,
+    GridRun,
+    run_grid,
+    run_grid_inprocess,
+)
 
 FIRST, SECOND = SESSION_MODELS
 LOW, HIGH = SESSION_RANKS
@@ -47,7 +57,9 @@ def tiny_lora_model(rank: int = 4) -> peft.PeftModel:
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
     torch.manual_seed(0)
-    lora = peft.LoraConfig(r=rank, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    lora = peft.LoraConfig(
+        r=rank, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     return peft.get_peft_model(LlamaForCausalLM(config), lora)
 
 
@@ -99,8 +111,9 @@ def test_decode_reads_the_weights_and_a_growing_kv_cache_per_new_token():
 
 
 def test_kv_cache_per_token_follows_the_attention_shape():
-    llama = AutoConfig.for_model("llama", num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
-                                 hidden_size=2048)
+    llama = AutoConfig.for_model(
+        "llama", num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, hidden_size=2048
+    )
     assert kv_cache_bytes_per_token(llama, torch.bfloat16) == 2 * 16 * 8 * 64 * 2
     neox = AutoConfig.for_model("gpt_neox", num_hidden_layers=24, num_attention_heads=16, hidden_size=2048)
     assert kv_cache_bytes_per_token(neox, torch.float32) == 2 * 24 * 16 * 128 * 4
@@ -110,14 +123,28 @@ def test_kv_cache_per_token_follows_the_attention_shape():
 # --- peaks -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "pattern"), [
-    ("NVIDIA H100 80GB HBM3", "H100"), ("NVIDIA H100 PCIe", "H100.*PCIe"), ("NVIDIA H100 NVL", "H100.*NVL"),
-    ("NVIDIA H200", "H200"), ("NVIDIA A100-SXM4-40GB", "A100"), ("NVIDIA A100-PCIE-40GB", "A100"),
-    ("NVIDIA A100-SXM4-80GB", "A100.*80GB"), ("NVIDIA A100 80GB PCIe", "A100.*80GB.*PCIe"),
-    ("NVIDIA L4", r"\bL4\b"), ("Tesla T4", r"\bT4\b"), ("NVIDIA A10G", "A10G"), ("NVIDIA A10", r"\bA10\b"),
-    ("NVIDIA GeForce RTX 3090", "RTX 3090"), ("NVIDIA GeForce RTX 4090", "RTX 4090"),
-    ("Tesla V100-SXM2-16GB", "V100"), ("Tesla V100-PCIE-32GB", "V100.*PCIe"), ("Quadro M6000", "M6000"),
-])
+@pytest.mark.parametrize(
+    ("name", "pattern"),
+    [
+        ("NVIDIA H100 80GB HBM3", "H100"),
+        ("NVIDIA H100 PCIe", "H100.*PCIe"),
+        ("NVIDIA H100 NVL", "H100.*NVL"),
+        ("NVIDIA H200", "H200"),
+        ("NVIDIA A100-SXM4-40GB", "A100"),
+        ("NVIDIA A100-PCIE-40GB", "A100"),
+        ("NVIDIA A100-SXM4-80GB", "A100.*80GB"),
+        ("NVIDIA A100 80GB PCIe", "A100.*80GB.*PCIe"),
+        ("NVIDIA L4", r"\bL4\b"),
+        ("Tesla T4", r"\bT4\b"),
+        ("NVIDIA A10G", "A10G"),
+        ("NVIDIA A10", r"\bA10\b"),
+        ("NVIDIA GeForce RTX 3090", "RTX 3090"),
+        ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+        ("Tesla V100-SXM2-16GB", "V100"),
+        ("Tesla V100-PCIE-32GB", "V100.*PCIe"),
+        ("Quadro M6000", "M6000"),
+    ],
+)
 def test_datasheet_finds_each_listed_gpu_by_its_torch_name(name, pattern):
     assert datasheet(name).pattern == pattern
 
@@ -208,16 +235,24 @@ def test_every_record_carries_its_anatomy_adapter_size_and_provenance(tiny_grid:
     assert row in markdown
     assert f"{FIRST}: {revisions[FIRST]}" in markdown and records[0].run.code_revision in markdown
     columns = (out / "results.csv").read_text(encoding="utf-8").splitlines()[0].split(",")
-    assert {"first_token_median_s", "decode_tokens_per_second", "step_p90_s", "adapter_bytes",
-            "weights_revision", "run.code_revision", "sampled_p99_mib"} <= set(columns)
+    assert {
+        "first_token_median_s",
+        "decode_tokens_per_second",
+        "step_p90_s",
+        "adapter_bytes",
+        "weights_revision",
+        "run.code_revision",
+        "sampled_p99_mib",
+    } <= set(columns)
 
 
 # --- the CI gates ----------------------------------------------------------------------------------------
 
 
 def test_vram_budget_fails_a_benchmark_over_it_and_says_why(pytester, tmp_path):
-    result = run_grid_inprocess(pytester, tmp_path, *TINY_RUN, "--ohlora-models", FIRST, "-k", "finetune",
-                                "--ohlora-vram-budget-mb", "1")
+    result = run_grid_inprocess(
+        pytester, tmp_path, *TINY_RUN, "--ohlora-models", FIRST, "-k", "finetune", "--ohlora-vram-budget-mb", "1"
+    )
     assert result.ret == 1, result.stdout.str()[-3000:]
     assert re.search(r"peak memory \d+ MiB \(cpu_tensor_peak\) exceeds --ohlora-vram-budget-mb 1", result.stdout.str())
     [record] = results.read(tmp_path / "ohlora" / "results.jsonl")
@@ -235,17 +270,23 @@ def _baseline_scaled(storage: Path, factor: float, name: str) -> None:
     (machine / name).write_text(json.dumps(saved))
 
 
-def test_compare_fail_passes_against_a_slower_baseline_and_fails_against_a_faster_one(tiny_grid: GridRun, pytester, tmp_path):
+def test_compare_fail_passes_against_a_slower_baseline_and_fails_against_a_faster_one(
+    tiny_grid: GridRun, pytester, tmp_path
+):
     # The session's run as the baseline; one benchmark of it run again (the cheapest) is enough for the gate.
     directory = tiny_grid.copy_to(tmp_path / "run")
     _baseline_scaled(directory / "storage", 1000.0, "0002_slower.json")
     _baseline_scaled(directory / "storage", 0.001, "0003_faster.json")
     one = (*SESSION_RUN, "-k", f"test_inference and {FIRST}")
 
-    improved = run_grid_inprocess(pytester, directory, *one, "--benchmark-compare=0002", "--benchmark-compare-fail=min:5%")
+    improved = run_grid_inprocess(
+        pytester, directory, *one, "--benchmark-compare=0002", "--benchmark-compare-fail=min:5%"
+    )
     assert improved.ret == 0, improved.stdout.str()[-3000:] + improved.stderr.str()[-3000:]
 
-    regressed = run_grid_inprocess(pytester, directory, *one, "--benchmark-compare=0003", "--benchmark-compare-fail=min:5%")
+    regressed = run_grid_inprocess(
+        pytester, directory, *one, "--benchmark-compare=0003", "--benchmark-compare-fail=min:5%"
+    )
     output = regressed.stdout.str() + regressed.stderr.str()
     assert regressed.ret != 0
     assert "Performance has regressed" in output
@@ -266,7 +307,9 @@ def test_pytest_benchmark_compare_reads_two_saved_runs(tiny_grid: GridRun, tmp_p
     _baseline_scaled(storage, 2.0, "0009_doubled.json")
     result = subprocess.run(
         [str(cli), "--storage", f"file://{storage}", "compare", "0001", "0009", "--group-by=name"],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert f"test_finetune[{FIRST}-r{HIGH}]" in result.stdout and "0009_doubled" in result.stdout
@@ -278,8 +321,20 @@ def test_pytest_benchmark_compare_reads_two_saved_runs(tiny_grid: GridRun, tmp_p
 def test_two_xdist_workers_keep_each_candidate_together_and_merge_into_one_run(tmp_path):
     # Five benchmarks, the first candidate's three first: pytest-xdist's own scheduler would send each worker
     # two in a row, splitting that candidate; the plugin's must keep it on one worker.
-    result = run_grid(tmp_path, "--ohlora-ranks", f"{LOW},{HIGH}", *TINY_SETTINGS, "--ohlora-models", ",".join(SESSION_MODELS),
-                      "-k", f"not {SECOND}-r{LOW}", "-n", "2", "-v", env={"OMP_NUM_THREADS": "1"})
+    result = run_grid(
+        tmp_path,
+        "--ohlora-ranks",
+        f"{LOW},{HIGH}",
+        *TINY_SETTINGS,
+        "--ohlora-models",
+        ",".join(SESSION_MODELS),
+        "-k",
+        f"not {SECOND}-r{LOW}",
+        "-n",
+        "2",
+        "-v",
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     workers = defaultdict(set)
     for worker, ids in re.findall(r"\[(gw\d)\].* PASSED \S+\[(\S+)\]", result.stdout):
@@ -292,23 +347,33 @@ def test_two_xdist_workers_keep_each_candidate_together_and_merge_into_one_run(t
     assert all(name in Path(markdown).read_text(encoding="utf-8") for name in SESSION_MODELS)
 
 
-@pytest.mark.parametrize(("nodeid", "unit"), [
-    ("b/test_finetune.py::test_finetune[polyglot-ko-1.3b-r16]", "polyglot-ko-1.3b"),
-    ("b/test_inference.py::test_inference[koquality-polyglot-1.3b]", "koquality-polyglot-1.3b"),
-    ("b/test_inference.py::test_inference[gemma-ko]", "gemma-ko"),
-    ("b/test_finetune.py::test_finetune[gemma-ko-v01-r64]", "gemma-ko-v01"),
-    ("scripts/overhead.py::test_finetune_overhead[3-gemma-ko]", "gemma-ko"),
-    ("tests/test_x.py::test_other[1]", "tests/test_x.py::test_other[1]"),
-])
+@pytest.mark.parametrize(
+    ("nodeid", "unit"),
+    [
+        ("b/test_finetune.py::test_finetune[polyglot-ko-1.3b-r16]", "polyglot-ko-1.3b"),
+        ("b/test_inference.py::test_inference[koquality-polyglot-1.3b]", "koquality-polyglot-1.3b"),
+        ("b/test_inference.py::test_inference[gemma-ko]", "gemma-ko"),
+        ("b/test_finetune.py::test_finetune[gemma-ko-v01-r64]", "gemma-ko-v01"),
+        ("scripts/overhead.py::test_finetune_overhead[3-gemma-ko]", "gemma-ko"),
+        ("tests/test_x.py::test_other[1]", "tests/test_x.py::test_other[1]"),
+    ],
+)
 def test_xdist_units_are_whole_candidates(nodeid, unit):
     names = ["polyglot-ko-1.3b", "koquality-polyglot-1.3b", "gemma-ko", "gemma-ko-v01"]
     assert candidate_units(names)(nodeid) == unit
 
 
-@pytest.mark.parametrize(("name", "worker", "expected"), [
-    ("auto", 0, "cuda:0"), ("auto", 3, "cuda:1"), ("cuda", 2, "cuda:0"), ("cuda:1", 0, "cuda:1"), ("cpu", 1, "cpu"),
-    ("auto", None, "cuda"),
-])
+@pytest.mark.parametrize(
+    ("name", "worker", "expected"),
+    [
+        ("auto", 0, "cuda:0"),
+        ("auto", 3, "cuda:1"),
+        ("cuda", 2, "cuda:0"),
+        ("cuda:1", 0, "cuda:1"),
+        ("cpu", 1, "cpu"),
+        ("auto", None, "cuda"),
+    ],
+)
 def test_xdist_worker_is_pinned_to_one_gpu(monkeypatch, name, worker, expected):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -321,9 +386,20 @@ def test_xdist_worker_is_pinned_to_one_gpu(monkeypatch, name, worker, expected):
 def test_overhead_script_times_the_plugin_and_the_bare_loop(tmp_path):
     out = tmp_path / "overhead.json"
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "overhead.py"), "harness", "--repeats", "1", "--out", str(out),
-         *TINY_RUN],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "overhead.py"),
+            "harness",
+            "--repeats",
+            "1",
+            "--out",
+            str(out),
+            *TINY_RUN,
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(out.read_text())

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import warnings
@@ -25,16 +24,16 @@ import torch
 # The study's stack is imported before a pytester in-process run: pytester restores sys.modules, and torch
 # cannot be imported a second time.
 import ohlora_fixtures.session.study  # noqa: F401
-from tests.conftest import REPO, TINY_ENTRY, TINY_RUN, run_grid, write_registry
-from ohlora_fixtures.measure import hardware
 from ohlora_fixtures import report
-from ohlora_fixtures.records import results
 from ohlora_fixtures.errors import BenchmarkError, UsageError
-from ohlora_fixtures.measure.models import build_random, load_pretrained
-from ohlora_fixtures.records.storage import disk_full
-from ohlora_fixtures.records.record import BenchmarkRecord, RecordError, Status
 from ohlora_fixtures.inputs.registry import load_registry
+from ohlora_fixtures.measure import hardware
+from ohlora_fixtures.measure.models import build_random, load_pretrained
+from ohlora_fixtures.records import results
+from ohlora_fixtures.records.record import BenchmarkRecord, RecordError, Status
+from ohlora_fixtures.records.storage import disk_full
 from ohlora_fixtures.report.stored import Merged, Stored
+from tests.conftest import REPO, TINY_ENTRY, TINY_RUN, run_grid, write_registry
 from tests.e2e.test_failures import a_record
 from tests.report.test_render import finetune, full_run, jsonl
 
@@ -126,7 +125,9 @@ def test_a_broken_line_in_the_middle_warns_with_file_and_line(tmp_path: Path) ->
     with log.open("a", encoding="utf-8") as stream:
         stream.write(newest + "\n")
     results.append(log, a_record("other"))
-    with pytest.warns(results.UnreadableRecord, match=rf"{re.escape(str(log))}:2: skipped, not a valid record: not JSON"):
+    with pytest.warns(
+        results.UnreadableRecord, match=rf"{re.escape(str(log))}:2: skipped, not a valid record: not JSON"
+    ):
         assert [record.id for record in results.read(log)] == ["older", "other"]
 
 
@@ -200,7 +201,7 @@ def _mount(path: Path) -> Path:
 
 # Test-only conftest: the report folder's disk is full. Every answers CSV and every fsync of the log fail
 # with ENOSPC, and so does pytest-benchmark's save at the end.
-FULL_DISK_CONFTEST = '''
+FULL_DISK_CONFTEST = """
 import errno
 import os
 
@@ -225,7 +226,7 @@ def full_disk(monkeypatch):
 
 
 FileStorage.save = lambda self, output_json, save: _full()
-'''
+"""
 
 
 def test_a_full_disk_fails_each_benchmark_with_one_line_and_the_session_ends_with_the_summary(
@@ -233,8 +234,16 @@ def test_a_full_disk_fails_each_benchmark_with_one_line_and_the_session_ends_wit
 ) -> None:
     bench_pytester.makeconftest(FULL_DISK_CONFTEST)
     result = bench_pytester.runpytest_inprocess(
-        "--ohlora-models", "FinguAI-Chat-v1", *TINY_RUN, "--ohlora-report-dir", "report", "-p", "no:randomly",
-        "--benchmark-autosave", "--benchmark-storage", "storage",
+        "--ohlora-models",
+        "FinguAI-Chat-v1",
+        *TINY_RUN,
+        "--ohlora-report-dir",
+        "report",
+        "-p",
+        "no:randomly",
+        "--benchmark-autosave",
+        "--benchmark-storage",
+        "storage",
     )
     output = result.stdout.str()
     result.assert_outcomes(failed=2)
@@ -242,8 +251,9 @@ def test_a_full_disk_fails_each_benchmark_with_one_line_and_the_session_ends_wit
     log = bench_pytester.path / "report" / "results.jsonl"
     mount = _mount(log)
     assert _failure_lines(output) == [  # the fine-tune's record, the
-        f"no space left on {mount} writing {log}",                           # inference's answers (its first write)
-        f"no space left on {mount} writing {bench_pytester.path / 'report' / 'answers' / 'FinguAI-Chat-v1.random-tiny.csv'}",
+        f"no space left on {mount} writing {log}",  # inference's answers (its first write)
+        f"no space left on {mount} writing {bench_pytester.path / 'report' / 'answers'}"
+        "/FinguAI-Chat-v1.random-tiny.csv",
     ], output
     assert not log.exists() or log.read_bytes() == b""
     summary = output.split("= ohlora-bench =", 1)[1]
@@ -257,18 +267,27 @@ def test_a_full_disk_fails_each_benchmark_with_one_line_and_the_session_ends_wit
 def test_a_storage_folder_that_cannot_be_written_is_a_usage_error_at_start_up(bench_pytester: pytest.Pytester) -> None:
     # /proc refuses new files even to root, as a read-only mount does.
     result = bench_pytester.runpytest_inprocess(
-        "--ohlora-models", "FinguAI-Chat-v1", *TINY_RUN, "--ohlora-report-dir", "report",
-        "--benchmark-autosave", "--benchmark-storage", "file:///proc/ohlora-storage",
+        "--ohlora-models",
+        "FinguAI-Chat-v1",
+        *TINY_RUN,
+        "--ohlora-report-dir",
+        "report",
+        "--benchmark-autosave",
+        "--benchmark-storage",
+        "file:///proc/ohlora-storage",
     )
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert "--benchmark-storage: /proc/ohlora-storage cannot be written: creating a file in /proc fails" in result.stderr.str()
+    assert (
+        "--benchmark-storage: /proc/ohlora-storage cannot be written: creating a file in /proc fails"
+        in result.stderr.str()
+    )
     assert not (bench_pytester.path / "report" / "results.jsonl").exists()  # nothing ran
 
 
 # --- 6: SIGTERM is Ctrl-C ---------------------------------------------------------------------------------
 
 # Test-only `-p` plugin: the N-th `train` call (in r32's timed round) gets SIGTERM, as `timeout` sends it.
-SIGTERM_PLUGIN = '''
+SIGTERM_PLUGIN = """
 import os
 import signal
 
@@ -287,15 +306,23 @@ def _train(*args, **kwargs):
 
 
 runner.train = _train
-'''
+"""
 
 
 def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path: Path) -> None:
     (tmp_path / "sigterm_plugin.py").write_text(SIGTERM_PLUGIN, encoding="utf-8")
     path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", str(REPO))])
     completed = run_grid(
-        tmp_path, "-p", "sigterm_plugin", "--ohlora-models", "FinguAI-Chat-v1", *TINY_RUN, "--ohlora-ranks", "16,32",
-        "--benchmark-json", str(tmp_path / "bench.json"),
+        tmp_path,
+        "-p",
+        "sigterm_plugin",
+        "--ohlora-models",
+        "FinguAI-Chat-v1",
+        *TINY_RUN,
+        "--ohlora-ranks",
+        "16,32",
+        "--benchmark-json",
+        str(tmp_path / "bench.json"),
         env={"PYTHONPATH": path, "OHLORA_SIGTERM_AT_TRAIN": "4", "OMP_NUM_THREADS": "1"},
     )
     output = completed.stdout + completed.stderr
@@ -320,8 +347,13 @@ def test_the_resume_index_is_built_once_a_session_and_finds_only_ok_records_of_a
     study = _study(tmp_path, resume=True)
     log = study.settings.results_path
     mine = [replace(a_record(f"ok{i}", status=Status.OK, finished=float(i)), fingerprint="mine") for i in range(3)]
-    for record in [mine[0], replace(a_record("failed", status=Status.FAILED), fingerprint="mine"), mine[1],
-                   replace(a_record("other", status=Status.OK), fingerprint="other"), mine[2]]:
+    for record in [
+        mine[0],
+        replace(a_record("failed", status=Status.FAILED), fingerprint="mine"),
+        mine[1],
+        replace(a_record("other", status=Status.OK), fingerprint="other"),
+        mine[2],
+    ]:
         results.append(log, record)
     with log.open("a", encoding="utf-8") as stream:  # a line of this fingerprint that is no record
         stream.write(_line(mine[0], "seconds", -1.0) + "\n")
@@ -360,8 +392,11 @@ def test_an_implausible_cached_calibration_is_discarded_and_taken_again(
     key = hardware.machine_key(cpu, torch.float32)
     cache.write_text(json.dumps({key: {"tflops": tflops, "gbps": 20.0, "probe_tflops": 0.4, "taken": "then"}}))
 
-    with pytest.warns(UserWarning, match=rf"peaks.json: cached calibration for cpu discarded, tflops = {re.escape(f'{tflops:.3g}')} "
-                                         r"\(expected 0.001 to 200\) is not plausible"):
+    with pytest.warns(
+        UserWarning,
+        match=rf"peaks.json: cached calibration for cpu discarded, tflops = {re.escape(f'{tflops:.3g}')} "
+        r"\(expected 0.001 to 200\) is not plausible",
+    ):
         peaks = hardware.device_peaks(cpu, torch.float32)
     assert peaks.tflops == 0.5 and json.loads(cache.read_text())[key]["tflops"] == 0.5
 
@@ -371,7 +406,13 @@ def test_an_implausible_cached_calibration_is_discarded_and_taken_again(
 
 def test_with_two_workers_the_summary_shows_every_benchmark(run_benchmarks) -> None:
     completed = run_benchmarks(
-        "-n", "2", "-p", "no:randomly", "--ohlora-models", "FinguAI-Chat-v1,TinyKo-v5-a", *TINY_RUN,
+        "-n",
+        "2",
+        "-p",
+        "no:randomly",
+        "--ohlora-models",
+        "FinguAI-Chat-v1,TinyKo-v5-a",
+        *TINY_RUN,
         env={"OMP_NUM_THREADS": "1"},
     )
     output = completed.stdout + completed.stderr
@@ -379,7 +420,9 @@ def test_with_two_workers_the_summary_shows_every_benchmark(run_benchmarks) -> N
     summary = output.split("= ohlora-bench =", 1)[1]
     for candidate in ("FinguAI-Chat-v1", "TinyKo-v5-a"):
         for benchmark in ("finetune r16", "inference"):
-            assert len(re.findall(rf"{re.escape(candidate)}\S*( \(approx\.\))?\s+{benchmark}\s+ok\b", summary)) == 1, summary
+            assert len(re.findall(rf"{re.escape(candidate)}\S*( \(approx\.\))?\s+{benchmark}\s+ok\b", summary)) == 1, (
+                summary
+            )
 
 
 # --- 10: report --ini with a missing file --------------------------------------------------------------------
@@ -426,12 +469,20 @@ def refused_pickle(tmp_path: Path) -> Path:
 def test_a_refused_pickle_is_one_line(refused_pickle: Path, tmp_path: Path) -> None:
     candidate = load_registry(write_registry(tmp_path / "entry.toml", {**TINY_ENTRY, "path": str(refused_pickle)}))[0]
     with pytest.raises(BenchmarkError) as raised:
-        load_pretrained(candidate, device=torch.device("cpu"), dtype=torch.float32, allow_download=False,
-                        trust_remote_code=False, allow_pickle=True)
+        load_pretrained(
+            candidate,
+            device=torch.device("cpu"),
+            dtype=torch.float32,
+            allow_download=False,
+            trust_remote_code=False,
+            allow_pickle=True,
+        )
     message = str(raised.value)
     assert "\n" not in message and "\x1b" not in message
-    assert message.startswith(f"tiny-llama: torch refuses the pickle weights in {refused_pickle} "
-                              "(Unsupported global: GLOBAL argparse.Namespace)")
+    assert message.startswith(
+        f"tiny-llama: torch refuses the pickle weights in {refused_pickle} "
+        "(Unsupported global: GLOBAL argparse.Namespace)"
+    )
 
 
 def test_with_allow_pickle_a_refused_pickle_fails_each_benchmark_with_one_reason_line(
@@ -439,14 +490,24 @@ def test_with_allow_pickle_a_refused_pickle_fails_each_benchmark_with_one_reason
 ) -> None:
     registry = write_registry(bench_pytester.path / "entry.toml", {**TINY_ENTRY, "path": str(refused_pickle)})
     result = bench_pytester.runpytest_inprocess(
-        "--ohlora-candidates", str(registry), "--ohlora-weights", "pretrained", "--ohlora-allow-pickle", *TINY_RUN,
-        "--ohlora-report-dir", "report", "-p", "no:randomly",
+        "--ohlora-candidates",
+        str(registry),
+        "--ohlora-weights",
+        "pretrained",
+        "--ohlora-allow-pickle",
+        *TINY_RUN,
+        "--ohlora-report-dir",
+        "report",
+        "-p",
+        "no:randomly",
     )
     output = result.stdout.str()
     result.assert_outcomes(failed=2)
     assert "Traceback" not in output and "UnpicklingError" not in output and "WeightsUnpickler" not in output
     failures = _failure_lines(output)
-    assert len(failures) == 2 and all(line.startswith("tiny-llama: torch refuses the pickle weights") for line in failures), output
+    assert len(failures) == 2 and all(
+        line.startswith("tiny-llama: torch refuses the pickle weights") for line in failures
+    ), output
     records = list(results.read(bench_pytester.path / "report" / "results.jsonl"))
     assert [r.status for r in records] == [Status.FAILED, Status.FAILED]
     assert all(r.error.startswith("tiny-llama: torch refuses the pickle weights") for r in records)
@@ -466,11 +527,19 @@ def test_a_staging_folder_a_killed_render_left_is_removed_by_the_next_render(tmp
         (left / "results.csv").write_text("half", encoding="utf-8")
     busy = out / f"{render_module.STAGING_PREFIX}busy"  # a render still running in another process
     busy.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, os, sys, time\n"
-        f"handle = os.open({str(busy / render_module.STAGING_LOCK)!r}, os.O_RDWR | os.O_CREAT)\n"
-        "fcntl.flock(handle, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n"
-    )], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, os, sys, time\n"
+                f"handle = os.open({str(busy / render_module.STAGING_LOCK)!r}, os.O_RDWR | os.O_CREAT)\n"
+                "fcntl.flock(handle, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert report.main([str(log), "--out", str(out)]) == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ohlora_fixtures.errors import DatasetError, UsageError
 from ohlora_fixtures.inputs.dataset import (
     PRESETS,
     ExperimentData,
@@ -16,7 +17,6 @@ from ohlora_fixtures.inputs.dataset import (
     load_experiment,
     select_experiment,
 )
-from ohlora_fixtures.errors import DatasetError, UsageError
 
 REFERENCE_CSV = (
     Path(__file__).resolve().parents[3]

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TINY_ENTRY, TINY_RUN, write_registry
-from ohlora_fixtures.records import results
 from ohlora_fixtures.errors import RegistryError
-from ohlora_fixtures.records.answers import Answer, read_answer_grades, write_answers
 from ohlora_fixtures.inputs.paths import child, slug
 from ohlora_fixtures.inputs.registry import load_registry
+from ohlora_fixtures.records import results
+from ohlora_fixtures.records.answers import Answer, read_answer_grades, write_answers
+from tests.conftest import TINY_ENTRY, TINY_RUN, write_registry
 from tests.inputs.test_options import _entry, assert_usage_error
 
 # --- 5: a name becomes a path only through a slug ------------------------------------------
@@ -39,7 +39,9 @@ def test_child_never_leaves_its_folder(tmp_path: Path) -> None:
     assert path.name == "_.._.._.._escape_test_pwn.csv"
 
 
-@pytest.mark.parametrize("name", ["../../../../escape_test/pwn", "a/b", "한국어", "-dash", "not", "x" * 65, "has space"])
+@pytest.mark.parametrize(
+    "name", ["../../../../escape_test/pwn", "a/b", "한국어", "-dash", "not", "x" * 65, "has space"]
+)
 def test_registry_refuses_a_name_pytest_cannot_select_or_a_file_cannot_carry(tmp_path: Path, name: str) -> None:
     path = write_registry(tmp_path / "candidates.toml", _entry(name=name))
     with pytest.raises(RegistryError, match=r"field 'name' = .* must be 1-64 ASCII letters, digits"):
@@ -90,7 +92,17 @@ def test_an_unreadable_graded_file_is_kept_aside_not_overwritten(tmp_path: Path)
 
 
 def test_a_bad_grade_or_a_cp949_answers_file_leaves_the_measurement_standing(bench_pytester: pytest.Pytester) -> None:
-    args = ("--ohlora-models", "FinguAI-Chat-v1", *TINY_RUN, "--ohlora-report-dir", "report", "-k", "test_inference", "-p", "no:randomly")
+    args = (
+        "--ohlora-models",
+        "FinguAI-Chat-v1",
+        *TINY_RUN,
+        "--ohlora-report-dir",
+        "report",
+        "-k",
+        "test_inference",
+        "-p",
+        "no:randomly",
+    )
     bench_pytester.runpytest_inprocess(*args).assert_outcomes(passed=1)
     answers = bench_pytester.path / "report" / "answers" / "FinguAI-Chat-v1.random-tiny.csv"
     log = bench_pytester.path / "report" / "results.jsonl"
@@ -103,9 +115,15 @@ def test_a_bad_grade_or_a_cp949_answers_file_leaves_the_measurement_standing(ben
     result = bench_pytester.runpytest_inprocess(*args)
 
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*GradeWarning: *FinguAI-Chat-v1.random-tiny.csv: line 2: grade 'great' is not a grade and is ignored*"])
+    result.stdout.fnmatch_lines(
+        ["*GradeWarning: *FinguAI-Chat-v1.random-tiny.csv: line 2: grade 'great' is not a grade and is ignored*"]
+    )
     record = list(results.read(log))[-1]
-    assert (record.status, record.inference.answers.human_grade, record.inference.answers.human_graded) == ("ok", 5.0, 1)
+    assert (record.status, record.inference.answers.human_grade, record.inference.answers.human_graded) == (
+        "ok",
+        5.0,
+        1,
+    )
 
     # Then a spreadsheet re-saves it as CP949 (what it cannot encode becomes "?").
     original = answers.read_text(encoding="utf-8-sig").encode("cp949", errors="replace")
@@ -117,7 +135,12 @@ def test_a_bad_grade_or_a_cp949_answers_file_leaves_the_measurement_standing(ben
     kept = list(answers.parent.glob("FinguAI-Chat-v1.random-tiny.graded-*.csv"))
     # The graded rows survived the round trip, so their grades carry over; an answer that did
     # not would have made the CP949 file be kept aside instead.
-    assert (record.status, record.inference.answers.human_grade, record.inference.answers.human_graded, kept) == ("ok", 5.0, 1, [])
+    assert (record.status, record.inference.answers.human_grade, record.inference.answers.human_graded, kept) == (
+        "ok",
+        5.0,
+        1,
+        [],
+    )
 
 
 # --- 10: target modules LoRA cannot adapt, and full-size configs past the sanity bounds -----
@@ -163,23 +186,35 @@ def _results_dir(tmp: Path) -> Path:
 
 
 START_UP_CASES = {
-    "seed too large": (["--ohlora-seed", "99999999999999999999999"],
-                       "--ohlora-seed: '99999999999999999999999' is not valid; expected an integer from 0 to 18446744073709551615"),
+    "seed too large": (
+        ["--ohlora-seed", "99999999999999999999999"],
+        "--ohlora-seed: '99999999999999999999999' is not valid; expected an integer from 0 to 18446744073709551615",
+    ),
     "negative seed": (["--ohlora-seed", "-1"], "--ohlora-seed: '-1' is not valid; expected an integer from 0"),
     # Root passes os.access for /proc; creating a file there still fails.
-    "unwritable folder": (["--ohlora-report-dir", "/proc/ohlora-x"], "--ohlora-report-dir: /proc/ohlora-x cannot be written: creating a file in /proc fails"),
+    "unwritable folder": (
+        ["--ohlora-report-dir", "/proc/ohlora-x"],
+        "--ohlora-report-dir: /proc/ohlora-x cannot be written: creating a file in /proc fails",
+    ),
 }
 
 
 @pytest.mark.parametrize("args, message", START_UP_CASES.values(), ids=START_UP_CASES.keys())
-def test_unusable_seed_or_report_folder_is_refused_at_start_up(bench_pytester: pytest.Pytester, args: list[str], message: str) -> None:
+def test_unusable_seed_or_report_folder_is_refused_at_start_up(
+    bench_pytester: pytest.Pytester, args: list[str], message: str
+) -> None:
     assert_usage_error(bench_pytester, args, message)
 
 
-def test_a_results_log_that_is_a_directory_is_refused_at_start_up(bench_pytester: pytest.Pytester, tmp_path: Path) -> None:
+def test_a_results_log_that_is_a_directory_is_refused_at_start_up(
+    bench_pytester: pytest.Pytester, tmp_path: Path
+) -> None:
     report = _results_dir(tmp_path)
-    assert_usage_error(bench_pytester, ["--ohlora-report-dir", str(report)],
-                       f"--ohlora-report-dir: {report / 'results.jsonl'} is not a regular file")
+    assert_usage_error(
+        bench_pytester,
+        ["--ohlora-report-dir", str(report)],
+        f"--ohlora-report-dir: {report / 'results.jsonl'} is not a regular file",
+    )
 
 
 def test_a_results_log_that_cannot_be_appended_to_is_refused_at_start_up(
@@ -195,16 +230,24 @@ def test_a_results_log_that_cannot_be_appended_to_is_refused_at_start_up(
         return real_open(self, mode, *args, **kwargs)
 
     monkeypatch.setattr(Path, "open", read_only)
-    assert_usage_error(bench_pytester, ["--ohlora-report-dir", str(tmp_path)],
-                       f"{tmp_path / 'results.jsonl'} cannot be appended to (Permission denied)")
+    assert_usage_error(
+        bench_pytester,
+        ["--ohlora-report-dir", str(tmp_path)],
+        f"{tmp_path / 'results.jsonl'} cannot be appended to (Permission denied)",
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--batch-size", "-4"], "--batch-size: '-4' is not valid; expected a positive integer"),
-    (["--seq-len", "0"], "--seq-len: '0' is not valid; expected a positive integer"),
-    (["--models", "nope"], "error: --models: unknown candidate(s) ['nope']"),
-])
-def test_plan_refuses_bad_sizes_naming_its_own_options(capsys: pytest.CaptureFixture, args: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch-size", "-4"], "--batch-size: '-4' is not valid; expected a positive integer"),
+        (["--seq-len", "0"], "--seq-len: '0' is not valid; expected a positive integer"),
+        (["--models", "nope"], "error: --models: unknown candidate(s) ['nope']"),
+    ],
+)
+def test_plan_refuses_bad_sizes_naming_its_own_options(
+    capsys: pytest.CaptureFixture, args: list[str], message: str
+) -> None:
     from ohlora_fixtures.__main__ import main
 
     try:
@@ -234,10 +277,14 @@ def _long(words: int) -> str:
 
 
 def _short_positions_registry(tmp: Path) -> Path:
-    return write_registry(tmp / "candidates.toml", _entry(config={**TINY_ENTRY["config"], "max_position_embeddings": 128}))
+    return write_registry(
+        tmp / "candidates.toml", _entry(config={**TINY_ENTRY["config"], "max_position_embeddings": 128})
+    )
 
 
-def test_long_training_rows_are_cut_to_the_positions_with_one_warning(bench_pytester: pytest.Pytester, tmp_path: Path) -> None:
+def test_long_training_rows_are_cut_to_the_positions_with_one_warning(
+    bench_pytester: pytest.Pytester, tmp_path: Path
+) -> None:
     long_answer = _long(3_500)
     assert len(long_answer) >= 20_000
     rows = [("train", f"질문 {i}", long_answer if i in (1, 3) else f"짧은 답 {i}") for i in range(4)]
@@ -245,15 +292,26 @@ def test_long_training_rows_are_cut_to_the_positions_with_one_warning(bench_pyte
     dataset = _dataset(tmp_path / "long.csv", rows)
 
     result = bench_pytester.runpytest_inprocess(
-        "--ohlora-candidates", str(_short_positions_registry(tmp_path)), "--ohlora-dataset", str(dataset),
-        *TINY_RUN, "--ohlora-report-dir", "report", "-k", "test_finetune", "-p", "no:randomly",
+        "--ohlora-candidates",
+        str(_short_positions_registry(tmp_path)),
+        "--ohlora-dataset",
+        str(dataset),
+        *TINY_RUN,
+        "--ohlora-report-dir",
+        "report",
+        "-k",
+        "test_finetune",
+        "-p",
+        "no:randomly",
     )
 
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines([
-        f"*RowsTruncatedWarning: tiny-llama: 4 training/validation row(s) are longer than its 128 positions; "
-        f"their answers are cut to fit (first at {dataset} line 3)*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            f"*RowsTruncatedWarning: tiny-llama: 4 training/validation row(s) are longer than its 128 positions; "
+            f"their answers are cut to fit (first at {dataset} line 3)*",
+        ]
+    )
     assert result.stdout.str().count("RowsTruncatedWarning") == 1
     record = list(results.read(bench_pytester.path / "report" / "results.jsonl"))[-1]
     assert record.status == "ok"
@@ -261,21 +319,35 @@ def test_long_training_rows_are_cut_to_the_positions_with_one_warning(bench_pyte
     assert record.finetune.tokens <= 4 * 128
 
 
-@pytest.mark.parametrize("question, message", [
-    (_long(3_000), "line 2: the prompt alone is"),
-    ("짧은 질문", "line 9: the prompt plus --ohlora-max-new-tokens 100 needs"),
-])
+@pytest.mark.parametrize(
+    "question, message",
+    [
+        (_long(3_000), "line 2: the prompt alone is"),
+        ("짧은 질문", "line 9: the prompt plus --ohlora-max-new-tokens 100 needs"),
+    ],
+)
 def test_a_prompt_that_does_not_fit_the_positions_is_refused_with_its_line(
     bench_pytester: pytest.Pytester, tmp_path: Path, question: str, message: str
 ) -> None:
-    rows = [("train", question, "답")] + [("train", f"질문 {i}", "답") for i in range(3)] + [("valid", "검증", "답")] * 2
+    rows = (
+        [("train", question, "답")] + [("train", f"질문 {i}", "답") for i in range(3)] + [("valid", "검증", "답")] * 2
+    )
     # Prompts are the valid rows after the two used for validation: lines 8 and 9.
     rows += [("valid", "검증", "답"), ("valid", _long(60) if "max-new" in message else "검증", "답")]
     dataset = _dataset(tmp_path / "long.csv", rows)
-    assert_usage_error(bench_pytester, [
-        "--ohlora-candidates", str(_short_positions_registry(tmp_path)), "--ohlora-dataset", str(dataset),
-        *TINY_RUN, "--ohlora-max-new-tokens", "100",
-    ], message)
+    assert_usage_error(
+        bench_pytester,
+        [
+            "--ohlora-candidates",
+            str(_short_positions_registry(tmp_path)),
+            "--ohlora-dataset",
+            str(dataset),
+            *TINY_RUN,
+            "--ohlora-max-new-tokens",
+            "100",
+        ],
+        message,
+    )
 
 
 def test_rwkv_s_limit_is_its_context_length() -> None:
@@ -302,7 +374,9 @@ SPECIAL_CASES = {
 
 
 @pytest.mark.parametrize("make, message", SPECIAL_CASES.values(), ids=SPECIAL_CASES.keys())
-def test_a_dataset_that_is_not_a_regular_file_says_what_it_is(bench_pytester: pytest.Pytester, tmp_path: Path, make, message: str) -> None:
+def test_a_dataset_that_is_not_a_regular_file_says_what_it_is(
+    bench_pytester: pytest.Pytester, tmp_path: Path, make, message: str
+) -> None:
     assert_usage_error(bench_pytester, ["--ohlora-dataset", str(make(tmp_path))], message)
 
 
@@ -319,8 +393,8 @@ def test_report_given_a_folder_says_it_is_a_directory(tmp_path: Path, capsys: py
 
 
 def _dataset_error(path: Path) -> str:
-    from ohlora_fixtures.inputs.dataset import load_dataset
     from ohlora_fixtures.errors import DatasetError
+    from ohlora_fixtures.inputs.dataset import load_dataset
 
     with pytest.raises(DatasetError) as caught:
         load_dataset(path)
@@ -357,9 +431,21 @@ def test_a_question_without_a_visible_character_is_refused_naming_the_line(tmp_p
     assert "line 3, column input_data: the question is empty or has no visible character" in _dataset_error(path)
 
 
-def test_eval_after_finetune_with_resume_warns_that_reused_fine_tunes_give_no_new_answers(bench_pytester: pytest.Pytester) -> None:
+def test_eval_after_finetune_with_resume_warns_that_reused_fine_tunes_give_no_new_answers(
+    bench_pytester: pytest.Pytester,
+) -> None:
     result = bench_pytester.runpytest_inprocess(
-        "--ohlora-models", "FinguAI-Chat-v1", "--ohlora-eval-after-finetune", "--ohlora-resume", "--collect-only", "-q",
+        "--ohlora-models",
+        "FinguAI-Chat-v1",
+        "--ohlora-eval-after-finetune",
+        "--ohlora-resume",
+        "--collect-only",
+        "-q",
     )
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["*UserWarning: --ohlora-eval-after-finetune with --ohlora-resume: fine-tunes already in results.jsonl are not re-run*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*UserWarning: --ohlora-eval-after-finetune with --ohlora-resume: "
+            "fine-tunes already in results.jsonl are not re-run*"
+        ]
+    )

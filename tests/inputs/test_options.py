@@ -21,20 +21,35 @@ VALID_NAMES = (
 )
 
 OPTION_CASES = [
-    (["--ohlora-models", "llama1B,nope"], f"--ohlora-models: unknown candidate(s) ['nope']; valid names: {VALID_NAMES}"),
+    (
+        ["--ohlora-models", "llama1B,nope"],
+        f"--ohlora-models: unknown candidate(s) ['nope']; valid names: {VALID_NAMES}",
+    ),
     (["--ohlora-models", ","], "--ohlora-models: ',' is not valid; expected comma-separated names"),
     (["--ohlora-ranks", "0"], "--ohlora-ranks: '0' is not valid; expected comma-separated positive integers"),
     (["--ohlora-ranks", "16,x"], "--ohlora-ranks: '16,x' is not valid; expected comma-separated positive integers"),
     (["--ohlora-ranks=-8"], "--ohlora-ranks: '-8' is not valid; expected comma-separated positive integers"),
     (["--ohlora-ranks", "1.5"], "--ohlora-ranks: '1.5' is not valid; expected comma-separated positive integers"),
-    (["--ohlora-ranks", "16,65537"], "--ohlora-ranks: '16,65537' is not valid; expected comma-separated positive integers up to 65536"),
+    (
+        ["--ohlora-ranks", "16,65537"],
+        "--ohlora-ranks: '16,65537' is not valid; expected comma-separated positive integers up to 65536",
+    ),
     (["--ohlora-weights", "huge"], "--ohlora-weights: 'huge' is not valid; expected one of random, pretrained"),
     (["--ohlora-scale", "medium"], "--ohlora-scale: 'medium' is not valid; expected one of tiny, full"),
     (["--ohlora-device", "tpu"], "--ohlora-device: 'tpu' is not a device; use auto, cpu, cuda or cuda:N"),
     (["--ohlora-device", "meta"], "--ohlora-device: 'meta' is not supported; use auto, cpu, cuda or cuda:N"),
-    (["--ohlora-dtype", "int8"], "--ohlora-dtype: 'int8' is not valid; expected one of auto, float32, bfloat16, float16"),
-    (["--ohlora-vram-budget-mb", "lots"], "--ohlora-vram-budget-mb: 'lots' is not valid; expected a positive number of MiB"),
-    (["--ohlora-vram-budget-mb", "inf"], "--ohlora-vram-budget-mb: 'inf' is not valid; expected a positive number of MiB"),
+    (
+        ["--ohlora-dtype", "int8"],
+        "--ohlora-dtype: 'int8' is not valid; expected one of auto, float32, bfloat16, float16",
+    ),
+    (
+        ["--ohlora-vram-budget-mb", "lots"],
+        "--ohlora-vram-budget-mb: 'lots' is not valid; expected a positive number of MiB",
+    ),
+    (
+        ["--ohlora-vram-budget-mb", "inf"],
+        "--ohlora-vram-budget-mb: 'inf' is not valid; expected a positive number of MiB",
+    ),
     (["--ohlora-vram-budget-mb", "0"], "--ohlora-vram-budget-mb: '0' is not valid; expected a positive number of MiB"),
     (["--ohlora-lr", "nan"], "--ohlora-lr: 'nan' is not valid; expected a positive number"),
     (["--ohlora-epochs", "0"], "--ohlora-epochs: '0' is not valid; expected a positive integer"),
@@ -43,8 +58,10 @@ OPTION_CASES = [
     (["--ohlora-min-params", "5"], "--ohlora-min-params 5.0 is above --ohlora-max-params 3.0"),
     (["--ohlora-min-new-tokens", "-1"], "--ohlora-min-new-tokens: '-1' is not valid; expected an integer >= 0"),
     (["--ohlora-min-new-tokens", "81"], "--ohlora-min-new-tokens 81 is above --ohlora-max-new-tokens 80"),
-    (["--ohlora-min-new-tokens", "12", "--ohlora-max-new-tokens", "10"],
-     "--ohlora-min-new-tokens 12 is above --ohlora-max-new-tokens 10"),
+    (
+        ["--ohlora-min-new-tokens", "12", "--ohlora-max-new-tokens", "10"],
+        "--ohlora-min-new-tokens 12 is above --ohlora-max-new-tokens 10",
+    ),
     (["--ohlora-train-rows", "100000"], "needs 100000 train rows"),
 ]
 
@@ -80,7 +97,9 @@ def test_bad_option_is_one_usage_error(bench_pytester: pytest.Pytester, args: li
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")
 def test_cuda_without_a_gpu_is_a_usage_error(bench_pytester: pytest.Pytester) -> None:
-    assert_usage_error(bench_pytester, ["--ohlora-device", "cuda"], "--ohlora-device cuda: no CUDA GPU is visible to torch")
+    assert_usage_error(
+        bench_pytester, ["--ohlora-device", "cuda"], "--ohlora-device cuda: no CUDA GPU is visible to torch"
+    )
 
 
 def _bad_csv(path: Path) -> Path:
@@ -95,21 +114,43 @@ def _not_toml(path: Path) -> Path:
 
 # (option, how to make the bad path under tmp, message excerpt)
 PATH_CASES = [
-    ("--ohlora-dataset", lambda tmp: tmp / "missing.csv", "missing.csv: dataset file not found; pass the path of a CSV file with --ohlora-dataset"),
+    (
+        "--ohlora-dataset",
+        lambda tmp: tmp / "missing.csv",
+        "missing.csv: dataset file not found; pass the path of a CSV file with --ohlora-dataset",
+    ),
     ("--ohlora-dataset", lambda tmp: tmp, "dataset file is a directory, not a file"),
-    ("--ohlora-dataset", lambda tmp: _bad_csv(tmp / "bad.csv"), "bad.csv: the header (line 1) lacks the required column(s) output_data"),
-    ("--ohlora-candidates", lambda tmp: tmp / "missing.toml", "missing.toml: not found; pass --ohlora-candidates with the path of a TOML registry"),
+    (
+        "--ohlora-dataset",
+        lambda tmp: _bad_csv(tmp / "bad.csv"),
+        "bad.csv: the header (line 1) lacks the required column(s) output_data",
+    ),
+    (
+        "--ohlora-candidates",
+        lambda tmp: tmp / "missing.toml",
+        "missing.toml: not found; pass --ohlora-candidates with the path of a TOML registry",
+    ),
     ("--ohlora-candidates", lambda tmp: tmp, ": is a directory, not a file; pass --ohlora-candidates"),
     ("--ohlora-candidates", lambda tmp: _not_toml(tmp / "bad.toml"), "bad.toml: not valid UTF-8 TOML: "),
-    ("--ohlora-report-dir", lambda tmp: _bad_csv(tmp / "file"), "--ohlora-report-dir: {path} exists and is not a directory"),
-    ("--ohlora-report-dir", lambda tmp: _bad_csv(tmp / "file") / "sub", "cannot be created: {tmp}/file is a file, not a directory"),
+    (
+        "--ohlora-report-dir",
+        lambda tmp: _bad_csv(tmp / "file"),
+        "--ohlora-report-dir: {path} exists and is not a directory",
+    ),
+    (
+        "--ohlora-report-dir",
+        lambda tmp: _bad_csv(tmp / "file") / "sub",
+        "cannot be created: {tmp}/file is a file, not a directory",
+    ),
 ]
 
 
 @pytest.mark.parametrize(
     "option, make, message", PATH_CASES, ids=[f"{option}-{index}" for index, (option, _, _) in enumerate(PATH_CASES)]
 )
-def test_bad_path_is_one_usage_error(bench_pytester: pytest.Pytester, tmp_path: Path, option: str, make, message: str) -> None:
+def test_bad_path_is_one_usage_error(
+    bench_pytester: pytest.Pytester, tmp_path: Path, option: str, make, message: str
+) -> None:
     path = make(tmp_path)
     assert_usage_error(bench_pytester, [option, str(path)], message.format(path=path, tmp=tmp_path))
 
@@ -127,19 +168,27 @@ def _entry(**changes: object) -> dict:
 # (entry or entries, message excerpt after "ERROR: ")
 REGISTRY_CASES = {
     "missing field": ([_entry(hub_id=None)], "entry 1 ('tiny-llama'): missing field 'hub_id'"),
-    "wrong type": ([_entry(target_modules="q_proj")], "entry 1 ('tiny-llama'): field 'target_modules' should be list, got 'q_proj'"),
+    "wrong type": (
+        [_entry(target_modules="q_proj")],
+        "entry 1 ('tiny-llama'): field 'target_modules' should be list, got 'q_proj'",
+    ),
     "unknown field": ([_entry(hubid="x")], "entry 1 ('tiny-llama'): unknown field(s) ['hubid']; known fields: "),
-    "bad choice": ([_entry(korean="fluent")], "field 'korean' should be one of ('specialised', 'supporting', 'none'), got 'fluent'"),
+    "bad choice": (
+        [_entry(korean="fluent")],
+        "field 'korean' should be one of ('specialised', 'supporting', 'none'), got 'fluent'",
+    ),
     "bad hub id": ([_entry(hub_id="not a repo")], "field 'hub_id' = 'not a repo' is not a Hugging Face repo id"),
     "path not a dir": ([_entry(path="nowhere")], "field 'path' = 'nowhere' is not a directory"),
     "duplicate": ([_entry(), _entry()], "duplicate names ['tiny-llama']; names must be unique"),
     "model_type typo": (
         [_entry(model_type="lama")],
-        "registry entry 'tiny-llama': field 'model_type' = 'lama' is not a transformers model type; did you mean 'llama'",
+        "registry entry 'tiny-llama': field 'model_type' = 'lama' is not a transformers model type; "
+        "did you mean 'llama'",
     ),
     "architecture": (
         [_entry(architecture="GPT2LMHeadModel")],
-        "registry entry 'tiny-llama': field 'architecture' = 'GPT2LMHeadModel', but model_type 'llama' builds LlamaForCausalLM",
+        "registry entry 'tiny-llama': field 'architecture' = 'GPT2LMHeadModel', "
+        "but model_type 'llama' builds LlamaForCausalLM",
     ),
     "target module": (
         [_entry(target_modules=["qkv"])],
@@ -153,7 +202,9 @@ REGISTRY_CASES = {
 
 
 @pytest.mark.parametrize("entries, message", REGISTRY_CASES.values(), ids=REGISTRY_CASES.keys())
-def test_bad_registry_entry_is_one_usage_error(bench_pytester: pytest.Pytester, tmp_path: Path, entries: list[dict], message: str) -> None:
+def test_bad_registry_entry_is_one_usage_error(
+    bench_pytester: pytest.Pytester, tmp_path: Path, entries: list[dict], message: str
+) -> None:
     registry = write_registry(tmp_path / "candidates.toml", *entries)
     assert_usage_error(bench_pytester, ["--ohlora-candidates", str(registry)], message)
 
@@ -169,20 +220,30 @@ def test_local_path_without_a_checkpoint_is_one_usage_error(bench_pytester: pyte
     (tmp_path / "empty").mkdir()
     registry = write_registry(tmp_path / "candidates.toml", _entry(path="empty"))
     assert_usage_error(
-        bench_pytester, ["--ohlora-candidates", str(registry), "--ohlora-weights", "pretrained"],
+        bench_pytester,
+        ["--ohlora-candidates", str(registry), "--ohlora-weights", "pretrained"],
         f"registry entry 'tiny-llama': field 'path' = '{tmp_path / 'empty'}' holds no checkpoint (no config.json)",
     )
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["plan", "--batch-size", "0"], "error: --batch-size: '0' is not valid; expected a positive integer"),
-    (["plan", "--ranks", "8,x"], "error: --ranks: '8,x' is not valid"),
-    (["report", "x.jsonl", "--max-params", "abc"], "error: --max-params: 'abc' is not valid; expected a positive number"),
-    (["report", "x.jsonl", "--min-params", "5"], "error: --min-params 5.0 is above --max-params 3.0"),
-    (["report", "x.jsonl", "--out", "{file}"], "error: --out: {file} exists and is not a directory"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["plan", "--batch-size", "0"], "error: --batch-size: '0' is not valid; expected a positive integer"),
+        (["plan", "--ranks", "8,x"], "error: --ranks: '8,x' is not valid"),
+        (
+            ["report", "x.jsonl", "--max-params", "abc"],
+            "error: --max-params: 'abc' is not valid; expected a positive number",
+        ),
+        (["report", "x.jsonl", "--min-params", "5"], "error: --min-params 5.0 is above --max-params 3.0"),
+        (["report", "x.jsonl", "--out", "{file}"], "error: --out: {file} exists and is not a directory"),
+    ],
+)
 def test_commands_name_their_own_spelling_of_a_bad_option(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
 ) -> None:
     from ohlora_fixtures.__main__ import main
 

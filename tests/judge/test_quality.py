@@ -9,7 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from ohlora_fixtures.judge.quality import GRADE_LABELS_EN, GRADE_LABELS_KO, GRADES, grade_label, hangul_share, parse_grade, GradeWarning, read_grades, repeated_ngram_share, score_answers
+from ohlora_fixtures.judge.quality import (
+    GRADE_LABELS_EN,
+    GRADE_LABELS_KO,
+    GRADES,
+    GradeWarning,
+    grade_label,
+    hangul_share,
+    parse_grade,
+    read_grades,
+    repeated_ngram_share,
+    score_answers,
+)
 from ohlora_fixtures.records.figures import QualityFigures
 
 COLUMNS = ["prompt_line", "prompt", "reference", "answer", "new_tokens", "seconds", "grade"]

@@ -6,12 +6,11 @@ import dataclasses
 
 import pytest
 
-from ohlora_fixtures.judge import selection
-
-from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.inputs.registry import load_registry
+from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.inputs.options import parse
+from ohlora_fixtures.inputs.registry import load_registry
+from ohlora_fixtures.judge import selection
 
 CANDIDATES = {c.name: c for c in load_registry()}
 POLICY = policy.load_licences()
@@ -174,7 +173,10 @@ def test_weights_come_from_defaults_then_ini_then_the_command_line() -> None:
 
 
 def test_the_ranking_weights_option_is_checked_like_every_option() -> None:
-    assert parse({"ranking_weights": "quality=3,leaderboard=2"}).ranking_weights == (("quality", 3.0), ("leaderboard", 2.0))
+    assert parse({"ranking_weights": "quality=3,leaderboard=2"}).ranking_weights == (
+        ("quality", 3.0),
+        ("leaderboard", 2.0),
+    )
     with pytest.raises(UsageError, match="--ohlora-ranking-weights: 'speed=1' is not valid; expected NAME=WEIGHT"):
         parse({"ranking_weights": "speed=1"})
 

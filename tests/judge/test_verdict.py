@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from ohlora_fixtures.judge import selection
-
 from ohlora_fixtures.inputs import policy
+from ohlora_fixtures.inputs.options import parse
+from ohlora_fixtures.inputs.registry import load_registry
+from ohlora_fixtures.judge import selection
 from ohlora_fixtures.records.figures import MachineLoad
 from ohlora_fixtures.records.record import Kind
-from ohlora_fixtures.inputs.registry import load_registry
 from ohlora_fixtures.report.gather import gather
 from ohlora_fixtures.report.stored import Stored, read_stored
-from ohlora_fixtures.inputs.options import parse
 
 CANDIDATES = {c.name: c for c in load_registry()}
 SCHEMA1 = Path(__file__).parents[1] / "fixtures" / "schema1" / "results.jsonl"
@@ -120,7 +119,9 @@ def test_busy_figures_multiplied_by_0_2_to_20_never_change_the_verdict(seed: int
         assert before.busy_figures  # and the verdict says it rests on them
 
 
-def _stored(scale: str, factors: dict[tuple[str, str], float], busy: set[tuple[str, str]] = frozenset()) -> list[Stored]:
+def _stored(
+    scale: str, factors: dict[tuple[str, str], float], busy: set[tuple[str, str]] = frozenset()
+) -> list[Stored]:
     """The schema-1 run's records at `scale`, each (candidate, kind) time multiplied by its factor and, where
     named in `busy`, flagged busy."""
     out = []
@@ -132,7 +133,8 @@ def _stored(scale: str, factors: dict[tuple[str, str], float], busy: set[tuple[s
         record.round_seconds = tuple(s * factor for s in record.round_seconds)
         if record.kind is Kind.INFERENCE:
             record.inference = dataclasses.replace(
-                record.inference, mean_seconds_per_prompt=record.inference.mean_seconds_per_prompt * factor)
+                record.inference, mean_seconds_per_prompt=record.inference.mean_seconds_per_prompt * factor
+            )
         if key in busy:
             record.load = BUSY
         out.append(Stored(record, item.source))
@@ -142,8 +144,9 @@ def _stored(scale: str, factors: dict[tuple[str, str], float], busy: set[tuple[s
 def _verdict(stored: list[Stored], tmp_path: Path) -> tuple:
     with warnings.catch_warnings():  # the fixture's dataset path is of the machine that ran it: the plan says so
         warnings.simplefilter("ignore")
-        report = gather(stored, list(CANDIDATES.values()), parse({"report_dir": str(tmp_path)}),
-                        policy.resolve_weights())
+        report = gather(
+            stored, list(CANDIDATES.values()), parse({"report_dir": str(tmp_path)}), policy.resolve_weights()
+        )
         chosen = report.recommendation
     return chosen.final, chosen.final_tie, chosen.backup, chosen.backup_tie, chosen.busy_figures
 
@@ -159,9 +162,14 @@ def test_stored_full_size_run_with_busy_times_multiplied_keeps_its_verdict_and_s
     busy = {("polyglot-ko-1.3b", "finetune"), ("llama1B", "inference")}
     base = _verdict(_stored("full", {}, busy), tmp_path)
     assert {(name, criterion) for name, criterion, _ in base[4]} == {
-        ("polyglot-ko-1.3b", "finetune_time"), ("llama1B", "inference_time")}
-    for factors in ({("polyglot-ko-1.3b", "finetune"): 0.2}, {("polyglot-ko-1.3b", "finetune"): 20.0},
-                    {("llama1B", "inference"): 0.2, ("polyglot-ko-1.3b", "finetune"): 20.0}):
+        ("polyglot-ko-1.3b", "finetune_time"),
+        ("llama1B", "inference_time"),
+    }
+    for factors in (
+        {("polyglot-ko-1.3b", "finetune"): 0.2},
+        {("polyglot-ko-1.3b", "finetune"): 20.0},
+        {("llama1B", "inference"): 0.2, ("polyglot-ko-1.3b", "finetune"): 20.0},
+    ):
         assert _verdict(_stored("full", factors, busy), tmp_path) == base
 
 

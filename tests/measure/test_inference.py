@@ -10,17 +10,24 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ohlora_fixtures.measure import memory
 from ohlora_fixtures.inputs import registry
 from ohlora_fixtures.inputs.dataset import load_experiment
+from ohlora_fixtures.inputs.options import DEFAULT_DATASET
+from ohlora_fixtures.inputs.tokenizer import dataset_tokenizer
+from ohlora_fixtures.measure import memory
 from ohlora_fixtures.measure.devices import StepClock
-from ohlora_fixtures.measure.finetune import FinetuneSettings, adapter_file_bytes, encode, fresh_adapter, step_batches, train
+from ohlora_fixtures.measure.finetune import (
+    FinetuneSettings,
+    adapter_file_bytes,
+    encode,
+    fresh_adapter,
+    step_batches,
+    train,
+)
 from ohlora_fixtures.measure.inference import GenerationSettings, encode_prompts, generate_answers, latency_figures
 from ohlora_fixtures.measure.memory import MemoryMeter
 from ohlora_fixtures.measure.models import build_random
 from ohlora_fixtures.records.percentiles import median, percentile
-from ohlora_fixtures.inputs.options import DEFAULT_DATASET
-from ohlora_fixtures.inputs.tokenizer import dataset_tokenizer
 
 CPU = torch.device("cpu")
 LLAMA = next(c for c in registry.load_registry() if c.name == "llama1B")
@@ -131,7 +138,9 @@ def test_step_clock_times_each_step_on_the_cpu():
 
 def test_training_times_every_step_and_the_steps_fill_the_loop(base, experiment):
     settings = FinetuneSettings(rank=4, epochs=1, batch_size=2)
-    batches = step_batches(encode(base.tokenizer, LLAMA, experiment.train[:8]), settings, base.tokenizer.pad_token_id, CPU)
+    batches = step_batches(
+        encode(base.tokenizer, LLAMA, experiment.train[:8]), settings, base.tokenizer.pad_token_id, CPU
+    )
     with fresh_adapter(base.model, LLAMA, settings) as model:
         started = time.perf_counter()
         trained = train(model, batches, 1e-3, CPU)
@@ -142,8 +151,14 @@ def test_training_times_every_step_and_the_steps_fill_the_loop(base, experiment)
 
 
 def _tiny_lora(rank: int) -> peft.PeftModel:
-    config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     torch.manual_seed(0)
     return peft.get_peft_model(LlamaForCausalLM(config), peft.LoraConfig(r=rank, target_modules=["q_proj", "v_proj"]))
 

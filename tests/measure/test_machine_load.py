@@ -16,12 +16,12 @@ import torch
 # The study's stack is imported before a pytester in-process run: pytester restores sys.modules, and torch
 # cannot be imported a second time.
 import ohlora_fixtures.session.study  # noqa: F401
-from tests.conftest import TINY_RUN
 from ohlora_fixtures.measure import hardware
-from ohlora_fixtures.records import results
 from ohlora_fixtures.measure.machine_load import BUSY_OTHER_CORES, CpuTimes, machine_load
+from ohlora_fixtures.records import results
 from ohlora_fixtures.records.figures import MachineLoad
 from ohlora_fixtures.records.record import BenchmarkRecord, Status
+from tests.conftest import TINY_RUN
 
 
 def test_rounds_reach_pytest_benchmark_the_record_and_the_report(bench_pytester: pytest.Pytester) -> None:
@@ -49,7 +49,9 @@ def test_rounds_reach_pytest_benchmark_the_record_and_the_report(bench_pytester:
     assert {b["extra_info"]["seconds"] for b in saved["benchmarks"]} == {r.seconds for r in records}
     assert all(len(b["extra_info"]["round_seconds"]) == 3 and "load" in b["extra_info"] for b in saved["benchmarks"])
     # The flat view reads back as the same record.
-    assert BenchmarkRecord.from_json(saved["benchmarks"][0]["extra_info"]).round_seconds in {r.round_seconds for r in records}
+    assert BenchmarkRecord.from_json(saved["benchmarks"][0]["extra_info"]).round_seconds in {
+        r.round_seconds for r in records
+    }
     report = (bench_pytester.path / "report" / "leaderboard.md").read_text(encoding="utf-8")
     assert "3×)" in report and "median round" in report
 
@@ -90,7 +92,9 @@ def test_peaks_are_calibrated_once_per_machine_and_reused_until_asked_again(
     assert calls, "other settings (threads) get their own calibration"
 
 
-def test_an_unreadable_peaks_cache_is_calibrated_again_with_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreadable_peaks_cache_is_calibrated_again_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     (tmp_path / "ohlora-bench").mkdir()
     (tmp_path / "ohlora-bench" / "peaks.json").write_text("{not json", encoding="utf-8")
@@ -125,9 +129,13 @@ def test_busy_is_other_processes_steal_or_a_slow_probe(
     assert load.other_cores == pytest.approx(others)
 
 
-@pytest.mark.parametrize(("before", "after", "busy"), [(0.6, 0.95, False), (0.95, 0.6, False), (0.6, 0.7, True),
-                                                      (None, 0.6, True), (0.6, None, True)])
-def test_one_slow_probe_among_quiet_ones_is_no_busy_machine(before: float | None, after: float | None, busy: bool) -> None:
+@pytest.mark.parametrize(
+    ("before", "after", "busy"),
+    [(0.6, 0.95, False), (0.95, 0.6, False), (0.6, 0.7, True), (None, 0.6, True), (0.6, None, True)],
+)
+def test_one_slow_probe_among_quiet_ones_is_no_busy_machine(
+    before: float | None, after: float | None, busy: bool
+) -> None:
     # The false alarm of a quiet grid (10 of 32 flagged, "probe at 58-70 %"): a probe that stalls on its own
     # right after a benchmark; a machine that is really shared slows the probe before and after alike.
     quiet = machine_load(_times(0.0, 100.0, 0.0, 1.0), _times(10.0, 115.0, 0.0, 16.0), before, after)
@@ -135,7 +143,9 @@ def test_one_slow_probe_among_quiet_ones_is_no_busy_machine(before: float | None
 
 
 def test_a_process_keeping_one_core_busy_flags_the_rounds() -> None:
-    burner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 30\nwhile time.time() < end: pass"])
+    burner = subprocess.Popen(
+        [sys.executable, "-c", "import time\nend = time.time() + 30\nwhile time.time() < end: pass"]
+    )
     try:
         time.sleep(0.3)  # the burner is running
         before = CpuTimes.now()
@@ -184,8 +194,19 @@ def test_a_busy_attempt_is_measured_again_and_only_the_kept_one_is_stored(
 
     monkeypatch.setattr(load, "machine_load", busy_then_quiet)
     result = bench_pytester.runpytest_inprocess(
-        "--ohlora-models", "FinguAI-Chat-v1", *TINY_RUN, "--ohlora-rounds", "2", "--ohlora-busy-retries", "2",
-        "--ohlora-report-dir", "report", "--benchmark-json", "bench.json", "-p", "no:randomly",
+        "--ohlora-models",
+        "FinguAI-Chat-v1",
+        *TINY_RUN,
+        "--ohlora-rounds",
+        "2",
+        "--ohlora-busy-retries",
+        "2",
+        "--ohlora-report-dir",
+        "report",
+        "--benchmark-json",
+        "bench.json",
+        "-p",
+        "no:randomly",
     )
     result.assert_outcomes(passed=2)
     records = list(results.read(bench_pytester.path / "report" / "results.jsonl"))
@@ -215,8 +236,17 @@ def test_a_utilisation_above_100_percent_calibrates_again(
     cache.parent.mkdir()
     cache.write_text(json.dumps({key: {"probe_tflops": 100.0, "tflops": 0.001, "gbps": 1000.0, "taken": "then"}}))
     result = bench_pytester.runpytest_inprocess(
-        "--ohlora-models", "FinguAI-Chat-v1", *TINY_RUN, "-k", "finetune", "--ohlora-report-dir", "report",
-        "-p", "no:randomly", "-W", "always::UserWarning",
+        "--ohlora-models",
+        "FinguAI-Chat-v1",
+        *TINY_RUN,
+        "-k",
+        "finetune",
+        "--ohlora-report-dir",
+        "report",
+        "-p",
+        "no:randomly",
+        "-W",
+        "always::UserWarning",
     )
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*MFU read *% of the calibrated peak (then)*calibrating again*"])

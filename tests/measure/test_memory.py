@@ -6,9 +6,15 @@ import pytest
 import torch
 
 from ohlora_fixtures.measure import memory, torch_compat
-from ohlora_fixtures.measure.memory import TENSOR_METRIC, TensorPeak, TensorPeakMeter, needs_tensor_pass, tensor_mib, with_tensor_peak
-from ohlora_fixtures.records.figures import MIB
-from ohlora_fixtures.records.figures import MemoryFigures
+from ohlora_fixtures.measure.memory import (
+    TENSOR_METRIC,
+    TensorPeak,
+    TensorPeakMeter,
+    needs_tensor_pass,
+    tensor_mib,
+    with_tensor_peak,
+)
+from ohlora_fixtures.records.figures import MIB, MemoryFigures
 
 FOUR_MIB = 4 * MIB // 4  # float32 elements in 4 MiB
 

@@ -8,15 +8,32 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_grid
 from ohlora_fixtures.measure.finetune import peak_batches
 from ohlora_fixtures.measure.inference import peak_prompts
 from ohlora_fixtures.records.answers import Answer
+from tests.conftest import run_grid
 
 # Uneven widths and a short last batch (7 rows in batches of 3), two epochs, answers of different lengths.
-VARIED = ("--ohlora-models", "TinyKo-v5-a", "--ohlora-ranks", "16", "--ohlora-train-rows", "7", "--ohlora-batch-size",
-          "3", "--ohlora-epochs", "2", "--ohlora-valid-rows", "2", "--ohlora-prompts", "4", "--ohlora-max-new-tokens", "6",
-          "--ohlora-busy-retries", "0")
+VARIED = (
+    "--ohlora-models",
+    "TinyKo-v5-a",
+    "--ohlora-ranks",
+    "16",
+    "--ohlora-train-rows",
+    "7",
+    "--ohlora-batch-size",
+    "3",
+    "--ohlora-epochs",
+    "2",
+    "--ohlora-valid-rows",
+    "2",
+    "--ohlora-prompts",
+    "4",
+    "--ohlora-max-new-tokens",
+    "6",
+    "--ohlora-busy-retries",
+    "0",
+)
 
 
 def _batch(rows: int, width: int) -> dict[str, torch.Tensor]:

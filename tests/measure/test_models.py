@@ -15,15 +15,15 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import TINY_ENTRY, TINY_RUN, write_registry
-from ohlora_fixtures.measure import models, provenance
-from ohlora_fixtures.records import results
-from ohlora_fixtures.inputs.dataset import load_experiment
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.measure.models import WeightsUnavailable, build_random, load_pretrained
-from ohlora_fixtures.inputs.registry import load_registry
+from ohlora_fixtures.inputs.dataset import load_experiment
 from ohlora_fixtures.inputs.options import DEFAULT_DATASET
+from ohlora_fixtures.inputs.registry import load_registry
 from ohlora_fixtures.inputs.tokenizer import dataset_tokenizer
+from ohlora_fixtures.measure import models, provenance
+from ohlora_fixtures.measure.models import WeightsUnavailable, build_random, load_pretrained
+from ohlora_fixtures.records import results
+from tests.conftest import TINY_ENTRY, TINY_RUN, write_registry
 
 CPU = torch.device("cpu")
 LOAD = {"device": CPU, "dtype": torch.float32, "allow_download": False}
@@ -59,7 +59,9 @@ def pickled(tmp_path_factory: pytest.TempPathFactory, checkpoint: Path) -> Path:
     return directory
 
 
-def test_missing_weights_skip_only_that_candidate(run_benchmarks, tmp_path: Path, checkpoint: Path, pickled: Path) -> None:
+def test_missing_weights_skip_only_that_candidate(
+    run_benchmarks, tmp_path: Path, checkpoint: Path, pickled: Path
+) -> None:
     """Offline with an empty HF cache: the local checkpoint runs; the uncached hub id and a
     pickle-only cached snapshot are skipped with what to do."""
     hf_home = tmp_path / "hf-home"
@@ -74,7 +76,14 @@ def test_missing_weights_skip_only_that_candidate(run_benchmarks, tmp_path: Path
         {**TINY_ENTRY, "name": "pickled", "hub_id": "ohlora-test/pickled"},
     )
     result = run_benchmarks(
-        "--ohlora-candidates", str(registry), "--ohlora-weights", "pretrained", *TINY_RUN, "-rs", "-p", "no:randomly",
+        "--ohlora-candidates",
+        str(registry),
+        "--ohlora-weights",
+        "pretrained",
+        *TINY_RUN,
+        "-rs",
+        "-p",
+        "no:randomly",
         env={"HF_HOME": str(hf_home), "OMP_NUM_THREADS": "1"},
     )
     output = result.stdout + result.stderr
@@ -84,9 +93,12 @@ def test_missing_weights_skip_only_that_candidate(run_benchmarks, tmp_path: Path
     records = {(r.candidate, r.kind.value): r for r in logged}
     assert len(logged) == len(records)
     assert {key: record.status for key, record in records.items()} == {
-        ("local", "finetune"): "ok", ("local", "inference"): "ok",
-        ("llama1B", "finetune"): "skipped", ("llama1B", "inference"): "skipped",
-        ("pickled", "finetune"): "skipped", ("pickled", "inference"): "skipped",
+        ("local", "finetune"): "ok",
+        ("local", "inference"): "ok",
+        ("llama1B", "finetune"): "skipped",
+        ("llama1B", "inference"): "skipped",
+        ("pickled", "finetune"): "skipped",
+        ("pickled", "inference"): "skipped",
     }
     absent = records[("llama1B", "finetune")].error
     assert absent.startswith(
@@ -109,7 +121,9 @@ def test_pickle_checkpoint_is_refused_unless_allowed(tiny_candidate, pickled: Pa
 
 
 def test_safetensors_checkpoint_loads_by_default(tiny_candidate, checkpoint: Path) -> None:
-    base = load_pretrained(replace(tiny_candidate, path=checkpoint), trust_remote_code=False, allow_pickle=False, **LOAD)
+    base = load_pretrained(
+        replace(tiny_candidate, path=checkpoint), trust_remote_code=False, allow_pickle=False, **LOAD
+    )
     assert base.weights == "pretrained" and base.total_params > 0
 
 
@@ -125,13 +139,20 @@ def test_remote_code_runs_only_when_entry_and_user_both_ask(
 
     monkeypatch.setattr(models.transformers.AutoTokenizer, "from_pretrained", from_pretrained)
     with pytest.raises(WeightsUnavailable):
-        load_pretrained(replace(tiny_candidate, trust_remote_code=entry_asks), trust_remote_code=user_allows, allow_pickle=False, **LOAD)
+        load_pretrained(
+            replace(tiny_candidate, trust_remote_code=entry_asks),
+            trust_remote_code=user_allows,
+            allow_pickle=False,
+            **LOAD,
+        )
     assert asked == [entry_asks and user_allows]
 
 
 def test_remote_code_entry_is_refused_without_the_flag(tiny_candidate) -> None:
     with pytest.raises(UsageError) as refused:
-        load_pretrained(replace(tiny_candidate, trust_remote_code=True), trust_remote_code=False, allow_pickle=False, **LOAD)
+        load_pretrained(
+            replace(tiny_candidate, trust_remote_code=True), trust_remote_code=False, allow_pickle=False, **LOAD
+        )
     assert str(refused.value) == (
         "candidate 'tiny-llama' needs remote code (trust_remote_code in its registry entry); it is refused "
         "unless you pass --ohlora-trust-remote-code after reviewing that code"
@@ -140,10 +161,16 @@ def test_remote_code_entry_is_refused_without_the_flag(tiny_candidate) -> None:
 
 @pytest.mark.parametrize(
     "args, refused",
-    [(["--ohlora-weights", "pretrained"], True), (["--ohlora-weights", "pretrained", "--ohlora-trust-remote-code"], False), ([], False)],
+    [
+        (["--ohlora-weights", "pretrained"], True),
+        (["--ohlora-weights", "pretrained", "--ohlora-trust-remote-code"], False),
+        ([], False),
+    ],
     ids=["pretrained", "pretrained-trusted", "random-weights"],
 )
-def test_remote_code_refusal_comes_at_start_up(bench_pytester: pytest.Pytester, tmp_path: Path, args: list[str], refused: bool) -> None:
+def test_remote_code_refusal_comes_at_start_up(
+    bench_pytester: pytest.Pytester, tmp_path: Path, args: list[str], refused: bool
+) -> None:
     registry = write_registry(tmp_path / "candidates.toml", {**TINY_ENTRY, "trust_remote_code": True})
     result = bench_pytester.runpytest_inprocess("--ohlora-candidates", str(registry), "--collect-only", "-q", *args)
     if refused:
@@ -159,7 +186,9 @@ def test_undeclared_custom_code_is_refused_and_never_runs(tiny_candidate, checkp
     shutil.copytree(checkpoint, directory)
     ran = tmp_path / "code-ran"
     config = json.loads((directory / "config.json").read_text())
-    config.update(model_type="ohlora-custom", auto_map={"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"})
+    config.update(
+        model_type="ohlora-custom", auto_map={"AutoConfig": "custom.Config", "AutoModelForCausalLM": "custom.Model"}
+    )
     (directory / "config.json").write_text(json.dumps(config))
     (directory / "custom.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
 
@@ -175,7 +204,9 @@ def test_undeclared_custom_code_is_refused_and_never_runs(tiny_candidate, checkp
 # --- provenance: which weights, which code ----------------------------------------------------------
 
 
-def test_a_local_checkpoint_is_named_by_the_hash_of_its_contents(tiny_candidate, checkpoint: Path, tmp_path: Path) -> None:
+def test_a_local_checkpoint_is_named_by_the_hash_of_its_contents(
+    tiny_candidate, checkpoint: Path, tmp_path: Path
+) -> None:
     local = replace(tiny_candidate, path=checkpoint)
     first = load_pretrained(local, trust_remote_code=False, allow_pickle=False, **LOAD).revision
     assert re.fullmatch(r"sha256:[0-9a-f]{16}", first)
@@ -184,7 +215,9 @@ def test_a_local_checkpoint_is_named_by_the_hash_of_its_contents(tiny_candidate,
     shutil.copytree(checkpoint, copy)
     assert provenance.pretrained_revision(tiny_candidate.hub_id, copy) == first  # where it lies does not matter
     config = json.loads((copy / "config.json").read_text())
-    (copy / "config.json").write_text(json.dumps({**config, "rms_norm_eps": 1e-5 if config.get("rms_norm_eps") != 1e-5 else 1e-6}))
+    (copy / "config.json").write_text(
+        json.dumps({**config, "rms_norm_eps": 1e-5 if config.get("rms_norm_eps") != 1e-5 else 1e-6})
+    )
     assert provenance.pretrained_revision(tiny_candidate.hub_id, copy) != first
     (copy / "README.md").write_text("notes do not change the weights")
     assert provenance.folder_hash(copy) == provenance.folder_hash(copy)
@@ -232,8 +265,16 @@ def test_resume_measures_again_when_the_local_checkpoint_changed(
 
     def run(outcome: str) -> pytest.RunResult:
         result = bench_pytester.runpytest_inprocess(
-            "--ohlora-candidates", str(registry), "--ohlora-weights", "pretrained", *TINY_RUN,
-            "--ohlora-report-dir", "report", "--ohlora-resume", "-p", "no:randomly",
+            "--ohlora-candidates",
+            str(registry),
+            "--ohlora-weights",
+            "pretrained",
+            *TINY_RUN,
+            "--ohlora-report-dir",
+            "report",
+            "--ohlora-resume",
+            "-p",
+            "no:randomly",
         )
         result.assert_outcomes(**{outcome: 2})
         return result
@@ -245,11 +286,13 @@ def test_resume_measures_again_when_the_local_checkpoint_changed(
     weights[name] = weights[name] + 1
     save_file(weights, local / "model.safetensors", metadata={"format": "pt"})
     changed = run("passed")
-    changed.stdout.fnmatch_lines([
-        "*tiny-llama r16: measured again, not resumed: *results.jsonl has it for weights sha256:*, "
-        "the weights now are sha256:*",
-        "*tiny-llama inference: measured again, not resumed: *",
-    ])
+    changed.stdout.fnmatch_lines(
+        [
+            "*tiny-llama r16: measured again, not resumed: *results.jsonl has it for weights sha256:*, "
+            "the weights now are sha256:*",
+            "*tiny-llama inference: measured again, not resumed: *",
+        ]
+    )
     logged = list(results.read(bench_pytester.path / "report" / "results.jsonl"))
     assert len(logged) == 4 and len({record.weights_revision for record in logged}) == 2
     assert logged[-1].weights_revision == provenance.pretrained_revision(TINY_ENTRY["hub_id"], local)
@@ -265,7 +308,10 @@ def test_a_cached_hub_model_is_named_by_its_snapshot_commit(
     (repo / "refs" / "main").write_text(commit)
     monkeypatch.setattr(provenance.huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     hub = replace(tiny_candidate, hub_id="ohlora-test/tiny", path=None)
-    assert load_pretrained(hub, trust_remote_code=False, allow_pickle=False, **LOAD).revision == f"hub:ohlora-test/tiny@{commit}"
+    assert (
+        load_pretrained(hub, trust_remote_code=False, allow_pickle=False, **LOAD).revision
+        == f"hub:ohlora-test/tiny@{commit}"
+    )
     assert provenance.pretrained_revision("ohlora-test/absent", None) == "hub:ohlora-test/absent@unknown"
 
 

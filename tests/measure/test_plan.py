@@ -10,11 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from ohlora_fixtures.measure import plan
+from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs import registry
 from ohlora_fixtures.inputs.dataset import ExperimentData, QAPair
+from ohlora_fixtures.measure import gpus, hardware, plan
 from ohlora_fixtures.measure.finetune import IGNORE_INDEX, Example, FinetuneSettings
 from ohlora_fixtures.records.figures import MIB
+from ohlora_fixtures.report.reference import load_study
 
 REPO = Path(__file__).resolve().parents[2]
 CANDIDATES = {candidate.name: candidate for candidate in registry.load_registry()}
@@ -57,7 +59,9 @@ def test_dataset_widths_count_the_prompt_template_the_answer_and_the_end_token(m
         QAPair("no answer here at all and longer still", None, 5),  # left out, as fine-tuning leaves it out
     )
     experiment = ExperimentData(Path("rows.csv"), "default", train, (), ())
-    widths = plan.dataset_widths(candidate, experiment, FinetuneSettings(rank=1, batch_size=4, epochs=1), WordTokenizer())
+    widths = plan.dataset_widths(
+        candidate, experiment, FinetuneSettings(rank=1, batch_size=4, epochs=1), WordTokenizer()
+    )
     assert widths.widest == template + 4 + 6 + 1
     assert widths.batches == 1 and widths.mean == widths.widest
     assert widths.source == "rows.csv, dataset tokenizer"
@@ -71,7 +75,9 @@ def test_a_wider_batch_plans_more_activations_and_the_peak_adds_up():
     rank = narrow.ranks[0]
     adapter_weights = rank.trainable_params * plan.ADAPTER_BYTES / MIB
     assert rank.finetune_increase_estimate_mib == pytest.approx(3 * adapter_weights + rank.activations_mib)
-    assert rank.finetune_peak_estimate_mib == pytest.approx(narrow.weights_mib + adapter_weights + rank.finetune_increase_estimate_mib)
+    assert rank.finetune_peak_estimate_mib == pytest.approx(
+        narrow.weights_mib + adapter_weights + rank.finetune_increase_estimate_mib
+    )
 
 
 def test_plan_command_reads_widths_from_the_dataset_unless_seq_len_overrides(capsys):
@@ -108,18 +114,19 @@ def test_the_activation_fit_is_the_least_squares_fit_of_its_calibration_table():
 
 # --- Named GPUs (data/gpus.toml) ---------------------------------------------------------------------------------
 
-from ohlora_fixtures.measure import gpus
-from ohlora_fixtures.measure import hardware  # noqa: E402
-from ohlora_fixtures.errors import UsageError  # noqa: E402
-from ohlora_fixtures.report.reference import load_study  # noqa: E402
-
 TABLE = gpus.load_gpus()
 
 
 def test_the_gpu_table_has_the_common_cards_and_says_which_run_bf16_natively():
     assert {"T4", "L4", "A10G", "RTX-3090", "RTX-4090", "A100-40GB", "A100-80GB", "H100", "M6000"} <= set(TABLE.names)
     t4, a100, m6000 = TABLE.select(["t4", "A100-80GB", "Quadro-M6000"])
-    assert (t4.memory_mib, t4.dtype, a100.memory_mib, a100.dtype, m6000.memory_mib) == (16384, "float16", 81920, "bfloat16", 12288)
+    assert (t4.memory_mib, t4.dtype, a100.memory_mib, a100.dtype, m6000.memory_mib) == (
+        16384,
+        "float16",
+        81920,
+        "bfloat16",
+        12288,
+    )
     assert "no native bf16" in t4.dtype_reason and m6000.fp16_tflops is None
     assert all(gpu.source for gpu in TABLE.gpus)
 
@@ -128,7 +135,12 @@ def test_the_gpu_table_agrees_with_the_datasheets_utilisation_divides_by():
     for gpu in TABLE.gpus:
         sheet = hardware.datasheet(gpu.label)
         assert sheet is not None, gpu.label
-        assert (sheet.bf16, sheet.fp16, sheet.fp32, sheet.gbps) == (gpu.bf16_tflops, gpu.fp16_tflops, gpu.fp32_tflops, gpu.gbps), gpu.name
+        assert (sheet.bf16, sheet.fp16, sheet.fp32, sheet.gbps) == (
+            gpu.bf16_tflops,
+            gpu.fp16_tflops,
+            gpu.fp32_tflops,
+            gpu.gbps,
+        ), gpu.name
 
 
 def test_an_unknown_gpu_is_one_usage_line_listing_the_known_names(capsys):
@@ -163,8 +175,25 @@ def test_a_card_holds_the_tensors_plus_context_and_workspaces_and_the_largest_ba
 def test_plan_json_gives_each_rank_its_after_run_figure_and_each_card_fits_and_max_batch_size(capsys):
     from ohlora_fixtures.__main__ import main
 
-    assert main(["plan", "--models", "gemma-2-2b-it", "--ranks", "16,64", "--seq-len", "1000", "--json",
-                 "--gpu", "M6000,A100-80GB", "--dtype", "float32"]) == 0
+    assert (
+        main(
+            [
+                "plan",
+                "--models",
+                "gemma-2-2b-it",
+                "--ranks",
+                "16,64",
+                "--seq-len",
+                "1000",
+                "--json",
+                "--gpu",
+                "M6000,A100-80GB",
+                "--dtype",
+                "float32",
+            ]
+        )
+        == 0
+    )
     (plain,) = json.loads(capsys.readouterr().out)["plans"]
     assert plain["dtype"] == "float32"
     for rank in plain["ranks"]:
@@ -199,11 +228,10 @@ def test_the_plans_after_run_figure_meets_the_studys_t4_cells_within_3_percent()
 import dataclasses  # noqa: E402
 
 import torch  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
 
 from ohlora_fixtures.measure.finetune import fresh_adapter, train  # noqa: E402
 from ohlora_fixtures.measure.memory import TensorPeakMeter  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
-
 from ohlora_fixtures.measure.models import build_config  # noqa: E402
 
 
@@ -237,7 +265,9 @@ def test_gradient_checkpointing_trains_the_same_in_less_memory_and_the_plan_esti
     the plan's increase with checkpointing meets the measured one (never under it by more than 2 %)."""
     candidate, seq_len = _full_shaped("llama1B", 8, 4), 64
     plain, plain_losses = _measured_increase(candidate, FinetuneSettings(rank=16), seq_len)
-    checkpointed, losses = _measured_increase(candidate, FinetuneSettings(rank=16, gradient_checkpointing=True), seq_len)
+    checkpointed, losses = _measured_increase(
+        candidate, FinetuneSettings(rank=16, gradient_checkpointing=True), seq_len
+    )
     assert losses == pytest.approx(plain_losses, rel=1e-5)
     assert checkpointed < 0.6 * plain
     rank = plan.plan_candidate(candidate, (16,), "float32", 4, plan.fixed_widths(seq_len)).ranks[0]
@@ -255,7 +285,10 @@ def test_a_cards_time_is_the_one_full_size_estimate_at_its_datasheet_rate_in_its
     rank = run.ranks[0]
     for gpu in (t4, a100, m6000):
         fit = plan.finetune_fit(run, rank, gpu, TABLE)
-        assert fit.seconds_estimate == estimate.finetune_time(run, rank.trainable_params, run.train_tokens, gpu.tflops).seconds
+        assert (
+            fit.seconds_estimate
+            == estimate.finetune_time(run, rank.trainable_params, run.train_tokens, gpu.tflops).seconds
+        )
         answer = plan.inference_fit(run, gpu, TABLE).seconds_estimate
         assert answer == estimate.answer_time(run, 64, run.max_new_tokens, 2, gpu.gbps).seconds
     unknown = plan.plan_candidate(CANDIDATES["llama1B"], (16,), "bfloat16", 4, plan.fixed_widths(64))

@@ -12,19 +12,24 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tests.conftest import GridRun
 from ohlora_fixtures import report
-from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.records.figures import MemoryFigures
-from ohlora_fixtures.records.figures import QualityFigures
-from ohlora_fixtures.records.record import (
-    Answers, BenchmarkRecord, FinetuneFigures, InferenceFigures, Kind, RunDescription, Status, plain,
-)
-from ohlora_fixtures.inputs.registry import load_registry
-from ohlora_fixtures.report.tables import results_table
-from ohlora_fixtures.records.figures import DecodeUtilisation, FinetuneUtilisation
+from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.inputs.options import parse
+from ohlora_fixtures.inputs.registry import load_registry
+from ohlora_fixtures.records.figures import DecodeUtilisation, FinetuneUtilisation, MemoryFigures, QualityFigures
+from ohlora_fixtures.records.record import (
+    Answers,
+    BenchmarkRecord,
+    FinetuneFigures,
+    InferenceFigures,
+    Kind,
+    RunDescription,
+    Status,
+    plain,
+)
+from ohlora_fixtures.report.tables import results_table
+from tests.conftest import GridRun
 
 CANDIDATES = {c.name: c for c in load_registry()}
 # Small full-size plans keep the tests fast; TinyKo is the approximate stand-in.
@@ -65,16 +70,34 @@ def finetune(name: str, rank: int, finished: float = 1.0, status: Status = Statu
     return record
 
 
-def inference(name: str, answers_csv: Path, finished: float = 2.0, run: RunDescription | None = None) -> BenchmarkRecord:
-    answers = Answers(str(answers_csv), QualityFigures(chrf=4.5, n_scored=3, empty_share=0.0, hangul_share=0.9,
-                                                       repeated_ngram_share=0.1))
+def inference(
+    name: str, answers_csv: Path, finished: float = 2.0, run: RunDescription | None = None
+) -> BenchmarkRecord:
+    answers = Answers(
+        str(answers_csv),
+        QualityFigures(chrf=4.5, n_scored=3, empty_share=0.0, hangul_share=0.9, repeated_ngram_share=0.1),
+    )
     return BenchmarkRecord(
-        id=f"benchmarks/test_inference.py::test_inference[{name}]", kind=Kind.INFERENCE, candidate=name,
-        rank=None, approximate=CANDIDATES[name].approximate, fingerprint=f"inf-{name}", run=run or run_description(),
-        status=Status.OK, finished=finished, seconds=0.6, memory=memory(420.0, 410.0, 415.0),
+        id=f"benchmarks/test_inference.py::test_inference[{name}]",
+        kind=Kind.INFERENCE,
+        candidate=name,
+        rank=None,
+        approximate=CANDIDATES[name].approximate,
+        fingerprint=f"inf-{name}",
+        run=run or run_description(),
+        status=Status.OK,
+        finished=finished,
+        seconds=0.6,
+        memory=memory(420.0, 410.0, 415.0),
         inference=InferenceFigures(
-            prompts=3, mean_seconds_per_prompt=0.2, new_tokens=30, max_new_tokens_seen=10, prompt_tokens=20,
-            tokens_per_second=50.0, total_params=100_000, answers=answers,
+            prompts=3,
+            mean_seconds_per_prompt=0.2,
+            new_tokens=30,
+            max_new_tokens_seen=10,
+            prompt_tokens=20,
+            tokens_per_second=50.0,
+            total_params=100_000,
+            answers=answers,
             utilisation=DecodeUtilisation(55_800_000, 0.93, 30.0, 0.031, "datasheet"),
         ),
     )
@@ -92,11 +115,19 @@ def answers_file(path: Path, grades: list[str]) -> Path:
 
 def benchmark_json(path: Path, records: list[BenchmarkRecord]) -> Path:
     """A file shaped like pytest-benchmark's autosave: each benchmark's extra_info is one record."""
-    path.write_text(json.dumps({
-        "machine_info": {}, "commit_info": {}, "datetime": "2026-01-02T03:04:05", "version": "5.3.1",
-        "benchmarks": [{"name": r.id, "extra_info": r.flat(), "stats": {"mean": 1.0}} for r in records],
-        "ohlora": plain(records[0].run) if records else {},
-    }), encoding="utf-8")
+    path.write_text(
+        json.dumps(
+            {
+                "machine_info": {},
+                "commit_info": {},
+                "datetime": "2026-01-02T03:04:05",
+                "version": "5.3.1",
+                "benchmarks": [{"name": r.id, "extra_info": r.flat(), "stats": {"mean": 1.0}} for r in records],
+                "ohlora": plain(records[0].run) if records else {},
+            }
+        ),
+        encoding="utf-8",
+    )
     return path
 
 
@@ -113,10 +144,13 @@ def full_run(tmp_path: Path) -> list[BenchmarkRecord]:
     """polyglot measured at every rank; TinyKo with an OOM, a failure and a rank not run."""
     answers = tmp_path / "answers"
     return [
-        finetune("polyglot-ko-1.3b", 16), finetune("polyglot-ko-1.3b", 32),
+        finetune("polyglot-ko-1.3b", 16),
+        finetune("polyglot-ko-1.3b", 32),
         inference("polyglot-ko-1.3b", answers_file(answers / "polyglot-ko-1.3b.random-tiny.csv", ["", "", ""])),
         finetune("TinyKo-v5-a", 16, status=Status.OOM),
-        dataclasses.replace(inference("TinyKo-v5-a", answers / "none.csv"), status=Status.FAILED, error="ValueError: bad"),
+        dataclasses.replace(
+            inference("TinyKo-v5-a", answers / "none.csv"), status=Status.FAILED, error="ValueError: bad"
+        ),
     ]
 
 
@@ -139,8 +173,13 @@ def test_every_column_is_rendered_from_a_stored_run_and_no_cell_is_blank(tmp_pat
     header = rows[0]
     expected = ["model", "leaderboard average", "parameters"] + [f"fine-tuning time r{r} (s per run)" for r in RANKS]
     expected += [f"fine-tuning peak r{r} (MiB)" for r in RANKS] + [f"eval loss after fine-tuning r{r}" for r in RANKS]
-    expected += ["inference time (s per answer, ranked)", "time per new token (generate time / new tokens)",
-                 "new tokens per answer (mean)", "inference peak (MiB)", "answer quality"]
+    expected += [
+        "inference time (s per answer, ranked)",
+        "time per new token (generate time / new tokens)",
+        "new tokens per answer (mean)",
+        "inference peak (MiB)",
+        "answer quality",
+    ]
     assert header == expected
     assert len(rows) == 1 + len(NAMES)
     assert all(cell for row in rows for cell in row)
@@ -156,8 +195,16 @@ def test_every_column_is_rendered_from_a_stored_run_and_no_cell_is_blank(tmp_pat
     assert "ValueError: bad" in markdown.split("## Failures", 1)[1]
     for section in ("Candidates and screening", "Answer quality", "Full-size plan (estimates)"):
         assert all(cell for row in table_rows(markdown, section) for cell in row), section
-    for shown in ("device", "dtype", "weights", "scale", "torch / transformers / peft", "2026-01-02 03:04:05 UTC",
-                  "batch 4, 10 epochs", "3 prompts, ≤80 new tokens"):
+    for shown in (
+        "device",
+        "dtype",
+        "weights",
+        "scale",
+        "torch / transformers / peft",
+        "2026-01-02 03:04:05 UTC",
+        "batch 4, 10 epochs",
+        "3 prompts, ≤80 new tokens",
+    ):
         assert shown in markdown
     assert "STAND-IN RESULTS" in markdown and "meaningless" in markdown
     # An approximate candidate is never shown unmarked, except inside a file name.
@@ -166,7 +213,12 @@ def test_every_column_is_rendered_from_a_stored_run_and_no_cell_is_blank(tmp_pat
     html = (out / "leaderboard.html").read_text(encoding="utf-8")
     assert 'class="banner"' in html and html.count("data:image/png;base64,") == 5
     assert sorted(p.name for p in out.glob("*.png")) == [
-        "finetune_memory.png", "finetune_time.png", "inference_cost.png", "pareto.png", "training_loss.png"]
+        "finetune_memory.png",
+        "finetune_time.png",
+        "inference_cost.png",
+        "pareto.png",
+        "training_loss.png",
+    ]
     frame = pd.read_csv(out / "results.csv")
     assert len(frame) == 5
     assert {"quality.chrf", "run.versions.torch", "peak_mib", "memory_metric", "source"} <= set(frame.columns)
@@ -183,15 +235,19 @@ def test_the_plots_line_lists_exactly_the_plots_in_the_folder(tmp_path: Path, ca
         return {Path(path).name for path in line.removeprefix("plots: ").split(", ")}
 
     assert listed_plots(full_run(tmp_path)) == {p.name for p in out.glob("*.png")} >= {"pareto.png"}
-    assert listed_plots([finetune("polyglot-ko-1.3b", 16)]) == {p.name for p in out.glob("*.png")} == {
-        "finetune_time.png", "finetune_memory.png", "training_loss.png"}
+    assert (
+        listed_plots([finetune("polyglot-ko-1.3b", 16)])
+        == {p.name for p in out.glob("*.png")}
+        == {"finetune_time.png", "finetune_memory.png", "training_loss.png"}
+    )
     assert "pareto.png" not in (out / "leaderboard.md").read_text(encoding="utf-8")
 
 
 def test_eval_loss_cell_says_why_when_valid_rows_have_no_answers(tmp_path: Path) -> None:
     measured = finetune("polyglot-ko-1.3b", 16)
     unanswered = dataclasses.replace(
-        measured, finetune=dataclasses.replace(measured.finetune, eval_loss=None, eval_rows=0))
+        measured, finetune=dataclasses.replace(measured.finetune, eval_loss=None, eval_rows=0)
+    )
     out = tmp_path / "report"
     assert report.main([str(benchmark_json(tmp_path / "run.json", [unanswered])), "--out", str(out)]) == 0
 
@@ -206,7 +262,12 @@ def test_utilisation_is_shown_per_rank_with_its_peaks_or_why_not(tmp_path: Path)
     rows = table_rows((out / "leaderboard.md").read_text(encoding="utf-8"), "Hardware utilisation (estimates)")
     assert rows[0] == ["model", "MFU r16", "MFU r32", "decode bandwidth use", "device peaks (source)"]
     assert rows[1] == [
-        "polyglot-ko-1.3b", "4.2% †", "4.2% †", "3.1% †", "0.19 TFLOP/s (calibrated); 30 GB/s (datasheet)"]
+        "polyglot-ko-1.3b",
+        "4.2% †",
+        "4.2% †",
+        "3.1% †",
+        "0.19 TFLOP/s (calibrated); 30 GB/s (datasheet)",
+    ]
     assert rows[2][1:4] == ["OOM", "not run", "failed"]
 
 
@@ -219,11 +280,14 @@ def test_merging_two_shards_gives_the_same_table_as_one_run_with_both(tmp_path: 
     shard_b = jsonl(tmp_path / "results.jsonl", [*records[3:], earlier])
 
     merged = report.gather(
-        [*report.read_stored(shard_a), *report.read_stored(shard_b)], list(CANDIDATES[n] for n in NAMES), settings,
+        [*report.read_stored(shard_a), *report.read_stored(shard_b)],
+        list(CANDIDATES[n] for n in NAMES),
+        settings,
         weights,
     )
-    single = report.gather([report.Stored(r, "one run") for r in records], [CANDIDATES[n] for n in NAMES],
-                           settings, weights)
+    single = report.gather(
+        [report.Stored(r, "one run") for r in records], [CANDIDATES[n] for n in NAMES], settings, weights
+    )
 
     assert results_table(merged) == results_table(single)
     assert merged.replaced == 1  # the later 1.50 s replaced the earlier 99 s
@@ -263,8 +327,21 @@ def test_korean_headers(tmp_path: Path) -> None:
     report.main([str(jsonl(tmp_path / "results.jsonl", full_run(tmp_path))), "--out", str(out), "--lang", "ko"])
 
     markdown = (out / "leaderboard.md").read_text(encoding="utf-8")
-    for header in ("모델", "파라미터 수", "리더보드 평균", "학습 시간 r16", "학습 메모리 r32", "추론 시간", "추론 메모리",
-                   "답변 품질", "최종 선택", "예비 모델", "미실행", "메모리 부족", "TinyKo-v5-a (근사)"):
+    for header in (
+        "모델",
+        "파라미터 수",
+        "리더보드 평균",
+        "학습 시간 r16",
+        "학습 메모리 r32",
+        "추론 시간",
+        "추론 메모리",
+        "답변 품질",
+        "최종 선택",
+        "예비 모델",
+        "미실행",
+        "메모리 부족",
+        "TinyKo-v5-a (근사)",
+    ):
         assert header in markdown, header
     assert '<html lang="ko">' in (out / "leaderboard.html").read_text(encoding="utf-8")
 

@@ -11,10 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from ohlora_fixtures.report import plots
 from ohlora_fixtures import report
 from ohlora_fixtures.records.record import BenchmarkRecord, RunDescription
-from tests.report.test_render import CANDIDATES, answers_file, finetune, full_run, inference, jsonl, run_description, table_rows
+from ohlora_fixtures.report import plots
+from tests.report.test_render import (
+    CANDIDATES,
+    answers_file,
+    finetune,
+    full_run,
+    inference,
+    jsonl,
+    run_description,
+    table_rows,
+)
 
 PRETRAINED = run_description(weights="pretrained")
 # Grades (1-5) and costs chosen so the front is known: llama1B beats FinguAI on both views.
@@ -209,8 +218,10 @@ def test_the_korean_check_finds_english(tmp_path: Path) -> None:
 def test_the_html_names_korean_fonts_before_the_system_font(tmp_path: Path) -> None:
     render(tmp_path, full_run(tmp_path), "--lang", "ko")
     html = (tmp_path / "out" / "leaderboard.html").read_text(encoding="utf-8")
-    family = re.search(r"body \{ font-family: ([^;]+);", html).group(1)
-    assert family.startswith('"Noto Sans KR", "Noto Sans CJK KR", "Nanum Gothic", "Apple SD Gothic Neo", "Malgun Gothic"')
+    family = " ".join(re.search(r"body \{ font-family: ([^;]+);", html).group(1).split())
+    assert family.startswith(
+        '"Noto Sans KR", "Noto Sans CJK KR", "Nanum Gothic", "Apple SD Gothic Neo", "Malgun Gothic"'
+    )
     assert family.endswith("system-ui, sans-serif")
 
 

@@ -9,26 +9,39 @@ from pathlib import Path
 
 import pandas as pd
 
-from ohlora_fixtures.report import plots
-from ohlora_fixtures.judge import selection
 from ohlora_fixtures.inputs import policy
+from ohlora_fixtures.judge import selection
 from ohlora_fixtures.records.figures import MachineLoad
 from ohlora_fixtures.records.record import BenchmarkRecord, Kind
+from ohlora_fixtures.report import plots
 from tests.report.test_render import CANDIDATES, full_run, table_rows
 from tests.report.test_tables import GRADED, NAMES, english_pieces, graded_run, render
 
 # Another process kept 1.4 of 2 cores busy and the probe ran at 40 % and 50 % (before and after): both readings
 # make the machine busy.
-BUSY = MachineLoad(cores=2, load_before=2.1, load_after=2.3, other_cores=1.4, steal=None, probe_before=0.4,
-                   probe_after=0.5, busy=True, why_busy="other processes used 1.4 of 2 cores; probe at 50% of its calibrated speed")
+BUSY = MachineLoad(
+    cores=2,
+    load_before=2.1,
+    load_after=2.3,
+    other_cores=1.4,
+    steal=None,
+    probe_before=0.4,
+    probe_after=0.5,
+    busy=True,
+    why_busy="other processes used 1.4 of 2 cores; probe at 50% of its calibrated speed",
+)
 
 
 def busy_run(tmp_path: Path) -> list[BenchmarkRecord]:
     """The graded set at full scale (its times are read, not estimated), with llama1B's r32 fine-tuning and
     inference timed on a busy machine."""
     records = [dataclasses.replace(r, run=dataclasses.replace(r.run, scale="full")) for r in graded_run(tmp_path)]
-    return [dataclasses.replace(r, load=BUSY) if r.candidate == "llama1B" and (r.kind is Kind.INFERENCE or r.rank == 32)
-            else r for r in records]
+    return [
+        dataclasses.replace(r, load=BUSY)
+        if r.candidate == "llama1B" and (r.kind is Kind.INFERENCE or r.rank == 32)
+        else r
+        for r in records
+    ]
 
 
 def sections(markdown: str) -> list[str]:
@@ -62,7 +75,9 @@ def test_an_excluded_candidate_keeps_its_row_and_says_so(tmp_path: Path) -> None
     rows = table_rows(render(tmp_path, full_run(tmp_path)), "Leaderboard (the figures the score used)")
 
     assert [(row[0], row[1], row[-1]) for row in rows[1:]] == [
-        ("1", "polyglot-ko-1.3b", "1.000"), ("—", "TinyKo-v5-a (approx.)", "excluded")]
+        ("1", "polyglot-ko-1.3b", "1.000"),
+        ("—", "TinyKo-v5-a (approx.)", "excluded"),
+    ]
 
 
 def test_busy_estimated_and_stand_in_figures_carry_their_marks_everywhere(tmp_path: Path) -> None:
@@ -89,13 +104,17 @@ def test_busy_estimated_and_stand_in_figures_carry_their_marks_everywhere(tmp_pa
     card = markdown.split("## The answer\n", 1)[1].split("\n## ", 1)[0]
     assert "**backup: llama1B**" in card  # so the busy figures the choice rests on are named
     assert "This verdict rests on figures measured while the machine was busy" in card
-    assert "llama1B fine-tuning time (other processes used 1.4 of 2 cores, probe at 50% of its calibrated speed)" in card
+    assert (
+        "llama1B fine-tuning time (other processes used 1.4 of 2 cores, probe at 50% of its calibrated speed)" in card
+    )
     notes = markdown.split("## Notes\n", 1)[1]
-    assert ("- llama1B fine-tuning r32: other processes used 1.4 of 2 cores; probe at 50% of its calibrated speed"
-            in notes)
+    assert (
+        "- llama1B fine-tuning r32: other processes used 1.4 of 2 cores; probe at 50% of its calibrated speed" in notes
+    )
     frame = pd.read_csv(tmp_path / "out" / "results.csv")
-    marks = dict(zip(frame["candidate"] + " " + frame["rank"].fillna(0).astype(int).astype(str),
-                     frame["marks"].fillna("")))
+    marks = dict(
+        zip(frame["candidate"] + " " + frame["rank"].fillna(0).astype(int).astype(str), frame["marks"].fillna(""))
+    )
     assert marks["llama1B 32"] == "busy" and marks["llama1B 16"] == ""
 
 
@@ -114,13 +133,31 @@ def test_a_backup_best_on_nothing_is_said_to_be_so() -> None:
     # Leaderboard average and fine-tuning time only: polyglot is best on the average, TinyKo the fastest,
     # llama1B second on both and best on neither, yet second overall.
     figures = {"polyglot-ko-1.3b": 20.0, "llama1B": 30.0, "TinyKo-v5-a": 10.0}
-    evidence = [selection.Evidence(
-        candidate=CANDIDATES[name], largest_rank=16, finetune_peak_mib=100.0, finetune_peak_source="measured",
-        figures={"finetune_time": seconds, "finetune_memory": None, "inference_time": None, "inference_memory": None},
-        sources={}, measured=True) for name, seconds in figures.items()]
+    evidence = [
+        selection.Evidence(
+            candidate=CANDIDATES[name],
+            largest_rank=16,
+            finetune_peak_mib=100.0,
+            finetune_peak_source="measured",
+            figures={
+                "finetune_time": seconds,
+                "finetune_memory": None,
+                "inference_time": None,
+                "inference_memory": None,
+            },
+            sources={},
+            measured=True,
+        )
+        for name, seconds in figures.items()
+    ]
     weights = {c.name: 0.0 for c in policy.CRITERIA} | {"leaderboard": 2.0, "finetune_time": 0.5}
-    rules = selection.Rules(max_params=3, min_params=0, vram_budget_mib=12288, weights=weights,
-                            licences=policy.LicencePolicy(allowed=("*",), refused=()))
+    rules = selection.Rules(
+        max_params=3,
+        min_params=0,
+        vram_budget_mib=12288,
+        weights=weights,
+        licences=policy.LicencePolicy(allowed=("*",), refused=()),
+    )
     rec = selection.recommend(evidence, rules)
 
     assert (rec.final, rec.backup) == ("polyglot-ko-1.3b", "llama1B")

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import SESSION_MODELS, SESSION_RUN, GridRun, run_grid
 from ohlora_fixtures.inputs import registry
 from ohlora_fixtures.inputs.dataset import QAPair, load_experiment
+from ohlora_fixtures.inputs.options import DEFAULT_DATASET
+from ohlora_fixtures.inputs.tokenizer import dataset_tokenizer
 from ohlora_fixtures.measure.finetune import (
     FinetuneSettings,
     encode,
@@ -24,11 +25,10 @@ from ohlora_fixtures.measure.finetune import (
 )
 from ohlora_fixtures.measure.inference import GenerationSettings, encode_prompts, generate_answers
 from ohlora_fixtures.measure.memory import MemoryMeter
-from ohlora_fixtures.records.figures import MIB
 from ohlora_fixtures.measure.models import build_config, build_random, count_parameters
 from ohlora_fixtures.measure.plan import plan_candidate
-from ohlora_fixtures.inputs.options import DEFAULT_DATASET
-from ohlora_fixtures.inputs.tokenizer import dataset_tokenizer
+from ohlora_fixtures.records.figures import MIB
+from tests.conftest import SESSION_MODELS, SESSION_RUN, GridRun, run_grid
 
 CPU = torch.device("cpu")
 CANDIDATES = {candidate.name: candidate for candidate in registry.load_registry()}
@@ -235,7 +235,9 @@ def _check_memory_belongs_to_its_benchmark(finetune: dict, inference: dict, run:
         assert figures["peak_mib"] == pytest.approx(figures["start_mib"] + figures["peak_increase_mib"], abs=0.02)
         # The timed round's resident figures stay beside it.
         assert figures["trimmed"] is True
-        assert figures["absolute_peak_mib"] == pytest.approx(figures["rss_peak_mib"] + figures["baseline_mib"], abs=0.02)
+        assert figures["absolute_peak_mib"] == pytest.approx(
+            figures["rss_peak_mib"] + figures["baseline_mib"], abs=0.02
+        )
         assert figures["baseline_mib"] == run["runtime_baseline_mib"] > 100
         # Each reset of the kernel's high-water mark keeps the lifetime peak it would have hidden.
         # (records hold 0.01 MiB, the session figure full precision)
@@ -252,8 +254,9 @@ def test_memory_headline_does_not_depend_on_what_ran_before(tiny_grid: GridRun, 
     # after that other model's fine-tune (in the session, after TinyKo's own).
     other = tmp_path / "other.json"
     picked = {"finetune": "test_finetune[FinguAI-Chat-v1-r16]", "inference": "test_inference[TinyKo-v5-a]"}
-    run = run_grid(tmp_path, *SESSION_RUN, "-k", "FinguAI-Chat-v1-r16 or (TinyKo-v5-a and inference)",
-                   f"--benchmark-json={other}")
+    run = run_grid(
+        tmp_path, *SESSION_RUN, "-k", "FinguAI-Chat-v1-r16 or (TinyKo-v5-a and inference)", f"--benchmark-json={other}"
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
 
     def figures(path: Path, name: str) -> dict:
