@@ -102,6 +102,28 @@ def _tradeoff_plot(report: Report, lang: str) -> TradeOffPlot:
     return TradeOffPlot(points, quality, report.ranks[-1])
 
 
+# The last render's plots, by everything they are drawn from. A session renders its own report and then the
+# merged leaderboard, which mostly show the same figures: the second copies the PNG files instead of drawing.
+_DRAWN: dict[str, dict[str, tuple[str, bytes]]] = {}
+
+
+def _plots(report: Report, lang: str, subtitle: str, font: str | None, staging: Path) -> dict[str, Path]:
+    """Write the report's plots into `staging`; {plot name: PNG path}."""
+    drawn_from = (_series(report, lang), subtitle, report.memory_metrics, _tradeoff_plot(report, lang), font, lang)
+    key = repr(drawn_from)
+    if key in _DRAWN:
+        for file_name, content in _DRAWN[key].values():
+            (staging / file_name).write_bytes(content)
+        return {name: staging / file_name for name, (file_name, _) in _DRAWN[key].items()}
+    images = write_plots(
+        drawn_from[0], staging, subtitle, report.memory_metrics, lambda key, **values: text(key, lang, **values),
+        drawn_from[3], font,
+    )
+    _DRAWN.clear()
+    _DRAWN[key] = {name: (path.name, path.read_bytes()) for name, path in images.items()}
+    return images
+
+
 def render(
     stored: Iterable[Stored] | Merged,
     candidates: Sequence[Candidate],
@@ -128,15 +150,7 @@ def render(
         subtitle = "; ".join(dict.fromkeys(cells.run_label(r.run, lang) for r in report.all_records))
         if report.stand_in:
             subtitle = text("plot_stand_in", lang, what=report.stand_in_text(lang), labels=subtitle)
-        images = write_plots(
-            _series(report, lang),
-            staging,
-            subtitle,
-            report.memory_metrics,
-            lambda key, **values: text(key, lang, **values),
-            _tradeoff_plot(report, lang),
-            font,
-        )
+        images = _plots(report, lang, subtitle, font, staging)
         blocks = document(report, images)
         (staging / "leaderboard.md").write_text(to_markdown(blocks), encoding="utf-8")
         (staging / "leaderboard.html").write_text(to_html(blocks, report.lang), encoding="utf-8")

@@ -274,3 +274,23 @@ def test_with_a_real_hangul_font_korean_plots_draw_every_glyph(tmp_path: Path) -
         warnings.simplefilter("always")
         render(tmp_path, graded_run(tmp_path), "--lang", "ko")
     assert [str(w.message) for w in caught if "missing from font" in str(w.message)] == []
+
+
+def test_a_second_render_of_the_same_figures_copies_the_plots_and_a_changed_figure_redraws(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    rendering = importlib.import_module("ohlora_fixtures.report.render")  # the package exports a function `render`
+    drawn = []
+    real = rendering.write_plots
+    monkeypatch.setattr(rendering, "write_plots", lambda *args, **kwargs: drawn.append(1) or real(*args, **kwargs))
+    records = graded_run(tmp_path / "a")
+    render(tmp_path / "a", records)
+    render(tmp_path / "b", records)  # the session's second render: its own report, then the merged one
+    assert len(drawn) == 1
+    for name in plots.PLOT_FILES.values():
+        first, second = tmp_path / "a" / "out" / name, tmp_path / "b" / "out" / name
+        assert first.is_file() == second.is_file()
+        assert not first.is_file() or first.read_bytes() == second.read_bytes()
+    faster = [dataclasses.replace(r, seconds=r.seconds / 2) if r.kind.value == "finetune" else r for r in records]
+    render(tmp_path / "c", faster)
+    assert len(drawn) == 2
