@@ -30,16 +30,10 @@ def _plan(argv: list[str]) -> int:
     from ohlora_fixtures.inputs.options import PLAN, add_options, parse, positive_int
     from ohlora_fixtures.measure.devices import DTYPES
     from ohlora_fixtures.measure.finetune import FinetuneSettings
+    from ohlora_fixtures.measure.gpu_fit import fits_as_dict, format_fits
     from ohlora_fixtures.measure.gpus import load_gpus
     from ohlora_fixtures.measure.models import check_candidate
-    from ohlora_fixtures.measure.plan import (
-        experiment_widths,
-        fits_as_dict,
-        fixed_widths,
-        format_fits,
-        format_plans,
-        plan_candidate,
-    )
+    from ohlora_fixtures.measure.plan import experiment_widths, fixed_widths, format_plans, plan_candidate
 
     parser = argparse.ArgumentParser(
         prog="python -m ohlora_fixtures plan",

@@ -20,18 +20,14 @@ to check.
 
 Each rank is also estimated with gradient checkpointing (each layer's input
 kept, one layer recomputed), and after training (`finetune_after_mib`: what
-`memory_allocated()` reads once the loop is done). `finetune_fit` and
-`inference_fit` set a plan against a named card of data/gpus.toml (gpus.py):
-the CUDA context and cuBLAS workspaces are stated apart from the tensors, the
-largest batch that fits is solved from the activations' linear growth, and the
-card's time comes from estimate.py.
+`memory_allocated()` reads once the loop is done). gpu_fit.py sets a plan
+against a named card of data/gpus.toml.
 """
 
 from __future__ import annotations
 
-import math
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,7 +40,6 @@ from ohlora_fixtures.inputs import defaults
 from ohlora_fixtures.inputs.dataset import ExperimentData
 from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.inputs.tokenizer import experiment_tokenizer
-from ohlora_fixtures.measure import gpus
 from ohlora_fixtures.measure.devices import DTYPES
 from ohlora_fixtures.measure.finetune import (
     Example,
@@ -54,7 +49,6 @@ from ohlora_fixtures.measure.finetune import (
     position_limit,
     step_batches,
 )
-from ohlora_fixtures.measure.gpus import Gpu, GpuTable
 from ohlora_fixtures.measure.models import build_config, meta_model, parameter_count
 from ohlora_fixtures.measure.provenance import hub_snapshot
 from ohlora_fixtures.measure.utilisation import kv_cache_bytes_per_token, matmul_weights, recurrent_state_bytes
@@ -267,215 +261,6 @@ def plan_candidate(
         matmul_params=matmuls.frozen + matmuls.adapter,
         kv_values_per_token=kv_cache_bytes_per_token(config, torch.uint8),
     )
-
-
-@dataclass(frozen=True)
-class GpuFit:
-    """Whether one run fits one named card: the plan's tensors plus what the process holds beside them (ESTIMATE).
-
-    `max_batch_size` is the largest fine-tuning batch whose peak fits at the
-    run's widest row (the widest batch always holds it; a run with fewer rows
-    cannot use it all); 0 when not even one row fits; None for inference (one
-    prompt at a time).
-    """
-
-    gpu: str
-    dtype: str
-    dtype_reason: str
-    memory_mib: float
-    tensors_mib: float
-    cuda_context_mib: float
-    workspace_mib: float
-    total_mib: float
-    fits: bool
-    tight: bool
-    max_batch_size: int | None = None
-    after_allocated_mib: float | None = None
-    """Fine-tuning: what `torch.cuda.memory_allocated()` would read after the run (tensors and workspaces)."""
-    checkpointed_tensors_mib: float | None = None
-    fits_with_checkpointing: bool | None = None
-    max_batch_size_with_checkpointing: int | None = None
-    """The same three with gradient checkpointing (fine-tuning only)."""
-    seconds_estimate: float | None = None
-    """The whole fine-tuning (without checkpointing), or one answer: estimate.py's full-size time at the card's
-    datasheet peak; None where the run's tokens are not known."""
-
-    @property
-    def only_with_checkpointing(self) -> bool:
-        """Fits with gradient checkpointing and not without."""
-        return bool(self.fits_with_checkpointing) and not self.fits
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain values for JSON."""
-        return asdict(self)
-
-
-def _check_card_dtype(plan: CandidatePlan) -> None:
-    if DTYPES[plan.dtype].itemsize != 2:
-        raise ValueError(f"{plan.name}: a card's fit needs the plan at a 2-byte dtype (bf16 or fp16), not {plan.dtype}")
-
-
-def _fit(gpu: Gpu, table: GpuTable, tensors: float, handles: int, **extra: Any) -> GpuFit:
-    workspaces = gpu.workspace_mib(handles)
-    total = tensors + table.cuda_context_mib + workspaces
-    fits = total <= gpu.memory_mib
-    return GpuFit(
-        gpu.name,
-        gpu.dtype,
-        gpu.dtype_reason,
-        gpu.memory_mib,
-        tensors,
-        table.cuda_context_mib,
-        workspaces,
-        total,
-        fits,
-        fits and total > gpu.memory_mib * (1 - table.tight_fraction),
-        **extra,
-    )
-
-
-def finetune_fit(plan: CandidatePlan, rank: RankPlan, gpu: Gpu, table: GpuTable) -> GpuFit:
-    """One rank's fine-tuning on `gpu`, at the card's dtype (bf16 and fp16 weigh the same: the plan's 2 bytes),
-    without and with gradient checkpointing."""
-    _check_card_dtype(plan)
-    workspaces = gpu.workspace_mib(gpus.TRAINING_HANDLES)
-    room = gpu.memory_mib - table.cuda_context_mib - workspaces
-
-    def largest(peak: float, activations: float) -> int:
-        # Activations grow with the batch's rows and nothing else does: the peak is fixed + rows x per-row.
-        per_row = activations / plan.batch_size
-        return max(0, math.floor((room - (peak - activations)) / per_row))
-
-    from ohlora_fixtures.measure.estimate import finetune_time  # estimate.py plans with this module: imported when used
-
-    checkpointed = rank.finetune_peak_checkpointed_mib
-    seconds = (
-        finetune_time(plan, rank.trainable_params, plan.train_tokens, gpu.tflops).seconds if plan.train_tokens else None
-    )
-    return _fit(
-        gpu,
-        table,
-        rank.finetune_peak_estimate_mib,
-        gpus.TRAINING_HANDLES,
-        max_batch_size=largest(rank.finetune_peak_estimate_mib, rank.activations_mib),
-        after_allocated_mib=rank.finetune_after_mib + workspaces,
-        checkpointed_tensors_mib=checkpointed,
-        fits_with_checkpointing=checkpointed <= room,
-        max_batch_size_with_checkpointing=largest(checkpointed, rank.checkpointed_activations_mib),
-        seconds_estimate=seconds,
-    )
-
-
-def inference_fit(plan: CandidatePlan, gpu: Gpu, table: GpuTable) -> GpuFit:
-    """Generating one answer at a time on `gpu`."""
-    from ohlora_fixtures.measure.estimate import answer_time  # estimate.py plans with this module: imported when used
-
-    _check_card_dtype(plan)
-    seconds = None
-    if plan.mean_prompt_tokens:
-        seconds = answer_time(
-            plan, plan.mean_prompt_tokens, plan.max_new_tokens, DTYPES[plan.dtype].itemsize, gpu.gbps
-        ).seconds
-    return _fit(gpu, table, plan.inference_peak_estimate_mib, gpus.INFERENCE_HANDLES, seconds_estimate=seconds)
-
-
-def fits_as_dict(
-    plan: CandidatePlan, cards: Sequence[Gpu], table: GpuTable, on_cards: CandidatePlan | None = None
-) -> dict[str, Any]:
-    """`plan.as_dict()` with each rank's and the inference's fit per card under "gpus"; `on_cards` is the same
-    plan at a 2-byte dtype when `plan` is not."""
-    on_cards = on_cards or plan
-    plain = plan.as_dict()
-    for rank, card_rank in zip(plain["ranks"], on_cards.ranks):
-        rank["gpus"] = {gpu.name: finetune_fit(on_cards, card_rank, gpu, table).as_dict() for gpu in cards}
-    plain["inference_gpus"] = {gpu.name: inference_fit(on_cards, gpu, table).as_dict() for gpu in cards}
-    return plain
-
-
-def describe_fit(fit: GpuFit, batch_size: int) -> str:
-    """One table cell, e.g. "fits (max batch 37; 160 with grad. ckpt.)", "only with gradient checkpointing (...)"."""
-    if fit.max_batch_size is None:
-        return (
-            ("fits, tight" if fit.tight else "fits")
-            if fit.fits
-            else f"no: {fit.total_mib:,.0f} of {fit.memory_mib:,.0f} MiB"
-        )
-    largest = f"max batch {fit.max_batch_size}" if fit.max_batch_size else "not even batch 1"
-    with_checkpointing = f"{fit.max_batch_size_with_checkpointing} with grad. ckpt."
-    if fit.fits:
-        return f"fits{', tight' if fit.tight else ''} ({largest}; {with_checkpointing})"
-    if fit.only_with_checkpointing:
-        return f"only with gradient checkpointing (max batch {with_checkpointing})"
-    return (
-        f"no at batch {batch_size}: {fit.total_mib:,.0f} of {fit.memory_mib:,.0f} MiB ({largest}; {with_checkpointing})"
-    )
-
-
-def format_fits(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: GpuTable) -> str:
-    """Per candidate and rank, and for inference: the tensors (ESTIMATE) and the fit on each card."""
-    for plan in plans:
-        _check_card_dtype(plan)
-    header = ["candidate", "run", "tensors MiB (est.)"] + [f"{gpu.name} ({gpu.memory_mib:,.0f} MiB)" for gpu in cards]
-    rows = [header]
-    for plan in plans:
-        name = display_name(plan.name, plan.approximate)
-        for rank in plan.ranks:
-            rows.append(
-                [name, f"FT r{rank.rank}", f"{rank.finetune_peak_estimate_mib:,.0f}"]
-                + [describe_fit(finetune_fit(plan, rank, gpu, table), plan.batch_size) for gpu in cards]
-            )
-        rows.append(
-            [name, "inference", f"{plan.inference_peak_estimate_mib:,.0f}"]
-            + [describe_fit(inference_fit(plan, gpu, table), plan.batch_size) for gpu in cards]
-        )
-    lines = ["Fit on named GPUs (ESTIMATES, from data/gpus.toml):"] + aligned(rows, right=False)
-    first = plans[0] if plans else None
-    if first is not None:
-        lines.append(
-            f"On the card = tensors (the plan's peak, batch {first.batch_size}, widest row {first.seq_len} tokens) "
-            f"+ CUDA context {table.cuda_context_mib:,.0f} MiB ({table.cuda_context_source}) "
-            "+ torch's cuBLAS workspaces "
-            f'(fine-tuning {gpus.TRAINING_HANDLES} handles, inference {gpus.INFERENCE_HANDLES}). "max batch" is the '
-            f"largest fine-tuning batch whose estimate fits at that width, without and with gradient checkpointing "
-            f'(each layer\'s input kept, the rest recomputed: less memory, more time); "tight": within '
-            f"{table.tight_fraction:.0%} of the card's memory (ECC, the driver and fragmentation take some)."
-        )
-    for gpu in cards:
-        lines.append(
-            f"  {gpu.name}: {gpu.label}; run in {gpu.dtype}: {gpu.dtype_reason}; cuBLAS workspaces "
-            f"{gpu.workspace_mib(gpus.TRAINING_HANDLES):.1f} MiB fine-tuning, "
-            f"{gpu.workspace_mib(gpus.INFERENCE_HANDLES):.1f} "
-            f"MiB inference ({gpu.source})"
-        )
-    lines += ["", format_times(plans, cards, table)]
-    return "\n".join(lines)
-
-
-def format_times(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: GpuTable) -> str:
-    """Per candidate and rank the fine-tuning's seconds, and the seconds per answer, on each card (ESTIMATES)."""
-    from ohlora_fixtures.measure.estimate import DECODE_EFFICIENCY, FINETUNE_EFFICIENCY
-
-    def seconds(fit: GpuFit) -> str:
-        return "-" if fit.seconds_estimate is None else f"~{fit.seconds_estimate:,.1f} s"
-
-    rows = [["candidate", "run"] + [f"{gpu.name} ({gpu.tflops:g} TFLOP/s, {gpu.gbps:,.0f} GB/s)" for gpu in cards]]
-    for plan in plans:
-        name = display_name(plan.name, plan.approximate)
-        for rank in plan.ranks:
-            rows.append(
-                [name, f"FT r{rank.rank}, all steps"] + [seconds(finetune_fit(plan, rank, gpu, table)) for gpu in cards]
-            )
-        rows.append([name, "one answer"] + [seconds(inference_fit(plan, gpu, table)) for gpu in cards])
-    first = plans[0]
-    note = (
-        f"Time on named GPUs: ESTIMATES (estimate.py): model FLOPs of the run's {first.train_tokens:,} training tokens "
-        f"(first candidate) over the datasheet's dense rate x {FINETUNE_EFFICIENCY:.2f}, and bytes read for "
-        f"{first.max_new_tokens} new tokens after a {first.mean_prompt_tokens:.0f}-token prompt over the bandwidth x "
-        f"{DECODE_EFFICIENCY:.2f}; both efficiencies were measured on this project's CPU, not on these cards, and "
-        "small batches of short rows reach less of a GPU's peak: read them as lower bounds. Without gradient "
-        "checkpointing, which recomputes each layer's forward."
-    )
-    return "\n".join([note] + aligned(rows, right=False))
 
 
 def describe_widths(plan: CandidatePlan) -> str:

@@ -13,7 +13,7 @@ import pytest
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs import registry
 from ohlora_fixtures.inputs.dataset import ExperimentData, QAPair
-from ohlora_fixtures.measure import gpus, hardware, plan
+from ohlora_fixtures.measure import gpu_fit, gpus, hardware, plan
 from ohlora_fixtures.measure.finetune import IGNORE_INDEX, Example, FinetuneSettings
 from ohlora_fixtures.records.figures import MIB
 from ohlora_fixtures.report.reference import load_study
@@ -158,18 +158,20 @@ def test_a_card_holds_the_tensors_plus_context_and_workspaces_and_the_largest_ba
     run = plan.plan_candidate(candidate, (16,), "bfloat16", 4, plan.fixed_widths(64))
     rank = run.ranks[0]
     t4, h100 = TABLE.select(["T4", "H100"])
-    fit = plan.finetune_fit(run, rank, t4, TABLE)
+    fit = gpu_fit.finetune_fit(run, rank, t4, TABLE)
     assert fit.workspace_mib == pytest.approx(2 * 8.125) and h100.workspace_mib(2) == pytest.approx(64)
     assert fit.total_mib == pytest.approx(rank.finetune_peak_estimate_mib + TABLE.cuda_context_mib + fit.workspace_mib)
     largest = fit.max_batch_size
     assert fit.fits and largest > 4
     at_largest = plan.plan_candidate(candidate, (16,), "bfloat16", largest, plan.fixed_widths(64))
     one_more = plan.plan_candidate(candidate, (16,), "bfloat16", largest + 1, plan.fixed_widths(64))
-    assert plan.finetune_fit(at_largest, at_largest.ranks[0], t4, TABLE).fits
-    assert not plan.finetune_fit(one_more, one_more.ranks[0], t4, TABLE).fits
-    assert plan.finetune_fit(one_more, one_more.ranks[0], t4, TABLE).max_batch_size == largest
+    assert gpu_fit.finetune_fit(at_largest, at_largest.ranks[0], t4, TABLE).fits
+    assert not gpu_fit.finetune_fit(one_more, one_more.ranks[0], t4, TABLE).fits
+    assert gpu_fit.finetune_fit(one_more, one_more.ranks[0], t4, TABLE).max_batch_size == largest
     with pytest.raises(ValueError, match="2-byte"):
-        plan.finetune_fit(plan.plan_candidate(candidate, (16,), "float32", 4, plan.fixed_widths(64)), rank, t4, TABLE)
+        gpu_fit.finetune_fit(
+            plan.plan_candidate(candidate, (16,), "float32", 4, plan.fixed_widths(64)), rank, t4, TABLE
+        )
 
 
 def test_plan_json_gives_each_rank_its_after_run_figure_and_each_card_fits_and_max_batch_size(capsys):
@@ -217,7 +219,7 @@ def test_the_plans_after_run_figure_meets_the_studys_t4_cells_within_3_percent()
     for name, row in study.rows.items():
         run = plan.plan_candidate(CANDIDATES[name], study.ranks, "bfloat16")
         for rank, measured in zip(run.ranks, row["finetune_memory_mib"]):
-            errors[name, rank.rank] = plan.finetune_fit(run, rank, t4, TABLE).after_allocated_mib / measured - 1
+            errors[name, rank.rank] = gpu_fit.finetune_fit(run, rank, t4, TABLE).after_allocated_mib / measured - 1
         errors[name, "inference"] = run.weights_mib / row["inference_memory_mib"] - 1
     assert len(errors) == 28
     assert max(abs(error) for error in errors.values()) <= 0.03, errors
@@ -284,15 +286,15 @@ def test_a_cards_time_is_the_one_full_size_estimate_at_its_datasheet_rate_in_its
     assert (t4.tflops, a100.tflops, m6000.tflops) == (65, 312, 7.0)  # T4: fp16's rate, M6000: fp32's
     rank = run.ranks[0]
     for gpu in (t4, a100, m6000):
-        fit = plan.finetune_fit(run, rank, gpu, TABLE)
+        fit = gpu_fit.finetune_fit(run, rank, gpu, TABLE)
         assert (
             fit.seconds_estimate
             == estimate.finetune_time(run, rank.trainable_params, run.train_tokens, gpu.tflops).seconds
         )
-        answer = plan.inference_fit(run, gpu, TABLE).seconds_estimate
+        answer = gpu_fit.inference_fit(run, gpu, TABLE).seconds_estimate
         assert answer == estimate.answer_time(run, 64, run.max_new_tokens, 2, gpu.gbps).seconds
     unknown = plan.plan_candidate(CANDIDATES["llama1B"], (16,), "bfloat16", 4, plan.fixed_widths(64))
-    assert plan.finetune_fit(unknown, unknown.ranks[0], t4, TABLE).seconds_estimate is None
+    assert gpu_fit.finetune_fit(unknown, unknown.ranks[0], t4, TABLE).seconds_estimate is None
 
 
 def test_the_option_reaches_fine_tuning_and_checkpointing_lives_and_ends_with_the_adapter():
