@@ -27,11 +27,11 @@ def _argument(parse: Callable[[str], Any], expected: str) -> Callable[[str], Any
 def _plan(argv: list[str]) -> int:
     from ohlora_fixtures.inputs import defaults, registry
     from ohlora_fixtures.inputs.dataset import load_experiment
+    from ohlora_fixtures.inputs.gpus import load_gpus
     from ohlora_fixtures.inputs.options import PLAN, add_options, parse, positive_int
     from ohlora_fixtures.measure.devices import DTYPES
     from ohlora_fixtures.measure.finetune import FinetuneSettings
     from ohlora_fixtures.measure.gpu_fit import fits_as_dict, format_fits
-    from ohlora_fixtures.measure.gpus import load_gpus
     from ohlora_fixtures.measure.models import check_candidate
     from ohlora_fixtures.measure.plan import experiment_widths, fixed_widths, format_plans, plan_candidate
 

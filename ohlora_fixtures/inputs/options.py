@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.inputs import defaults
+from ohlora_fixtures.inputs import defaults, gpus
 from ohlora_fixtures.inputs.dataset import PRESETS
 from ohlora_fixtures.inputs.paths import check_report_dir
 from ohlora_fixtures.inputs.policy import DEFAULT_LICENCES, parse_weights
@@ -151,6 +151,7 @@ REPORT = EntryPoint(
         "max_params",
         "min_params",
         "vram_budget_mb",
+        "gpu",
         "ranking_weights",
     ),
     renamed=(("report_dir", "--out"),),
@@ -240,6 +241,14 @@ OPTIONS: tuple[Option, ...] = (
         "fail a benchmark whose peak memory exceeds this (MiB)",
         "a positive number of MiB",
     ),
+    Option(
+        "gpu",
+        str,
+        None,
+        "screen for this card of data/gpus.toml: its memory, less the CUDA context and cuBLAS workspaces, replaces "
+        "the VRAM budget, and the verdict says at which batch the choice fits (estimates)",
+        "a card name such as T4 or A100-80GB",
+    ),
     Option("lang", _choice("en", "ko"), "en", "report language: en or ko"),
     Option("compare_study", None, False, "show the reference study's figures beside ours in the report"),
     Option("eval_after_finetune", None, False, "also generate and score answers with the adapter attached"),
@@ -317,6 +326,7 @@ class Settings:
     report_dir: Path
     resume: bool
     vram_budget_mb: float
+    gpu: str | None
     lang: str
     compare_study: bool
     eval_after_finetune: bool
@@ -392,6 +402,8 @@ def parse(raw: dict[str, Any], entry: EntryPoint = PYTEST) -> Settings:
             f"{entry.flag('min_new_tokens')} {settings.min_new_tokens} is above "
             f"{entry.flag('max_new_tokens')} {settings.max_new_tokens}: lower the first or raise the second"
         )
+    if settings.gpu is not None:
+        gpus.load_gpus().select([settings.gpu], entry.flag("gpu"))  # an unknown card: one line naming the known
     if entry.offers("report_dir"):
         check_report_dir(settings.report_dir, settings.results_path, entry.flag("report_dir"))
     return settings

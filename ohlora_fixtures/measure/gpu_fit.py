@@ -11,9 +11,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from ohlora_fixtures.measure import gpus
+from ohlora_fixtures.inputs import gpus
+from ohlora_fixtures.inputs.gpus import Gpu, GpuTable
 from ohlora_fixtures.measure.estimate import answer_time, finetune_time
-from ohlora_fixtures.measure.gpus import Gpu, GpuTable
 from ohlora_fixtures.records.figures import DTYPE_BYTES
 from ohlora_fixtures.records.plans import CandidatePlan, RankPlan
 from ohlora_fixtures.words.display import aligned, display_name

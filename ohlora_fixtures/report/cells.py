@@ -111,7 +111,7 @@ def eval_loss_cell(record: BenchmarkRecord, lang: str) -> str:
 
 def peak_cell(report: Report, record: BenchmarkRecord) -> str:
     cell = figure(record.peak_mib, mib, report.lang)
-    if record.peak_mib is not None and record.peak_mib > report.settings.vram_budget_mb:
+    if record.peak_mib is not None and record.peak_mib > report.budget_mib:
         cell += f" ⚠ {text('over_budget', report.lang)}"
     return cell
 

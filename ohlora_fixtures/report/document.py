@@ -54,7 +54,7 @@ def _what_blocks(report: Report) -> list[Block]:
         text("rendered_line", lang, time=time.strftime("%Y-%m-%d %H:%M:%S %Z"), runs_read=report.runs_read,
              kept=len(report.records), runs=len(report.runs), replaced=report.replaced),
         text("screening_line", lang, min=f"{s.min_params:g}", max=f"{s.max_params:g}",
-             budget=f"{s.vram_budget_mb:,.0f}", rank=report.ranks[-1]),
+             budget=verdict.budget_words(report), rank=report.ranks[-1]),
     ]
     if report.note:
         lines.append(report.note)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.inputs import policy
+from ohlora_fixtures.inputs import gpus, policy
 from ohlora_fixtures.inputs.options import Settings
 from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.judge import selection
@@ -116,11 +116,28 @@ class Report:
         )
 
     @cached_property
+    def card(self) -> tuple[gpus.Gpu, gpus.GpuTable] | None:
+        """The card --ohlora-gpu names, with the table it comes from; None without one."""
+        if self.settings.gpu is None:
+            return None
+        table = gpus.load_gpus()
+        return table.select([self.settings.gpu])[0], table
+
+    @property
+    def budget_mib(self) -> float:
+        """The screening's memory budget: the named card's room for tensors (its memory less the CUDA context and
+        fine-tuning's cuBLAS workspaces, estimates from data/gpus.toml), else --ohlora-vram-budget-mb."""
+        if self.card is None:
+            return self.settings.vram_budget_mb
+        card, table = self.card
+        return card.memory_mib - table.cuda_context_mib - card.workspace_mib(gpus.TRAINING_HANDLES)
+
+    @cached_property
     def recommendation(self) -> selection.Recommendation:
         """Screening, budget, ranking: the final model and the backup."""
         s = self.settings
         rules = selection.Rules(
-            max_params=s.max_params, min_params=s.min_params, vram_budget_mib=s.vram_budget_mb,
+            max_params=s.max_params, min_params=s.min_params, vram_budget_mib=self.budget_mib,
             weights=self.weights, licences=policy.load_licences(s.licenses),
         )
         return selection.recommend(list(self.evidence.values()), rules)

@@ -196,7 +196,7 @@ def _quality_row(
 
 def plan_table(report: Report) -> Table:
     """Full-size parameter counts (exact) and memory (estimates) of every candidate, against the budget."""
-    lang, ranks, budget = report.lang, report.ranks, report.settings.vram_budget_mb
+    lang, ranks, budget = report.lang, report.ranks, report.budget_mib
     run_dtypes = sorted({r.run.dtype for r in report.all_records} - {report.plan_dtype})
     dtype = report.plan_dtype
     columns = [text("model", lang), text("total_params", lang), text("weights_mib", lang, dtype=dtype)]

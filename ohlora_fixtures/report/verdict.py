@@ -4,8 +4,10 @@ used, the score, the place)."""
 
 from __future__ import annotations
 
-from ohlora_fixtures.inputs import policy
+from ohlora_fixtures.inputs import gpus, policy
 from ohlora_fixtures.judge import selection
+from ohlora_fixtures.measure import gpu_fit
+from ohlora_fixtures.records.figures import DTYPE_BYTES
 from ohlora_fixtures.report import cells, marks
 from ohlora_fixtures.report.blocks import Card, Table
 from ohlora_fixtures.report.gather import Report
@@ -87,6 +89,40 @@ def decided(report: Report) -> str:
     return text("decided_line", lang, sources="; ".join(parts))
 
 
+def budget_words(report: Report) -> str:
+    """The screening's budget as the report states it: the MiB, and where a card is named, what it is made of."""
+    if report.card is None:
+        return f"{report.budget_mib:,.0f} MiB"
+    card, table = report.card
+    return text("card_budget", report.lang, budget=f"{report.budget_mib:,.0f}", card=card.name,
+                memory=f"{card.memory_mib:,.0f}", context=f"{table.cuda_context_mib:,.0f}",
+                workspaces=f"{card.workspace_mib(gpus.TRAINING_HANDLES):,.1f}")
+
+
+def card_fit_line(report: Report, name: str) -> str | None:
+    """Whether `name` fine-tunes on the named card at the run's batch and largest rank, else the largest batch
+    that fits (gpu_fit.py's estimate); None without a card or a plan of that rank."""
+    if report.card is None:
+        return None
+    card, table = report.card
+    plan, largest = report.plans[name], report.ranks[-1]
+    rank = next((r for r in plan.ranks if r.rank == largest), None)
+    if rank is None:
+        return None
+    values = {"name": name, "card": card.name, "batch": plan.batch_size, "rank": largest}
+    if DTYPE_BYTES[plan.dtype] != 2:
+        return text("card_not_estimated", report.lang, name=name, card=card.name, dtype=plan.dtype)
+    fit = gpu_fit.finetune_fit(plan, rank, card, table)
+    values.update(total=f"{fit.total_mib:,.0f}", memory=f"{fit.memory_mib:,.0f}")
+    if fit.fits:
+        return text("card_fits", report.lang, **values)
+    if fit.only_with_checkpointing:
+        return text("card_checkpointed", report.lang, largest=fit.max_batch_size_with_checkpointing, **values)
+    if fit.max_batch_size:
+        return text("card_largest_batch", report.lang, largest=fit.max_batch_size, **values)
+    return text("card_no_fit", report.lang, **values)
+
+
 def verdict_card(report: Report) -> Card:
     """The final choice and the backup with one line each on why, what decided, and the caveats."""
     rec, lang = report.recommendation, report.lang
@@ -100,6 +136,7 @@ def verdict_card(report: Report) -> Card:
         backup = in_language(rec.backup_reason, lang) or text("na", lang)
         lines.append(f"**{text('backup', lang)}: {shown(rec.backup)}** — {backup}")
         lines.append(decided(report))
+        lines += [line for name in (rec.final, rec.backup) if name and (line := card_fit_line(report, name))]
     return Card(text("answer", lang), tuple(lines), tuple(verdict_caveats(report)))
 
 

@@ -11,9 +11,9 @@ from types import SimpleNamespace
 import pytest
 
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.inputs import registry
+from ohlora_fixtures.inputs import gpus, registry
 from ohlora_fixtures.inputs.dataset import ExperimentData, QAPair
-from ohlora_fixtures.measure import gpu_fit, gpus, hardware, plan
+from ohlora_fixtures.measure import gpu_fit, hardware, plan
 from ohlora_fixtures.measure.finetune import IGNORE_INDEX, Example, FinetuneSettings
 from ohlora_fixtures.records.figures import MIB
 from ohlora_fixtures.report.reference import load_study

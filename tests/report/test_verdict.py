@@ -179,3 +179,43 @@ def test_plots_draw_busy_times_hollow_and_name_them_in_the_legend(tmp_path: Path
     written = plots.write_plots([busy], tmp_path / "busy", "sub", "rss", words)
     assert asked.count("plot_busy") >= 2 * 2  # the fine-tuning time and inference plots: handle and label
     assert set(written) >= {"finetune_time", "inference_cost"}
+
+
+def test_a_named_card_sets_the_screening_budget_and_the_verdict_says_the_batch_that_fits(tmp_path: Path) -> None:
+    markdown = render(tmp_path, graded_run(tmp_path), "--gpu", "T4")
+    card = markdown.split("## ", 2)[1]
+    final = re.search(r"\*\*final choice: ([^*\s]+)", card).group(1)
+    assert re.search(
+        rf"^{re.escape(final)} fits a T4 at batch \d+ \(est\.\): fine-tuning r\d+ about [\d,]+ of 16,384 MiB",
+        card,
+        re.M,
+    ), card
+    # 16,384 MiB less the CUDA context and two cuBLAS workspaces (data/gpus.toml), in place of the 12,288 MiB default.
+    assert "VRAM budget 15,968 MiB (a T4's 16,384 MiB less the CUDA context, 400 MiB," in markdown
+    assert "VRAM budget 12,288 MiB for" in render(tmp_path / "no-card", graded_run(tmp_path / "no-card"))
+
+
+def test_the_card_line_names_the_largest_batch_when_the_runs_does_not_fit() -> None:
+    from types import SimpleNamespace
+
+    from ohlora_fixtures.inputs import gpus
+    from ohlora_fixtures.measure import plan
+    from ohlora_fixtures.report.verdict import card_fit_line
+
+    table = gpus.load_gpus()
+    t4 = table.select(["T4"])[0]
+    llama = CANDIDATES["llama1B"]
+
+    def line(batch: int, card: gpus.Gpu = t4) -> str:
+        planned = plan.plan_candidate(llama, (64,), "bfloat16", batch, plan.fixed_widths(512))
+        report = SimpleNamespace(card=(card, table), plans={"llama1B": planned}, ranks=[64], lang="en")
+        return card_fit_line(report, "llama1B")
+
+    assert line(1).startswith("llama1B fits a T4 at batch 1 (est.)")
+    too_big = line(64)
+    largest = int(re.search(r"the largest batch that fits is (\d+)$", too_big).group(1))
+    assert too_big.startswith("llama1B does not fit a T4 at batch 64") and 1 <= largest < 64
+    assert line(largest).startswith(f"llama1B fits a T4 at batch {largest}")
+    # One row more does not fit as it is; with gradient checkpointing it may, and the line says so.
+    assert not line(largest + 1).startswith(f"llama1B fits a T4 at batch {largest + 1} (est.)")
+    assert line(largest + 1).startswith(f"llama1B fits a T4 at batch {largest + 1} only with gradient checkpointing")
