@@ -41,8 +41,9 @@ lint: $(VENV)/.lint-installed
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports setup.cfg
 
+# Two pytest-xdist workers: the suite's end-to-end runs are separate processes that wait on each other.
 test: setup lint
-	$(BIN)/pytest tests -rs -m "not slow" $(ARGS)
+	$(BIN)/pytest tests -rs -m "not slow" -n 2 $(ARGS)
 
 # leaderboard.html in headless Chromium at 1280 px (apt-get install chromium-headless-shell fonts-noto-cjk).
 browser-test: setup

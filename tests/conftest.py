@@ -120,6 +120,16 @@ def peaks_cache(tmp_path_factory: pytest.TempPathFactory):
         yield folder / "ohlora-bench" / "peaks.json"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def not_an_xdist_worker() -> Iterator[None]:
+    """Under `pytest tests -n 2` each worker has PYTEST_XDIST_WORKER set; the pytest sessions a test starts
+    (in-process or in a subprocess) would inherit it, and pytest-benchmark would then save no JSON, as a
+    worker does. The sessions under test are not workers: the variables are hidden while tests run."""
+    hidden = {name: os.environ.pop(name) for name in list(os.environ) if name.startswith("PYTEST_XDIST_")}
+    yield
+    os.environ.update(hidden)
+
+
 @pytest.fixture(scope="session")
 def tiny_grid(tmp_path_factory: pytest.TempPathFactory, peaks_cache: Path) -> GridRun:
     """SESSION_RUN, run once per test session in a process of its own, autosaved as pytest-benchmark's

@@ -102,25 +102,24 @@ def _tradeoff_plot(report: Report, lang: str) -> TradeOffPlot:
     return TradeOffPlot(points, quality, report.ranks[-1])
 
 
-# The last render's plots, by everything they are drawn from. A session renders its own report and then the
-# merged leaderboard, which mostly show the same figures: the second copies the PNG files instead of drawing.
-_DRAWN: dict[str, dict[str, tuple[str, bytes]]] = {}
+Drawn = dict[str, dict[str, tuple[str, bytes]]]
+"""Plots already drawn, by everything they are drawn from: {key: {plot name: (file name, PNG bytes)}}."""
 
 
-def _plots(report: Report, lang: str, subtitle: str, font: str | None, staging: Path) -> dict[str, Path]:
-    """Write the report's plots into `staging`; {plot name: PNG path}."""
+def _plots(report: Report, lang: str, subtitle: str, font: str | None, staging: Path, drawn: Drawn) -> dict[str, Path]:
+    """Write the report's plots into `staging`, copied from `drawn` when the same figures were drawn before;
+    {plot name: PNG path}."""
     drawn_from = (_series(report, lang), subtitle, report.memory_metrics, _tradeoff_plot(report, lang), font, lang)
     key = repr(drawn_from)
-    if key in _DRAWN:
-        for file_name, content in _DRAWN[key].values():
+    if key in drawn:
+        for file_name, content in drawn[key].values():
             (staging / file_name).write_bytes(content)
-        return {name: staging / file_name for name, (file_name, _) in _DRAWN[key].items()}
+        return {name: staging / file_name for name, (file_name, _) in drawn[key].items()}
     images = write_plots(
         drawn_from[0], staging, subtitle, report.memory_metrics, lambda key, **values: text(key, lang, **values),
         drawn_from[3], font,
     )
-    _DRAWN.clear()
-    _DRAWN[key] = {name: (path.name, path.read_bytes()) for name, path in images.items()}
+    drawn[key] = {name: (path.name, path.read_bytes()) for name, path in images.items()}
     return images
 
 
@@ -131,10 +130,12 @@ def render(
     weights: Mapping[str, float],
     out: Path | None = None,
     note: str = "",
+    drawn: Drawn | None = None,
 ) -> ReportFiles:
     """Write leaderboard.md, leaderboard.html, results.csv and the PNG plots to `out` (settings.report_dir).
 
-    `note` is a sentence for the report's "what" section (e.g. which runs were merged and which left out).
+    `note` is a sentence for the report's "what" section (e.g. which runs were merged and which left out);
+    `drawn` holds plots an earlier render of the same caller drew, reused where the figures are the same.
     """
     report = gather(stored, candidates, settings, weights)
     report.note = note
@@ -150,7 +151,7 @@ def render(
         subtitle = "; ".join(dict.fromkeys(cells.run_label(r.run, lang) for r in report.all_records))
         if report.stand_in:
             subtitle = text("plot_stand_in", lang, what=report.stand_in_text(lang), labels=subtitle)
-        images = _plots(report, lang, subtitle, font, staging)
+        images = _plots(report, lang, subtitle, font, staging, {} if drawn is None else drawn)
         blocks = document(report, images)
         (staging / "leaderboard.md").write_text(to_markdown(blocks), encoding="utf-8")
         (staging / "leaderboard.html").write_text(to_html(blocks, report.lang), encoding="utf-8")
@@ -277,8 +278,11 @@ def render_session(study: Session, ini: Callable[[str], object] | None = None) -
     if not this_run.kept:
         return None
     weights = policy.resolve_weights(ini, settings.ranking_weights)
+    # This run's report and the merged leaderboard often show the same figures: the second copies the plots.
+    drawn: Drawn = {}
     run_files = render(
-        this_run, study.candidates, settings, weights, out=settings.report_dir / RUNS_FOLDER / slug(study.run_id)
+        this_run, study.candidates, settings, weights, out=settings.report_dir / RUNS_FOLDER / slug(study.run_id),
+        drawn=drawn,
     )
     other_runs = sorted(every_run - same.run_ids)
     note = text("merged_note", settings.lang, path=path, run=study.run_id)
@@ -288,5 +292,5 @@ def render_session(study: Session, ini: Callable[[str], object] | None = None) -
     for item in own:
         if comparable(item.record.run) == settings_now:  # resumed records, and this run's own
             same.add(item)
-    merged_files = render(same, study.candidates, settings, weights, note=note)
+    merged_files = render(same, study.candidates, settings, weights, note=note, drawn=drawn)
     return SessionReport(run_files, merged_files)

@@ -22,6 +22,7 @@ from tests.report.test_render import (
     inference,
     jsonl,
     run_description,
+    settings_for,
     table_rows,
 )
 
@@ -276,21 +277,32 @@ def test_with_a_real_hangul_font_korean_plots_draw_every_glyph(tmp_path: Path) -
     assert [str(w.message) for w in caught if "missing from font" in str(w.message)] == []
 
 
-def test_a_second_render_of_the_same_figures_copies_the_plots_and_a_changed_figure_redraws(
+def test_a_sessions_merged_leaderboard_copies_the_plots_of_its_own_report_and_a_changed_figure_redraws(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    from types import SimpleNamespace
+
+    from ohlora_fixtures.inputs.registry import load_registry
+
     rendering = importlib.import_module("ohlora_fixtures.report.render")  # the package exports a function `render`
     drawn = []
     real = rendering.write_plots
     monkeypatch.setattr(rendering, "write_plots", lambda *args, **kwargs: drawn.append(1) or real(*args, **kwargs))
+
+    def session(folder: Path, records: list[BenchmarkRecord]) -> rendering.SessionReport:
+        folder.mkdir(parents=True, exist_ok=True)
+        settings = settings_for(folder)
+        jsonl(settings.results_path, records)
+        run = records[0].run
+        study = SimpleNamespace(settings=settings, run_id=run.run_id, candidates=tuple(load_registry()),
+                                records=SimpleNamespace(measured=[], warned=set()), describe=lambda: run)
+        return rendering.render_session(study)
+
     records = graded_run(tmp_path / "a")
-    render(tmp_path / "a", records)
-    render(tmp_path / "b", records)  # the session's second render: its own report, then the merged one
-    assert len(drawn) == 1
-    for name in plots.PLOT_FILES.values():
-        first, second = tmp_path / "a" / "out" / name, tmp_path / "b" / "out" / name
-        assert first.is_file() == second.is_file()
-        assert not first.is_file() or first.read_bytes() == second.read_bytes()
+    files = session(tmp_path / "a", records)
+    assert len(drawn) == 1  # the run's own report drew them; the merged leaderboard, the same figures, copied
+    for own, merged in zip(files.run.plots, files.merged.plots):
+        assert own.name == merged.name and own.read_bytes() == merged.read_bytes()
     faster = [dataclasses.replace(r, seconds=r.seconds / 2) if r.kind.value == "finetune" else r for r in records]
-    render(tmp_path / "c", faster)
-    assert len(drawn) == 2
+    session(tmp_path / "b", faster)
+    assert len(drawn) == 2  # a new session draws its own, once
