@@ -1,4 +1,5 @@
-"""Measure full-size fine-tuning peaks on this CPU and print them beside the plan's ESTIMATE.
+"""Measure full-size fine-tuning peaks on this CPU and print them beside the plan's ESTIMATE (no refit: the plan
+counts what autograd saves, it fits nothing).
 
     .venv/bin/python scripts/calibrate_plan.py [--models FinguAI-Chat-v1,llama1B] [--rank 16] [--epochs 1]
 
@@ -7,7 +8,7 @@ weights, in its own process (so one model's memory never counts in another's),
 into a temporary report folder; its record's `peak_mib` / `peak_increase_mib`
 (the CPU's tensor peak: the model's bytes plus the live tensors' peak in the region, memory.TensorPeakMeter) are set
 against `plan.plan_candidate` at the dataset widths that run batched. The
-figures that fitted `plan.ACTIVATION_FIT` are in plan.py's CALIBRATION.
+figures and errors are in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -19,23 +20,13 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ohlora_fixtures.inputs import registry
 from ohlora_fixtures.inputs.dataset import load_experiment
 from ohlora_fixtures.inputs.options import DEFAULT_DATASET
 from ohlora_fixtures.measure.finetune import FinetuneSettings
-from ohlora_fixtures.measure.models import build_config
-from ohlora_fixtures.measure.plan import (
-    ACTIVATION_FIT,
-    CALIBRATION,
-    experiment_widths,
-    fixed_widths,
-    layer_activation_bytes,
-    plan_candidate,
-)
+from ohlora_fixtures.measure.plan import experiment_widths, plan_candidate
 from ohlora_fixtures.records import results
-from ohlora_fixtures.records.figures import MIB
 from ohlora_fixtures.records.plans import RankPlan
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,26 +83,12 @@ def compare(name: str, rank: int = 16, epochs: int = 1, report_dir: Path | None 
     return Comparison(name, widths.widest, planned, peak, increase)
 
 
-def refit(rows: Sequence[tuple[str, int, float, float]] = CALIBRATION, rank: int = 16, batch_size: int = 4) -> float:
-    """The least-squares layer coefficient (plan.ACTIVATION_FIT) that meets `rows`' measured float32 increases,
-    every other term of the plan (adapter training state, logits, LoRA inputs) taken at face value."""
-    products = squares = 0.0
-    for name, width, increase, _ in rows:
-        candidate = registry.select(registry.load_registry(), [name])[0]
-        layers = layer_activation_bytes(build_config(candidate, "full"), batch_size, width, 4) / MIB
-        planned = plan_candidate(candidate, (rank,), DTYPE, batch_size, fixed_widths(width)).ranks[0]
-        rest = increase - (planned.finetune_increase_estimate_mib - ACTIVATION_FIT * layers)
-        products, squares = products + layers * rest, squares + layers * layers
-    return products / squares
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--models", default="FinguAI-Chat-v1", help="comma-separated candidate names")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args(argv)
-    rows = []
     print("candidate  widest  increase plan/measured MiB (error)  peak plan/measured MiB (error)")
     for name in args.models.split(","):
         c = compare(name, args.rank, args.epochs)
@@ -121,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
             f"({c.peak_error:+.1%})",
             flush=True,
         )
-        rows.append((c.name, c.widest, c.measured_increase_mib, c.measured_peak_mib))
-    print(f"ACTIVATION_FIT refitted to these runs: {refit(rows, args.rank):.3f} (plan.py uses its CALIBRATION's)")
     return 0
 
 

@@ -9,14 +9,17 @@ Token widths are the dataset's: the selected training rows are tokenised
 machine, else the dataset tokenizer a random-weight run builds) and batched as
 fine-tuning batches them (`step_batches`); the peak is the widest batch's.
 
-Activations have two terms. What the adapters keep is counted by structure
-from the real LoRA layers (`lora_activation_bytes`). What the frozen base keeps
-is Korthikanti et al.'s per-layer structure times `ACTIVATION_FIT`, fitted so
-the plan meets fine-tuning increases measured at full size on the CPU (random
-weights, the tensor peak above the adapted model: `memory.TensorPeakMeter`),
-listed in `CALIBRATION`. The fit is from CPU float32 runs; GPU kernels (fused
-attention, bf16) keep different intermediates, so on a GPU it stays an estimate
-to check.
+Activations are counted, not fitted: a rank-1 adapter is attached to the
+meta-device model in the plan's dtype and one training step's forward runs on
+it; every tensor autograd saves for the backward pass is counted once by its
+storage (`adapter_shape`), so each architecture's own structure decides (a
+frozen Linear keeps nothing, a norm or an activation function its input,
+attention its queries, keys, values and output, LoRA its dropped-out input and
+A's output). A rank-r adapter's wider A outputs are added by structure
+(`lora_activation_bytes`), and the loss's backward holds LOSS_GRADIENT_BUFFERS
+vocabulary-wide float32 buffers beside them. Checked against CPU tensor peaks
+measured at full size (docs/performance.md); on a GPU, fused kernels keep other
+intermediates, so there it stays an estimate to check.
 
 Each rank is also estimated with gradient checkpointing (each layer's input
 kept, one layer recomputed), and after training (`finetune_after_mib`: what
@@ -27,6 +30,7 @@ against a named card of data/gpus.toml.
 from __future__ import annotations
 
 import tempfile
+import unittest.mock
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -59,22 +63,9 @@ from ohlora_fixtures.words.display import aligned, display_name
 ADAPTER_BYTES = 4  # peft keeps adapter weights in float32 even on a bf16 base
 ADAM_STATES = 2
 
-# Measured on this project's CPU (2 shared cores, 24 GB; 2026-11-26): full size, float32, random weights,
-# r16, batch 4, one epoch over the 20 default training rows (dataset tokenizer: widest batch 20 tokens),
-# one run each (the tensor peak is the same every run); `scripts/calibrate_plan.py` re-measures and refits.
-# (candidate, widest batch in tokens, measured peak_increase_mib, measured peak_mib)
-CALIBRATION: tuple[tuple[str, int, float, float], ...] = (
-    ("FinguAI-Chat-v1", 20, 435.15, 2234.00),
-    ("llama1B", 20, 582.37, 5339.63),
-)
-ACTIVATION_FIT = 1.10
-"""Korthikanti's layer term times this meets CALIBRATION's increases (least squares, every other term at face
-value; fitted apart per model it is 0.95 and 1.18). Both are gated-MLP models with LoRA on every linear layer.
-Checked out of sample on polyglot-ko-1.3b (GPT-NeoX: plain MLP, LoRA on query_key_value only), measured the
-same way: the increase is over-estimated by 73 % (plan 369 MiB, measured 214; alone it would fit 0.50), the peak by
-3 %: Korthikanti counts the inputs a trained base keeps for its weight gradients, and a frozen base keeps
-fewer. Every calibration batch is 20 tokens wide, so the attention term (5·a·s/h, about 5 % of the layer
-term there) is not checked by it."""
+LOSS_GRADIENT_BUFFERS = 2
+"""Vocabulary-wide float32 buffers the loss's backward holds at once beside what the forward saved: the
+gradient of the log-probabilities and of the logits (cross-entropy's backward, then the LM head's)."""
 
 
 def batch_widths(examples: Sequence[Example], settings: FinetuneSettings) -> list[int]:
@@ -138,23 +129,6 @@ def fixed_widths(seq_len: int, source: str = "--seq-len", rows: int = 0, epochs:
     return TokenWidths(seq_len, float(seq_len), 0, source, tokens=seq_len * rows * epochs, prompt_tokens=float(seq_len))
 
 
-def layer_activation_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: int) -> float:
-    """Korthikanti et al.'s (2022) activations of all transformer layers, no recomputation, unfitted.
-
-    Per layer s·b·h·(34 + 5·a·s/h) bytes at 16 bits, scaled to the dtype; the
-    attention-score term is left out for attention-free models (RWKV).
-    """
-    hidden = config.hidden_size
-    heads = getattr(config, "num_attention_heads", 0) or 0
-    per_layer = seq_len * batch_size * hidden * (34 + 5 * heads * seq_len / hidden)
-    return per_layer * config.num_hidden_layers * dtype_bytes / 2
-
-
-def logits_bytes(config: Any, batch_size: int, seq_len: int, dtype_bytes: int) -> float:
-    """b·s·V·(dtype + 4 + 4): the logits, their float32 copy for the loss and its gradient."""
-    return batch_size * seq_len * config.vocab_size * (dtype_bytes + 8)
-
-
 def checkpointed_bytes(config: Any, layers_bytes: float, batch_size: int, seq_len: int, dtype_bytes: int) -> float:
     """With gradient checkpointing, of `layers_bytes` (all layers' activations, adapters' included) only each
     layer's input stays for the backward pass, plus one layer's activations while it is recomputed."""
@@ -164,24 +138,80 @@ def checkpointed_bytes(config: Any, layers_bytes: float, batch_size: int, seq_le
 
 @dataclass(frozen=True)
 class AdapterShape:
-    """What one LoRA adapter adds per unit of rank and per token, from a rank-1 adapter on the meta device."""
+    """What one LoRA adapter adds per unit of rank and per token, and what a training step of the adapted base
+    saves for its backward pass, from a rank-1 adapter on the meta device."""
 
     params_per_rank: int
     layers: int
     in_features: int
     """The LoRA layers' input widths, summed: what their A matrices read per token."""
+    saved_bytes: float = 0.0
+    """Every tensor the forward pass saves for the backward pass at the run's batch and widest row."""
 
 
-def adapter_shape(model: torch.nn.Module, candidate: Candidate) -> AdapterShape:
-    """Attach a rank-1 adapter on the meta device and read its shape (shapes only, nothing initialised).
+def adapter_shape(
+    model: torch.nn.Module, candidate: Candidate, batch_size: int = 0, seq_len: int = 0, dtype: str = "float32"
+) -> AdapterShape:
+    """Attach a rank-1 adapter on the meta device, read its shape and count what one training step's forward
+    saves (shapes only, nothing allocated; `batch_size` 0 counts nothing).
 
-    LoRA's A (r x in) and B (out x r) grow linearly with r, so one rank-1
-    adapter gives every rank: attaching one per rank cost seconds of every report.
+    LoRA's A (r x in) and B (out x r) grow linearly with r, so one rank-1 adapter gives every rank: attaching one
+    per rank cost seconds of every report. The saved tensors are autograd's own: every tensor the forward keeps
+    for the backward pass (`saved_tensors_hooks`), each storage once, the weights left out (they are held
+    anyway). So what a frozen base keeps is counted as it is, per architecture: a frozen Linear keeps nothing,
+    a GELU or SiLU its input, attention its queries, keys, values and output, a norm its input; GPT-NeoX with
+    LoRA on query_key_value alone, RWKV's time mixing and gated MLPs alike, with no fitted coefficient.
     """
-    with torch.device("meta"), fresh_adapter(model, candidate, FinetuneSettings(rank=1)) as adapted:
+    with torch.device("meta"), fresh_adapter(model.to(DTYPES[dtype]), candidate, FinetuneSettings(rank=1)) as adapted:
         per_rank, _ = adapted.get_nb_trainable_parameters()
         layers = [m for m in adapted.modules() if isinstance(m, LoraLayer)]
-        return AdapterShape(per_rank, len(layers), sum(int(m.in_features) for m in layers))
+        saved = _saved_bytes(adapted, batch_size, seq_len) if batch_size else 0.0
+        return AdapterShape(per_rank, len(layers), sum(int(m.in_features) for m in layers), saved)
+
+
+def _saved_bytes(adapted: torch.nn.Module, batch_size: int, seq_len: int) -> float:
+    held = {p.untyped_storage()._cdata for p in adapted.parameters()}
+    held |= {b.untyped_storage()._cdata for b in adapted.buffers()}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage._cdata not in held:
+            saved[storage._cdata] = storage.nbytes()
+        return tensor
+
+    adapted.train()
+    ids = torch.zeros(batch_size, seq_len, dtype=torch.long)
+    with (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
+        unittest.mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", _fused_attention),
+    ):
+        adapted(input_ids=ids, labels=ids)
+    return float(sum(saved.values()))
+
+
+def _fused_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                     attn_mask: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> torch.Tensor:
+    # On the meta device scaled_dot_product_attention falls back to its math path, which saves the s x s
+    # scores; the kernels a run uses (flash on the CPU, flash or memory-efficient on a GPU) keep only these.
+    return _FusedAttention.apply(query, key, value, attn_mask)
+
+
+class _FusedAttention(torch.autograd.Function):
+    """What a fused attention kernel saves for its backward: queries, keys, values, output, the row-wise
+    log-sum-exp and the mask when there is one. For counting on the meta device only: it has no backward."""
+
+    @staticmethod
+    def forward(ctx: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        out = query.new_empty(*query.shape[:-1], value.shape[-1])
+        logsumexp = query.new_empty(query.shape[:-1], dtype=torch.float32)
+        ctx.save_for_backward(query, key, value, out, logsumexp, *([] if mask is None else [mask]))
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> Any:
+        raise NotImplementedError("counting only")
 
 
 def lora_activation_bytes(shape: AdapterShape, rank: int, batch_size: int, seq_len: int) -> float:
@@ -210,16 +240,18 @@ def plan_candidate(
     config = model.config
     total = parameter_count(model)
     weights = total * dtype_bytes
-    base_layers = ACTIVATION_FIT * layer_activation_bytes(config, batch_size, seq_len, dtype_bytes)
-    logits = logits_bytes(config, batch_size, seq_len, dtype_bytes)
-    shape = adapter_shape(model, candidate)
+    shape = adapter_shape(model, candidate, batch_size, seq_len, dtype)
+    loss_gradients = LOSS_GRADIENT_BUFFERS * batch_size * seq_len * config.get_text_config().vocab_size * 4.0
     rank_plans = []
     for rank in ranks:
         trainable = shape.params_per_rank * rank
         adapter_weights = trainable * ADAPTER_BYTES
-        layers = base_layers + lora_activation_bytes(shape, rank, batch_size, seq_len)
-        activations = layers + logits
-        checkpointed = checkpointed_bytes(config, layers, batch_size, seq_len, dtype_bytes) + logits
+        # The rank-1 count plus the wider A outputs a rank-r adapter keeps.
+        saved = shape.saved_bytes + lora_activation_bytes(shape, rank, batch_size, seq_len) - lora_activation_bytes(
+            shape, 1, batch_size, seq_len
+        )
+        activations = saved + loss_gradients
+        checkpointed = checkpointed_bytes(config, saved, batch_size, seq_len, dtype_bytes) + loss_gradients
         # The increase is what training adds to a base with the adapter attached: its gradients and
         # AdamW's two moments, and the activations; the adapter's weights are held before training starts.
         training_state = adapter_weights * (1 + ADAM_STATES)

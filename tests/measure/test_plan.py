@@ -108,10 +108,6 @@ def _calibrate_script():
     return script
 
 
-def test_the_activation_fit_is_the_least_squares_fit_of_its_calibration_table():
-    assert _calibrate_script().refit() == pytest.approx(plan.ACTIVATION_FIT, rel=0.01)
-
-
 # --- Named GPUs (data/gpus.toml) ---------------------------------------------------------------------------------
 
 TABLE = gpus.load_gpus()
@@ -309,3 +305,21 @@ def test_the_option_reaches_fine_tuning_and_checkpointing_lives_and_ends_with_th
     assert not base.model.gradient_checkpointing
     with fresh_adapter(base, candidate, FinetuneSettings(rank=4)):
         assert not base.model.gradient_checkpointing
+
+
+# One candidate per architecture family, as the registry adapts it: llama, qwen2, gemma and gemma2 with gated
+# MLPs and LoRA on every projection; GPT-NeoX with LoRA on query_key_value alone; RWKV's time and channel mixing.
+FAMILIES = ("llama1B", "FinguAI-Chat-v1", "gemma-2-2b-it", "gemma-ko-v01", "polyglot-ko-1.3b", "KoAlpaca-KoRWKV-1.5B")
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_each_familys_planned_increase_meets_its_measured_tensor_peak(name: str) -> None:
+    """The family's shape (widths / 8, 2 layers, a small vocabulary), float32 on this CPU, the study's batch:
+    the plan's increase (counted from what autograd saves, nothing fitted) is never under the measured one by
+    more than 2 % and over it by at most 15 %."""
+    candidate, seq_len = _full_shaped(name, 8, 2), 24
+    measured, _ = _measured_increase(candidate, FinetuneSettings(rank=16), seq_len)
+    planned = plan.plan_candidate(candidate, (16,), "float32", 4, plan.fixed_widths(seq_len)).ranks[0]
+    assert -0.02 <= planned.finetune_increase_estimate_mib / measured - 1 <= 0.15, (
+        planned.finetune_increase_estimate_mib, measured)
+
