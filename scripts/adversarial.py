@@ -1,0 +1,709 @@
+"""An adversarial user's cases against the plugin and the report, each in a temporary folder of its own.
+
+    .venv/bin/python scripts/adversarial.py [--only SUBSTRING] [--list]
+
+Issue 18's re-run: the categories the third round tried (bad records, bad files, bad options, signals, full
+and read-only disks, caches, scale-out, resume) rebuilt as cases. Each runs the real thing in a subprocess
+(`pytest benchmarks` on one tiny stand-in, or `python -m ohlora_fixtures report`), then checks what a user
+must see: the exit code, one line that names the file, row or option, no traceback, the report whole and
+nothing measured lost. Prints one row per case (case, expectation, PASS or FAIL, evidence); exits 1 when
+any case fails. Outside the test suite: about ten minutes on two cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+MODEL = "TinyKo-v5-a"
+TINY = (
+    "--ohlora-models", MODEL, "--ohlora-ranks", "16", "--ohlora-epochs", "1", "--ohlora-train-rows", "4",
+    "--ohlora-batch-size", "2", "--ohlora-valid-rows", "2", "--ohlora-prompts", "2", "--ohlora-max-new-tokens", "4",
+    "--ohlora-busy-retries", "0",
+)
+Done = subprocess.CompletedProcess
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    expect: str
+    run: Callable[[Path], tuple[bool, str]]
+
+
+def _env(folder: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+    return {**env, "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(folder / "cache"), "PYTHONPATH": str(REPO), **extra}
+
+
+def grid(folder: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Done:
+    """`pytest benchmarks` on the tiny stand-in, writing only under `folder`."""
+    command = [sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "-p", "no:cacheprovider", "-p", "no:randomly",
+               "--benchmark-storage", f"file://{folder / 'storage'}", "--ohlora-report-dir", str(folder / "ohlora"),
+               *TINY, *args]
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=timeout,
+                          env=env or _env(folder))
+
+
+def report(folder: Path, *args: str, timeout: float = 120) -> Done:
+    """`python -m ohlora_fixtures report ARGS` with --out folder/out unless ARGS name one."""
+    out = () if "--out" in args else ("--out", str(folder / "out"))
+    return subprocess.run([sys.executable, "-m", "ohlora_fixtures", "report", *args, *out], cwd=folder,
+                          capture_output=True, text=True, timeout=timeout, env=_env(folder))
+
+
+def text(done: Done) -> str:
+    return done.stdout + done.stderr
+
+
+def clean(done: Done) -> bool:
+    return "Traceback" not in text(done)
+
+
+def last(done: Done, word: str = "") -> str:
+    """The output's last line holding `word` (its last line without one), cut to 110 characters."""
+    lines = [line for line in text(done).splitlines() if word in line and line.strip()] or [""]
+    return lines[-1].strip()[:110]
+
+
+# --- A measured run to break: made once, copied into each case ---------------------------------------------------
+
+BASE: Path | None = None
+
+
+def base(folder: Path) -> Path:
+    """A copy of one good run's report folder (results.jsonl, answers, plans) in `folder`/ohlora."""
+    global BASE
+    if BASE is None:
+        BASE = Path(tempfile.mkdtemp(prefix="ohlora-adversarial-base-"))
+        done = grid(BASE)
+        if done.returncode != 0:
+            raise SystemExit(f"the base run failed:\n{text(done)[-3000:]}")
+        report(BASE, str(BASE / "ohlora" / "results.jsonl"), "--out", str(BASE / "ohlora"))  # plans.json stored
+    shutil.copytree(BASE / "ohlora", folder / "ohlora")
+    shutil.copytree(BASE / "cache", folder / "cache", dirs_exist_ok=True)
+    return folder / "ohlora" / "results.jsonl"
+
+
+def lines(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def rewrite(log: Path, records: list[object], raw: str | None = None) -> None:
+    body = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records)
+    log.write_text(body + (raw or ""), encoding="utf-8")
+
+
+# --- Record cases: one field of the newest record set to a bad value; the report must warn and go on ------------
+
+def _set(path: str, value: object) -> Callable[[dict], None]:
+    def change(record: dict) -> None:
+        *parents, leaf = path.split(".")
+        target = record
+        for key in parents:
+            target = target[key]
+        target[leaf] = value
+    return change
+
+
+BAD_FIELDS: list[tuple[str, Callable[[dict], None]]] = [
+    ("rank 10**400", _set("rank", 10**400)), ("rank 0", _set("rank", 0)), ("rank -3", _set("rank", -3)),
+    ("rank 70000", _set("rank", 70000)), ("rank as a string", _set("rank", "16")),
+    ("seconds -5", _set("seconds", -5.0)), ("seconds NaN", _set("seconds", float("nan"))),
+    ("seconds Infinity", _set("seconds", float("inf"))), ("seconds as text", _set("seconds", "fast")),
+    ("peak -1e308", _set("memory.peak_mib", -1e308)), ("peak 1e308", _set("memory.peak_mib", 1e308)),
+    ("peak NaN", _set("memory.peak_mib", float("nan"))), ("memory as a list", _set("memory", [1, 2])),
+    ("tokens -1", _set("finetune.tokens", -1)), ("schema 99", _set("schema", 99)),
+    ("kind unknown", _set("kind", "training")), ("status unknown", _set("status", "great")),
+    ("run missing", _set("run", None)), ("steps 1e20", _set("finetune.steps", 10**20)),
+]
+
+
+def bad_field(change: Callable[[dict], None]) -> Callable[[Path], tuple[bool, str]]:
+    def run(folder: Path) -> tuple[bool, str]:
+        log = base(folder)
+        records = lines(log)
+        newest = next(r for r in reversed(records) if r.get("kind") == "finetune")
+        change(newest)
+        rewrite(log, records)
+        done = report(folder, str(log))
+        warned = f"{log}:" in text(done) and "skipped" in text(done)
+        ok = done.returncode == 0 and clean(done) and warned and (folder / "out" / "leaderboard.md").is_file()
+        return ok, last(done, "skipped")
+    return run
+
+
+def odd_line(line: str, where: str, silent: bool = False) -> Callable[[Path], tuple[bool, str]]:
+    def run(folder: Path) -> tuple[bool, str]:
+        log = base(folder)
+        records = [json.dumps(r) for r in lines(log)]
+        if where == "middle":
+            records.insert(1, line)
+            rewrite(log, records)
+        else:
+            rewrite(log, records, raw=line)
+        done = report(folder, str(log))
+        warned = f"{log}:" in text(done)
+        ok = (
+            done.returncode == 0 and clean(done) and (warned != silent) and (folder / "out" / "leaderboard.md").exists()
+        )
+        return ok, last(done, str(log)) or "(silent)"
+
+    return run
+
+
+def escaped_name(name: str) -> Callable[[Path], tuple[bool, str]]:
+    def run(folder: Path) -> tuple[bool, str]:
+        log = base(folder)
+        records = lines(log)
+        for record in records:
+            record["candidate"] = name
+        rewrite(log, records)
+        done = report(folder, str(log))
+        outside = [p for p in folder.parent.rglob("*") if "passwd" in p.name or "<" in p.name]
+        ok = clean(done) and done.returncode in (0, 2) and not outside and len(text(done).strip().splitlines()) < 20
+        return ok, last(done) or "(no output)"
+
+    return run
+
+
+# --- File cases for the report command ---------------------------------------------------------------------------
+
+
+def report_with(make: Callable[[Path], list[str]], code: int, word: str) -> Callable[[Path], tuple[bool, str]]:
+    def run(folder: Path) -> tuple[bool, str]:
+        done = report(folder, *make(folder), timeout=30)
+        ok = done.returncode == code and clean(done) and word in text(done)
+        return ok, f"exit {done.returncode}: {last(done, word)}"
+
+    return run
+
+
+def _fifo(folder: Path) -> list[str]:
+    os.mkfifo(folder / "results.jsonl")
+    return [str(folder / "results.jsonl")]
+
+
+def _read_only_out(folder: Path) -> list[str]:
+    log = base(folder)
+    out = folder / "locked"
+    out.mkdir()
+    out.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    return [str(log), "--out", str(out)]
+
+
+def _file_as_out(folder: Path) -> list[str]:
+    log = base(folder)
+    (folder / "afile").write_text("x")
+    return [str(log), "--out", str(folder / "afile")]
+
+
+def html_escaped(folder: Path) -> tuple[bool, str]:
+    log = base(folder)
+    registry = (REPO / "data" / "candidates.toml").read_text(encoding="utf-8")
+    registry = registry.replace('params_label = "', 'params_label = "<img src=x onerror=alert(1)> ', 1)
+    (folder / "evil.toml").write_text(registry, encoding="utf-8")
+    answers = next((folder / "ohlora" / "answers").glob("*.csv"))
+    answers.write_text(
+        answers.read_text(encoding="utf-8-sig").replace("\n", "\n<script>x</script>", 1), encoding="utf-8-sig"
+    )
+    done = report(folder, str(log), "--candidates", str(folder / "evil.toml"))
+    html = (folder / "out" / "leaderboard.html").read_text(encoding="utf-8") if done.returncode == 0 else ""
+    ok = clean(done) and done.returncode == 0 and "<img src=x" not in html and "<script>x" not in html
+    return ok, "escaped in leaderboard.html" if ok else last(done)
+
+
+def grades(content: bytes, word: str) -> Callable[[Path], tuple[bool, str]]:
+    def run(folder: Path) -> tuple[bool, str]:
+        log = base(folder)
+        answers = next((folder / "ohlora" / "answers").glob("*.csv"))
+        answers.write_bytes(content)
+        done = report(folder, str(log))
+        ok = (
+            done.returncode == 0 and clean(done) and word in text(done) and (folder / "out" / "leaderboard.md").exists()
+        )
+        return ok, last(done, word)
+
+    return run
+
+
+def kill_while_rendering(after: float) -> Callable[[Path], tuple[bool, str]]:
+    def run(folder: Path) -> tuple[bool, str]:
+        log = base(folder)
+        first = report(folder, str(log))
+        before = (folder / "out" / "leaderboard.md").read_text(encoding="utf-8")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ohlora_fixtures", "report", str(log), "--lang", "ko", "--out", str(folder / "out")],
+            cwd=folder,
+            env=_env(folder),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(after)
+        process.kill()
+        process.wait()
+        now = (folder / "out" / "leaderboard.md").read_text(encoding="utf-8")
+        whole = now == before or now.rstrip().endswith(now.rstrip().splitlines()[-1]) and "# " in now[:200]
+        again = report(folder, str(log))
+        staging = list((folder / "out").glob(".render-*"))
+        ok = first.returncode == 0 and whole and again.returncode == 0 and not staging
+        return ok, f"killed after {after} s: leaderboard.md whole, {len(staging)} staging folders after a re-render"
+
+    return run
+
+
+def full_disk_report(folder: Path) -> tuple[bool, str]:
+    log = base(folder)
+    small = folder / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)]).returncode != 0:
+        return False, "could not mount a 64 KiB tmpfs (needs root)"
+    try:
+        done = report(folder, str(log), "--out", str(small / "out"))
+        ok = done.returncode != 0 and clean(done) and "no space left" in text(done)
+        return ok, last(done, "space")
+    finally:
+        subprocess.run(["umount", str(small)])
+
+
+def concurrent_reports(folder: Path) -> tuple[bool, str]:
+    log = base(folder)
+    command = [sys.executable, "-m", "ohlora_fixtures", "report", str(log), "--out", str(folder / "out")]
+    processes = [
+        subprocess.Popen(
+            command, cwd=folder, env=_env(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate()[0] for p in processes]
+    ok = all(p.returncode == 0 for p in processes) and not any("Traceback" in o for o in outputs)
+    return ok, f"3 writers, exits {[p.returncode for p in processes]}"
+
+
+def broken_plans(folder: Path) -> tuple[bool, str]:
+    log = base(folder)
+    (folder / "ohlora" / "plans.json").write_text("{not json", encoding="utf-8")
+    done = report(folder, str(log), "--out", str(folder / "ohlora"))
+    ok = done.returncode == 0 and clean(done) and "plans" in text(done)
+    return ok, last(done, "plans")
+
+
+# --- Live runs -----------------------------------------------------------------------------------------------------
+
+
+def usage(*args: str, word: str) -> Callable[[Path], tuple[bool, str]]:
+    def run(folder: Path) -> tuple[bool, str]:
+        done = grid(folder, *args)
+        errors = [line for line in text(done).splitlines() if line.startswith("ERROR:")]
+        ok = done.returncode == 4 and clean(done) and len(errors) == 1 and word in errors[0]
+        return ok, errors[0][:110] if errors else last(done)
+
+    return run
+
+
+def _dataset(folder: Path, body: bytes) -> str:
+    path = folder / "rows.csv"
+    path.write_bytes(body)
+    return str(path)
+
+
+def dataset_usage(body: bytes, word: str) -> Callable[[Path], tuple[bool, str]]:
+    def run(folder: Path) -> tuple[bool, str]:
+        return usage("--ohlora-dataset", _dataset(folder, body), word=word)(folder)
+
+    return run
+
+
+def finished(folder: Path, done: Done, passed: int = 2) -> tuple[bool, str]:
+    log = folder / "ohlora" / "results.jsonl"
+    ok = done.returncode == 0 and clean(done) and f"{passed} passed" in text(done) and log.is_file()
+    return ok, last(done, "passed")
+
+
+def resumed(folder: Path) -> tuple[bool, str]:
+    grid(folder)
+    done = grid(folder, "--ohlora-resume")
+    ok = clean(done) and "2 skipped" in text(done) and "already measured" in text(done)
+    return ok, last(done, "skipped")
+
+
+def stale_resume(folder: Path) -> tuple[bool, str]:
+    grid(folder)
+    done = grid(folder, "--ohlora-resume", "--ohlora-lr", "0.001")
+    return finished(folder, done)
+
+
+def xdist(*args: str) -> Callable[[Path], tuple[bool, str]]:
+    def run(folder: Path) -> tuple[bool, str]:
+        if "--ohlora-resume" in args:
+            grid(folder)
+        done = grid(folder, "-n", "2", "--ohlora-models", f"{MODEL},FinguAI-Chat-v1", *args)
+        rows = [line for line in done.stdout.splitlines() if line.startswith((MODEL, "FinguAI-Chat-v1"))]
+        ok = clean(done) and done.returncode == 0 and len(rows) >= 4
+        return ok, f"{len(rows)} rows in the controller's summary"
+
+    return run
+
+
+def interrupted(sig: int) -> Callable[[Path], tuple[bool, str]]:
+    def run(folder: Path) -> tuple[bool, str]:
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(REPO / "benchmarks"),
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-storage",
+            f"file://{folder / 'storage'}",
+            "--ohlora-report-dir",
+            str(folder / "ohlora"),
+            *TINY,
+            "--ohlora-epochs",
+            "400",
+            "--benchmark-json",
+            str(folder / "bench.json"),
+        ]
+        process = subprocess.Popen(
+            command, cwd=folder, env=_env(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        time.sleep(25)
+        process.send_signal(sig)
+        output = process.communicate(timeout=120)[0]
+        log = folder / "ohlora" / "results.jsonl"
+        statuses = [json.loads(line)["status"] for line in log.read_text().splitlines()] if log.exists() else []
+        ok = (
+            "interrupted" in statuses
+            and (folder / "bench.json").exists()
+            and (folder / "ohlora" / "leaderboard.md").exists()
+            and "Traceback" not in output
+        )
+        return ok, f"exit {process.returncode}, statuses {statuses}"
+
+    return run
+
+
+def read_only_storage(folder: Path) -> tuple[bool, str]:
+    storage = folder / "storage"
+    storage.mkdir()
+    storage.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    done = grid(folder)
+    errors = [line for line in text(done).splitlines() if line.startswith("ERROR:")]
+    ok = done.returncode == 4 and clean(done) and errors and "storage" in errors[0]
+    return ok, errors[0][:110] if errors else last(done)
+
+
+def full_disk_run(folder: Path) -> tuple[bool, str]:
+    small = folder / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(small)]).returncode != 0:
+        return False, "could not mount a tmpfs (needs root)"
+    try:
+        command_dir = ("--ohlora-report-dir", str(small / "ohlora"))
+        done = grid(folder, *command_dir)
+        said = [line for line in text(done).splitlines() if "no space left on" in line]
+        log = small / "ohlora" / "results.jsonl"
+        whole = not log.exists() or all(line.endswith("}") for line in log.read_text().splitlines())
+        ok = clean(done) and said and whole and "final choice" in text(done)
+        return ok, said[0][:110] if said else last(done)
+    finally:
+        subprocess.run(["umount", str(small)])
+
+
+def cache_case(content: str | None, word: str, read_only: bool = False) -> Callable[[Path], tuple[bool, str]]:
+    def run(folder: Path) -> tuple[bool, str]:
+        cache = folder / "cache" / "ohlora-bench"
+        cache.mkdir(parents=True)
+        if content is not None:
+            (cache / "peaks.json").write_text(content, encoding="utf-8")
+        if read_only:
+            cache.chmod(stat.S_IRUSR | stat.S_IXUSR)
+        done = grid(folder)
+        ok, evidence = finished(folder, done)
+        return ok and word in text(done), last(done, word) or evidence
+
+    return run
+
+
+def absurd_peaks(folder: Path) -> tuple[bool, str]:
+    grid(folder)
+    cache = folder / "cache" / "ohlora-bench" / "peaks.json"
+    peaks = json.loads(cache.read_text())
+    for entry in peaks.values():
+        entry["tflops"] = 1e-300
+    cache.write_text(json.dumps(peaks))
+    done = grid(folder)
+    records = lines(folder / "ohlora" / "results.jsonl")
+    mfu = [r["finetune"]["utilisation"]["mfu"] for r in records if r.get("finetune") and r["finetune"]["utilisation"]]
+    ok = clean(done) and max(mfu) <= 1.0 and "calibrat" in text(done)
+    return ok, f"largest MFU {max(mfu):.3g}; {last(done, 'calibrat')[:60]}"
+
+
+def remote_code(folder: Path) -> tuple[bool, str]:
+    registry = (REPO / "data" / "candidates.toml").read_text(encoding="utf-8")
+    registry = registry.replace('name = "TinyKo-v5-a"', 'name = "TinyKo-v5-a"\ntrust_remote_code = true', 1)
+    (folder / "remote.toml").write_text(registry, encoding="utf-8")
+    done = grid(folder, "--ohlora-candidates", str(folder / "remote.toml"), "--ohlora-weights", "pretrained")
+    ok = done.returncode == 4 and clean(done) and "remote code" in text(done)
+    return ok, last(done, "remote code")
+
+
+def pickle_checkpoint(allow: bool) -> Callable[[Path], tuple[bool, str]]:
+    def run(folder: Path) -> tuple[bool, str]:
+        checkpoint = folder / "ckpt"
+        checkpoint.mkdir()
+        marker = folder / "pickle-ran"
+        (checkpoint / "config.json").write_text(json.dumps({"model_type": "llama"}))
+        payload = ("cos\nsystem\n(S'touch " + str(marker) + "'\ntR.").encode()
+        (checkpoint / "pytorch_model.bin").write_bytes(payload)
+        registry = (REPO / "data" / "candidates.toml").read_text(encoding="utf-8")
+        registry = registry.replace('name = "TinyKo-v5-a"', f'name = "TinyKo-v5-a"\npath = "{checkpoint}"', 1)
+        (folder / "local.toml").write_text(registry, encoding="utf-8")
+        args = ["--ohlora-candidates", str(folder / "local.toml"), "--ohlora-weights", "pretrained"]
+        done = grid(folder, *args, *(["--ohlora-allow-pickle"] if allow else []))
+        ok = clean(done) and not marker.exists() and len(text(done).splitlines()) < 200
+        return ok, f"no code ran; {last(done, 'pickle')[:80]}"
+
+    return run
+
+
+def active_profiler(folder: Path) -> tuple[bool, str]:
+    (folder / "conftest.py").write_text(
+        "import torch\nPROFILE = torch.profiler.profile()\nPROFILE.__enter__()\n", encoding="utf-8"
+    )
+    done = grid(folder, "--rootdir", str(folder), "-c", os.devnull, "--confcutdir", str(folder))
+    return clean(done) and done.returncode in (0, 1), last(done)
+
+
+def concurrent_runs(folder: Path) -> tuple[bool, str]:
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        str(REPO / "benchmarks"),
+        "-p",
+        "no:cacheprovider",
+        "--ohlora-report-dir",
+        str(folder / "ohlora"),
+        *TINY,
+    ]
+    processes = [
+        subprocess.Popen(
+            [*command, "--benchmark-storage", f"file://{folder / f's{i}'}"],
+            cwd=folder,
+            env=_env(folder),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in processes]
+    records = lines(folder / "ohlora" / "results.jsonl")
+    ok = all(p.returncode == 0 for p in processes) and len(records) == 4 and not any("Traceback" in o for o in outputs)
+    return ok, f"{len(records)} whole records from 2 sessions"
+
+
+def usdt_lines(folder: Path) -> tuple[bool, str]:
+    done = grid(folder)
+    leaks = [line for line in text(done).splitlines() if "USDT" in line or "profiler_start" in line]
+    ok, evidence = finished(folder, done)
+    return ok and not leaks, f"{len(leaks)} profiler lines in the output"
+
+
+def cases() -> list[Case]:
+    listed = [
+        Case(f"record: {label}", "warned with file:line, skipped, report written", bad_field(change))
+        for label, change in BAD_FIELDS
+    ]
+    listed += [
+        Case("record: broken middle line", "warned with file:line", odd_line('{"kind" "finetune"}', "middle")),
+        Case("record: binary garbage line", "warned with file:line", odd_line("\x00\x01\x02garbage", "middle")),
+        Case("record: a JSON array", "warned with file:line", odd_line("[1, 2, 3]", "middle")),
+        Case("record: a bare number", "warned with file:line", odd_line("42", "middle")),
+        Case("record: an empty object", "warned with file:line", odd_line("{}", "middle")),
+        Case(
+            "record: 20,000-character error",
+            "warned or kept, no traceback",
+            odd_line(json.dumps({"error": "x" * 20000}), "middle"),
+        ),
+        Case("record: cut last line", "silent, the rest rendered", odd_line('{"kind": "fine', "end", silent=True)),
+    ]
+    listed += [
+        Case(f"name escape: {name!r}", "no file outside the report, no traceback", escaped_name(name))
+        for name in ("../../etc/passwd", "<script>alert(1)</script>", "a/b", ".hidden", "x" * 300)
+    ]
+    listed += [
+        Case("report: results is a folder", "exit 2, one line", report_with(lambda f: [str(f)], 2, "directory")),
+        Case(
+            "report: results missing",
+            "exit 2, one line",
+            report_with(lambda f: [str(f / "nope.jsonl")], 2, "not found"),
+        ),
+        Case("report: results is a FIFO", "exit 2, no hang", report_with(_fifo, 2, "not a regular file")),
+        Case("report: /dev/null", "exit 2, one line", report_with(lambda f: ["/dev/null"], 2, "/dev/null")),
+        Case(
+            "report: --ini missing",
+            "usage error",
+            report_with(lambda f: [str(base(f)), "--ini", "nope.cfg"], 2, "nope.cfg"),
+        ),
+        Case(
+            "report: --ranking-weights negative",
+            "usage error",
+            report_with(lambda f: [str(base(f)), "--ranking-weights", "quality=-1"], 2, "--ranking-weights"),
+        ),
+        Case("report: --lang xx", "usage error", report_with(lambda f: [str(base(f)), "--lang", "xx"], 2, "--lang")),
+        Case(
+            "report: --gpu unknown",
+            "usage error naming the cards",
+            report_with(lambda f: [str(base(f)), "--gpu", "nope"], 2, "A100-80GB"),
+        ),
+        Case("report: --out is a file", "usage error", report_with(_file_as_out, 2, "afile")),
+        Case("report: --out read-only", "usage error", report_with(_read_only_out, 2, "locked")),
+        Case(
+            "report: registry missing",
+            "usage error",
+            report_with(lambda f: [str(base(f)), "--candidates", "nope.toml"], 2, "nope.toml"),
+        ),
+        Case("report: HTML injection in registry and answers", "escaped", html_escaped),
+        Case(
+            "grades: words that are not grades",
+            "warned with file:line",
+            grades(
+                "prompt_line,prompt,reference,answer,new_tokens,seconds,grade\n1,q,r,a,3,0.1,great\n".encode(),
+                "not a grade",
+            ),
+        ),
+        Case(
+            "grades: CP949 answers file",
+            "read",
+            grades(
+                "prompt_line,prompt,reference,answer,new_tokens,seconds,grade\n1,질문,답,답변,3,0.1,상\n".encode(
+                    "cp949"
+                ),
+                "report:",
+            ),
+        ),
+        Case(
+            "grades: neither UTF-8 nor CP949",
+            "warned, grades ignored",
+            grades(b"prompt,grade\n\xff\xfe\xfa,5\n", "neither UTF-8 nor CP949"),
+        ),
+        Case(
+            "grades: 20,000-character answer",
+            "read",
+            grades(
+                (
+                    "prompt_line,prompt,reference,answer,new_tokens,seconds,grade\n1,q,r," + "가" * 20000 + ",3,0.1,4\n"
+                ).encode("utf-8-sig"),
+                "report:",
+            ),
+        ),
+        Case("plans.json corrupted", "warned, planned again", broken_plans),
+        Case("report: three writers at once", "all succeed", concurrent_reports),
+        Case("report: full disk", "one line, no traceback", full_disk_report),
+    ]
+    listed += [
+        Case(
+            f"report killed after {t} s",
+            "leaderboard whole; staging removed by the next render",
+            kill_while_rendering(t),
+        )
+        for t in (0.3, 0.8, 1.2, 1.6, 2.0, 2.5)
+    ]
+    listed += [
+        Case("option: rank 10**6", "usage error", usage("--ohlora-ranks", "1000000", word="--ohlora-ranks")),
+        Case("option: rounds 0", "usage error", usage("--ohlora-rounds", "0", word="--ohlora-rounds")),
+        Case("option: seed -1", "usage error", usage("--ohlora-seed", "-1", word="--ohlora-seed")),
+        Case("option: unknown model", "usage error", usage("--ohlora-models", "nope", word="nope")),
+        Case("option: unknown card", "usage error", usage("--ohlora-gpu", "nope", word="A100-80GB")),
+        Case("option: dataset missing", "usage error", usage("--ohlora-dataset", "nope.csv", word="nope.csv")),
+        Case("option: dataset is a folder", "usage error", usage("--ohlora-dataset", "/tmp", word="directory")),
+        Case("option: dataset is /dev/null", "usage error", usage("--ohlora-dataset", "/dev/null", word="/dev/null")),
+        Case("option: registry missing", "usage error", usage("--ohlora-candidates", "nope.toml", word="nope.toml")),
+        Case("option: dtype unknown", "usage error", usage("--ohlora-dtype", "int3", word="--ohlora-dtype")),
+        Case(
+            "dataset: duplicate column",
+            "usage error naming it",
+            dataset_usage("data_type,input_data,output_data,output_data\n".encode(), "output_data"),
+        ),
+        Case(
+            "dataset: mixed encodings",
+            "usage error naming a line",
+            dataset_usage(
+                "data_type,input_data,output_data\ntrain,안녕,네\n".encode() + "train,안녕,네\n".encode("cp949"), "line"
+            ),
+        ),
+        Case("dataset: no rows", "usage error", dataset_usage(b"data_type,input_data,output_data\n", "rows.csv")),
+        Case("run: remote code without opt-in", "refused at start-up", remote_code),
+        Case("run: pickle checkpoint without opt-in", "skipped, no code ran", pickle_checkpoint(False)),
+        Case("run: refused pickle with --ohlora-allow-pickle", "one reason, no code ran", pickle_checkpoint(True)),
+        Case("run: resume", "every benchmark skipped as measured", resumed),
+        Case("run: stale resume (settings changed)", "measured again", stale_resume),
+        Case("run: -n 2", "the controller's summary shows every benchmark", xdist()),
+        Case("run: -n 2 --ohlora-resume", "the controller's summary shows every benchmark", xdist("--ohlora-resume")),
+        Case("run: SIGINT in a timed region", "interrupted record, JSON and report kept", interrupted(signal.SIGINT)),
+        Case("run: SIGTERM in a timed region", "as SIGINT", interrupted(signal.SIGTERM)),
+        Case("run: read-only --benchmark-storage", "one line at start-up", read_only_storage),
+        Case(
+            "run: full disk for the report folder",
+            "one line per benchmark, the summary, no partial line",
+            full_disk_run,
+        ),
+        Case("cache: corrupted peaks", "warned, calibrated again", cache_case("{broken", "not readable")),
+        Case("cache: read-only cache folder", "warned, run goes on", cache_case(None, "not written", read_only=True)),
+        Case("cache: absurd peaks (1e-300 TFLOP/s)", "discarded with a warning", absurd_peaks),
+        Case("run: a profiler already active", "no traceback", active_profiler),
+        Case("run: two sessions into one log", "both records whole", concurrent_runs),
+        Case("run: no USDT profiler lines", "none in the output", usdt_lines),
+    ]
+    return listed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--only", default="", help="run the cases whose name holds this text")
+    parser.add_argument("--list", action="store_true", help="list the cases and stop")
+    args = parser.parse_args(argv)
+    chosen = [case for case in cases() if args.only in case.name]
+    if args.list:
+        print("\n".join(f"{case.name}: {case.expect}" for case in chosen))
+        return 0
+    failed = 0
+    print(f"{len(chosen)} cases")
+    for number, case in enumerate(chosen, 1):
+        folder = Path(tempfile.mkdtemp(prefix="ohlora-adversarial-"))
+        started = time.monotonic()
+        try:
+            ok, evidence = case.run(folder)
+        except Exception as error:  # noqa: BLE001 - a case that breaks the script is a failed case
+            ok, evidence = False, f"{type(error).__name__}: {error}"[:110]
+        finally:
+            for path in folder.rglob("*"):
+                if path.is_dir():
+                    path.chmod(0o755)
+            shutil.rmtree(folder, ignore_errors=True)
+        failed += not ok
+        print(
+            f"{number:3} | {case.name} | {case.expect} | {'PASS' if ok else 'FAIL'} | {evidence} "
+            f"({time.monotonic() - started:.0f} s)",
+            flush=True,
+        )
+    print(f"{len(chosen) - failed} of {len(chosen)} passed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
