@@ -238,11 +238,14 @@ def load_pretrained(
         "local_files_only": not allow_download,
         "trust_remote_code": candidate.trust_remote_code and trust_remote_code,
     }
+    loading = "weights"
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source, **options)
+        # The weights first: a refused pickle must be said before anything else about the checkpoint.
         model = AutoModelForCausalLM.from_pretrained(
             source, dtype=dtype, use_safetensors=None if allow_pickle else True, **options
         )
+        loading = "tokenizer"
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, **options)
     except OSError as error:
         raise WeightsUnavailable(_unavailable_message(candidate, source, allow_download, allow_pickle, error)) from None
     except pickle.UnpicklingError as error:
@@ -256,7 +259,11 @@ def load_pretrained(
     except ValueError as error:
         # transformers' only signal that a checkpoint ships code the registry did not declare.
         if "trust_remote_code" not in str(error):
-            raise
+            raise BenchmarkError(
+                f"{candidate.name}: could not load the {loading} of {_local_checkpoint(candidate) or source}: "
+                f"{_first_line(error).rstrip(': ')}"
+                + (" (the folder needs its tokenizer files beside the weights)" if loading == "tokenizer" else "")
+            ) from None
         raise WeightsUnavailable(
             f"{candidate.name}: {source} ships its own model code, which is refused. If you have reviewed it, "
             "set trust_remote_code = true in its registry entry and pass --ohlora-trust-remote-code"

@@ -15,7 +15,7 @@ import torch
 import transformers
 from safetensors.torch import load_file, save_file
 
-from ohlora_fixtures.errors import UsageError
+from ohlora_fixtures.errors import BenchmarkError, UsageError
 from ohlora_fixtures.inputs.dataset import load_experiment
 from ohlora_fixtures.inputs.options import DEFAULT_DATASET
 from ohlora_fixtures.inputs.registry import load_registry
@@ -137,7 +137,7 @@ def test_remote_code_runs_only_when_entry_and_user_both_ask(
         asked.append(options["trust_remote_code"])
         raise OSError("stop here")
 
-    monkeypatch.setattr(models.transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", from_pretrained)  # loaded first
     with pytest.raises(WeightsUnavailable):
         load_pretrained(
             replace(tiny_candidate, trust_remote_code=entry_asks),
@@ -332,3 +332,16 @@ def test_the_code_is_named_by_its_git_commit_in_a_checkout() -> None:
 
 def test_a_cpu_run_names_no_gpu_software() -> None:
     assert provenance.gpu_software(CPU) == {"gpu_driver": "", "cuda_version": ""}
+
+
+def test_a_checkpoint_without_its_tokenizer_is_one_line_naming_the_folder(tiny_candidate, checkpoint: Path,
+                                                                           tmp_path: Path) -> None:
+    bare = tmp_path / "weights-only"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(checkpoint / name, bare / name)
+    with pytest.raises(BenchmarkError) as refused:
+        load_pretrained(replace(tiny_candidate, path=bare), trust_remote_code=False, allow_pickle=False, **LOAD)
+    message = str(refused.value)
+    assert message.startswith(f"tiny-llama: could not load the tokenizer of {bare}")
+    assert message.endswith("(the folder needs its tokenizer files beside the weights)") and "\n" not in message
