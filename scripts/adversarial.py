@@ -419,7 +419,7 @@ def read_only_storage(folder: Path) -> tuple[bool, str]:
 def full_disk_run(folder: Path) -> tuple[bool, str]:
     small = folder / "small"
     small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(small)]).returncode != 0:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(small)]).returncode != 0:
         return False, "could not mount a tmpfs (needs root)"
     try:
         command_dir = ("--ohlora-report-dir", str(small / "ohlora"))
@@ -427,7 +427,8 @@ def full_disk_run(folder: Path) -> tuple[bool, str]:
         said = [line for line in text(done).splitlines() if "no space left on" in line]
         log = small / "ohlora" / "results.jsonl"
         whole = not log.exists() or all(line.endswith("}") for line in log.read_text().splitlines())
-        ok = clean(done) and said and whole and "final choice" in text(done)
+        summary = text(done).partition("= ohlora-bench =")[2]
+        ok = clean(done) and said and whole and MODEL in summary and "results.jsonl" in summary
         return ok, said[0][:110] if said else last(done)
     finally:
         subprocess.run(["umount", str(small)])

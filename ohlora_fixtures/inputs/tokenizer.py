@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -40,8 +41,15 @@ def dataset_tokenizer(
         tokenizer.train_from_iterator(corpus, trainer=trainer)
         # One partial file per process: pytest-xdist workers may build the same tokenizer at once.
         partial = path.with_suffix(f".{os.getpid()}.tmp")
-        tokenizer.save(str(partial))
-        partial.replace(path)
+        try:
+            tokenizer.save(str(partial))
+            partial.replace(path)
+        except Exception as error:  # noqa: BLE001 - tokenizers raises a bare Exception for an OS error
+            # A cache is a convenience: on a full or read-only disk the run goes on with the tokenizer in memory.
+            partial.unlink(missing_ok=True)
+            warnings.warn(f"{path}: the dataset tokenizer could not be cached ({error}); it is trained again "
+                          "next run", stacklevel=2)
+            return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
     return PreTrainedTokenizerFast(tokenizer_file=str(path), **SPECIAL_TOKENS)
 
 

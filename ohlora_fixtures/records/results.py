@@ -11,7 +11,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 from ohlora_fixtures.records.record import BenchmarkRecord, RecordError
 
@@ -26,40 +26,34 @@ class UnreadableRecord(UserWarning):
 
 def append(path: Path, record: BenchmarkRecord) -> None:
     """Append one record and force it to disk before returning; on a write error (a full disk) the file is
-    cut back to what it was, so that no partial line is left, and the OSError is raised.
+    cut back to what it was, so that no partial line is left, and the OSError is raised naming the log.
 
-    A lock keeps lines whole when several pytest-xdist workers share the file;
-    fsync means a killed run loses only the benchmark still in flight.
+    Written through the file descriptor, unbuffered: a full disk first takes part of a line (a short write)
+    and only then fails, and a buffered stream would try to flush that rest again on truncating or closing.
+    A lock keeps lines whole when several pytest-xdist workers share the file; fsync means a killed run loses
+    only the benchmark still in flight.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (record.to_json() + "\n").encode("utf-8")
-    with path.open("a+b") as stream:
-        fcntl.flock(stream, fcntl.LOCK_EX)
+    handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        size = os.lseek(handle, 0, os.SEEK_END)
+        # A line cut short (a crash mid-write) must not swallow this record into it.
+        if size > 0 and os.pread(handle, 1, size - 1) != b"\n":
+            line = b"\n" + line
         try:
-            size = stream.seek(0, os.SEEK_END)
-            # A line cut short (a crash mid-write) must not swallow this record into it.
-            if size > 0:
-                stream.seek(-1, os.SEEK_END)
-                if stream.read(1) != b"\n":
-                    line = b"\n" + line
-            try:
-                stream.write(line)
-                stream.flush()
-                os.fsync(stream.fileno())
-            except OSError as error:
-                _cut_back(stream, size)
-                # A failed flush names no file: name the log, for the one line a full disk gets.
-                raise OSError(error.errno, error.strerror, error.filename or str(path)) from error
-        finally:
-            fcntl.flock(stream, fcntl.LOCK_UN)
-
-
-def _cut_back(stream: BinaryIO, size: int) -> None:
-    """Drop whatever part of a failed append reached the file (truncating needs no free space)."""
-    with contextlib.suppress(OSError):
-        stream.truncate(size)
-    with contextlib.suppress(OSError):
-        os.fsync(stream.fileno())
+            rest = memoryview(line)
+            while rest:
+                rest = rest[os.write(handle, rest):]
+            os.fsync(handle)
+        except OSError as error:
+            with contextlib.suppress(OSError):  # truncating needs no free space
+                os.ftruncate(handle, size)
+                os.fsync(handle)
+            raise OSError(error.errno, error.strerror, error.filename or str(path)) from error
+    finally:
+        os.close(handle)  # the lock goes with it
 
 
 def read(path: Path, warned: set[str] | None = None) -> Iterator[BenchmarkRecord]:

@@ -32,6 +32,12 @@ def replace_atomically(
             os.fsync(stream.fileno())
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if error.filename is None:  # a failed write or fsync names no file: the one the user keeps is named
+            raise OSError(error.errno, error.strerror, str(path)) from error
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)

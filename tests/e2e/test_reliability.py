@@ -148,37 +148,24 @@ def test_a_cut_last_line_is_silent_and_a_cut_line_before_others_is_not(tmp_path:
 # --- 5: a full disk: the log is written whole or not at all, one line per benchmark -----------------------
 
 
-class _HalfWritten:
-    """A binary file whose writes reach the disk half-way, then fail as a full disk does."""
-
-    def __init__(self, stream) -> None:
-        self.stream = stream
-
-    def write(self, data: bytes) -> int:
-        self.stream.write(data[: len(data) // 2])
-        self.stream.flush()
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    def __getattr__(self, name: str):
-        return getattr(self.stream, name)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stream.close()
-
-
 def test_a_full_disk_leaves_no_partial_line_and_names_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a full disk does to a write: the first call takes part of the line (a short write), the next fails.
     log = tmp_path / "results.jsonl"
     results.append(log, a_record("first"))
     before = log.read_bytes()
-    real_open = Path.open
-    monkeypatch.setattr(Path, "open", lambda self, *a, **k: _HalfWritten(real_open(self, *a, **k)))
+    real_write, calls = os.write, []
+
+    def short_then_full(handle: int, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(handle, bytes(data[: len(data) // 2]))
+
+    monkeypatch.setattr(os, "write", short_then_full)
     with pytest.raises(OSError) as raised:
         results.append(log, a_record("second"))
     monkeypatch.undo()
-    assert log.read_bytes() == before  # nothing of the failed record is left
+    assert len(calls) == 2 and log.read_bytes() == before  # nothing of the failed record is left
     assert disk_full(raised.value) == f"no space left on {_mount(log)} writing {log}"
     results.append(log, a_record("third"))
     with warnings.catch_warnings():

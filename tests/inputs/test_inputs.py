@@ -449,3 +449,19 @@ def test_eval_after_finetune_with_resume_warns_that_reused_fine_tunes_give_no_ne
             "fine-tunes already in results.jsonl are not re-run*"
         ]
     )
+
+
+def test_a_tokenizer_cache_that_cannot_be_written_warns_and_the_tokenizer_still_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokenizers import Tokenizer
+
+    from ohlora_fixtures.inputs.tokenizer import dataset_tokenizer
+
+    def full(self: Tokenizer, path: str, *args: object) -> None:
+        raise Exception("No space left on device (os error 28)")  # what tokenizers raises for an OS error
+
+    monkeypatch.setattr(Tokenizer, "save", full)
+    with pytest.warns(UserWarning, match="could not be cached .*os error 28.*trained again next run"):
+        tokenizer = dataset_tokenizer(["안녕하세요 반가워요", "hello there"], tmp_path / "cache")
+    assert tokenizer("안녕하세요").input_ids and not list((tmp_path / "cache").iterdir())
