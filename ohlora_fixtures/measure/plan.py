@@ -29,6 +29,7 @@ against a named card of data/gpus.toml.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import unittest.mock
 from dataclasses import dataclass
@@ -138,38 +139,56 @@ def checkpointed_bytes(config: Any, layers_bytes: float, batch_size: int, seq_le
 
 @dataclass(frozen=True)
 class AdapterShape:
-    """What one LoRA adapter adds per unit of rank and per token, and what a training step of the adapted base
-    saves for its backward pass, from a rank-1 adapter on the meta device."""
+    """What one LoRA adapter adds per unit of rank and per token, from a rank-1 adapter on the meta device."""
 
     params_per_rank: int
     layers: int
     in_features: int
     """The LoRA layers' input widths, summed: what their A matrices read per token."""
-    saved_bytes: float = 0.0
-    """Every tensor the forward pass saves for the backward pass at the run's batch and widest row."""
 
 
-def adapter_shape(
-    model: torch.nn.Module, candidate: Candidate, batch_size: int = 0, seq_len: int = 0, dtype: str = "float32"
-) -> AdapterShape:
-    """Attach a rank-1 adapter on the meta device, read its shape and count what one training step's forward
-    saves (shapes only, nothing allocated; `batch_size` 0 counts nothing).
+def adapter_shape(model: torch.nn.Module, candidate: Candidate) -> AdapterShape:
+    """Attach a rank-1 adapter on the meta device and read its shape (shapes only, nothing initialised).
 
-    LoRA's A (r x in) and B (out x r) grow linearly with r, so one rank-1 adapter gives every rank: attaching one
-    per rank cost seconds of every report. The saved tensors are autograd's own: every tensor the forward keeps
-    for the backward pass (`saved_tensors_hooks`), each storage once, the weights left out (they are held
-    anyway). So what a frozen base keeps is counted as it is, per architecture: a frozen Linear keeps nothing,
-    a GELU or SiLU its input, attention its queries, keys, values and output, a norm its input; GPT-NeoX with
-    LoRA on query_key_value alone, RWKV's time mixing and gated MLPs alike, with no fitted coefficient.
+    LoRA's A (r x in) and B (out x r) grow linearly with r, so one rank-1
+    adapter gives every rank: attaching one per rank cost seconds of every report.
     """
-    with torch.device("meta"), fresh_adapter(model.to(DTYPES[dtype]), candidate, FinetuneSettings(rank=1)) as adapted:
+    with torch.device("meta"), fresh_adapter(model, candidate, FinetuneSettings(rank=1)) as adapted:
         per_rank, _ = adapted.get_nb_trainable_parameters()
         layers = [m for m in adapted.modules() if isinstance(m, LoraLayer)]
-        saved = _saved_bytes(adapted, batch_size, seq_len) if batch_size else 0.0
-        return AdapterShape(per_rank, len(layers), sum(int(m.in_features) for m in layers), saved)
+        return AdapterShape(per_rank, len(layers), sum(int(m.in_features) for m in layers))
 
 
-def _saved_bytes(adapted: torch.nn.Module, batch_size: int, seq_len: int) -> float:
+def saved_activation_bytes(candidate: Candidate, batch_size: int, seq_len: int, dtype: str) -> float:
+    """What one training step's forward saves for the backward pass, counted on the meta device with a rank-1
+    adapter attached and the base frozen, as the run trains it (shapes only, nothing allocated).
+
+    The saved tensors are autograd's own: every tensor the forward keeps (`saved_tensors_hooks`), each storage
+    once, the weights left out (they are held anyway). So what a frozen base keeps is counted as it is, per
+    architecture: a frozen Linear keeps nothing, a GELU or SiLU its input, attention its queries, keys, values
+    and output, a norm its input; GPT-NeoX with LoRA on query_key_value alone, RWKV's time mixing and gated
+    MLPs alike, with no fitted coefficient. Every layer of a model keeps the same, so the count runs on the
+    model's full shape with one layer and with two, and the full depth is the first plus the difference per
+    further layer (a meta forward costs time per layer and token: RWKV's is a Python loop).
+    """
+    config = build_config(candidate, "full").get_text_config()
+    depth = config.num_hidden_layers
+    one, two = (_saved_bytes(_shallow(candidate, layers), candidate, batch_size, seq_len, dtype) for layers in (1, 2))
+    return one + (depth - 1) * (two - one)
+
+
+def _shallow(candidate: Candidate, layers: int) -> torch.nn.Module:
+    config = dict(candidate.config, num_hidden_layers=layers)
+    config.pop("layer_types", None)  # rebuilt for the depth where a family lists its layers (gemma2)
+    return meta_model(dataclasses.replace(candidate, config=config), "full")
+
+
+def _saved_bytes(model: torch.nn.Module, candidate: Candidate, batch_size: int, seq_len: int, dtype: str) -> float:
+    with torch.device("meta"), fresh_adapter(model.to(DTYPES[dtype]), candidate, FinetuneSettings(rank=1)) as adapted:
+        return _saved_by_step(adapted, batch_size, seq_len)
+
+
+def _saved_by_step(adapted: torch.nn.Module, batch_size: int, seq_len: int) -> float:
     held = {p.untyped_storage()._cdata for p in adapted.parameters()}
     held |= {b.untyped_storage()._cdata for b in adapted.buffers()}
     saved: dict[int, int] = {}
@@ -240,14 +259,15 @@ def plan_candidate(
     config = model.config
     total = parameter_count(model)
     weights = total * dtype_bytes
-    shape = adapter_shape(model, candidate, batch_size, seq_len, dtype)
+    shape = adapter_shape(model, candidate)
+    saved_rank1 = saved_activation_bytes(candidate, batch_size, seq_len, dtype)
     loss_gradients = LOSS_GRADIENT_BUFFERS * batch_size * seq_len * config.get_text_config().vocab_size * 4.0
     rank_plans = []
     for rank in ranks:
         trainable = shape.params_per_rank * rank
         adapter_weights = trainable * ADAPTER_BYTES
         # The rank-1 count plus the wider A outputs a rank-r adapter keeps.
-        saved = shape.saved_bytes + lora_activation_bytes(shape, rank, batch_size, seq_len) - lora_activation_bytes(
+        saved = saved_rank1 + lora_activation_bytes(shape, rank, batch_size, seq_len) - lora_activation_bytes(
             shape, 1, batch_size, seq_len
         )
         activations = saved + loss_gradients
