@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -47,13 +48,23 @@ def _env(folder: Path, **extra: str) -> dict[str, str]:
     return {**env, "HF_HUB_OFFLINE": "1", "XDG_CACHE_HOME": str(folder / "cache"), "PYTHONPATH": str(REPO), **extra}
 
 
-def grid(folder: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Done:
+def grid_command(folder: Path, *args: str, storage: str = "storage") -> list[str]:
     """`pytest benchmarks` on the tiny stand-in, writing only under `folder`."""
-    command = [sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "-p", "no:cacheprovider", "-p", "no:randomly",
-               "--benchmark-storage", f"file://{folder / 'storage'}", "--ohlora-report-dir", str(folder / "ohlora"),
-               *TINY, *args]
-    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=timeout,
+    return [sys.executable, "-m", "pytest", str(REPO / "benchmarks"), "-p", "no:cacheprovider", "-p", "no:randomly",
+            "--benchmark-storage", f"file://{folder / storage}", "--ohlora-report-dir", str(folder / "ohlora"),
+            *TINY, *args]
+
+
+def grid(folder: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Done:
+    """`grid_command` run to its end."""
+    return subprocess.run(grid_command(folder, *args), cwd=folder, capture_output=True, text=True, timeout=timeout,
                           env=env or _env(folder))
+
+
+def started(command: list[str], folder: Path) -> subprocess.Popen:
+    """`command` running in `folder`, its output captured."""
+    return subprocess.Popen(command, cwd=folder, env=_env(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
 
 
 def report(folder: Path, *args: str, timeout: float = 120) -> Done:
@@ -255,25 +266,24 @@ def kill_while_rendering(after: float) -> Callable[[Path], tuple[bool, str]]:
     def run(folder: Path) -> tuple[bool, str]:
         log = base(folder)
         first = report(folder, str(log))
-        before = (folder / "out" / "leaderboard.md").read_text(encoding="utf-8")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ohlora_fixtures", "report", str(log), "--lang", "ko", "--out", str(folder / "out")],
-            cwd=folder,
-            env=_env(folder),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        report(folder, str(log), "--lang", "ko", "--out", str(folder / "korean"))  # what a whole new one reads
+        whole_reports = {_undated(folder / name / "leaderboard.md") for name in ("out", "korean")}
+        process = started([sys.executable, "-m", "ohlora_fixtures", "report", str(log), "--lang", "ko", "--out",
+                           str(folder / "out")], folder)
         time.sleep(after)
         process.kill()
-        process.wait()
-        now = (folder / "out" / "leaderboard.md").read_text(encoding="utf-8")
-        whole = now == before or now.rstrip().endswith(now.rstrip().splitlines()[-1]) and "# " in now[:200]
+        process.communicate()
+        whole = _undated(folder / "out" / "leaderboard.md") in whole_reports  # the old one or the new, never half
         again = report(folder, str(log))
         staging = list((folder / "out").glob(".render-*"))
         ok = first.returncode == 0 and whole and again.returncode == 0 and not staging
         return ok, f"killed after {after} s: leaderboard.md whole, {len(staging)} staging folders after a re-render"
 
     return run
+
+
+def _undated(leaderboard: Path) -> str:
+    return re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w+", "DATE", leaderboard.read_text(encoding="utf-8"))
 
 
 def full_disk_report(folder: Path) -> tuple[bool, str]:
@@ -293,12 +303,7 @@ def full_disk_report(folder: Path) -> tuple[bool, str]:
 def concurrent_reports(folder: Path) -> tuple[bool, str]:
     log = base(folder)
     command = [sys.executable, "-m", "ohlora_fixtures", "report", str(log), "--out", str(folder / "out")]
-    processes = [
-        subprocess.Popen(
-            command, cwd=folder, env=_env(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        for _ in range(3)
-    ]
+    processes = [started(command, folder) for _ in range(3)]
     outputs = [p.communicate()[0] for p in processes]
     ok = all(p.returncode == 0 for p in processes) and not any("Traceback" in o for o in outputs)
     return ok, f"3 writers, exits {[p.returncode for p in processes]}"
@@ -371,25 +376,8 @@ def xdist(*args: str) -> Callable[[Path], tuple[bool, str]]:
 
 def interrupted(sig: int) -> Callable[[Path], tuple[bool, str]]:
     def run(folder: Path) -> tuple[bool, str]:
-        command = [
-            sys.executable,
-            "-m",
-            "pytest",
-            str(REPO / "benchmarks"),
-            "-p",
-            "no:cacheprovider",
-            "--benchmark-storage",
-            f"file://{folder / 'storage'}",
-            "--ohlora-report-dir",
-            str(folder / "ohlora"),
-            *TINY,
-            "--ohlora-epochs",
-            "400",
-            "--benchmark-json",
-            str(folder / "bench.json"),
-        ]
-        process = subprocess.Popen(
-            command, cwd=folder, env=_env(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        process = started(
+            grid_command(folder, "--ohlora-epochs", "400", "--benchmark-json", str(folder / "bench.json")), folder
         )
         time.sleep(25)
         process.send_signal(sig)
@@ -500,28 +488,7 @@ def active_profiler(folder: Path) -> tuple[bool, str]:
 
 
 def concurrent_runs(folder: Path) -> tuple[bool, str]:
-    command = [
-        sys.executable,
-        "-m",
-        "pytest",
-        str(REPO / "benchmarks"),
-        "-p",
-        "no:cacheprovider",
-        "--ohlora-report-dir",
-        str(folder / "ohlora"),
-        *TINY,
-    ]
-    processes = [
-        subprocess.Popen(
-            [*command, "--benchmark-storage", f"file://{folder / f's{i}'}"],
-            cwd=folder,
-            env=_env(folder),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
+    processes = [started(grid_command(folder, storage=f"s{i}"), folder) for i in range(2)]
     outputs = [p.communicate(timeout=600)[0] for p in processes]
     records = lines(folder / "ohlora" / "results.jsonl")
     ok = all(p.returncode == 0 for p in processes) and len(records) == 4 and not any("Traceback" in o for o in outputs)
