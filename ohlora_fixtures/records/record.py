@@ -251,12 +251,7 @@ class BenchmarkRecord:
     def from_json(cls, data: str | Mapping[str, Any]) -> "BenchmarkRecord":
         """A record from a line of results.jsonl (or its parsed object), either schema; RecordError if malformed."""
         if isinstance(data, str):
-            try:
-                data = json.loads(data, parse_constant=_refuse_constant)
-            except json.JSONDecodeError as error:
-                raise RecordError(f"not JSON: {error}") from None
-            except ValueError as error:  # an integer of more digits than Python converts
-                raise RecordError(f"a number out of range: {error}") from None
+            data = parse_json(data)
         if not isinstance(data, Mapping):
             raise RecordError(f"a record is a JSON object, not {type(data).__name__}")
         if "schema" not in data:
@@ -343,6 +338,71 @@ def comparable(run: RunDescription) -> str:
     # pytest-xdist workers each run on their own GPU (cuda:0, cuda:1): the same kind of device.
     described["device"] = described["device"].split(":")[0]
     return json.dumps(described, sort_keys=True, default=str)
+
+
+def comparable_json(run: Any) -> str | None:
+    """`comparable` of a run as a record's JSON holds it, None where what it compares is not valid (its other
+    fields, which `comparable` leaves out, are not checked). Memoised by what it compares: a long log's runs
+    mostly share their settings, and building and flattening each took seconds."""
+    if not isinstance(run, Mapping):
+        return None
+    try:
+        text = json.dumps({k: v for k, v in run.items() if k not in NOT_COMPARED}, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return _comparable_text(text)
+
+
+# Stand-ins for the fields `comparable` leaves out, which a RunDescription still needs to be built.
+_NOT_COMPARED_STAND_INS = {"run_id": "", "date": "", "dataset": "", "ranks": [], "vram_budget_mb": 0.0}
+
+
+@functools.lru_cache(maxsize=256)
+def _comparable_text(compared: str) -> str | None:
+    try:
+        return comparable(_build(RunDescription, {**json.loads(compared), **_NOT_COMPARED_STAND_INS}, "run"))
+    except RecordError:
+        return None
+
+
+@dataclass(frozen=True)
+class MergeHead:
+    """What merging the log needs of a record (`report.stored.Merged`), read from its JSON without building
+    the rest: its benchmark, when it finished, its status and its run's id."""
+
+    key: tuple[str, str, int | None]
+    finished: float | None
+    status: Status
+    run_id: str
+
+
+def merge_head(data: Mapping[str, Any]) -> MergeHead | None:
+    """`MergeHead` of a current-schema record's JSON, each field checked as a built record's is; None where
+    one is missing or not valid (or the record is of an older schema): build that record instead."""
+    if data.get("schema") != SCHEMA_VERSION or not isinstance(data.get("run"), Mapping):
+        return None
+    try:
+        # A field left out takes the record's default, as when the record is built.
+        head = {name: convert(data[name], name) if name in data or required else _DEFAULTS[name]
+                for name, convert, required in _fields(BenchmarkRecord) if name in _MERGE_FIELDS}
+        run_id = _converter(str, "run_id")(data["run"]["run_id"], "run.run_id")
+    except (RecordError, KeyError):
+        return None
+    return MergeHead((head["candidate"], head["kind"].value, head["rank"]), head["finished"], head["status"], run_id)
+
+
+_MERGE_FIELDS = ("candidate", "kind", "rank", "finished", "status")
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(BenchmarkRecord)}
+
+
+def parse_json(line: str) -> Any:
+    """A line of results.jsonl as JSON, RecordError where it is not (NaN and Infinity are not JSON)."""
+    try:
+        return json.loads(line, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as error:
+        raise RecordError(f"not JSON: {error}") from None
+    except ValueError as error:  # an integer of more digits than Python converts
+        raise RecordError(f"a number out of range: {error}") from None
 
 
 def from_flat(data: Mapping[str, Any]) -> BenchmarkRecord:

@@ -11,9 +11,11 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
-from ohlora_fixtures.records.record import BenchmarkRecord, RecordError
+from ohlora_fixtures.records.record import BenchmarkRecord, RecordError, parse_json
+
+T = TypeVar("T")
 
 # The user_properties key under which a pytest-xdist worker sends each of its records (measured or resumed)
 # to the controller, for its summary and report.
@@ -68,6 +70,25 @@ def read(path: Path, warned: set[str] | None = None) -> Iterator[BenchmarkRecord
     for number, line in _lines(path):
         try:
             yield BenchmarkRecord.from_json(line)
+        except RecordError as error:
+            _skipped(path, number, line, error, warned)
+
+
+def read_sorted(
+    path: Path, sort: Callable[[Mapping[str, Any]], T | None], warned: set[str] | None = None
+) -> Iterator[tuple[T, BenchmarkRecord]]:
+    """(sort(object), record) for each line `sort` gives a value other than None, as `read` would give it.
+
+    `sort` sees each line's parsed JSON object before the record is built; a line it gives None is neither
+    built nor checked. A session's report of a long log so builds only its own run's and its settings'
+    records: building and checking is nine tenths of reading a line.
+    """
+    for number, line in _lines(path):
+        try:
+            data = parse_json(line)
+            value = sort(data) if isinstance(data, Mapping) else None
+            if value is not None or not isinstance(data, Mapping):  # what is no object is warned of, as by read
+                yield value, BenchmarkRecord.from_json(data)
         except RecordError as error:
             _skipped(path, number, line, error, warned)
 
@@ -131,14 +152,15 @@ class ResumeIndex:
         value = data.get("fingerprint") if isinstance(data, dict) else None
         return value if isinstance(value, str) else None
 
-    def completed(self, fingerprint: str) -> list[BenchmarkRecord]:
-        """Every successful record with this fingerprint, oldest first (unreadable ones warned of, as `read`)."""
+    def newest_first(self, fingerprint: str) -> Iterator[BenchmarkRecord]:
+        """The successful records with this fingerprint, newest first, each read only when asked for: a resume
+        wants the newest of the same weights, usually the first, not the thousands an old log may hold.
+        Unreadable ones are warned of, as by `read`."""
         offsets = self.offsets.get(fingerprint)
         if not offsets:  # also where the log does not exist yet
-            return []
-        found = []
+            return
         with self.path.open("rb") as stream:
-            for offset in offsets:
+            for offset in reversed(offsets):
                 stream.seek(offset)
                 line = stream.readline().decode("utf-8", errors="replace")
                 try:
@@ -147,8 +169,7 @@ class ResumeIndex:
                     _skipped(self.path, self._line_number(offset), line, error, self.warned)
                     continue
                 if record.fingerprint == fingerprint and record.ok:
-                    found.append(record)
-        return found
+                    yield record
 
     def _line_number(self, offset: int) -> int:
         with self.path.open("rb") as stream:

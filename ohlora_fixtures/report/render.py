@@ -19,21 +19,28 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.inputs.options import Settings
 from ohlora_fixtures.inputs.paths import slug
 from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.records import results
-from ohlora_fixtures.records.record import BenchmarkRecord, Kind, RunDescription, comparable
+from ohlora_fixtures.records.record import (
+    BenchmarkRecord,
+    Kind,
+    RunDescription,
+    comparable,
+    comparable_json,
+    merge_head,
+)
 from ohlora_fixtures.report import cells, marks, plots, tradeoff, verdict
 from ohlora_fixtures.report.document import document
 from ohlora_fixtures.report.gather import Report, gather
 from ohlora_fixtures.report.html import to_html
 from ohlora_fixtures.report.markdown import to_markdown
 from ohlora_fixtures.report.plots import CandidateSeries, TradeOffPlot, TradeOffPoint, write_plots
-from ohlora_fixtures.report.stored import Merged, Stored
+from ohlora_fixtures.report.stored import Deferred, Merged, NotARecord, Stored
 from ohlora_fixtures.report.table_csv import write_csv
 from ohlora_fixtures.words.language import text
 
@@ -247,6 +254,40 @@ class SessionReport:
         return [*self.merged.lines(), f"this run alone: {self.run.markdown} (plots: {own_plots})"]
 
 
+def _read_log(study: Session, settings_now: str, defer: bool) -> tuple[Merged, Merged, set[str]]:
+    """This run's records in the log, those of runs with its settings merged, and every run's id.
+
+    One pass, merging as it reads: a long log is never held whole. Records of other runs and settings are not
+    built (their run ids are all the report's note needs); with `defer`, those of other runs with this run's
+    settings are merged by their heads and only the ones kept are built (`Merged.kept` raises NotARecord
+    where one of them is not valid).
+    """
+    path = study.settings.results_path
+    this_run, same, every_run = Merged(), Merged(), set()
+
+    def sort(data: Mapping[str, Any]) -> tuple[bool, bool] | None:
+        run = data.get("run")
+        run_id = run.get("run_id") if isinstance(run, Mapping) else None
+        settings = comparable_json(run)
+        if isinstance(run_id, str) and settings is not None:
+            every_run.add(run_id)
+        ours, alike = run_id == study.run_id, settings == settings_now
+        if alike and not ours and defer and (head := merge_head(data)) is not None:
+            same.add_deferred(head, Deferred(data, str(path)))
+            return None
+        # A run that is not valid is built all the same, to be warned of like any unreadable line.
+        return (ours, alike) if ours or alike or settings is None else None
+
+    for (ours, alike), record in results.read_sorted(path, sort, study.records.warned):
+        item = Stored(record, str(path))
+        if ours:
+            this_run.add(item)
+        if alike:
+            same.add(item)
+    same.build_deferred()  # now, while a NotARecord can still send the caller back
+    return this_run, same, every_run
+
+
 def render_session(study: Session, ini: Callable[[str], object] | None = None) -> SessionReport | None:
     """The end-of-session reports: this run's own, then the top-level leaderboard.
 
@@ -258,20 +299,16 @@ def render_session(study: Session, ini: Callable[[str], object] | None = None) -
     leaderboard instead of replacing it. Under pytest-xdist the controller
     holds no measured records itself; the workers share its run_id, so the
     log filtered by run_id has them all. None when the session measured
-    nothing (e.g. `pytest tests`).
+    nothing (e.g. `pytest tests`). Records of other runs with other settings
+    are not checked here (`python -m ohlora_fixtures report` reads them all).
     """
     settings = study.settings
     path = settings.results_path
     settings_now = comparable(study.describe())
-    # One pass over the log, merging as it reads: a long log is never held whole.
-    this_run, same, every_run = Merged(), Merged(), set()
-    for record in results.read(path, study.records.warned):
-        item = Stored(record, str(path))
-        every_run.add(record.run.run_id)
-        if record.run.run_id == study.run_id:
-            this_run.add(item)
-        if comparable(record.run) == settings_now:
-            same.add(item)
+    try:
+        this_run, same, every_run = _read_log(study, settings_now, defer=True)
+    except NotARecord:  # a deferred record kept is not valid: read again, building each, to warn and skip it
+        this_run, same, every_run = _read_log(study, settings_now, defer=False)
     own = [Stored(r, str(path)) for r in study.records.measured]
     for item in own:
         this_run.add(item)

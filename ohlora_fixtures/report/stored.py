@@ -6,12 +6,12 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs.paths import not_a_file
 from ohlora_fixtures.records import results
-from ohlora_fixtures.records.record import BenchmarkRecord, RecordError, Status
+from ohlora_fixtures.records.record import BenchmarkRecord, MergeHead, RecordError, Status
 from ohlora_fixtures.records.results import UnreadableRecord
 
 
@@ -73,9 +73,22 @@ def iter_stored(path: Path) -> Iterator[Stored]:
     yield from found
 
 
-def _measured(record: BenchmarkRecord) -> bool:
+def _measured(status: Status) -> bool:
     # ok, oom and failed are outcomes of a measurement; skipped, interrupted and running measured nothing.
-    return record.status not in (Status.SKIPPED, Status.INTERRUPTED, Status.RUNNING)
+    return status not in (Status.SKIPPED, Status.INTERRUPTED, Status.RUNNING)
+
+
+@dataclass(frozen=True)
+class Deferred:
+    """A record of a log merged by its `MergeHead` alone: built only if it is kept (in a long log most are
+    replaced by later runs', and building and checking is most of what reading a record costs)."""
+
+    data: Mapping[str, Any]
+    source: str
+
+
+class NotARecord(Exception):
+    """A deferred record that was kept is not valid: read the log again, building every record."""
 
 
 class Merged:
@@ -83,7 +96,7 @@ class Merged:
     held whole), with how many were replaced and which runs were read. See `merge` for the rules."""
 
     def __init__(self, stored: Iterable[Stored] = ()) -> None:
-        self.kept: dict[tuple[str, str, int | None], Stored] = {}
+        self._kept: dict[tuple[str, str, int | None], tuple[MergeHead, Stored | Deferred]] = {}
         self.replaced = 0
         self.run_ids: set[str] = set()
         for item in stored:
@@ -91,18 +104,42 @@ class Merged:
 
     def add(self, item: Stored) -> None:
         """Fold in one more record, later than every one before it in the input's order."""
-        self.run_ids.add(item.record.run.run_id)
-        earlier = self.kept.get(item.key)
+        record = item.record
+        self._fold(MergeHead(item.key, record.finished, record.status, record.run.run_id), item)
+
+    def add_deferred(self, head: MergeHead, item: Deferred) -> None:
+        """`add` a record not yet built, by its head; `kept` builds it if it is kept."""
+        self._fold(head, item)
+
+    def _fold(self, head: MergeHead, item: Stored | Deferred) -> None:
+        self.run_ids.add(head.run_id)
+        earlier = self._kept.get(head.key)
         if earlier is not None:
-            if earlier.record.finished == item.record.finished:
+            before = earlier[0]
+            if before.finished == head.finished:
                 return
             self.replaced += 1
-            if _measured(earlier.record) != _measured(item.record):
-                if _measured(earlier.record):
+            if _measured(before.status) != _measured(head.status):
+                if _measured(before.status):
                     return  # a measurement stands against a later skip
-            elif (earlier.record.finished or 0) > (item.record.finished or 0):
+            elif (before.finished or 0) > (head.finished or 0):
                 return
-        self.kept[item.key] = item
+        self._kept[head.key] = (head, item)
+
+    @property
+    def kept(self) -> dict[tuple[str, str, int | None], Stored]:
+        """The record kept for each benchmark; NotARecord where a deferred one kept is not a valid record."""
+        self.build_deferred()
+        return {key: item for key, (_, item) in self._kept.items()}
+
+    def build_deferred(self) -> None:
+        """Build the deferred records kept; NotARecord where one is not a valid record."""
+        for key, (head, item) in self._kept.items():
+            if isinstance(item, Deferred):
+                try:
+                    self._kept[key] = (head, Stored(BenchmarkRecord.from_json(item.data), item.source))
+                except RecordError as error:
+                    raise NotARecord(f"{item.source}: {error}") from None
 
 
 def merge(stored: Iterable[Stored]) -> tuple[list[Stored], int]:

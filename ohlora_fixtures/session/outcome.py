@@ -150,19 +150,19 @@ def resume_or_skip(study: Study, record: BenchmarkRecord, candidate: Candidate, 
     if not study.settings.resume:
         return
     path = study.settings.results_path
-    stored = study.records.resume_index.completed(record.fingerprint)
-    if not stored:
+    newest, weights = None, ""
+    for earlier in study.records.resume_index.newest_first(record.fingerprint):
+        if newest is None:  # the weights are named (a checkpoint hashed) only where there is a record to match
+            newest, weights = earlier, study.weights_revision(candidate)
+        if earlier.weights_revision == weights and not weights.endswith("@unknown"):
+            break
+    else:
+        if newest is not None:
+            what = f"{candidate.name} r{record.rank}" if record.rank else f"{candidate.name} inference"
+            say(
+                f"{what}: measured again, not resumed: {path} has it for weights "
+                f"{newest.weights_revision or '(not recorded)'}, the weights now are {weights}"
+            )
         return
-    weights = study.weights_revision(candidate)
-    same = [earlier for earlier in stored if earlier.weights_revision == weights and not weights.endswith("@unknown")]
-    if not same:
-        what = f"{candidate.name} r{record.rank}" if record.rank else f"{candidate.name} inference"
-        say(
-            f"{what}: measured again, not resumed: {path} has it for weights "
-            f"{stored[-1].weights_revision or '(not recorded)'}, the weights now are {weights}"
-        )
-        return
-    study.records.measured.append(
-        same[-1]
-    )  # under pytest-xdist, sent to the controller like a measured one (plugin.WorkerRecords)
+    study.records.measured.append(earlier)  # under pytest-xdist, sent to the controller like a measured one
     pytest.skip(f"already measured with identical settings and weights in {path} (--ohlora-resume)")

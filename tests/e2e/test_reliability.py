@@ -349,9 +349,9 @@ def test_the_resume_index_is_built_once_a_session_and_finds_only_ok_records_of_a
     monkeypatch.setattr(results.ResumeIndex, "__init__", lambda self, *a: built.append(a) or real_init(self, *a))
 
     with pytest.warns(results.UnreadableRecord, match=rf"{re.escape(str(log))}:6: .*seconds: -1 is out of range"):
-        assert [r.id for r in study.records.resume_index.completed("mine")] == ["ok0", "ok1", "ok2"]
-    assert [r.id for r in study.records.resume_index.completed("other")] == ["other"]
-    assert study.records.resume_index.completed("none") == []
+        assert [r.id for r in study.records.resume_index.newest_first("mine")] == ["ok2", "ok1", "ok0"]
+    assert [r.id for r in study.records.resume_index.newest_first("other")] == ["other"]
+    assert list(study.records.resume_index.newest_first("none")) == []
     assert len(built) == 1
 
 

@@ -144,3 +144,36 @@ def _in_order(wanted: list[str], found: list[str]) -> bool:
     """Whether `wanted` appear in `found` in the same order (others may stand between them)."""
     remaining = iter(found)
     return all(any(item == candidate for candidate in remaining) for item in wanted)
+
+
+def test_comparable_json_is_comparable_of_the_built_run_and_none_where_it_is_not_valid() -> None:
+    from ohlora_fixtures.records.record import comparable, comparable_json
+
+    for record in schema1_records():  # older runs: fields added since take their defaults when built
+        raw = json.loads(record.to_json())["run"]
+        assert comparable_json(raw) == comparable(record.run)
+        # What `comparable` leaves out does not matter, not even its type; a setting does.
+        assert comparable_json({**raw, "run_id": "other", "date": 0, "ranks": "x"}) == comparable(record.run)
+        assert comparable_json({**raw, "batch_size": raw["batch_size"] + 1}) != comparable(record.run)
+        assert comparable_json({**raw, "batch_size": -1}) is None
+        assert comparable_json({**raw, "epochs": float("nan")}) is None
+    assert comparable_json("a run") is None
+
+
+def test_read_sorted_builds_only_the_lines_it_is_asked_for_and_warns_of_the_rest_as_read(tmp_path: Path) -> None:
+    records = schema1_records()
+    log = tmp_path / "results.jsonl"
+    lines = [r.to_json() for r in records]
+    lines.insert(2, lines[2].replace('"seconds": ', '"seconds": -'))  # a record that is not valid
+    lines.insert(1, '{"candidate": "x" "kind"}')  # no JSON
+    log.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    wanted = {"polyglot-ko-1.3b": "first", "llama1B": None}
+    with pytest.warns(results.UnreadableRecord) as said:
+        read = list(results.read_sorted(log, lambda data: wanted[data["candidate"]]))
+    assert read == [("first", records[0]), ("first", records[1])]
+    # The broken JSON is named with its line; the invalid llama1B record is not read, so not checked.
+    assert [str(w.message).split(": ", 2)[:2] for w in said] == [[f"{log}:2", "skipped, not a valid record"]]
+    with pytest.warns(results.UnreadableRecord) as said:
+        assert [r for _, r in results.read_sorted(log, lambda data: "all")] == records
+    assert [str(w.message).split(": ")[0] for w in said] == [f"{log}:2", f"{log}:4"]
+    assert "seconds" in str(said[1].message)

@@ -397,3 +397,44 @@ def test_pytest_benchmarks_ends_with_the_report(tiny_grid: GridRun) -> None:
     assert summary.index("final choice: FinguAI-Chat-v1") < summary.index("s per run") < summary.index("report: ")
     header = next(line for line in summary.splitlines() if line.startswith("candidate"))
     assert "s per run" in header and "s per answer" in header and "time s" not in header
+
+
+def test_a_session_builds_only_the_older_runs_records_it_keeps_and_reads_again_where_one_is_not_valid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib
+    from types import SimpleNamespace
+
+    from ohlora_fixtures.records import results
+    from ohlora_fixtures.records.record import BenchmarkRecord as Record
+
+    rendering = importlib.import_module("ohlora_fixtures.report.render")
+    settings = settings_for(tmp_path)
+    now = run_description("now")
+    older = [dataclasses.replace(finetune("polyglot-ko-1.3b", 16, finished=float(i)), run=run_description(f"old{i}"),
+                                 seconds=100.0 + i) for i in range(1, 21)]
+    other = dataclasses.replace(finetune("polyglot-ko-1.3b", 16, finished=30.0),
+                                run=run_description("other", batch_size=2))  # other settings: not merged
+    own = dataclasses.replace(finetune("llama1B", 16, finished=40.0), run=now)
+    jsonl(settings.results_path, [*older, other, own])
+    study = SimpleNamespace(settings=settings, run_id="now", candidates=tuple(load_registry()),
+                            records=SimpleNamespace(measured=[], warned=set()), describe=lambda: now)
+    built = []
+    real = Record.from_json.__func__
+    monkeypatch.setattr(Record, "from_json", classmethod(lambda cls, data: built.append(1) or real(cls, data)))
+
+    def seconds() -> dict[str, float]:
+        frame = pd.read_csv(tmp_path / "results.csv")
+        return dict(zip(frame["candidate"], frame["seconds"]))
+
+    rendering.render_session(study)
+    assert len(built) == 2  # this run's record and the newest older one, of 22 lines
+    assert seconds() == {"polyglot-ko-1.3b": 120.0, "llama1B": own.seconds}
+
+    # The newest older record not valid: read again, building each; it is named and the one before it kept.
+    lines = settings.results_path.read_text(encoding="utf-8").splitlines()
+    lines[19] = lines[19].replace('"seconds": ', '"seconds": -', 1)
+    settings.results_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.warns(results.UnreadableRecord, match=rf"{re.escape(str(settings.results_path))}:20: .*seconds"):
+        rendering.render_session(study)
+    assert seconds() == {"polyglot-ko-1.3b": 119.0, "llama1B": own.seconds}
