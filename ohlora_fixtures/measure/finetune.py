@@ -7,17 +7,21 @@ import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-import peft
 import torch
-from transformers import PreTrainedModel
 
 from ohlora_fixtures.errors import DatasetError
 from ohlora_fixtures.inputs import defaults
 from ohlora_fixtures.inputs.dataset import QAPair
 from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.measure.devices import StepClock, synchronize
+
+# peft is imported where an adapter is made: a session that resumes every benchmark trains nothing, and
+# importing peft and transformers' model classes took 2 to 3 seconds of such a session's 9.
+if TYPE_CHECKING:
+    import peft
+    from transformers import PreTrainedModel
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
 
@@ -65,6 +69,8 @@ def position_limit(config: Any) -> int | None:
 
 def lora_config(candidate: Candidate, settings: FinetuneSettings) -> peft.LoraConfig:
     """The adapter the study used, at `settings.rank`."""
+    import peft
+
     return peft.LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
@@ -77,6 +83,8 @@ def lora_config(candidate: Candidate, settings: FinetuneSettings) -> peft.LoraCo
 
 def has_adapter(model: torch.nn.Module) -> bool:
     """Whether any LoRA layer is attached to `model`."""
+    import peft
+
     return any(isinstance(module, peft.tuners.lora.LoraLayer) for module in model.modules())
 
 
@@ -92,6 +100,8 @@ def fresh_adapter(
     """
     if has_adapter(base):
         raise RuntimeError(f"{candidate.name}: base model still carries a LoRA adapter; refusing to stack another")
+    import peft
+
     torch.manual_seed(settings.seed)
     model = peft.get_peft_model(base, lora_config(candidate, settings))
     if settings.gradient_checkpointing:

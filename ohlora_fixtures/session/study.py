@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.metadata
 import json
 import time
 import warnings
@@ -214,7 +215,6 @@ class Study:
 
     def describe(self) -> RunDescription:
         """What the run shows: device, dtype, weights kind and scale, settings, versions."""
-        import peft
         import transformers
 
         s = self.settings
@@ -245,7 +245,11 @@ class Study:
             seed=s.seed,
             vram_budget_mb=s.vram_budget_mb,
             rounds=s.rounds,
-            versions={"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+            versions={
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "peft": importlib.metadata.version("peft"),  # its version without the seconds of its import
+            },
             code_revision=code_revision(),
             **gpu_software(self.device),
             tokenizer=self.tokenizer_digest,
