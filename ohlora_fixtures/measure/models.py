@@ -242,7 +242,10 @@ def load_pretrained(
     try:
         # The weights first: a refused pickle must be said before anything else about the checkpoint.
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, use_safetensors=None if allow_pickle else True, **options
+            source, dtype=dtype, use_safetensors=None if allow_pickle else True, **options,
+            # transformers does not pass local_files_only on to its look for an adapter config: without this, a
+            # model in the HF cache waited 23 s on the hub's retries where HF_HUB_OFFLINE was not set.
+            adapter_kwargs={"local_files_only": options["local_files_only"]},
         )
         loading = "tokenizer"
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, **options)

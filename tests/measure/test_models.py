@@ -307,6 +307,11 @@ def test_a_cached_hub_model_is_named_by_its_snapshot_commit(
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
     monkeypatch.setattr(provenance.huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    # Not offline, yet nothing may ask the hub (transformers' look for an adapter once waited 23 s on retries).
+    monkeypatch.setattr(provenance.huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    asked = []
+    monkeypatch.setattr(provenance.huggingface_hub.file_download, "get_hf_file_metadata",
+                        lambda *args, **kwargs: asked.append(args) or pytest.fail(f"asked the hub: {args}"))
     hub = replace(tiny_candidate, hub_id="ohlora-test/tiny", path=None)
     assert (
         load_pretrained(hub, trust_remote_code=False, allow_pickle=False, **LOAD).revision
