@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -130,16 +131,53 @@ def not_an_xdist_worker() -> Iterator[None]:
     os.environ.update(hidden)
 
 
+def shared_grid(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str,
+                *args: str) -> GridRun:
+    """`run_grid` of `args` once per test session, under `pytest -n 2` too: the first pytest-xdist worker to
+    ask runs it, holding a lock in the folder the workers' temporary folders share; the others wait for it
+    and read its outcome. A session-scoped fixture alone runs once per worker."""
+    root = _shared_folder(request, tmp_path_factory)
+    directory, outcome = root / name, root / f"{name}.json"
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not outcome.is_file():
+            directory.mkdir()
+            result = run_grid(directory, *args)
+            outcome.write_text(json.dumps([result.returncode, result.stdout, result.stderr]), encoding="utf-8")
+    returncode, stdout, stderr = json.loads(outcome.read_text(encoding="utf-8"))
+    assert returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return GridRun(directory, stdout, stderr)
+
+
+def _shared_folder(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test session's temporary folder; under pytest-xdist the one that holds every worker's."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if hasattr(request.config, "workerinput") else base
+
+
 @pytest.fixture(scope="session")
-def tiny_grid(tmp_path_factory: pytest.TempPathFactory, peaks_cache: Path) -> GridRun:
+def tiny_grid(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, peaks_cache: Path) -> GridRun:
     """SESSION_RUN, run once per test session in a process of its own, autosaved as pytest-benchmark's
     run 0001 and written to run.json; its memory budget is ample, so it also shows the budget gate letting
     a run through."""
-    directory = tmp_path_factory.mktemp("tiny-grid")
-    result = run_grid(directory, *SESSION_RUN, "--ohlora-vram-budget-mb", "65536", "--benchmark-autosave",
-                      f"--benchmark-json={directory / 'run.json'}")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return GridRun(directory, result.stdout, result.stderr)
+    directory = _shared_folder(request, tmp_path_factory) / "tiny-grid"
+    return shared_grid(request, tmp_path_factory, "tiny-grid", *SESSION_RUN, "--ohlora-vram-budget-mb", "65536",
+                       "--benchmark-autosave", f"--benchmark-json={directory / 'run.json'}")
+
+
+# The session's one grid run on two pytest-xdist workers (fixture `xdist_grid`): SESSION_RUN's candidates and
+# ranks at one round, less the second candidate's lower rank, so that pytest-xdist's own scheduler would split
+# the first candidate (see test_performance), listed with -v.
+XDIST_RUN = (
+    "--ohlora-ranks", ",".join(map(str, SESSION_RANKS)), *TINY_SETTINGS, "--ohlora-models", ",".join(SESSION_MODELS),
+    "-k", f"not {SESSION_MODELS[1]}-r{SESSION_RANKS[0]}", "-n", "2", "-v", "-p", "no:randomly",
+)
+
+
+@pytest.fixture(scope="session")
+def xdist_grid(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, peaks_cache: Path) -> GridRun:
+    """XDIST_RUN, once per test session: read it, or `copy_to` a folder of your own."""
+    return shared_grid(request, tmp_path_factory, "xdist-grid", *XDIST_RUN)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import Status
-from tests.conftest import REPO, TINY_RUN, run_grid
+from tests.conftest import REPO, SESSION_MODELS, SESSION_RANKS, TINY_RUN, XDIST_RUN, GridRun, run_grid
 from tests.report.test_render import CANDIDATES, NAMES, finetune, full_run, inference, jsonl, settings_for, table_rows
 
 PAIR = "FinguAI-Chat-v1,TinyKo-v5-a"
@@ -195,29 +195,31 @@ def _csv_rows(path: Path) -> set[tuple[str, str, str]]:
     return {(row.candidate, row.kind, row.status) for row in frame.itertuples()}
 
 
-def test_partial_runs_add_to_the_leaderboard_and_resumed_xdist_records_are_reported(tmp_path: Path) -> None:
+def test_partial_runs_add_to_the_leaderboard_and_resumed_xdist_records_are_reported(
+    xdist_grid: GridRun, tmp_path: Path
+) -> None:
+    # The session's run on two workers (5 benchmarks of two candidates) is this test's first run.
+    xdist_grid.copy_to(tmp_path)
     out, log = tmp_path / "ohlora", tmp_path / "ohlora" / "results.jsonl"
-    both = {(name, kind, "ok") for name in PAIR.split(",") for kind in ("finetune", "inference")}
+    both = {(name, kind, "ok") for name in SESSION_MODELS for kind in ("finetune", "inference")}
     env = {"OMP_NUM_THREADS": "1"}
-
-    full = run_grid(tmp_path, *TINY_RUN, "--ohlora-models", PAIR, env=env)
-    assert full.returncode == 0, full.stdout + full.stderr
+    settings = XDIST_RUN[: XDIST_RUN.index("-k")]  # the same settings, without -k and -n
     assert _csv_rows(out / "results.csv") == both
     with log.open("a", encoding="utf-8") as stream:  # a salted log never stops a session or a resume
         stream.write('{"schema": 2, "run": "oops"}\n{"benchmarks": [1, "x"]}\n')
 
     # Issue 11 item 2: every benchmark resumed by two workers is in the controller's report.
-    resumed = run_grid(tmp_path, *TINY_RUN, "--ohlora-models", PAIR, "-n", "2", "--ohlora-resume", env=env)
+    resumed = run_grid(tmp_path, *XDIST_RUN, "--ohlora-resume", env=env)
     output = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, output
-    assert re.search(r"\b4 skipped\b", output), output
+    assert re.search(r"\b5 skipped\b", output), output
     run_folders = sorted((out / "runs").iterdir())
     assert len(run_folders) == 2
     assert _csv_rows(run_folders[-1] / "results.csv") == both
     assert "not run" not in table_rows((run_folders[-1] / "leaderboard.md").read_text(encoding="utf-8"), "Results")[1]
 
     # Issue 10: `-k TinyKo` measures one candidate; its own report ranks only it, the top-level keeps both.
-    partial = run_grid(tmp_path, *TINY_RUN, "--ohlora-models", PAIR, "-k", "TinyKo", env=env)
+    partial = run_grid(tmp_path, *settings, "-k", f"TinyKo and not r{SESSION_RANKS[0]}", env=env)
     assert partial.returncode == 0, partial.stdout + partial.stderr
     newest = max((out / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
     own = newest.joinpath("leaderboard.md").read_text(encoding="utf-8")
@@ -233,9 +235,7 @@ def test_partial_runs_add_to_the_leaderboard_and_resumed_xdist_records_are_repor
     python_path = os.pathsep.join(filter(None, [str(tmp_path / "plugins"), os.environ.get("PYTHONPATH")]))
     full_disk = run_grid(
         tmp_path,
-        *TINY_RUN,
-        "--ohlora-models",
-        PAIR,
+        *settings,
         "-k",
         "TinyKo and inference",
         "-p",

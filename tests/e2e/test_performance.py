@@ -39,9 +39,7 @@ from tests.conftest import (
     SESSION_RANKS,
     SESSION_RUN,
     TINY_RUN,
-    TINY_SETTINGS,
     GridRun,
-    run_grid,
     run_grid_inprocess,
 )
 
@@ -318,29 +316,15 @@ def test_pytest_benchmark_compare_reads_two_saved_runs(tiny_grid: GridRun, tmp_p
 # --- scale-out ----------------------------------------------------------------------------------------------
 
 
-def test_two_xdist_workers_keep_each_candidate_together_and_merge_into_one_run(tmp_path):
+def test_two_xdist_workers_keep_each_candidate_together_and_merge_into_one_run(xdist_grid: GridRun):
     # Five benchmarks, the first candidate's three first: pytest-xdist's own scheduler would send each worker
     # two in a row, splitting that candidate; the plugin's must keep it on one worker.
-    result = run_grid(
-        tmp_path,
-        "--ohlora-ranks",
-        f"{LOW},{HIGH}",
-        *TINY_SETTINGS,
-        "--ohlora-models",
-        ",".join(SESSION_MODELS),
-        "-k",
-        f"not {SECOND}-r{LOW}",
-        "-n",
-        "2",
-        "-v",
-        env={"OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = xdist_grid
     workers = defaultdict(set)
     for worker, ids in re.findall(r"\[(gw\d)\].* PASSED \S+\[(\S+)\]", result.stdout):
         workers[next(name for name in SESSION_MODELS if ids.startswith(name))].add(worker)
     assert set(workers) == set(SESSION_MODELS) and all(len(on) == 1 for on in workers.values()), result.stdout
-    records = list(results.read(tmp_path / "ohlora" / "results.jsonl"))
+    records = list(results.read(result.log))
     assert _grid_keys(records) == SESSION_BENCHMARKS - {("finetune", SECOND, LOW)}
     assert len({record.run.run_id for record in records}) == 1
     markdown = next(line.split(": ", 1)[1] for line in result.stdout.splitlines() if line.startswith("report: "))

@@ -33,7 +33,7 @@ from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import BenchmarkRecord, RecordError, Status
 from ohlora_fixtures.records.storage import disk_full
 from ohlora_fixtures.report.stored import Merged, Stored
-from tests.conftest import REPO, TINY_ENTRY, TINY_RUN, run_grid, write_registry
+from tests.conftest import REPO, SESSION_MODELS, SESSION_RANKS, TINY_ENTRY, TINY_RUN, GridRun, run_grid, write_registry
 from tests.e2e.test_failures import a_record
 from tests.report.test_render import finetune, full_run, jsonl
 
@@ -391,25 +391,16 @@ def test_an_implausible_cached_calibration_is_discarded_and_taken_again(
 # --- 9: pytest-xdist's controller sums up every benchmark ------------------------------------------------
 
 
-def test_with_two_workers_the_summary_shows_every_benchmark(run_benchmarks) -> None:
-    completed = run_benchmarks(
-        "-n",
-        "2",
-        "-p",
-        "no:randomly",
-        "--ohlora-models",
-        "FinguAI-Chat-v1,TinyKo-v5-a",
-        *TINY_RUN,
-        env={"OMP_NUM_THREADS": "1"},
-    )
-    output = completed.stdout + completed.stderr
-    assert completed.returncode == 0, output
-    summary = output.split("= ohlora-bench =", 1)[1]
-    for candidate in ("FinguAI-Chat-v1", "TinyKo-v5-a"):
-        for benchmark in ("finetune r16", "inference"):
-            assert len(re.findall(rf"{re.escape(candidate)}\S*( \(approx\.\))?\s+{benchmark}\s+ok\b", summary)) == 1, (
-                summary
-            )
+def test_with_two_workers_the_summary_shows_every_benchmark(xdist_grid: GridRun) -> None:
+    summary = (xdist_grid.stdout + xdist_grid.stderr).split("= ohlora-bench =", 1)[1]
+    first, second = SESSION_MODELS
+    low, high = SESSION_RANKS
+    for candidate, benchmark in [(first, f"finetune r{low}"), *((name, f"finetune r{high}") for name in SESSION_MODELS),
+                                 *((name, "inference") for name in SESSION_MODELS)]:
+        assert len(re.findall(rf"{re.escape(candidate)}\S*( \(approx\.\))?\s+{benchmark}\s+ok\b", summary)) == 1, (
+            summary
+        )
+    assert not re.search(rf"{re.escape(second)}\S*( \(approx\.\))?\s+finetune r{low}\b", summary), summary
 
 
 # --- 10: report --ini with a missing file --------------------------------------------------------------------
