@@ -1,8 +1,8 @@
-"""A failure, an out-of-memory error or a kill loses nothing that was measured, and the run goes on.
+"""A failure, an out-of-memory error, Ctrl-C, SIGTERM or a kill loses nothing that was measured, and the run
+goes on (or ends with everything finished kept).
 
-Failures are injected by test-only fault hooks (a conftest or a `-p` plugin
-that wraps `ohlora_fixtures.session.runner.train` for chosen ranks); the product has
-no fault flag.
+Faults are injected by the test-only plugin tests/e2e/faults.py (`-p tests.e2e.faults`, steered by the
+OHLORA_FAULTS variable), which wraps `ohlora_fixtures.session.runner.train`; the product has no fault flag.
 """
 
 from __future__ import annotations
@@ -27,55 +27,15 @@ from ohlora_fixtures.inputs import options as settings
 from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import BenchmarkRecord, Kind, RunDescription, Status
 from ohlora_fixtures.session.study import Study
-from tests.conftest import REPO, TINY_ENTRY, TINY_RUN, write_registry
+from tests.conftest import REPO, TINY_ENTRY, TINY_RUN, run_grid, write_registry
+from tests.e2e.faults import faults
 
-# Test-only fault hook: `train` raises FAULTS[rank] after building what a real step holds (an
-# optimizer and a loss graph); `release_cached_memory` logs whether that is gone when it runs.
-FAULT_CONFTEST = """
-import json
-import weakref
-
-import pytest
-import torch
-
-import ohlora_fixtures.session.outcome as outcome
-import ohlora_fixtures.session.runner as runner
-from ohlora_fixtures.measure.finetune import has_adapter
-
-FAULTS = {faults!r}
-KINDS = {{
-    "OutOfMemoryError": torch.OutOfMemoryError, "MemoryError": MemoryError, "RuntimeError": RuntimeError,
-    "ValueError": ValueError, "KeyboardInterrupt": KeyboardInterrupt,
-}}
-
-
-@pytest.fixture(autouse=True)
-def inject_faults(monkeypatch):
-    held = []
-    real_train, real_release = runner.train, outcome.release_cached_memory
-
-    def train(model, batches, learning_rate, device, on_step=None):
-        rank = model.peft_config["default"].r
-        if rank not in FAULTS:
-            return real_train(model, batches, learning_rate, device, on_step)
-        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
-        loss = model(**batches[0]).loss
-        held.append((weakref.ref(optimizer), weakref.ref(loss), model.get_base_model()))
-        kind, message = FAULTS[rank]
-        raise KINDS[kind](message)
-
-    def release(device):
-        real_release(device)
-        with open("released.jsonl", "a", encoding="utf-8") as stream:
-            for optimizer, loss, base in held:
-                facts = {{"optimizer": optimizer() is not None, "loss": loss() is not None,
-                          "adapter": has_adapter(base)}}
-                stream.write(json.dumps(facts) + "\\n")
-        held.clear()
-
-    monkeypatch.setattr(runner, "train", train)
-    monkeypatch.setattr(outcome, "release_cached_memory", release)
-"""
+# What torch 2.x on Linux raises when the C allocator refuses (c10/core/impl/alloc_cpu.cpp).
+LINUX_CPU_OOM = (
+    "[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't allocate memory: you tried to "
+    "allocate 429496729600 bytes. Error code 12 (Cannot allocate memory)"
+)
+HELD_MIB = 400
 
 
 @pytest.fixture
@@ -88,16 +48,20 @@ def one_thread() -> Iterator[None]:
 
 
 def run_with_faults(
-    pytester: pytest.Pytester, faults: dict[int, tuple[str, str]], ranks: str
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, grid_ranks: str, **spec: object
 ) -> tuple[pytest.RunResult, list[dict]]:
-    """Run the grid of one small candidate in-process with `faults` injected; the result and the records."""
-    pytester.makeconftest(FAULT_CONFTEST.format(faults=faults))
+    """Run the grid of one small candidate at `grid_ranks` in-process with the faults `spec` asks (see
+    tests/e2e/faults.py); the result and the records."""
+    for name, value in faults(**spec).items():
+        monkeypatch.setenv(name, value)
     result = pytester.runpytest_inprocess(
+        "-p",
+        "tests.e2e.faults",
         "--ohlora-models",
         "FinguAI-Chat-v1",
         *TINY_RUN,
         "--ohlora-ranks",
-        ranks,
+        grid_ranks,
         "--ohlora-report-dir",
         "report",
         "-p",
@@ -115,8 +79,10 @@ def by_benchmark(records: list[BenchmarkRecord]) -> dict[str, BenchmarkRecord]:
 
 
 @pytest.mark.usefixtures("one_thread")
-def test_oom_and_errors_are_recorded_and_the_run_goes_on(bench_pytester: pytest.Pytester) -> None:
-    faults = {
+def test_oom_and_errors_are_recorded_and_the_run_goes_on(
+    bench_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures = {
         4: ("OutOfMemoryError", "CUDA out of memory. Tried to allocate 2.00 GiB"),
         8: ("MemoryError", ""),
         16: (
@@ -124,22 +90,26 @@ def test_oom_and_errors_are_recorded_and_the_run_goes_on(bench_pytester: pytest.
             "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory: "
             "you tried to allocate 1073741824 bytes.",
         ),
+        24: ("RuntimeError", LINUX_CPU_OOM),  # and the step held HELD_MIB of real memory when it failed
         32: ("ValueError", "injected fault"),
     }
-    result, records = run_with_faults(bench_pytester, faults, "4,8,16,32,64")
+    result, records = run_with_faults(bench_pytester, monkeypatch, "4,8,16,24,32,64", ranks=failures,
+                                      hold_rank=24, hold_mib=HELD_MIB, released="released.jsonl")
 
-    result.assert_outcomes(passed=2, failed=4)
+    result.assert_outcomes(passed=2, failed=5)
     recorded = by_benchmark(records)
     assert {name: record.status for name, record in recorded.items()} == {
         "r4": "oom",
         "r8": "oom",
         "r16": "oom",
+        "r24": "oom",
         "r32": "failed",
         "r64": "ok",
         "inference": "ok",
     }
     assert recorded["r4"].error == "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert recorded["r8"].error == "MemoryError"
+    assert recorded["r24"].error == f"RuntimeError: {LINUX_CPU_OOM}"
     assert recorded["r32"].error == "ValueError: injected fault"
     # An OOM record carries the settings that caused it.
     assert recorded["r4"].rank == 4 and recorded["r4"].run.epochs == 1 and recorded["r4"].run.dtype == "float32"
@@ -147,56 +117,66 @@ def test_oom_and_errors_are_recorded_and_the_run_goes_on(bench_pytester: pytest.
         [
             "*out of memory (FinguAI-Chat-v1, rank 4, tiny random weights, float32 on cpu): "
             "OutOfMemoryError: CUDA out of memory*",
+            "*out of memory (FinguAI-Chat-v1, rank 24, *): RuntimeError: *DefaultCPUAllocator*",
             "*ValueError: injected fault*",
         ]
     )
+    assert "Traceback" not in result.stdout.str().split("short test summary")[0].split("FAILURES")[-1]
     # When the cache is emptied after each OOM, the failed step's optimizer and loss graph are gone
-    # and the adapter is off the base, so the next rank starts clean.
+    # and the adapter is off the base, so the next rank starts clean ...
     released = [json.loads(line) for line in (bench_pytester.path / "released.jsonl").read_text().splitlines()]
-    assert released == [{"optimizer": False, "loss": False, "adapter": False}] * 3
+    assert released == [{"optimizer": False, "loss": False, "adapter": False}] * 4
+    # ... and without the failed step's memory, so the next figure is its own.
+    rss_at_failure = float((bench_pytester.path / "rss_at_failure").read_text())
+    assert recorded["r64"].memory.absolute_peak_mib < rss_at_failure - 0.5 * HELD_MIB
 
 
-@pytest.mark.usefixtures("one_thread")
-def test_ctrl_c_records_the_benchmark_as_interrupted(bench_pytester: pytest.Pytester) -> None:
-    result, records = run_with_faults(bench_pytester, {32: ("KeyboardInterrupt", "")}, "16,32")
-
-    assert result.ret == pytest.ExitCode.INTERRUPTED
-    recorded = by_benchmark(records)
-    assert recorded["r16"].status is Status.OK
-    assert recorded["r32"].status is Status.INTERRUPTED
-    assert "inference" not in recorded
-
-
-# Test-only `-p` plugin for the kill test: the N-th `train` call signals, then hangs until killed.
-HANG_PLUGIN = """
-import os
-import pathlib
-import time
-
-import ohlora_fixtures.session.runner as runner
-
-_real_train = runner.train
-_calls = 0
-
-
-def _train(*args, **kwargs):
-    global _calls
-    _calls += 1
-    if _calls == int(os.environ["OHLORA_HANG_AT_TRAIN"]):
-        pathlib.Path(os.environ["OHLORA_HANG_MARKER"]).touch()
-        time.sleep(600)
-    return _real_train(*args, **kwargs)
-
-
-if "OHLORA_HANG_AT_TRAIN" in os.environ:
-    runner.train = _train
-"""
+# On the CPU each benchmark calls `train` once more, first: the untimed tensor-memory pass.
+@pytest.mark.parametrize(
+    ("action", "rounds", "at_train"),
+    [
+        ("interrupt", "1", 4),  # r16 finishes; Ctrl-C in r32's only round: no round timed (min() of nothing)
+        ("interrupt", "2", 6),  # r16's two rounds finish; Ctrl-C in r32's second round: half a measurement
+        ("sigterm", "1", 4),  # what CI runners and `timeout` send: the same as Ctrl-C
+    ],
+)
+def test_ctrl_c_or_sigterm_in_a_timed_round_keeps_every_finished_timing_the_json_and_the_report(
+    tmp_path: Path, action: str, rounds: str, at_train: int
+) -> None:
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    completed = run_grid(
+        tmp_path,
+        "-p",
+        "tests.e2e.faults",
+        "--ohlora-models",
+        "FinguAI-Chat-v1",
+        *TINY_RUN,
+        "--ohlora-ranks",
+        "16,32",
+        "--ohlora-rounds",
+        rounds,
+        "--benchmark-json",
+        str(tmp_path / "bench.json"),
+        env={"PYTHONPATH": path, "OMP_NUM_THREADS": "1", **faults(call=at_train, action=action)},
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert "min() arg is an empty sequence" not in output and "Traceback" not in output
+    records = {r.rank: r for r in results.read(tmp_path / "ohlora" / "results.jsonl")}
+    assert records[16].status is Status.OK and records[32].status is Status.INTERRUPTED
+    assert None not in records  # the inference benchmark after them did not run
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    # The finished benchmark's timings are saved; the interrupted one's single round is not passed off as a result.
+    assert [(b["name"], b["stats"]["rounds"]) for b in saved["benchmarks"]] == [
+        ("test_finetune[FinguAI-Chat-v1-r16]", int(rounds))
+    ]
+    assert ("terminated by signal SIGTERM" if action == "sigterm" else "KeyboardInterrupt") in output
+    assert "interrupted: every benchmark that finished is kept" in output
+    assert "report: " in output and (tmp_path / "ohlora" / "leaderboard.md").is_file()
 
 
 def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) -> None:
     """SIGKILL in the middle of the 4th benchmark; --ohlora-resume then runs only the 3 left."""
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "ohlora_hang.py").write_text(HANG_PLUGIN, encoding="utf-8")
     marker = tmp_path / "hanging"
     report = tmp_path / "ohlora"
     log = report / "results.jsonl"
@@ -210,7 +190,7 @@ def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) 
         "-p",
         "no:randomly",
         "-p",
-        "ohlora_hang",
+        "tests.e2e.faults",
         "-rs",
         "--benchmark-storage",
         f"file://{tmp_path / 'storage'}",
@@ -223,13 +203,13 @@ def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) 
         "16,32",
     ]
     # One thread each: this machine's other processes make OpenMP threads spin, which only costs time.
-    # The caller's PYTHONPATH is kept after the hang plugin's, so the subprocess runs the code under test.
-    python_path = os.pathsep.join(filter(None, [str(tmp_path / "plugins"), os.environ.get("PYTHONPATH")]))
+    # The checkout on the path, for the fault plugin (the caller's PYTHONPATH after it).
+    python_path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path}
 
     # Order: FinguAI r16, r32, inference, then TinyKo r16 hangs: the 5th train call, as on the CPU each
-    # fine-tune calls it twice (the timed round, then the untimed tensor-memory pass).
-    hang = {"OHLORA_HANG_AT_TRAIN": "5", "OHLORA_HANG_MARKER": str(marker)}
+    # fine-tune calls it twice (the untimed tensor-memory pass, then the timed round).
+    hang = faults(call=5, action="hang", marker=str(marker))
     first_output = tmp_path / "first.log"
     with first_output.open("wb") as stream:
         first = subprocess.Popen(command, cwd=tmp_path, env={**env, **hang}, stdout=stream, stderr=subprocess.STDOUT)

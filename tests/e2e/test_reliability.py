@@ -33,7 +33,7 @@ from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import BenchmarkRecord, RecordError, Status
 from ohlora_fixtures.records.storage import disk_full
 from ohlora_fixtures.report.stored import Merged, Stored
-from tests.conftest import REPO, SESSION_MODELS, SESSION_RANKS, TINY_ENTRY, TINY_RUN, GridRun, run_grid, write_registry
+from tests.conftest import REPO, SESSION_MODELS, SESSION_RANKS, TINY_ENTRY, TINY_RUN, GridRun, write_registry
 from tests.e2e.test_failures import a_record
 from tests.report.test_render import finetune, full_run, jsonl
 
@@ -271,56 +271,7 @@ def test_a_storage_folder_that_cannot_be_written_is_a_usage_error_at_start_up(be
     assert not (bench_pytester.path / "report" / "results.jsonl").exists()  # nothing ran
 
 
-# --- 6: SIGTERM is Ctrl-C ---------------------------------------------------------------------------------
-
-# Test-only `-p` plugin: the N-th `train` call (in r32's timed round) gets SIGTERM, as `timeout` sends it.
-SIGTERM_PLUGIN = """
-import os
-import signal
-
-import ohlora_fixtures.session.runner as runner
-
-_real_train = runner.train
-_calls = 0
-
-
-def _train(*args, **kwargs):
-    global _calls
-    _calls += 1
-    if _calls == int(os.environ["OHLORA_SIGTERM_AT_TRAIN"]):
-        os.kill(os.getpid(), signal.SIGTERM)
-    return _real_train(*args, **kwargs)
-
-
-runner.train = _train
-"""
-
-
-def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path: Path) -> None:
-    (tmp_path / "sigterm_plugin.py").write_text(SIGTERM_PLUGIN, encoding="utf-8")
-    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", str(REPO))])
-    completed = run_grid(
-        tmp_path,
-        "-p",
-        "sigterm_plugin",
-        "--ohlora-models",
-        "FinguAI-Chat-v1",
-        *TINY_RUN,
-        "--ohlora-ranks",
-        "16,32",
-        "--benchmark-json",
-        str(tmp_path / "bench.json"),
-        env={"PYTHONPATH": path, "OHLORA_SIGTERM_AT_TRAIN": "4", "OMP_NUM_THREADS": "1"},
-    )
-    output = completed.stdout + completed.stderr
-    assert completed.returncode == pytest.ExitCode.INTERRUPTED, output
-    records = {r.rank: r for r in results.read(tmp_path / "ohlora" / "results.jsonl")}
-    assert records[16].status is Status.OK and records[32].status is Status.INTERRUPTED
-    saved = json.loads((tmp_path / "bench.json").read_text())
-    assert [b["name"] for b in saved["benchmarks"]] == ["test_finetune[FinguAI-Chat-v1-r16]"]
-    assert "terminated by signal SIGTERM" in output
-    assert "interrupted: every benchmark that finished is kept" in output
-    assert (tmp_path / "ohlora" / "leaderboard.md").is_file()
+# --- 6: SIGTERM is Ctrl-C: tests/e2e/test_failures.py, with Ctrl-C -------------------------------------
 
 
 # --- 7: the log is read once a session for resuming --------------------------------------------------------
