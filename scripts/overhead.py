@@ -101,15 +101,17 @@ def bare_inference(study: Any, candidate: Any) -> tuple[float, int]:
     with torch.no_grad():
         base.model.generate(input_ids=prompts[0], attention_mask=torch.ones_like(prompts[0]), max_new_tokens=2,
                             do_sample=False, pad_token_id=pad_id)  # the plugin's warm-up
-        torch.manual_seed(generation.seed)
+        eos = base.tokenizer.eos_token_id
         synchronize(study.device)
         started = time.perf_counter()
-        for input_ids in prompts:
+        for pair, input_ids in zip(study.experiment.prompts, prompts):
+            torch.manual_seed((generation.seed + pair.line) % 2**64)  # the plugin's seed for this answer
             output = base.model.generate(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=generation.max_new_tokens, do_sample=not generation.greedy, pad_token_id=pad_id,
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), pad_token_id=pad_id,
+                **generation.generate_kwargs(),
             )
-            new_tokens += output.shape[1] - input_ids.shape[1]
+            new_ids = output[0, input_ids.shape[1]:].tolist()
+            new_tokens += new_ids.index(eos) + 1 if eos in new_ids else len(new_ids)  # as the plugin counts
         synchronize(study.device)
         seconds = time.perf_counter() - started
     return seconds, new_tokens
