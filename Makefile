@@ -42,8 +42,9 @@ lint: $(VENV)/.lint-installed
 	$(BIN)/lint-imports setup.cfg
 
 # Two pytest-xdist workers: the suite's end-to-end runs are separate processes that wait on each other.
+# loadgroup keeps the tests that read one session grid on one worker (tests/conftest.py: SHARED_GRIDS).
 test: setup lint
-	$(BIN)/pytest tests -rs -m "not slow" -n 2 $(ARGS)
+	$(BIN)/pytest tests -rs -m "not slow" -n 2 --dist loadgroup $(ARGS)
 
 # leaderboard.html in headless Chromium at 1280 px (apt-get install chromium-headless-shell fonts-noto-cjk).
 browser-test: setup

@@ -131,6 +131,19 @@ def not_an_xdist_worker() -> Iterator[None]:
     os.environ.update(hidden)
 
 
+# The session grids; the tests that read one run on one worker under `make test`'s `-n 2 --dist loadgroup`.
+SHARED_GRIDS = ("tiny_grid", "xdist_grid")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test that reads a session grid joins that grid's xdist group: spread over two workers, the second
+    to ask would wait, idle, for the first's run to finish (`shared_grid`'s lock)."""
+    for item in items:
+        grid = next((name for name in SHARED_GRIDS if name in getattr(item, "fixturenames", ())), None)
+        if grid is not None:
+            item.add_marker(pytest.mark.xdist_group(grid))
+
+
 def shared_grid(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str,
                 *args: str) -> GridRun:
     """`run_grid` of `args` once per test session, under `pytest -n 2` too: the first pytest-xdist worker to
