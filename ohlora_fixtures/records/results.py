@@ -67,11 +67,8 @@ def read(path: Path, warned: set[str] | None = None) -> Iterator[BenchmarkRecord
     what is wrong. `warned` holds the warnings already given (a session reads
     the log for its resumes and again for its report): each is given once.
     """
-    for number, line in _lines(path):
-        try:
-            yield BenchmarkRecord.from_json(line)
-        except RecordError as error:
-            _skipped(path, number, line, error, warned)
+    for _, record in read_sorted(path, lambda data: True, warned):
+        yield record
 
 
 def read_sorted(
