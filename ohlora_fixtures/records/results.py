@@ -83,8 +83,10 @@ def read_sorted(
     for number, line in _lines(path):
         try:
             data = parse_json(line)
-            value = sort(data) if isinstance(data, Mapping) else None
-            if value is not None or not isinstance(data, Mapping):  # what is no object is warned of, as by read
+            if not isinstance(data, Mapping):
+                BenchmarkRecord.from_json(line)  # raises, naming what the line holds instead of an object
+            value = sort(data)
+            if value is not None:
                 yield value, BenchmarkRecord.from_json(data)
         except RecordError as error:
             _skipped(path, number, line, error, warned)
