@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
-import re
 import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Iterator
 
-from ohlora_fixtures.records.record import BenchmarkRecord, RecordError, parse_json
-
-T = TypeVar("T")
+from ohlora_fixtures.records.record import BenchmarkRecord, RecordError
 
 # The user_properties key under which a pytest-xdist worker sends each of its records (measured or resumed)
 # to the controller, for its summary and report.
@@ -67,29 +63,11 @@ def read(path: Path, warned: set[str] | None = None) -> Iterator[BenchmarkRecord
     what is wrong. `warned` holds the warnings already given (a session reads
     the log for its resumes and again for its report): each is given once.
     """
-    for _, record in read_sorted(path, lambda data: True, warned):
-        yield record
-
-
-def read_sorted(
-    path: Path, sort: Callable[[Mapping[str, Any]], T | None], warned: set[str] | None = None
-) -> Iterator[tuple[T, BenchmarkRecord]]:
-    """(sort(object), record) for each line `sort` gives a value other than None, as `read` would give it.
-
-    `sort` sees each line's parsed JSON object before the record is built; a line it gives None is neither
-    built nor checked. A session's report of a long log so builds only its own run's and its settings'
-    records: building and checking is nine tenths of reading a line.
-    """
     for number, line in _lines(path):
         try:
-            data = parse_json(line)
-            if not isinstance(data, Mapping):
-                BenchmarkRecord.from_json(line)  # raises, naming what the line holds instead of an object
-            value = sort(data)
-            if value is not None:
-                yield value, BenchmarkRecord.from_json(data)
+            yield BenchmarkRecord.from_json(line)
         except RecordError as error:
-            _skipped(path, number, line, error, warned)
+            skipped(path, number, line, error, warned)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -103,7 +81,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                 yield number, line
 
 
-def _skipped(path: Path, number: int, line: str, error: RecordError, warned: set[str] | None) -> None:
+def skipped(path: Path, number: int, line: str, error: RecordError, warned: set[str] | None) -> None:
     """Warn of an unreadable line (once per `warned`), unless it is a last line cut short by a kill."""
     if not line.endswith("\n") and str(error).startswith("not JSON"):
         return  # the last line, cut mid-write: append() starts the next record on a line of its own
@@ -112,67 +90,6 @@ def _skipped(path: Path, number: int, line: str, error: RecordError, warned: set
         warnings.warn(UnreadableRecord(message), stacklevel=3)
     if warned is not None:
         warned.add(message)
-
-
-# How a record's fingerprint is written (to_json: sorted keys, json's default separators); a line written
-# otherwise (an older writer, an editor) is parsed instead. Inside a JSON string the quotes would be escaped,
-# and `data_fingerprint` has no quote before `fingerprint`, so only the record's own key matches.
-_FINGERPRINT = re.compile(r'"fingerprint": "([^"\\]*)"')
-
-
-class ResumeIndex:
-    """Where each fingerprint's records are in a results log: built once per session in one streaming pass
-    that parses no record (100k lines: a second, not minutes), read back only for the fingerprints asked.
-    """
-
-    def __init__(self, path: Path, warned: set[str] | None = None) -> None:
-        self.path, self.warned = path, warned
-        self.offsets: dict[str, list[int]] = {}
-        if not path.is_file():
-            return
-        with path.open("rb") as stream:
-            offset = 0
-            for raw in stream:
-                key = self._fingerprint(raw)
-                if key is not None:
-                    self.offsets.setdefault(key, []).append(offset)
-                offset += len(raw)
-
-    @staticmethod
-    def _fingerprint(raw: bytes) -> str | None:
-        text = raw.decode("utf-8", errors="replace")
-        found = _FINGERPRINT.search(text)
-        if found:
-            return found.group(1)
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return None  # not a record at all: the report's read names it
-        value = data.get("fingerprint") if isinstance(data, dict) else None
-        return value if isinstance(value, str) else None
-
-    def newest_first(self, fingerprint: str) -> Iterator[BenchmarkRecord]:
-        """The successful records with this fingerprint, newest first, each read only when asked for: a resume
-        wants the newest of the same weights, usually the first, not the thousands an old log may hold.
-        Unreadable ones are warned of, as by `read`."""
-        offsets = self.offsets.get(fingerprint)
-        if not offsets:  # also where the log does not exist yet
-            return
-        with self.path.open("rb") as stream:
-            for offset in reversed(offsets):
-                stream.seek(offset)
-                line = stream.readline().decode("utf-8", errors="replace")
-                try:
-                    record = BenchmarkRecord.from_json(line)
-                except RecordError as error:
-                    _skipped(self.path, self._line_number(offset), line, error, self.warned)
-                    continue
-                if record.fingerprint == fingerprint and record.ok:
-                    yield record
-
-    def _line_number(self, offset: int) -> int:
-        with self.path.open("rb") as stream:
-            return stream.read(offset).count(b"\n") + 1
 
 
 def new_run_id() -> str:

@@ -19,21 +19,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.inputs.options import Settings
 from ohlora_fixtures.inputs.paths import slug
 from ohlora_fixtures.inputs.registry import Candidate
-from ohlora_fixtures.records import results
-from ohlora_fixtures.records.record import (
-    BenchmarkRecord,
-    Kind,
-    RunDescription,
-    comparable,
-    comparable_json,
-    merge_head,
-)
+from ohlora_fixtures.records.log_index import LogIndex
+from ohlora_fixtures.records.record import BenchmarkRecord, Kind, RunDescription, comparable
 from ohlora_fixtures.report import cells, marks, plots, tradeoff, verdict
 from ohlora_fixtures.report.document import document
 from ohlora_fixtures.report.gather import Report, gather
@@ -46,10 +39,10 @@ from ohlora_fixtures.words.language import text
 
 
 class SessionRecords(Protocol):
-    """What a session measured or resumed, and the log lines it has already warned about."""
+    """What a session measured or resumed, and its index of the results log."""
 
     measured: list[BenchmarkRecord]
-    warned: set[str]
+    log_index: LogIndex
 
 
 class Session(Protocol):
@@ -257,33 +250,29 @@ class SessionReport:
 def _read_log(study: Session, settings_now: str, defer: bool) -> tuple[Merged, Merged, set[str]]:
     """This run's records in the log, those of runs with its settings merged, and every run's id.
 
-    One pass, merging as it reads: a long log is never held whole. Records of other runs and settings are not
-    built (their run ids are all the report's note needs); with `defer`, those of other runs with this run's
-    settings are merged by their heads and only the ones kept are built (`Merged.kept` raises NotARecord
-    where one of them is not valid).
+    One pass over the log's index (`LogIndex`: what each line holds, kept beside a long log), merging as it
+    goes: a long log is never held whole. Records of other runs and settings are not read (their run ids are
+    all the report's note needs); with `defer`, those of other runs with this run's settings are merged by
+    their heads and only the ones kept are read and built (`Merged.kept` raises NotARecord where one of them
+    is not valid).
     """
-    path = study.settings.results_path
+    index = study.records.log_index
+    index.refresh()  # the lines this session wrote since it read the log
+    source = str(index.path)
     this_run, same, every_run = Merged(), Merged(), set()
-
-    def sort(data: Mapping[str, Any]) -> tuple[bool, bool] | None:
-        run = data.get("run")
-        run_id = run.get("run_id") if isinstance(run, Mapping) else None
-        settings = comparable_json(run)
-        if isinstance(run_id, str) and settings is not None:
-            every_run.add(run_id)
-        ours, alike = run_id == study.run_id, settings == settings_now
-        if alike and not ours and defer and (head := merge_head(data)) is not None:
-            same.add_deferred(head, Deferred(data, str(path)))
-            return None
-        # A run that is not valid is built all the same, to be warned of like any unreadable line.
-        return (ours, alike) if ours or alike or settings is None else None
-
-    for (ours, alike), record in results.read_sorted(path, sort, study.records.warned):
-        item = Stored(record, str(path))
-        if ours:
-            this_run.add(item)
-        if alike:
-            same.add(item)
+    for entry in index.lines():
+        if entry.run_id is not None and entry.settings is not None:
+            every_run.add(entry.run_id)
+        ours, alike = entry.run_id == study.run_id, entry.settings == settings_now
+        if alike and not ours and defer and entry.head is not None:
+            same.add_deferred(entry.head, Deferred(index, entry, source))
+        # A line that is not a valid run is built all the same, to be warned of like any unreadable line.
+        elif (ours or alike or entry.settings is None) and (record := index.record(entry)) is not None:
+            item = Stored(record, source)
+            if ours:
+                this_run.add(item)
+            if alike:
+                same.add(item)
     same.build_deferred()  # now, while a NotARecord can still send the caller back
     return this_run, same, every_run
 

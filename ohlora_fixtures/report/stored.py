@@ -6,11 +6,12 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator
 
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs.paths import not_a_file
 from ohlora_fixtures.records import results
+from ohlora_fixtures.records.log_index import Entry, LogIndex
 from ohlora_fixtures.records.record import BenchmarkRecord, MergeHead, RecordError, Status
 from ohlora_fixtures.records.results import UnreadableRecord
 
@@ -80,10 +81,11 @@ def _measured(status: Status) -> bool:
 
 @dataclass(frozen=True)
 class Deferred:
-    """A record of a log merged by its `MergeHead` alone: built only if it is kept (in a long log most are
-    replaced by later runs', and building and checking is most of what reading a record costs)."""
+    """A record of a log merged by its `MergeHead` alone: read and built only if it is kept (in a long log
+    most are replaced by later runs', and reading, building and checking is what a record costs)."""
 
-    data: Mapping[str, Any]
+    index: LogIndex
+    entry: Entry
     source: str
 
 
@@ -137,7 +139,8 @@ class Merged:
         for key, (head, item) in self._kept.items():
             if isinstance(item, Deferred):
                 try:
-                    self._kept[key] = (head, Stored(BenchmarkRecord.from_json(item.data), item.source))
+                    record = BenchmarkRecord.from_json(item.index.text(item.entry))
+                    self._kept[key] = (head, Stored(record, item.source))
                 except RecordError as error:
                     raise NotARecord(f"{item.source}: {error}") from None
 

@@ -151,7 +151,7 @@ def resume_or_skip(study: Study, record: BenchmarkRecord, candidate: Candidate, 
         return
     path = study.settings.results_path
     newest, weights = None, ""
-    for earlier in study.records.resume_index.newest_first(record.fingerprint):
+    for earlier in study.records.log_index.newest_first(record.fingerprint):
         if newest is None:  # the weights are named (a checkpoint hashed) only where there is a record to match
             newest, weights = earlier, study.weights_revision(candidate)
         if earlier.weights_revision == weights and not weights.endswith("@unknown"):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from ohlora_fixtures.records import results
+from ohlora_fixtures.records.log_index import LogIndex
 from ohlora_fixtures.records.record import BenchmarkRecord
 
 
@@ -23,6 +23,7 @@ class SessionRecords:
     warned: set[str] = field(default_factory=set)
 
     @cached_property
-    def resume_index(self) -> results.ResumeIndex:
-        """Where the results log holds each fingerprint's records, for --ohlora-resume: read once a session."""
-        return results.ResumeIndex(self.results_path, self.warned)
+    def log_index(self) -> LogIndex:
+        """What each line of the results log holds: read once a session (from the index stored beside a long
+        log), for --ohlora-resume; the report brings it up to the lines this session wrote (`refresh`)."""
+        return LogIndex(self.results_path, self.warned)

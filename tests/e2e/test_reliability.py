@@ -30,6 +30,7 @@ from ohlora_fixtures.inputs.registry import load_registry
 from ohlora_fixtures.measure import hardware
 from ohlora_fixtures.measure.models import build_random, load_pretrained
 from ohlora_fixtures.records import results
+from ohlora_fixtures.records.log_index import LogIndex
 from ohlora_fixtures.records.record import BenchmarkRecord, RecordError, Status
 from ohlora_fixtures.records.storage import disk_full
 from ohlora_fixtures.report.stored import Merged, Stored
@@ -277,32 +278,18 @@ def test_a_storage_folder_that_cannot_be_written_is_a_usage_error_at_start_up(be
 # --- 7: the log is read once a session for resuming --------------------------------------------------------
 
 
-def test_the_resume_index_is_built_once_a_session_and_finds_only_ok_records_of_a_fingerprint(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_log_index_is_built_once_a_session_for_its_resumes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tests.e2e.test_failures import _study
 
     study = _study(tmp_path, resume=True)
     log = study.settings.results_path
-    mine = [replace(a_record(f"ok{i}", status=Status.OK, finished=float(i)), fingerprint="mine") for i in range(3)]
-    for record in [
-        mine[0],
-        replace(a_record("failed", status=Status.FAILED), fingerprint="mine"),
-        mine[1],
-        replace(a_record("other", status=Status.OK), fingerprint="other"),
-        mine[2],
-    ]:
-        results.append(log, record)
-    with log.open("a", encoding="utf-8") as stream:  # a line of this fingerprint that is no record
-        stream.write(_line(mine[0], "seconds", -1.0) + "\n")
+    for i in range(2):
+        results.append(log, replace(a_record(f"ok{i}", status=Status.OK, finished=float(i)), fingerprint="mine"))
     built = []
-    real_init = results.ResumeIndex.__init__
-    monkeypatch.setattr(results.ResumeIndex, "__init__", lambda self, *a: built.append(a) or real_init(self, *a))
-
-    with pytest.warns(results.UnreadableRecord, match=rf"{re.escape(str(log))}:6: .*seconds: -1 is out of range"):
-        assert [r.id for r in study.records.resume_index.newest_first("mine")] == ["ok2", "ok1", "ok0"]
-    assert [r.id for r in study.records.resume_index.newest_first("other")] == ["other"]
-    assert list(study.records.resume_index.newest_first("none")) == []
+    real_init = LogIndex.__init__
+    monkeypatch.setattr(LogIndex, "__init__", lambda self, *a: built.append(a) or real_init(self, *a))
+    assert [r.id for r in study.records.log_index.newest_first("mine")] == ["ok1", "ok0"]
+    assert list(study.records.log_index.newest_first("other")) == []
     assert len(built) == 1
 
 

@@ -160,20 +160,14 @@ def test_comparable_json_is_comparable_of_the_built_run_and_none_where_it_is_not
     assert comparable_json("a run") is None
 
 
-def test_read_sorted_builds_only_the_lines_it_is_asked_for_and_warns_of_the_rest_as_read(tmp_path: Path) -> None:
+def test_read_warns_of_each_unreadable_line_by_its_number_and_reads_the_rest(tmp_path: Path) -> None:
     records = schema1_records()
     log = tmp_path / "results.jsonl"
     lines = [r.to_json() for r in records]
     lines.insert(2, lines[2].replace('"seconds": ', '"seconds": -'))  # a record that is not valid
     lines.insert(1, '{"candidate": "x" "kind"}')  # no JSON
     log.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    wanted = {"polyglot-ko-1.3b": "first", "llama1B": None}
     with pytest.warns(results.UnreadableRecord) as said:
-        read = list(results.read_sorted(log, lambda data: wanted[data["candidate"]]))
-    assert read == [("first", records[0]), ("first", records[1])]
-    # The broken JSON is named with its line; the invalid llama1B record is not read, so not checked.
-    assert [str(w.message).split(": ", 2)[:2] for w in said] == [[f"{log}:2", "skipped, not a valid record"]]
-    with pytest.warns(results.UnreadableRecord) as said:
-        assert [r for _, r in results.read_sorted(log, lambda data: "all")] == records
+        assert list(results.read(log)) == records
     assert [str(w.message).split(": ")[0] for w in said] == [f"{log}:2", f"{log}:4"]
     assert "seconds" in str(said[1].message)

@@ -29,6 +29,7 @@ from ohlora_fixtures.records.record import (
     plain,
 )
 from ohlora_fixtures.report.tables import results_table
+from ohlora_fixtures.session.session_records import SessionRecords
 from tests.conftest import GridRun
 
 CANDIDATES = {c.name: c for c in load_registry()}
@@ -418,7 +419,7 @@ def test_a_session_builds_only_the_older_runs_records_it_keeps_and_reads_again_w
     own = dataclasses.replace(finetune("llama1B", 16, finished=40.0), run=now)
     jsonl(settings.results_path, [*older, other, own])
     study = SimpleNamespace(settings=settings, run_id="now", candidates=tuple(load_registry()),
-                            records=SimpleNamespace(measured=[], warned=set()), describe=lambda: now)
+                            records=SessionRecords(settings.results_path), describe=lambda: now)
     built = []
     real = Record.from_json.__func__
     monkeypatch.setattr(Record, "from_json", classmethod(lambda cls, data: built.append(1) or real(cls, data)))

@@ -14,6 +14,7 @@ import pytest
 from ohlora_fixtures import report
 from ohlora_fixtures.records.record import BenchmarkRecord, RunDescription
 from ohlora_fixtures.report import plots
+from ohlora_fixtures.session.session_records import SessionRecords
 from tests.report.test_render import (
     CANDIDATES,
     answers_file,
@@ -295,7 +296,7 @@ def test_a_sessions_merged_leaderboard_copies_the_plots_of_its_own_report_and_a_
         jsonl(settings.results_path, records)
         run = records[0].run
         study = SimpleNamespace(settings=settings, run_id=run.run_id, candidates=tuple(load_registry()),
-                                records=SimpleNamespace(measured=[], warned=set()), describe=lambda: run)
+                                records=SessionRecords(settings.results_path), describe=lambda: run)
         return rendering.render_session(study)
 
     records = graded_run(tmp_path / "a")
