@@ -157,6 +157,8 @@ def measure_optimum(args: argparse.Namespace) -> dict[str, Any]:
     decode = report.decode.latency.values
     return {
         "first_token_s": float(report.prefill.latency.p50),
+        # Its headline. optimum-benchmark 0.6.0's per-token list repeats every earlier generation's gaps and holds one
+        # gap across each boundary between generations (docs/performance.md): the p50 barely moves, the mean does.
         "decode_token_s": float(report.per_token.latency.p50),
         # The same definition as the project's: the generation after the first token over the tokens after it.
         "decode_over_tokens_s": statistics.median(v / (args.new_tokens - 1) for v in decode),
