@@ -1,6 +1,6 @@
 """The plugin's inference timing against optimum-benchmark's, on one local checkpoint.
 
-    .venv/bin/python scripts/optimum_compare.py [--pairs 5] [--optimum-python /work/optenv/bin/python]
+    .venv/bin/python scripts/optimum_compare.py [--pairs 5] [--optimum-python .venv-optimum/bin/python]
         [--candidate TinyKo-v5-a] [--prompt-tokens 32] [--new-tokens 80] [--iterations 5] [--out FILE]
 
 It builds one checkpoint offline: the registry candidate's model at full size with seeded random weights and the
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-OPTIMUM_PYTHON = Path("/work/optenv/bin/python")
+OPTIMUM_PYTHON = ROOT / ".venv-optimum" / "bin" / "python"
 # The checkout this script is in, before the one the project's venv installed in editable mode.
 sys.path.insert(0, str(ROOT))
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
