@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import unittest.mock
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -147,34 +147,40 @@ class AdapterShape:
     """The LoRA layers' input widths, summed: what their A matrices read per token."""
 
 
-def adapter_shape(model: torch.nn.Module, candidate: Candidate) -> AdapterShape:
-    """Attach a rank-1 adapter on the meta device and read its shape (shapes only, nothing initialised).
+def adapter_shape(adapted: torch.nn.Module) -> AdapterShape:
+    """The shape of the rank-1 adapter attached to `adapted` (shapes only, nothing initialised).
 
     LoRA's A (r x in) and B (out x r) grow linearly with r, so one rank-1
     adapter gives every rank: attaching one per rank cost seconds of every report.
     """
-    with torch.device("meta"), fresh_adapter(model, candidate, FinetuneSettings(rank=1)) as adapted:
-        per_rank, _ = adapted.get_nb_trainable_parameters()
-        layers = [m for m in adapted.modules() if isinstance(m, LoraLayer)]
-        return AdapterShape(per_rank, len(layers), sum(int(m.in_features) for m in layers))
+    per_rank, _ = adapted.get_nb_trainable_parameters()
+    layers = [m for m in adapted.modules() if isinstance(m, LoraLayer)]
+    return AdapterShape(per_rank, len(layers), sum(int(m.in_features) for m in layers))
 
 
-def saved_activation_bytes(candidate: Candidate, batch_size: int, seq_len: int, dtype: str) -> float:
-    """What one training step's forward saves for the backward pass, counted on the meta device with a rank-1
-    adapter attached and the base frozen, as the run trains it (shapes only, nothing allocated).
+def rank1_counts(candidate: Candidate, batch_size: int, seq_len: int, dtype: str) -> tuple[AdapterShape, float]:
+    """The rank-1 adapter's shape at full size and what one training step's forward saves for the backward pass,
+    counted on the meta device with that adapter attached and the base frozen, as the run trains it (shapes
+    only, nothing allocated).
 
     The saved tensors are autograd's own: every tensor the forward keeps (`saved_tensors_hooks`), each storage
     once, the weights left out (they are held anyway). So what a frozen base keeps is counted as it is, per
     architecture: a frozen Linear keeps nothing, a GELU or SiLU its input, attention its queries, keys, values
     and output, a norm its input; GPT-NeoX with LoRA on query_key_value alone, RWKV's time mixing and gated
-    MLPs alike, with no fitted coefficient. Every layer of a model keeps the same, so the count runs on the
-    model's full shape with one layer and with two, and the full depth is the first plus the difference per
-    further layer (a meta forward costs time per layer and token: RWKV's is a Python loop).
+    MLPs alike, with no fitted coefficient. Every layer of a model has the same adapter and keeps the same, so
+    both are counted on the model's full shape with one layer and with two, and the full depth is the first
+    plus the difference per further layer (a meta forward costs time per layer and token: RWKV's is a Python
+    loop; attaching an adapter to every layer of the full model cost 0.1 to 0.6 s a candidate).
     """
-    config = build_config(candidate, "full").get_text_config()
-    depth = config.num_hidden_layers
-    one, two = (_saved_bytes(_shallow(candidate, layers), candidate, batch_size, seq_len, dtype) for layers in (1, 2))
-    return one + (depth - 1) * (two - one)
+    depth = build_config(candidate, "full").get_text_config().num_hidden_layers
+    (shape1, saved1), (shape2, saved2) = (_counted(_shallow(candidate, n), candidate, batch_size, seq_len, dtype)
+                                          for n in (1, 2))
+
+    def deep(one: float, two: float) -> float:
+        return one + (depth - 1) * (two - one)
+
+    shape = AdapterShape(*(int(deep(a, b)) for a, b in zip(astuple(shape1), astuple(shape2))))
+    return shape, deep(saved1, saved2)
 
 
 def _shallow(candidate: Candidate, layers: int) -> torch.nn.Module:
@@ -183,9 +189,11 @@ def _shallow(candidate: Candidate, layers: int) -> torch.nn.Module:
     return meta_model(dataclasses.replace(candidate, config=config), "full")
 
 
-def _saved_bytes(model: torch.nn.Module, candidate: Candidate, batch_size: int, seq_len: int, dtype: str) -> float:
+def _counted(
+    model: torch.nn.Module, candidate: Candidate, batch_size: int, seq_len: int, dtype: str
+) -> tuple[AdapterShape, float]:
     with torch.device("meta"), fresh_adapter(model.to(DTYPES[dtype]), candidate, FinetuneSettings(rank=1)) as adapted:
-        return _saved_by_step(adapted, batch_size, seq_len)
+        return adapter_shape(adapted), _saved_by_step(adapted, batch_size, seq_len)
 
 
 def _saved_by_step(adapted: torch.nn.Module, batch_size: int, seq_len: int) -> float:
@@ -259,8 +267,7 @@ def plan_candidate(
     config = model.config
     total = parameter_count(model)
     weights = total * dtype_bytes
-    shape = adapter_shape(model, candidate)
-    saved_rank1 = saved_activation_bytes(candidate, batch_size, seq_len, dtype)
+    shape, saved_rank1 = rank1_counts(candidate, batch_size, seq_len, dtype)
     loss_gradients = LOSS_GRADIENT_BUFFERS * batch_size * seq_len * config.get_text_config().vocab_size * 4.0
     rank_plans = []
     for rank in ranks:

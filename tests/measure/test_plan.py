@@ -323,3 +323,20 @@ def test_each_familys_planned_increase_meets_its_measured_tensor_peak(name: str)
     assert -0.02 <= planned.finetune_increase_estimate_mib / measured - 1 <= 0.15, (
         planned.finetune_increase_estimate_mib, measured)
 
+
+
+# One candidate of each family in the registry (the others share a family's layers).
+FAMILIES = (
+    "gemma-2-2b-it", "gemma-ko-v01", "polyglot-ko-1.3b", "KoAlpaca-KoRWKV-1.5B", "FinguAI-Chat-v1", "TinyKo-v5-a",
+)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_adapter_counted_on_one_and_two_layers_is_the_full_models_own(name: str) -> None:
+    from ohlora_fixtures.measure.models import meta_model
+
+    candidate = registry.select(registry.load_registry(), [name])[0]
+    rank1 = FinetuneSettings(rank=1)
+    with torch.device("meta"), fresh_adapter(meta_model(candidate, "full"), candidate, rank1) as full:
+        whole = plan.adapter_shape(full)
+    assert plan.rank1_counts(candidate, 1, 8, "float32")[0] == whole
