@@ -102,8 +102,6 @@ class LogIndex:
 
     def __init__(self, path: Path, warned: set[str] | None = None) -> None:
         self.path, self.warned = path, warned
-        self._size = 0  # the bytes indexed: whole lines only
-        self._lines = 0  # the lines among them, blank ones included
         self._reset()
         with _collector_paused():
             self._load()
@@ -157,10 +155,6 @@ class LogIndex:
             tail = stream.readline()
         if tail.strip():
             yield _entry(tail, self._size, self._lines + 1)
-
-    def data(self, entry: Entry) -> Any:
-        """The line's parsed JSON; RecordError where it is not JSON."""
-        return parse_json(self.text(entry))
 
     def text(self, entry: Entry) -> str:
         """The line itself, read from the log."""
@@ -236,7 +230,8 @@ class LogIndex:
         )
 
     def _reset(self) -> None:
-        self._size, self._lines = 0, 0
+        self._size = 0  # the bytes indexed: whole lines only
+        self._lines = 0  # the lines among them, blank ones included
         self._digest = hashlib.sha256().hexdigest()  # of the bytes indexed
         self._tables = {name: _Table() for name in _TABLES}
         self._columns = {name: array.array("q") for name in _COLUMNS}
