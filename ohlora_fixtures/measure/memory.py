@@ -311,10 +311,12 @@ class TensorPeakMeter:
     bytes allocated since the region began, whose maximum is the region's
     increase. A block allocated before the region and freed inside it is not
     reported (the allocator never learnt its size), so the figure can only err
-    high. The profiler keeps a record of every operator too (about 1.5 KiB
-    each: 11 GiB for 25 full-size answers), so the records are handed over at
-    a `window()` call (the region calls it after every step or answer, in place
-    of a progress line) once `WINDOW_SECONDS` have passed since the last: they
+    high. The profiler records no operator (torch_compat.py), but every
+    allocation and free is a record of its own, which builds up over a long
+    region (when it also recorded operators, 11 GiB for 25 full-size
+    answers), so the records are handed over at a `window()` call (the
+    region calls it after every step or answer, in place of a progress line)
+    once `WINDOW_SECONDS` have passed since the last: they
     are summed and dropped, and the profiler starts again, while nothing else
     runs. (A window per call cost a tenth of a second each: 4 minutes over the
     tiny default grid.) Use:
