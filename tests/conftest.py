@@ -111,6 +111,15 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def torch_modules_before_pytester(request: pytest.FixtureRequest) -> None:
+    """pytester's in-process runs restore sys.modules when they end, so a module first imported inside one is
+    imported again by the next; torch._dynamo (AdamW's first step imports it) registers an operator library
+    that torch refuses to register twice. Imported here, before any pytester snapshot, it stays."""
+    if "pytester" in request.fixturenames:
+        import torch._dynamo  # noqa: F401
+
+
 @pytest.fixture(scope="session", autouse=True)
 def peaks_cache(tmp_path_factory: pytest.TempPathFactory):
     """The peaks cache (hardware.cache_path) in a folder of this test session, not the user's: subprocesses

@@ -20,7 +20,16 @@ from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import Status
-from tests.conftest import REPO, SESSION_MODELS, SESSION_RANKS, TINY_RUN, XDIST_RUN, GridRun, run_grid
+from tests.conftest import (
+    REPO,
+    SESSION_MODELS,
+    SESSION_RANKS,
+    TINY_RUN,
+    XDIST_RUN,
+    GridRun,
+    run_grid,
+    run_grid_inprocess,
+)
 from tests.report.test_render import CANDIDATES, NAMES, finetune, full_run, inference, jsonl, settings_for, table_rows
 
 PAIR = "FinguAI-Chat-v1,TinyKo-v5-a"
@@ -177,15 +186,8 @@ def test_a_json_file_without_our_benchmarks_and_an_ini_that_is_not_ini_say_so_in
 
 # --- the real grid: partial runs, resume under pytest-xdist, a full disk at the end ----------------------
 
-DISK_FULL_PLUGIN = """
-import importlib
-render = importlib.import_module("ohlora_fixtures.report.render")
-
-def disk_full(report, path):
+def _disk_full(report: object, path: Path) -> None:
     raise OSError(28, "No space left on device", str(path))
-
-render.write_csv = disk_full
-"""
 
 
 def _csv_rows(path: Path) -> set[tuple[str, str, str]]:
@@ -196,7 +198,7 @@ def _csv_rows(path: Path) -> set[tuple[str, str, str]]:
 
 
 def test_partial_runs_add_to_the_leaderboard_and_resumed_xdist_records_are_reported(
-    xdist_grid: GridRun, tmp_path: Path
+    xdist_grid: GridRun, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # The session's run on two workers (5 benchmarks of two candidates) is this test's first run.
     xdist_grid.copy_to(tmp_path)
@@ -219,8 +221,8 @@ def test_partial_runs_add_to_the_leaderboard_and_resumed_xdist_records_are_repor
     assert "not run" not in table_rows((run_folders[-1] / "leaderboard.md").read_text(encoding="utf-8"), "Results")[1]
 
     # Issue 10: `-k TinyKo` measures one candidate; its own report ranks only it, the top-level keeps both.
-    partial = run_grid(tmp_path, *settings, "-k", f"TinyKo and not r{SESSION_RANKS[0]}", env=env)
-    assert partial.returncode == 0, partial.stdout + partial.stderr
+    partial = run_grid_inprocess(pytester, tmp_path, *settings, "-k", f"TinyKo and not r{SESSION_RANKS[0]}")
+    assert partial.ret == 0, partial.stdout.str()[-3000:] + partial.stderr.str()[-3000:]
     newest = max((out / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
     own = newest.joinpath("leaderboard.md").read_text(encoding="utf-8")
     assert "**backup: n/a** — no second eligible candidate" in own and "FinguAI-Chat-v1: nothing measured" in own
@@ -229,21 +231,11 @@ def test_partial_runs_add_to_the_leaderboard_and_resumed_xdist_records_are_repor
     assert "Merged from every run" in merged and "not run" not in table_rows(merged, "Results")[1]
 
     # Issue 11 item 11: a full disk while the report is written: one clear line, the summary, nothing lost.
-    (tmp_path / "plugins").mkdir()
-    (tmp_path / "plugins" / "ohlora_disk_full.py").write_text(DISK_FULL_PLUGIN, encoding="utf-8")
     before = (out / "leaderboard.md").read_bytes(), log.read_bytes()
-    python_path = os.pathsep.join(filter(None, [str(tmp_path / "plugins"), os.environ.get("PYTHONPATH")]))
-    full_disk = run_grid(
-        tmp_path,
-        *settings,
-        "-k",
-        "TinyKo and inference",
-        "-p",
-        "ohlora_disk_full",
-        env={**env, "PYTHONPATH": python_path},
-    )
-    output = full_disk.stdout + full_disk.stderr
-    assert full_disk.returncode == 0, output
+    monkeypatch.setattr(importlib.import_module("ohlora_fixtures.report.render"), "write_csv", _disk_full)
+    full_disk = run_grid_inprocess(pytester, tmp_path, *settings, "-k", "TinyKo and inference")
+    output = full_disk.stdout.str() + full_disk.stderr.str()
+    assert full_disk.ret == 0, output
     assert "Traceback" not in output
     assert re.search(
         r"report not written: No space left on device \(.*results.csv\); every finished measurement "
@@ -255,10 +247,13 @@ def test_partial_runs_add_to_the_leaderboard_and_resumed_xdist_records_are_repor
     assert log.read_bytes().startswith(before[1]) and len(log.read_bytes()) > len(before[1])
 
 
-def test_pretrained_weights_that_are_not_here_give_a_report_that_names_no_model(tmp_path: Path) -> None:
-    result = run_grid(tmp_path, *TINY_RUN, "--ohlora-models", PAIR, "--ohlora-weights", "pretrained")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output
+def test_pretrained_weights_that_are_not_here_give_a_report_that_names_no_model(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    result = run_grid_inprocess(
+        pytester, tmp_path, *TINY_RUN, "--ohlora-models", PAIR, "--ohlora-weights", "pretrained"
+    )
+    assert result.ret == 0, result.stdout.str()[-3000:] + result.stderr.str()[-3000:]
     markdown = (tmp_path / "ohlora" / "leaderboard.md").read_text(encoding="utf-8")
     assert "NOTHING MEASURED (4 skipped)" in markdown and "real figures" not in markdown
     assert "**final choice: n/a**" in markdown and "**backup:" not in markdown

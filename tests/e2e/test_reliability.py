@@ -213,7 +213,17 @@ def full_disk(monkeypatch):
     monkeypatch.setattr(os, "fsync", _full)
 
 
-FileStorage.save = lambda self, output_json, save: _full()
+# The save runs at the session's end, after every fixture's teardown: patched for the session, and put back
+# after it (this session runs inside the test process).
+_save = FileStorage.save
+
+
+def pytest_configure(config):
+    FileStorage.save = lambda self, output_json, save: _full()
+
+
+def pytest_unconfigure(config):
+    FileStorage.save = _save
 """
 
 

@@ -11,7 +11,7 @@ import torch
 from ohlora_fixtures.measure.finetune import peak_batches
 from ohlora_fixtures.measure.inference import peak_prompts
 from ohlora_fixtures.records.answers import Answer
-from tests.conftest import run_grid
+from tests.conftest import run_grid_inprocess
 
 # Uneven widths and a short last batch (7 rows in batches of 3), two epochs, answers of different lengths.
 VARIED = (
@@ -61,17 +61,17 @@ def test_peak_prompts_are_the_answers_no_other_covers() -> None:
     assert peak_prompts([answer(10, 80), answer(40, 10)]) == [0, 1]  # longest sequence, longest prompt
 
 
-def _headlines(directory: Path, *args: str) -> dict[str, tuple[float, float]]:
+def _headlines(pytester: pytest.Pytester, directory: Path, *args: str) -> dict[str, tuple[float, float]]:
     directory.mkdir()
-    result = run_grid(directory, *VARIED, *args)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_grid_inprocess(pytester, directory, *VARIED, *args)
+    assert result.ret == 0, result.stdout.str()[-3000:] + result.stderr.str()[-3000:]
     records = [json.loads(line) for line in (directory / "ohlora" / "results.jsonl").read_text().splitlines()]
     return {r["id"]: (r["memory"]["peak_mib"], r["memory"]["peak_increase_mib"]) for r in records}
 
 
-def test_the_peak_steps_pass_reads_the_full_pass_headline(tmp_path: Path) -> None:
-    short = _headlines(tmp_path / "short")
-    full = _headlines(tmp_path / "full", "--ohlora-memory-pass", "full")
+def test_the_peak_steps_pass_reads_the_full_pass_headline(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    short = _headlines(pytester, tmp_path / "short")
+    full = _headlines(pytester, tmp_path / "full", "--ohlora-memory-pass", "full")
     assert short.keys() == full.keys() and len(short) == 2
     for benchmark, (peak, increase) in full.items():
         assert short[benchmark][0] == pytest.approx(peak, rel=0.01), benchmark

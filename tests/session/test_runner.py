@@ -28,7 +28,7 @@ from ohlora_fixtures.measure.memory import MemoryMeter
 from ohlora_fixtures.measure.models import build_config, build_random, count_parameters
 from ohlora_fixtures.measure.plan import plan_candidate
 from ohlora_fixtures.records.figures import MIB
-from tests.conftest import SESSION_MODELS, SESSION_RUN, GridRun, run_grid
+from tests.conftest import SESSION_MODELS, SESSION_RUN, GridRun, run_grid_inprocess
 
 CPU = torch.device("cpu")
 CANDIDATES = {candidate.name: candidate for candidate in registry.load_registry()}
@@ -248,16 +248,18 @@ def _check_memory_belongs_to_its_benchmark(finetune: dict, inference: dict, run:
     assert finetune["peak_increase_mib"] > 0
 
 
-def test_memory_headline_does_not_depend_on_what_ran_before(tiny_grid: GridRun, tmp_path):
-    # The session's run, against one more process that runs two of its benchmarks after other things: the
-    # first candidate's r16 fine-tune first of all (in the session, after its r8), and TinyKo's inference
-    # after that other model's fine-tune (in the session, after TinyKo's own).
+def test_memory_headline_does_not_depend_on_what_ran_before(tiny_grid: GridRun, pytester, tmp_path):
+    # The session's run, against one more session, in this test process (after whatever tests ran in it), that
+    # runs two of its benchmarks after other things: the first candidate's r16 fine-tune first of all (in the
+    # session, after its r8), and TinyKo's inference after that other model's fine-tune (in the session, after
+    # TinyKo's own).
     other = tmp_path / "other.json"
     picked = {"finetune": "test_finetune[FinguAI-Chat-v1-r16]", "inference": "test_inference[TinyKo-v5-a]"}
-    run = run_grid(
-        tmp_path, *SESSION_RUN, "-k", "FinguAI-Chat-v1-r16 or (TinyKo-v5-a and inference)", f"--benchmark-json={other}"
+    run = run_grid_inprocess(
+        pytester, tmp_path, *SESSION_RUN, "-k", "FinguAI-Chat-v1-r16 or (TinyKo-v5-a and inference)",
+        f"--benchmark-json={other}",
     )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert run.ret == 0, run.stdout.str()[-2000:] + run.stderr.str()[-2000:]
 
     def figures(path: Path, name: str) -> dict:
         return next(b["extra_info"] for b in json.loads(path.read_text())["benchmarks"] if b["name"] == name)
