@@ -272,8 +272,11 @@ def _best_seconds(run: Callable[[], object], device: torch.device, sizes: Calibr
 def calibrate_tflops(device: torch.device, dtype: torch.dtype, sizes: Calibration) -> float:
     """Dense matmul throughput in the run's dtype, TFLOP/s."""
     n = sizes.matmul_size
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
+    # Its own generator: the load probe runs after a round's seed is set and before its timed steps, and the
+    # global one would shift the dropout masks by how many probes the machine's load asked for.
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, generator=generator).to(dtype)
+    b = torch.randn(n, n, device=device, generator=generator).to(dtype)
     product = torch.empty_like(a)  # written in place: the allocator's state (trimmed heaps, page faults) is not timed
     seconds = _best_seconds(lambda: torch.mm(a, b, out=product), device, sizes)
     return 2 * n**3 / seconds / 1e12

@@ -142,6 +142,20 @@ def test_one_slow_probe_among_quiet_ones_is_no_busy_machine(
     assert quiet.busy is busy
 
 
+def test_the_load_probe_leaves_the_seeded_global_generator_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The probe runs between a round's torch.manual_seed and its timed steps, as many times as the load asks
+    # for: drawing from the global generator would make the round's dropout masks, and so its losses, depend
+    # on the machine's load.
+    monkeypatch.setitem(hardware.CALIBRATION, "cpu", hardware.Calibration(matmul_size=128, copy_mib=1))
+    monkeypatch.setattr(hardware, "PROBE_PAUSE_S", 0.0)
+    unreachable = hardware.Peaks("cpu", "float32", 1.0, "calibrated", 1.0, "calibrated", probe_tflops=1e9)
+    torch.manual_seed(1234)
+    expected = torch.rand(8)
+    torch.manual_seed(1234)
+    assert hardware.probe_fraction(torch.device("cpu"), torch.float32, unreachable) < hardware.BUSY_PROBE
+    assert torch.equal(torch.rand(8), expected)  # after every try the probe has (each one reads busy)
+
+
 def test_a_process_keeping_one_core_busy_flags_the_rounds() -> None:
     burner = subprocess.Popen(
         [sys.executable, "-c", "import time\nend = time.time() + 30\nwhile time.time() < end: pass"]
