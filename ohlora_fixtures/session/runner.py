@@ -86,18 +86,20 @@ def run_finetune(
             attached: list[torch.nn.Module] = []  # the latest round's adapter
 
             def fresh_round(hook: Callable[..., None] | None = None, steps: Sequence[dict] = batches) -> tuple:
-                """Untimed, before each round: the last round's adapter off, a fresh one on, warmed up; the
-                `steps` call `hook`, where given, instead of printing progress."""
+                """Untimed, before each round: the last round's adapter off, a fresh one on; the `steps` call
+                `hook`, where given, instead of printing progress."""
                 if attached:
                     adapter.close()
                     attached.clear()
                     release_cached_memory(study.device)  # its optimizer state and graph are not the next round's
                 attached.append(adapter.enter_context(fresh_adapter(base.model, candidate, settings)))
-                warm_up(attached[0], batches[0])
-                torch.manual_seed(settings.seed)  # dropout masks as if there had been no warm-up
                 return attached[0], steps, settings.learning_rate, study.device, on_step if hook is None else hook
 
-            rounds = measure(study, benchmark, train, fresh_round)
+            def warm(model: torch.nn.Module, *_: Any) -> None:
+                warm_up(model, batches[0])
+                torch.manual_seed(settings.seed)  # dropout masks as if there had been no warm-up
+
+            rounds = measure(study, benchmark, train, fresh_round, warm)
             measured = rounds.median
             model = attached[0]  # the last round's adapter is still attached: the figures below are of it
             trainable, total = model.get_nb_trainable_parameters()
@@ -126,7 +128,7 @@ def run_finetune(
             )
             # Last, as it replaces the adapter the figures above read: the steps that reach the peak, or all.
             steps = batches if study.settings.memory_pass == "full" else peak_batches(batches)
-            rounds.with_tensor_peak(tensor_peak(study, train, lambda hook: fresh_round(hook, steps))).fill(record)
+            rounds.with_tensor_peak(tensor_peak(study, train, lambda hook: fresh_round(hook, steps), warm)).fill(record)
     return record
 
 
@@ -171,7 +173,6 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pyte
         base = study.models.get(candidate)
         record.weights_revision = base.revision
         prompts = encode_prompts(base.tokenizer, candidate, study.experiment.prompts, study.device)
-        warm_up_generation(base.model, prompts[0], base.tokenizer.pad_token_id)
 
         def on_prompt(index: int, answer: Any) -> None:
             if progress_due(index, len(prompts), PROGRESS_EVERY_PROMPTS):
@@ -180,11 +181,14 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pyte
         def arguments(hook: Callable[..., None] | None = None, asked: Sequence[EncodedPrompt] = prompts) -> tuple:
             return base.model, base.tokenizer, asked, generation, study.device, on_prompt if hook is None else hook
 
-        rounds = measure(study, benchmark, generate_answers, arguments)
+        def warm(model: torch.nn.Module, *_: Any) -> None:
+            warm_up_generation(model, prompts[0], base.tokenizer.pad_token_id)
+
+        rounds = measure(study, benchmark, generate_answers, arguments, warm)
         answers = rounds.median.value
         # After the rounds, which tell which prompts reach the peak (each answer is seeded on its own).
         chosen = prompts if study.settings.memory_pass == "full" else [prompts[i] for i in peak_prompts(answers)]
-        tensors = tensor_peak(study, generate_answers, lambda hook: arguments(hook, chosen))
+        tensors = tensor_peak(study, generate_answers, lambda hook: arguments(hook, chosen), warm)
         rounds.with_tensor_peak(tensors).fill(record)
         scored = _scored_answers(study, base, candidate, answers)
         new_tokens = sum(answer.new_tokens for answer in answers)

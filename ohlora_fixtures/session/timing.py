@@ -70,13 +70,24 @@ class _Settled(BaseException):
     so that pytest-benchmark does not mark the benchmark as failed (it does so for any Exception)."""
 
 
-def measure(study: Study, benchmark: Any, function: Callable[..., Any], prepare: Callable[..., tuple]) -> Rounds:
+def measure(
+    study: Study,
+    benchmark: Any,
+    function: Callable[..., Any],
+    prepare: Callable[..., tuple],
+    warm_up: Callable[..., None],
+) -> Rounds:
     """Run `function(*prepare())` for --ohlora-rounds timed rounds of pytest-benchmark, each inside a MemoryMeter;
     while the machine was busy during an attempt's rounds, measure them again, up to --ohlora-busy-retries times.
 
-    `prepare` runs before each round, untimed (pytest-benchmark's `setup`): a
-    fresh adapter and its warm-up. The meter starts after it and stops before
-    the next, so each round's memory is its own. The kept attempt is the first
+    Before each round, untimed (pytest-benchmark's `setup`): `prepare` (a fresh
+    adapter), the meter's start, then `warm_up(*args)`. The meter starts before
+    the warm-up because on the CPU it hands freed heap back to the system: after
+    the warm-up it would undo the allocator growth the warm-up is there to pay,
+    and the first timed step would fault it in again (4-5 ms of a 16 ms step, tiny
+    llama, 100 pairs). The warm-up runs the round's first step without the
+    optimizer, so its peak is never above the round's. The meter stops before the
+    next round, so each round's memory is its own. The kept attempt is the first
     quiet one, else the last; pytest-benchmark's statistics keep its rounds only
     (for `--benchmark-compare-fail`), and the record keeps each round's own
     perf_counter reading and how many attempts there were. Memory figures are
@@ -113,9 +124,11 @@ def measure(study: Study, benchmark: Any, function: Callable[..., Any], prepare:
             watch = LoadWatch(probe)
         args = prepare()
         if not watch.started:
-            watch.start()  # after the first warm-up: the load of the rounds, not of loading the model
+            watch.start()  # after the model is built: the load of the rounds, not of loading the model
         synchronize(study.device)
         meter = MemoryMeter(study.device).__enter__()
+        warm_up(*args)
+        synchronize(study.device)
         return args, {}
 
     def timed(*args: Any) -> Any:
@@ -140,14 +153,17 @@ def measure(study: Study, benchmark: Any, function: Callable[..., Any], prepare:
     return Rounds(tuple(kept), dataclasses.replace(loads[-1], attempts=len(loads)))
 
 
-def tensor_peak(study: Study, function: Callable[..., Any], prepare: Callable[..., tuple]) -> TensorPeak | None:
+def tensor_peak(
+    study: Study, function: Callable[..., Any], prepare: Callable[..., tuple], warm_up: Callable[..., None]
+) -> TensorPeak | None:
     """The CPU's memory headline (None on a device with an allocator peak): one untimed run of the region under
-    a TensorPeakMeter, which takes the progress callback's place, `prepare(hook)` giving its arguments; the
-    region's own result is dropped."""
+    a TensorPeakMeter, which takes the progress callback's place, `prepare(hook)` giving its arguments and
+    `warm_up(*args)` run before, as before a timed round; the region's own result is dropped."""
     if not needs_tensor_pass(study.device):
         return None
     meter = TensorPeakMeter()
     args = prepare(meter.window)
+    warm_up(*args)
     with meter.measuring(args[0]):
         function(*args)
     del args
