@@ -205,6 +205,24 @@ def test_plan_json_gives_each_rank_its_after_run_figure_and_each_card_fits_and_m
     assert plain["inference_gpus"]["M6000"]["fits"] is True
 
 
+def test_plan_json_gives_each_card_and_rank_its_time_estimates(capsys):
+    from ohlora_fixtures.__main__ import main
+
+    assert main(["plan", "--models", "TinyKo-v5-a", "--ranks", "16,64", "--seq-len", "64", "--train-rows", "20",
+                 "--json", "--gpu", "T4,H100"]) == 0
+    (plain,) = json.loads(capsys.readouterr().out)["plans"]
+    assert "step_ops" not in plain["ranks"][0] and "decode_ops" not in plain  # the model's inputs, not figures
+    for rank in plain["ranks"]:
+        t4, h100 = rank["gpus"]["T4"], rank["gpus"]["H100"]
+        for card in (t4, h100):
+            assert card["seconds_per_step_estimate"] > 0 and card["seconds_per_answer_estimate"] > 0
+            # 20 rows, 10 epochs (the default), batch 4: 50 steps.
+            assert card["finetune_seconds_estimate"] == pytest.approx(50 * card["seconds_per_step_estimate"])
+        assert t4["seconds_per_step_estimate"] > h100["seconds_per_step_estimate"]
+    r16, r64 = (rank["gpus"]["T4"]["seconds_per_step_estimate"] for rank in plain["ranks"])
+    assert r64 > r16  # a wider adapter is more work
+
+
 def test_the_plans_after_run_figure_meets_the_studys_t4_cells_within_3_percent():
     """The study's "FT memory" was memory_allocated() after training on a T4 (bf16) and its inference
     memory the weights alone: weights, adapter and AdamW's moments plus torch's two cuBLAS workspaces meet
