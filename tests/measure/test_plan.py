@@ -291,22 +291,23 @@ def test_gradient_checkpointing_trains_the_same_in_less_memory_and_the_plan_esti
     assert -0.02 <= planned / checkpointed - 1 <= 0.15, (planned, checkpointed)
 
 
-def test_a_cards_time_is_the_one_full_size_estimate_at_its_datasheet_rate_in_its_dtype():
-    from ohlora_fixtures.measure import estimate
+def test_a_cards_time_is_the_time_models_at_the_cards_rates_in_its_dtype():
+    from ohlora_fixtures.measure import step_time
 
     run = plan.plan_candidate(CANDIDATES["llama1B"], (16,), "bfloat16", 4, plan.fixed_widths(64, rows=20, epochs=10))
-    assert run.train_tokens == 64 * 20 * 10 and run.mean_prompt_tokens == 64
+    assert run.train_tokens == 64 * 20 * 10 and run.mean_prompt_tokens == 64 and run.steps == 50
     t4, a100, m6000 = TABLE.select(["T4", "A100-80GB", "M6000"])
     assert (t4.tflops, a100.tflops, m6000.tflops) == (65, 312, 7.0)  # T4: fp16's rate, M6000: fp32's
     rank = run.ranks[0]
+    seconds = {}
     for gpu in (t4, a100, m6000):
+        rates = step_time.gpu_rates(gpu, TABLE)
         fit = gpu_fit.finetune_fit(run, rank, gpu, TABLE)
-        assert (
-            fit.seconds_estimate
-            == estimate.finetune_time(run, rank.trainable_params, run.train_tokens, gpu.tflops).seconds
-        )
+        assert fit.seconds_estimate == 50 * fit.seconds_per_step_estimate == step_time.finetune_seconds(run, rank, rates)
         answer = gpu_fit.inference_fit(run, gpu, TABLE).seconds_estimate
-        assert answer == estimate.answer_time(run, 64, run.max_new_tokens, 2, gpu.gbps).seconds
+        assert answer == step_time.answer_seconds(run, rates)
+        seconds[gpu.name] = fit.seconds_estimate
+    assert seconds["A100-80GB"] < seconds["T4"] < seconds["M6000"]
     unknown = plan.plan_candidate(CANDIDATES["llama1B"], (16,), "bfloat16", 4, plan.fixed_widths(64))
     assert gpu_fit.finetune_fit(unknown, unknown.ranks[0], t4, TABLE).seconds_estimate is None
 
