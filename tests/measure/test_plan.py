@@ -303,7 +303,8 @@ def test_a_cards_time_is_the_time_models_at_the_cards_rates_in_its_dtype():
     for gpu in (t4, a100, m6000):
         rates = step_time.gpu_rates(gpu, TABLE)
         fit = gpu_fit.finetune_fit(run, rank, gpu, TABLE)
-        assert fit.seconds_estimate == 50 * fit.seconds_per_step_estimate == step_time.finetune_seconds(run, rank, rates)
+        expected = step_time.finetune_seconds(run, rank, rates)
+        assert fit.seconds_estimate == expected == pytest.approx(50 * fit.seconds_per_step_estimate)
         answer = gpu_fit.inference_fit(run, gpu, TABLE).seconds_estimate
         assert answer == step_time.answer_seconds(run, rates)
         seconds[gpu.name] = fit.seconds_estimate
