@@ -19,6 +19,7 @@ as plan.py counts saved activations.
 
 from __future__ import annotations
 
+import json
 import unittest.mock
 import warnings
 from collections import Counter
@@ -147,12 +148,35 @@ def _depth(candidate: Candidate) -> int:
     return int(build_config(candidate, "full").get_text_config().num_hidden_layers)
 
 
+_TRACED: dict[tuple, Any] = {}
+"""Traces of this process by everything that shapes them: a report plans the same candidates again and again."""
+
+
+def _cached(kind: str, candidate: Candidate, *shape: Any) -> Any:
+    key = (kind, candidate.model_type, candidate.architecture, json.dumps(candidate.config, sort_keys=True),
+           tuple(candidate.target_modules), *shape)
+    if key not in _TRACED:
+        _TRACED[key] = {"finetune": _finetune_ops, "decode": _decode_ops}[kind](candidate, *shape)
+    return _TRACED[key]
+
+
 def finetune_ops(
     candidate: Candidate, rank: int, batch_size: int, seq_len: int, dtype: str
 ) -> tuple[OpCounts, OpCounts, OpCounts]:
     """One training step at full size: forward and backward, then AdamW's step one tensor at a time (torch's
     default on the CPU), then AdamW's multi-tensor step (its default on a GPU); the state AdamW creates in its
     first step is not counted (one step of the run)."""
+    return _cached("finetune", candidate, rank, batch_size, seq_len, dtype)
+
+
+def decode_ops(candidate: Candidate, prompt_tokens: int, context: int, dtype: str) -> tuple[OpCounts, OpCounts]:
+    """A prompt's prefill of `prompt_tokens` tokens, and one new token's forward with `context` tokens cached."""
+    return _cached("decode", candidate, prompt_tokens, context, dtype)
+
+
+def _finetune_ops(
+    candidate: Candidate, rank: int, batch_size: int, seq_len: int, dtype: str
+) -> tuple[OpCounts, OpCounts, OpCounts]:
     traced: list[tuple[Counter[Key], Counter[Key], Counter[Key]]] = []
     for layers in (1, 2):
         model = _shallow(candidate, layers)
@@ -176,8 +200,7 @@ def finetune_ops(
     return tuple(_deep(one, two, depth) for one, two in zip(*traced))  # type: ignore[return-value]
 
 
-def decode_ops(candidate: Candidate, prompt_tokens: int, context: int, dtype: str) -> tuple[OpCounts, OpCounts]:
-    """A prompt's prefill of `prompt_tokens` tokens, and one new token's forward with `context` tokens cached."""
+def _decode_ops(candidate: Candidate, prompt_tokens: int, context: int, dtype: str) -> tuple[OpCounts, OpCounts]:
     traced = []
     for layers in (1, 2):
         model = _shallow(candidate, layers).to(DTYPES[dtype]).eval()
