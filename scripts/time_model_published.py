@@ -19,7 +19,6 @@ from ohlora_fixtures.measure.plan import fixed_widths, plan_candidate
 from ohlora_fixtures.measure.step_time import gpu_rates, seconds
 
 
-
 def llama(name: str, model_type: str, vocab: int, hidden: int, layers: int, heads: int, kv_heads: int,
           intermediate: int) -> str:
     """A registry entry of a Llama-family shape (the published model's config.json values)."""
