@@ -44,6 +44,9 @@ class DeviceRates:
     """Whether AdamW takes its multi-tensor path (torch's default for parameters on a GPU, not on the CPU)."""
     matmul_gbps: float | None = None
     """The bandwidth a memory-bound matmul (a decoded token's) reaches, where measured apart (None: `gbps`)."""
+    bytes_scale: float = 1.0
+    """Bytes the device moves per byte the operations were counted in: 2 where a plan counted at 2 bytes a
+    value is run on this CPU in float32 (the adapter's float32 tensors are then over-counted, a small share)."""
 
     def rate(self, path: str) -> float:
         """Achievable FLOP/s of matmuls in dtype `path` (the slowest known rate for a dtype the device lacks)."""
@@ -52,8 +55,8 @@ class DeviceRates:
 
 def seconds(ops: OpCounts, rates: DeviceRates) -> float:
     """The time of the operations `ops` on the device of `rates`."""
-    bandwidth = rates.gbps * 1e9
-    streaming = (rates.matmul_gbps or rates.gbps) * 1e9
+    bandwidth = rates.gbps * 1e9 / rates.bytes_scale
+    streaming = (rates.matmul_gbps or rates.gbps) * 1e9 / rates.bytes_scale
     total = 0.0
     for flops, nbytes, path, count in ops:
         busy = max(flops / rates.rate(path), nbytes / streaming) if flops else nbytes / bandwidth
@@ -78,9 +81,12 @@ def gpu_rates(gpu: Gpu, table: GpuTable, run_dtype: str | None = None) -> Device
     )
 
 
-def cpu_rates(tflops: float, gbps: float, overhead_us: float, gemv_gbps: float | None = None) -> DeviceRates:
+def cpu_rates(
+    tflops: float, gbps: float, overhead_us: float, gemv_gbps: float | None = None, bytes_scale: float = 1.0
+) -> DeviceRates:
     """This machine's calibrated rates (every dtype at the calibrated one: the calibration is of the run's)."""
-    return DeviceRates(THIS_CPU, {"float32": tflops}, gbps, overhead_us * 1e-6, foreach=False, matmul_gbps=gemv_gbps)
+    return DeviceRates(THIS_CPU, {"float32": tflops}, gbps, overhead_us * 1e-6, foreach=False, matmul_gbps=gemv_gbps,
+                       bytes_scale=bytes_scale)
 
 
 def step_seconds(rank: RankPlan, rates: DeviceRates) -> float:

@@ -16,6 +16,7 @@ from ohlora_fixtures.judge import selection
 from ohlora_fixtures.judge.quality import read_grades
 from ohlora_fixtures.measure import step_time
 from ohlora_fixtures.measure.machine_load import busy_reasons
+from ohlora_fixtures.records.figures import DTYPE_BYTES
 from ohlora_fixtures.records.plans import CandidatePlan
 from ohlora_fixtures.records.record import Answers, BenchmarkRecord, Kind, RunDescription, Status
 from ohlora_fixtures.report.plan_store import plans_for
@@ -108,17 +109,27 @@ class Report:
         calibration rather than its model); None where no record carries them."""
         if self.card is not None:
             return step_time.gpu_rates(*self.card)
-        figures = [u.time_model for r in self.measured_records
-                   for u in (r.finetune and r.finetune.utilisation, r.inference and r.inference.utilisation)
-                   if u and u.time_model]
+        records = self.measured_records
+        used = [u for r in records for u in (r.finetune and r.finetune.utilisation,
+                                             r.inference and r.inference.utilisation) if u]
+        figures = [u.time_model for u in used if u.time_model]
         if not figures:
-            return None
+            # Records from before the time model carry only the peaks they were judged against: matmul rate and
+            # bandwidth, no per-operation overhead (a few per cent of a full-size CPU step) and no separate
+            # matrix-vector bandwidth.
+            tflops = [u.peak_tflops for u in used if hasattr(u, "mfu")]
+            gbps = [u.peak_gbps for u in used if hasattr(u, "bandwidth_utilisation")]
+            figures = [{"tflops": t, "gbps": g, "overhead_us": 0.0, "gemv_gbps": g} for t in tflops for g in gbps]
+            if not figures:
+                return None
 
         def middle(key: str) -> float:
             values = sorted(figure[key] for figure in figures)
             return values[(len(values) - 1) // 2]
 
-        return step_time.cpu_rates(middle("tflops"), middle("gbps"), middle("overhead_us"), middle("gemv_gbps"))
+        run_bytes = max(DTYPE_BYTES.get(r.run.dtype, 4) for r in records)
+        return step_time.cpu_rates(middle("tflops"), middle("gbps"), middle("overhead_us"), middle("gemv_gbps"),
+                                   bytes_scale=run_bytes / DTYPE_BYTES[self.plan_dtype])
 
     def time_estimate(self, record: BenchmarkRecord) -> float | None:
         """The full-size seconds the time model gives for a stand-in record's work (a fine-tuning run, or one
@@ -389,18 +400,19 @@ def _finetune_time(report: Report, plan: CandidatePlan, record: BenchmarkRecord 
         return TimeFigure(None, Message("not_measured"))
     rates = report.time_rates
     rank_plan = next((r for r in plan.ranks if r.rank == rank), None)
-    known = rates is not None and rank_plan is not None and rank_plan.step_ops and plan.steps
+    # The run's own optimizer steps: a stand-in takes the steps the full-size model would, on the same data.
+    steps = record.finetune.steps
     if not is_stand_in(record):
         # A real run's time beside the model's estimate of the same work on the device that ran it.
-        own = _own_rates(record, record.finetune.utilisation)
-        estimated = (f"{step_time.finetune_seconds(plan, rank_plan, own):,.1f} s"
-                     if own and rank_plan and rank_plan.step_ops and plan.steps else "-")
+        own = _own_rates(record, record.finetune.utilisation, plan)
+        estimated = (f"{step_time.finetune_seconds(plan, rank_plan, own, steps):,.1f} s"
+                     if own and rank_plan and rank_plan.step_ops else "-")
         return _measured_time(record, record.seconds, Message("measured_at_beside", rank=rank, estimate=estimated))
-    if not known:
+    if rates is None or rank_plan is None or not rank_plan.step_ops:
         return TimeFigure(None, Message("no_full_size_time"))
-    seconds = step_time.finetune_seconds(plan, rank_plan, rates)  # type: ignore[arg-type]
+    seconds = step_time.finetune_seconds(plan, rank_plan, rates, steps)
     return TimeFigure(seconds, Message("full_size_time_estimate_at", rank=rank, device=report.time_device(),
-                                       steps=plan.steps))
+                                       steps=steps))
 
 
 def _answer_time(report: Report, plan: CandidatePlan, record: BenchmarkRecord | None) -> TimeFigure:
@@ -410,7 +422,7 @@ def _answer_time(report: Report, plan: CandidatePlan, record: BenchmarkRecord | 
     figures = record.inference
     rates = report.time_rates
     if not is_stand_in(record):
-        own = _own_rates(record, figures.utilisation)
+        own = _own_rates(record, figures.utilisation, plan)
         new_tokens = round(figures.new_tokens / figures.prompts) if figures.prompts else 0
         estimated = f"{step_time.answer_seconds(plan, own, new_tokens):,.2f} s" if own and plan.decode_ops else "-"
         return _measured_time(record, figures.mean_seconds_per_prompt, Message("measured_beside", estimate=estimated))
@@ -423,13 +435,14 @@ def _answer_time(report: Report, plan: CandidatePlan, record: BenchmarkRecord | 
     return TimeFigure(seconds, Message("full_size_time_estimate", device=report.time_device(), tokens=tokens))
 
 
-def _own_rates(record: BenchmarkRecord, utilisation: Any) -> step_time.DeviceRates | None:
+def _own_rates(record: BenchmarkRecord, utilisation: Any, plan: CandidatePlan) -> step_time.DeviceRates | None:
     """The time model's rates of the CPU that measured a record (its own calibration); None on a GPU, whose
     card the record names only by the driver's words, or where the record predates the figures."""
     figures = getattr(utilisation, "time_model", None)
     if not figures or not record.run.device.startswith("cpu"):
         return None
-    return step_time.cpu_rates(figures["tflops"], figures["gbps"], figures["overhead_us"], figures["gemv_gbps"])
+    return step_time.cpu_rates(figures["tflops"], figures["gbps"], figures["overhead_us"], figures["gemv_gbps"],
+                               bytes_scale=DTYPE_BYTES.get(record.run.dtype, 4) / DTYPE_BYTES[plan.dtype])
 
 
 def benchmark_title(record: BenchmarkRecord) -> Message:

@@ -216,11 +216,16 @@ def plan_table(report: Report) -> Table:
     def estimate(value: float) -> str:
         return marks.joined(cells.mib(value), [marks.ESTIMATE], lang)
 
+    def steps(plan: CandidatePlan, rank: int) -> int:
+        # The plan's own where its widths came from the data; else the run's (a stand-in takes the same steps).
+        record = report.ok_record(plan.name, Kind.FINETUNE, rank)
+        return plan.steps or (record.finetune.steps if record and record.finetune else 0)
+
     def times(plan: CandidatePlan) -> list[str]:
         if rates is None:
             return []
-        finetune = [f"{step_time.finetune_seconds(plan, r, rates):,.1f}" if r.step_ops and plan.steps
-                    else text("na", lang) for r in plan.ranks]
+        finetune = [f"{step_time.finetune_seconds(plan, r, rates, steps(plan, r.rank)):,.1f}"
+                    if r.step_ops and steps(plan, r.rank) else text("na", lang) for r in plan.ranks]
         answer = f"{step_time.answer_seconds(plan, rates):,.2f}" if plan.decode_ops else text("na", lang)
         return finetune + [answer]
 
