@@ -215,7 +215,9 @@ def format_times(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: Gp
     """Per candidate and rank the fine-tuning's seconds, and the seconds per answer, on each card (ESTIMATES)."""
 
     def seconds(value: float | None) -> str:
-        return "-" if value is None else f"~{value:,.1f} s"
+        if value is None:
+            return "-"
+        return f"~{value:.3g} s" if value < 10 else f"~{value:,.1f} s"
 
     rows = [["candidate", "run"] + [f"{gpu.name} (est.)" for gpu in cards]]
     for plan in plans:
