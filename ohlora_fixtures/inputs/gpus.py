@@ -9,6 +9,7 @@ the caching allocator holds and `torch.cuda.memory_allocated()` counts.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ class Gpu:
     matmul_efficiency: float | None = None
     bandwidth_efficiency: float | None = None
     """The card's own achievable shares, where measured (None: the table's assumptions)."""
+    driver: str = ""
+    """A regular expression searched, case-insensitively, in the driver's name of the card (empty: none)."""
 
     @property
     def memory_mib(self) -> float:
@@ -113,6 +116,12 @@ class GpuTable:
         """Every card's name, as --gpu accepts it."""
         return [gpu.name for gpu in self.gpus]
 
+    def for_device(self, device_name: str) -> Gpu | None:
+        """The card a measured GPU run ran on, by the name its driver gives (torch.cuda.get_device_name());
+        None for a card not listed, or for a name two cards' patterns both claim."""
+        found = [gpu for gpu in self.gpus if gpu.driver and re.search(gpu.driver, device_name, re.IGNORECASE)]
+        return found[0] if len(found) == 1 else None
+
     def select(self, names: Sequence[str], option: str = "--gpu") -> list[Gpu]:
         """The cards named (case-insensitive, aliases too), in the order given; an unknown name is a UsageError
         listing the known ones."""
@@ -154,6 +163,11 @@ def _gpu(row: Any, where: str) -> Gpu:
     for field in ("matmul_efficiency", "bandwidth_efficiency"):
         if field in row and not (isinstance(row[field], (int, float)) and 0 < row[field] <= 1):
             raise UsageError(f"{where}: {field!r} must be a share between 0 and 1 or left out")
+    if "driver" in row:
+        try:
+            re.compile(row["driver"] if isinstance(row["driver"], str) and row["driver"] else "(")
+        except re.error as error:
+            raise UsageError(f"{where}: 'driver' must be a non-empty regular expression ({error})") from None
     if row["bf16_native"] != ("bf16_tflops" in row):
         raise UsageError(f"{where}: give bf16_tflops exactly when bf16_native is true")
     return Gpu(
@@ -171,6 +185,7 @@ def _gpu(row: Any, where: str) -> Gpu:
         row.get("bf16_emulated_tflops"),
         row.get("matmul_efficiency"),
         row.get("bandwidth_efficiency"),
+        row.get("driver", ""),
     )
 
 

@@ -22,7 +22,6 @@ busy is used for that session only, with a warning, and never cached; its
 
 from __future__ import annotations
 
-import re
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -31,51 +30,11 @@ from typing import Callable
 
 import torch
 
+from ohlora_fixtures.inputs.gpus import Gpu, load_gpus
 from ohlora_fixtures.inputs.usercache import cache_file, read_json, write_json
 from ohlora_fixtures.measure.devices import describe, dtype_name, synchronize
 from ohlora_fixtures.measure.machine_load import BUSY_PROBE, CpuTimes, machine_load
 from ohlora_fixtures.measure.memory import release_cached_memory
-
-
-@dataclass(frozen=True)
-class Datasheet:
-    """Vendor peaks of one GPU model: dense (no sparsity) TFLOP/s per dtype, memory GB/s (1e9 bytes/s).
-
-    bf16/fp16 are tensor-core rates with FP32 accumulation (what torch's matmuls
-    use); fp32 is the non-tensor rate, since torch leaves TF32 off for matmuls by
-    default. None: the GPU has no such rate (bf16 before Ampere), so it is calibrated.
-    """
-
-    pattern: str  # searched, case-insensitively, in torch.cuda.get_device_name()
-    bf16: float | None
-    fp16: float | None
-    fp32: float
-    gbps: float
-
-
-# Order matters: the first pattern found in the device name wins, so variants come before their family.
-DATASHEETS: tuple[Datasheet, ...] = (
-    Datasheet(r"H100.*NVL", 835.5, 835.5, 60.0, 3900),
-    Datasheet(r"H100.*PCIe", 756.5, 756.5, 51.2, 2000),
-    Datasheet(r"H100", 989.4, 989.4, 66.9, 3350),  # SXM5 (e.g. "NVIDIA H100 80GB HBM3")
-    Datasheet(r"H200.*NVL", 835.5, 835.5, 60.0, 4800),
-    Datasheet(r"H200", 989.4, 989.4, 66.9, 4800),
-    Datasheet(r"A100.*80GB.*PCIe", 312.0, 312.0, 19.5, 1935),
-    Datasheet(r"A100.*80GB", 312.0, 312.0, 19.5, 2039),
-    Datasheet(r"A100", 312.0, 312.0, 19.5, 1555),  # 40 GB, SXM4 and PCIe
-    Datasheet(r"\bL4\b", 121.0, 121.0, 30.3, 300),
-    Datasheet(r"L40S", 362.05, 362.05, 91.6, 864),
-    Datasheet(r"RTX 6000 Ada", 364.2, 364.2, 91.1, 960),
-    Datasheet(r"RTX A6000", 154.8, 154.8, 38.7, 768),
-    Datasheet(r"\bT4\b", None, 65.0, 8.1, 320),
-    Datasheet(r"A10G", 70.0, 70.0, 31.2, 600),  # AWS G5's part; NVIDIA publishes no sheet, AWS's figures
-    Datasheet(r"\bA10\b", 125.0, 125.0, 31.2, 600),
-    Datasheet(r"RTX 3090", 71.0, 71.0, 35.6, 936),
-    Datasheet(r"RTX 4090", 165.2, 165.2, 82.6, 1008),
-    Datasheet(r"V100.*PCIe", None, 112.0, 14.0, 900),
-    Datasheet(r"V100", None, 125.0, 15.7, 900),  # SXM2
-    Datasheet(r"M6000", None, None, 7.0, 317),  # Maxwell: no tensor cores, no fast half precision
-)
 
 
 @dataclass(frozen=True)
@@ -116,13 +75,17 @@ class Calibration:
         return Calibration(self.matmul_size // 2, self.copy_mib, self.budget_s / 10, 10)
 
 
-_SHEET_FIELD = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+_SHEET_FIELD = {torch.bfloat16: "bf16_tflops", torch.float16: "fp16_tflops", torch.float32: "fp32_tflops"}
 CALIBRATION = {"cpu": Calibration(matmul_size=1024, copy_mib=128), "cuda": Calibration(matmul_size=8192, copy_mib=1024)}
 
 
-def datasheet(device_name: str) -> Datasheet | None:
-    """The table's entry for a GPU name, or None."""
-    return next((sheet for sheet in DATASHEETS if re.search(sheet.pattern, device_name, re.IGNORECASE)), None)
+def datasheet(device_name: str) -> Gpu | None:
+    """The card of data/gpus.toml (the one home of the vendors' figures) a GPU's driver name is, or None.
+
+    Its bf16/fp16 rates are tensor-core rates with FP32 accumulation (what torch's matmuls use); fp32 the
+    non-tensor rate, as torch leaves TF32 off for matmuls by default; a rate the card lacks (bf16 before
+    Ampere) is None, so it is calibrated."""
+    return load_gpus().for_device(device_name)
 
 
 def cache_path() -> Path:

@@ -436,8 +436,13 @@ def _answer_time(report: Report, plan: CandidatePlan, record: BenchmarkRecord | 
 
 
 def _own_rates(record: BenchmarkRecord, utilisation: Any, plan: CandidatePlan) -> step_time.DeviceRates | None:
-    """The time model's rates of the CPU that measured a record (its own calibration); None on a GPU, whose
-    card the record names only by the driver's words, or where the record predates the figures."""
+    """The time model's rates of the device that measured a record: on a GPU the card of data/gpus.toml its
+    driver's name matches, in the run's dtype; on the CPU its own calibration. None for a GPU the table does
+    not list, or a CPU record that predates the calibrated figures."""
+    if record.run.device.startswith("cuda"):
+        table = gpus.load_gpus()
+        card = table.for_device(record.run.device_name)
+        return step_time.gpu_rates(card, table, record.run.dtype) if card else None
     figures = getattr(utilisation, "time_model", None)
     if not figures or not record.run.device.startswith("cpu"):
         return None

@@ -51,12 +51,12 @@ def test_datasheet_or_calibration_gives_this_gpus_peaks(cuda):
     peaks = device_peaks(cuda, torch.bfloat16)
     sheet = datasheet(torch.cuda.get_device_name(cuda))
     assert peaks.gbps_source == ("datasheet" if sheet else "calibrated")
-    if sheet is None or sheet.bf16 is None:
+    if sheet is None or sheet.bf16_tflops is None:
         pytest.skip(f"{peaks.device_name}: no bf16 datasheet figure to check the calibration against")
     # A measured matmul and copy reach most of the datasheet's peak and never pass it.
     measured_tflops = calibrate_tflops(cuda, torch.bfloat16, CALIBRATION["cuda"])
     measured_gbps = calibrate_gbps(cuda, CALIBRATION["cuda"])
-    assert 0.3 * sheet.bf16 < measured_tflops < 1.05 * sheet.bf16
+    assert 0.3 * sheet.bf16_tflops < measured_tflops < 1.05 * sheet.bf16_tflops
     assert 0.3 * sheet.gbps < measured_gbps < 1.05 * sheet.gbps
 
 

@@ -127,16 +127,11 @@ def test_the_gpu_table_has_the_common_cards_and_says_which_run_bf16_natively():
     assert all(gpu.source for gpu in TABLE.gpus)
 
 
-def test_the_gpu_table_agrees_with_the_datasheets_utilisation_divides_by():
+def test_each_card_is_found_by_its_own_label_and_no_other():
+    # The driver patterns must not overlap: a measured run takes the figures of exactly one card.
     for gpu in TABLE.gpus:
-        sheet = hardware.datasheet(gpu.label)
-        assert sheet is not None, gpu.label
-        assert (sheet.bf16, sheet.fp16, sheet.fp32, sheet.gbps) == (
-            gpu.bf16_tflops,
-            gpu.fp16_tflops,
-            gpu.fp32_tflops,
-            gpu.gbps,
-        ), gpu.name
+        assert TABLE.for_device(gpu.label) is gpu, gpu.label
+        assert hardware.datasheet(gpu.label) == gpu, gpu.label
 
 
 def test_an_unknown_gpu_is_one_usage_line_listing_the_known_names(capsys):
@@ -360,3 +355,14 @@ def test_the_adapter_counted_on_one_and_two_layers_is_the_full_models_own(name: 
     with torch.device("meta"), fresh_adapter(meta_model(candidate, "full"), candidate, rank1) as full:
         whole = plan.adapter_shape(full)
     assert plan.rank1_counts(candidate, 1, 8, "float32")[0] == whole
+
+
+def test_a_card_whose_driver_pattern_is_not_a_regular_expression_is_refused_naming_it(tmp_path):
+    bad = tmp_path / "gpus.toml"
+    bad.write_text(
+        '[[gpu]]\nname = "X"\nlabel = "X card"\ndriver = "X(("\nmemory_gb = 16\ncompute_capability = "8.0"\n'
+        'bf16_native = false\nfp32_tflops = 1.0\ngbps = 100\nsource = "test"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(UsageError, match=r"gpus\.toml \[\[gpu\]\] #1: 'driver' must be a non-empty regular"):
+        gpus.load_gpus(bad)
