@@ -24,7 +24,7 @@ import pytest
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs import options
 from ohlora_fixtures.inputs.paths import check_writable_folder
-from ohlora_fixtures.inputs.policy import ini_keys
+from ohlora_fixtures.inputs.policy import ini_keys, resolve_weights
 from ohlora_fixtures.records.storage import disk_full
 
 if TYPE_CHECKING:
@@ -110,6 +110,7 @@ def _study(config: pytest.Config) -> "Study":
             "drop that option (--benchmark-disable runs them once, untimed)"
         )
     settings = options.from_pytest(config)
+    resolve_weights(config.getini, settings.ranking_weights)  # refused now, not after every benchmark has run
     _check_benchmark_storage(config)
     if not settings.allow_download:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

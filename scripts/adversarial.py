@@ -504,6 +504,38 @@ def usdt_lines(folder: Path) -> tuple[bool, str]:
     return ok and not leaks, f"{len(leaks)} profiler lines in the output"
 
 
+# --- Issue 31: what the fourth round tried from outside -------------------------------------------------------------
+
+
+def _ini(folder: Path, key: str, value: str) -> str:
+    (folder / "weights.cfg").write_text(f"[tool:pytest]\n{key} = {value}\n", encoding="utf-8")
+    return str(folder / "weights.cfg")
+
+
+def weights_refused(*args: str, shown: str, hidden: str = "") -> Callable[[Path], tuple[bool, str]]:
+    """A session with these options stops at start-up: exit 4, one ERROR line holding `shown`, not `hidden`."""
+    def run(folder: Path) -> tuple[bool, str]:
+        done = grid(folder, *args)
+        errors = [line for line in text(done).splitlines() if line.startswith("ERROR:")]
+        ok = done.returncode == 4 and clean(done) and len(errors) == 1 and shown in errors[0]
+        ok = ok and not (hidden and hidden in errors[0]) and not (folder / "ohlora" / "results.jsonl").exists()
+        return ok, errors[0][:110] if errors else last(done)
+
+    return run
+
+
+def report_weights(make: Callable[[Path], list[str]], shown: str) -> Callable[[Path], tuple[bool, str]]:
+    """`report` with these weights: exit 2 and one line naming `shown`, never a choice with score nan."""
+    def run(folder: Path) -> tuple[bool, str]:
+        done = report(folder, *make(folder))
+        written = folder / "out" / "leaderboard.md"
+        nan = written.exists() and "nan" in written.read_text(encoding="utf-8")
+        ok = done.returncode == 2 and clean(done) and shown in text(done) and not nan
+        return ok, f"exit {done.returncode}: {last(done, shown) or last(done)}"
+
+    return run
+
+
 def cases() -> list[Case]:
     listed = [
         Case(f"record: {label}", "warned with file:line, skipped, report written", bad_field(change))
@@ -649,6 +681,30 @@ def cases() -> list[Case]:
         Case("run: a profiler already active", "no traceback", active_profiler),
         Case("run: two sessions into one log", "both records whole", concurrent_runs),
         Case("run: no USDT profiler lines", "none in the output", usdt_lines),
+    ]
+    listed += [
+        Case("31 weights: report leaderboard=inf", "exit 2 naming the pair", report_weights(
+            lambda f: [str(base(f)), "--ranking-weights", "leaderboard=inf"], "leaderboard=inf")),
+        Case("31 weights: report sum overflows (1e308 x3)", "exit 2 naming the option", report_weights(
+            lambda f: [str(base(f)), "--ranking-weights", "quality=1e308,leaderboard=1e308,finetune_time=1e308"],
+            "--ranking-weights")),
+        Case("31 weights: report --ini ohlora_weight_leaderboard = inf", "exit 2 naming the key", report_weights(
+            lambda f: [str(base(f)), "--ini", _ini(f, "ohlora_weight_leaderboard", "inf")],
+            "ohlora_weight_leaderboard")),
+        Case("31 weights: session quality=inf", "refused at start-up",
+             weights_refused("--ohlora-ranking-weights", "leaderboard=2,quality=inf", shown="quality=inf",
+                             hidden="leaderboard=2")),
+        Case("31 weights: session quality=1e400", "refused at start-up",
+             weights_refused("--ohlora-ranking-weights", "quality=1e400", shown="quality=1e400")),
+        Case("31 weights: session all zero", "refused at start-up", weights_refused(
+            "--ohlora-ranking-weights", ",".join(f"{n}=0" for n in ("quality", "leaderboard", "finetune_time",
+                                                                   "finetune_memory", "inference_time",
+                                                                   "inference_memory")),
+            shown="--ohlora-ranking-weights")),
+        Case("31 weights: session repeated key", "refused naming the pair",
+             weights_refused("--ohlora-ranking-weights", "quality=1,quality=2", shown="quality=2")),
+        Case("31 weights: session unknown name", "the bad pair only",
+             weights_refused("--ohlora-ranking-weights", "quality=1,speed=2", shown="speed=2", hidden="quality=1")),
     ]
     return listed
 

@@ -62,12 +62,13 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     settings = parse(vars(args), REPORT)
+    # Checked before any log is read: bad weights are a usage error, not a report of nan scores.
+    weights = policy.resolve_weights(_ini_from(args.ini), settings.ranking_weights, REPORT.flag("ranking_weights"))
     stored = Merged(item for path in args.files for item in iter_stored(path))
     if not stored.kept:
         raise UsageError(f"no ohlora records in {', '.join(str(p) for p in args.files)}")
     names = {item.record.candidate for item in stored.kept.values()}
     candidates = [c for c in registry.load_registry(settings.candidates) if c.name in names]
-    weights = policy.resolve_weights(_ini_from(args.ini), settings.ranking_weights)
     try:
         files = render(stored, candidates, settings, weights)
     except OSError as error:
