@@ -536,6 +536,26 @@ def report_weights(make: Callable[[Path], list[str]], shown: str) -> Callable[[P
     return run
 
 
+LICENCE = "<script>alert(1)</script><img src=x onerror=alert(1)>|pipe|*bold*"
+
+
+def markdown_escaped(folder: Path) -> tuple[bool, str]:
+    """A registry licence full of markup: leaderboard.md shows it as text in the verdict, the caveats, the
+    screening list and the candidates table, no raw tag, pipe or emphasis."""
+    log = base(folder)
+    registry = (REPO / "data" / "candidates.toml").read_text(encoding="utf-8")
+    registry = registry.replace('license = "unknown"', f'license = "{LICENCE}"')
+    (folder / "evil.toml").write_text(registry, encoding="utf-8")
+    done = report(folder, str(log), "--candidates", str(folder / "evil.toml"))
+    markdown = (folder / "out" / "leaderboard.md").read_text(encoding="utf-8") if done.returncode == 0 else ""
+    outside_code = re.sub(r"`[^`]*`", "", markdown)
+    raw = [line[:60] for line in outside_code.splitlines()
+           if re.search(r"(?<!\\)<(script|img)|(?<!\\)\|pipe|(?<!\\)\*bold", line)]
+    shown = markdown.count("alert(1)")
+    ok = clean(done) and done.returncode == 0 and not raw and shown >= 4
+    return ok, f"{len(raw)} raw lines, the licence shown {shown} times: {raw[:1]}"
+
+
 def cases() -> list[Case]:
     listed = [
         Case(f"record: {label}", "warned with file:line, skipped, report written", bad_field(change))
@@ -705,6 +725,7 @@ def cases() -> list[Case]:
              weights_refused("--ohlora-ranking-weights", "quality=1,quality=2", shown="quality=2")),
         Case("31 weights: session unknown name", "the bad pair only",
              weights_refused("--ohlora-ranking-weights", "quality=1,speed=2", shown="speed=2", hidden="quality=1")),
+        Case("31 markdown: a registry licence full of markup", "escaped in leaderboard.md", markdown_escaped),
     ]
     return listed
 

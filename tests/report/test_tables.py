@@ -184,6 +184,7 @@ def english_pieces(markdown: str, names: set[str]) -> list[str]:
             continue
         cells = re.split(r"(?<!\\)\|", line)[1:-1] if line.startswith("|") else [line]
         for cell in cells:
+            cell = re.sub(r"\\(.)", r"\1", cell)  # Markdown's escapes: the text as a reader sees it
             cell = re.sub(r"`[^`]*`|\]\([^)]*\)|\S*/\S*|\S*\w_\w\S*", " ", cell)
             for name in names:
                 cell = cell.replace(name, " ")
