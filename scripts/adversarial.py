@@ -556,6 +556,28 @@ def markdown_escaped(folder: Path) -> tuple[bool, str]:
     return ok, f"{len(raw)} raw lines, the licence shown {shown} times: {raw[:1]}"
 
 
+def stale_code(module: str) -> Callable[[Path], tuple[bool, str]]:
+    """A resumed run after an edit to a measuring module (a copy of the package, the module edited) measures
+    again: no figure the edited code would measure differently is reused."""
+    def run(folder: Path) -> tuple[bool, str]:
+        copy = folder / "repo"
+        for part in ("ohlora_fixtures", "benchmarks", "data", "setup.cfg"):
+            (shutil.copytree if (REPO / part).is_dir() else shutil.copy)(
+                REPO / part, copy / part, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                             if (REPO / part).is_dir() else {}))
+        command = [str(copy / "benchmarks") if part == str(REPO / "benchmarks") else part
+                   for part in grid_command(folder)]
+        env = _env(folder, PYTHONPATH=str(copy))
+        subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300, env=env)
+        source = copy / "ohlora_fixtures" / (module.replace(".", "/") + ".py")
+        source.write_text(source.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+        done = subprocess.run([*command, "--ohlora-resume"], cwd=folder, capture_output=True, text=True,
+                              timeout=300, env=env)
+        return finished(folder, done)
+
+    return run
+
+
 def cases() -> list[Case]:
     listed = [
         Case(f"record: {label}", "warned with file:line, skipped, report written", bad_field(change))
@@ -726,6 +748,10 @@ def cases() -> list[Case]:
         Case("31 weights: session unknown name", "the bad pair only",
              weights_refused("--ohlora-ranking-weights", "quality=1,speed=2", shown="speed=2", hidden="quality=1")),
         Case("31 markdown: a registry licence full of markup", "escaped in leaderboard.md", markdown_escaped),
+        Case("31 stale: resume after an edit to measure/torch_compat.py", "measured again",
+             stale_code("measure.torch_compat")),
+        Case("31 stale: resume after an edit to measure/machine_load.py", "measured again",
+             stale_code("measure.machine_load")),
     ]
     return listed
 
