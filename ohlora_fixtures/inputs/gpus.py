@@ -43,6 +43,12 @@ class Gpu:
     gbps: float
     source: str
     aliases: tuple[str, ...] = ()
+    bf16_emulated_tflops: float | None = None
+    """Where bf16 is not native: the bf16 matmul rate a published benchmark measured, already achieved (None:
+    the fp32 rate at the table's matmul share)."""
+    matmul_efficiency: float | None = None
+    bandwidth_efficiency: float | None = None
+    """The card's own achievable shares, where measured (None: the table's assumptions)."""
 
     @property
     def memory_mib(self) -> float:
@@ -71,6 +77,15 @@ class Gpu:
             )
         return "no native bf16 (torch would emulate it, slower): fp16 tensor cores"
 
+    def matmul_tflops(self, dtype: str) -> float:
+        """The datasheet's (or, for emulated bf16, the measured) matmul rate of `dtype` on this card."""
+        if dtype == "bfloat16":
+            # Without bf16 tensor cores a bf16 matmul runs on the fp32 ALUs at best.
+            return self.bf16_tflops if self.bf16_native and self.bf16_tflops else self.fp32_tflops
+        if dtype == "float16":
+            return self.fp16_tflops or self.fp32_tflops
+        return self.fp32_tflops
+
     def workspace_mib(self, handles: int) -> float:
         """torch's default cuBLAS workspaces for `handles` handles on this card."""
         major = int(self.compute_capability.split(".")[0])
@@ -87,6 +102,11 @@ class GpuTable:
     cuda_context_source: str
     tight_fraction: float
     source: Path
+    matmul_efficiency: float = 1.0
+    bandwidth_efficiency: float = 1.0
+    overhead_us: float = 0.0
+    """The time model's assumptions (step_time.py): shares of the datasheet's matmul rate and bandwidth that
+    large kernels reach, and PyTorch's CPU-side cost per eager operation; data/gpus.toml names their sources."""
 
     @property
     def names(self) -> list[str]:
@@ -126,11 +146,14 @@ def _gpu(row: Any, where: str) -> Gpu:
         value = row.get(field)
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             raise UsageError(f"{where}: field {field!r} is missing or not a {getattr(kind, '__name__', 'number')}")
-    for field in ("fp16_tflops", "bf16_tflops"):
+    for field in ("fp16_tflops", "bf16_tflops", "bf16_emulated_tflops"):
         if field in row and (
             isinstance(row[field], bool) or not isinstance(row[field], (int, float)) or row[field] <= 0
         ):
             raise UsageError(f"{where}: {field!r} must be a positive number or left out")
+    for field in ("matmul_efficiency", "bandwidth_efficiency"):
+        if field in row and not (isinstance(row[field], (int, float)) and 0 < row[field] <= 1):
+            raise UsageError(f"{where}: {field!r} must be a share between 0 and 1 or left out")
     if row["bf16_native"] != ("bf16_tflops" in row):
         raise UsageError(f"{where}: give bf16_tflops exactly when bf16_native is true")
     return Gpu(
@@ -145,6 +168,9 @@ def _gpu(row: Any, where: str) -> Gpu:
         float(row["gbps"]),
         row["source"],
         tuple(row.get("aliases", ())),
+        row.get("bf16_emulated_tflops"),
+        row.get("matmul_efficiency"),
+        row.get("bandwidth_efficiency"),
     )
 
 
@@ -164,4 +190,7 @@ def load_gpus(path: Path | None = None) -> GpuTable:
         str(assumptions.get("cuda_context_source", "")),
         float(assumptions.get("tight_fraction", 0)),
         path,
+        float(assumptions.get("matmul_efficiency", 1.0)),
+        float(assumptions.get("bandwidth_efficiency", 1.0)),
+        float(assumptions.get("overhead_us", 0.0)),
     )

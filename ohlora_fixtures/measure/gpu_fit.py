@@ -2,7 +2,8 @@
 
 The plan's tensors plus what the process holds beside them: the CUDA context and cuBLAS workspaces, stated
 apart; the largest batch that fits is solved from the activations' linear growth in the batch's rows; the
-card's time is estimate.py's at the card's datasheet peak. Torch-free: the report's screening reads it.
+card's time is step_time.py's per-operation model with the card's constants. Torch-free: the report's screening
+reads it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Sequence
 
 from ohlora_fixtures.inputs import gpus
 from ohlora_fixtures.inputs.gpus import Gpu, GpuTable
-from ohlora_fixtures.measure.estimate import answer_time, finetune_time
+from ohlora_fixtures.measure.step_time import answer_seconds, finetune_seconds, gpu_rates, step_seconds
 from ohlora_fixtures.records.figures import DTYPE_BYTES
 from ohlora_fixtures.records.plans import CandidatePlan, RankPlan
 from ohlora_fixtures.words.display import aligned, display_name
@@ -47,8 +48,10 @@ class GpuFit:
     max_batch_size_with_checkpointing: int | None = None
     """The same three with gradient checkpointing (fine-tuning only)."""
     seconds_estimate: float | None = None
-    """The whole fine-tuning (without checkpointing), or one answer: estimate.py's full-size time at the card's
-    datasheet peak; None where the run's tokens are not known."""
+    """The whole fine-tuning (without checkpointing), or one answer: step_time.py's full-size time on the card;
+    None where the run's steps or prompts are not known."""
+    seconds_per_step_estimate: float | None = None
+    """Fine-tuning: one optimizer step of the plan's batch at its mean width, on the card."""
 
     @property
     def only_with_checkpointing(self) -> bool:
@@ -97,9 +100,9 @@ def finetune_fit(plan: CandidatePlan, rank: RankPlan, gpu: Gpu, table: GpuTable)
         return max(0, math.floor((room - (peak - activations)) / per_row))
 
     checkpointed = rank.finetune_peak_checkpointed_mib
-    seconds = (
-        finetune_time(plan, rank.trainable_params, plan.train_tokens, gpu.tflops).seconds if plan.train_tokens else None
-    )
+    rates = gpu_rates(gpu, table)
+    per_step = step_seconds(rank, rates) if rank.step_ops else None
+    seconds = finetune_seconds(plan, rank, rates) if per_step is not None and plan.steps else None
     return _fit(
         gpu,
         table,
@@ -111,30 +114,41 @@ def finetune_fit(plan: CandidatePlan, rank: RankPlan, gpu: Gpu, table: GpuTable)
         fits_with_checkpointing=checkpointed <= room,
         max_batch_size_with_checkpointing=largest(checkpointed, rank.checkpointed_activations_mib),
         seconds_estimate=seconds,
+        seconds_per_step_estimate=per_step,
     )
 
 
 def inference_fit(plan: CandidatePlan, gpu: Gpu, table: GpuTable) -> GpuFit:
     """Generating one answer at a time on `gpu`."""
     _check_card_dtype(plan)
-    seconds = None
-    if plan.mean_prompt_tokens:
-        seconds = answer_time(
-            plan, plan.mean_prompt_tokens, plan.max_new_tokens, DTYPE_BYTES[plan.dtype], gpu.gbps
-        ).seconds
+    seconds = answer_seconds(plan, gpu_rates(gpu, table)) if plan.decode_ops else None
     return _fit(gpu, table, plan.inference_peak_estimate_mib, gpus.INFERENCE_HANDLES, seconds_estimate=seconds)
 
 
 def fits_as_dict(
     plan: CandidatePlan, cards: Sequence[Gpu], table: GpuTable, on_cards: CandidatePlan | None = None
 ) -> dict[str, Any]:
-    """`plan.as_dict()` with each rank's and the inference's fit per card under "gpus"; `on_cards` is the same
-    plan at a 2-byte dtype when `plan` is not."""
+    """`plan.as_dict()` with each rank's and the inference's fit per card under "gpus" (each with its time
+    estimates: `finetune_seconds_estimate`, `seconds_per_step_estimate`, `seconds_per_answer_estimate`);
+    `on_cards` is the same plan at a 2-byte dtype when `plan` is not. The operation counts the times come from
+    are left out: they are the plan's inputs to the time model, not figures to read."""
     on_cards = on_cards or plan
     plain = plan.as_dict()
+    for key in ("prefill_ops", "decode_ops"):
+        plain.pop(key)
+    answers = {gpu.name: inference_fit(on_cards, gpu, table) for gpu in cards}
     for rank, card_rank in zip(plain["ranks"], on_cards.ranks):
-        rank["gpus"] = {gpu.name: finetune_fit(on_cards, card_rank, gpu, table).as_dict() for gpu in cards}
-    plain["inference_gpus"] = {gpu.name: inference_fit(on_cards, gpu, table).as_dict() for gpu in cards}
+        for key in ("step_ops", "optimizer_ops", "optimizer_foreach_ops"):
+            rank.pop(key)
+        rank["gpus"] = {}
+        for gpu in cards:
+            fit = finetune_fit(on_cards, card_rank, gpu, table)
+            rank["gpus"][gpu.name] = fit.as_dict() | {
+                "finetune_seconds_estimate": fit.seconds_estimate,
+                "seconds_per_step_estimate": fit.seconds_per_step_estimate,
+                "seconds_per_answer_estimate": answers[gpu.name].seconds_estimate,
+            }
+    plain["inference_gpus"] = {name: fit.as_dict() for name, fit in answers.items()}
     return plain
 
 
@@ -199,26 +213,32 @@ def format_fits(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: Gpu
 
 def format_times(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: GpuTable) -> str:
     """Per candidate and rank the fine-tuning's seconds, and the seconds per answer, on each card (ESTIMATES)."""
-    from ohlora_fixtures.measure.estimate import DECODE_EFFICIENCY, FINETUNE_EFFICIENCY
 
-    def seconds(fit: GpuFit) -> str:
-        return "-" if fit.seconds_estimate is None else f"~{fit.seconds_estimate:,.1f} s"
+    def seconds(value: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"~{value:.3g} s" if value < 10 else f"~{value:,.1f} s"
 
-    rows = [["candidate", "run"] + [f"{gpu.name} ({gpu.tflops:g} TFLOP/s, {gpu.gbps:,.0f} GB/s)" for gpu in cards]]
+    rows = [["candidate", "run"] + [f"{gpu.name} (est.)" for gpu in cards]]
     for plan in plans:
         name = display_name(plan.name, plan.approximate)
         for rank in plan.ranks:
-            rows.append(
-                [name, f"FT r{rank.rank}, all steps"] + [seconds(finetune_fit(plan, rank, gpu, table)) for gpu in cards]
-            )
-        rows.append([name, "one answer"] + [seconds(inference_fit(plan, gpu, table)) for gpu in cards])
+            fits = [finetune_fit(plan, rank, gpu, table) for gpu in cards]
+            rows.append([name, f"FT r{rank.rank}, {plan.steps} steps"] + [seconds(f.seconds_estimate) for f in fits])
+            rows.append([name, f"FT r{rank.rank}, one step"] + [seconds(f.seconds_per_step_estimate) for f in fits])
+        answers = [inference_fit(plan, gpu, table).seconds_estimate for gpu in cards]
+        rows.append([name, "one answer"] + [seconds(value) for value in answers])
     first = plans[0]
     note = (
-        f"Time on named GPUs: ESTIMATES (estimate.py): model FLOPs of the run's {first.train_tokens:,} training tokens "
-        f"(first candidate) over the datasheet's dense rate x {FINETUNE_EFFICIENCY:.2f}, and bytes read for "
-        f"{first.max_new_tokens} new tokens after a {first.mean_prompt_tokens:.0f}-token prompt over the bandwidth x "
-        f"{DECODE_EFFICIENCY:.2f}; both efficiencies were measured on this project's CPU, not on these cards, and "
-        "small batches of short rows reach less of a GPU's peak: read them as lower bounds. Without gradient "
-        "checkpointing, which recomputes each layer's forward."
+        f"Time on named GPUs: ESTIMATES (measure/step_time.py): every operation of one training step (batch "
+        f"{first.batch_size}, mean width {first.mean_seq_len:.0f} tokens, first candidate) and of one decoded token, "
+        "counted on the meta device, each taking the longer of its FLOPs over the card's matmul rate for its dtype "
+        f"x {table.matmul_efficiency:.2f} and its bytes over the bandwidth x {table.bandwidth_efficiency:.2f}, plus "
+        f"{table.overhead_us:g} us of PyTorch's per-operation overhead (data/gpus.toml names each constant's source). "
+        f"One answer: a {first.mean_prompt_tokens:.0f}-token prompt, then {first.max_new_tokens} new tokens. Without "
+        "gradient checkpointing; a trainer's own work (logging, evaluation, saving) is not included."
     )
-    return "\n".join([note] + aligned(rows, right=False))
+    lines = [note] + aligned(rows, right=False)
+    lines += [f"  {gpu.name}: matmuls at {gpu_rates(gpu, table).tflops[gpu.dtype]:,.1f} TFLOP/s in {gpu.dtype}, "
+              f"{gpu_rates(gpu, table).gbps:,.0f} GB/s (achievable, est.)" for gpu in cards]
+    return "\n".join(lines)

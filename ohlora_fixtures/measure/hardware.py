@@ -15,7 +15,9 @@ short probe's speed, the reference the load check (load.py) compares against.
 A cached calibration the machine now beats (the probe faster than it by more
 than STALE_BEAT, three times out of three) was taken on a busier machine: it is
 taken again, with a warning, so that utilisation and the load check are not
-measured against a low reference. Each record names the calibration it used.
+measured against a low reference. A calibration taken while the load probe reads
+busy is used for that session only, with a warning, and never cached; its
+`taken` says so. Each record names the calibration it used.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ DATASHEETS: tuple[Datasheet, ...] = (
     Datasheet(r"A100.*80GB", 312.0, 312.0, 19.5, 2039),
     Datasheet(r"A100", 312.0, 312.0, 19.5, 1555),  # 40 GB, SXM4 and PCIe
     Datasheet(r"\bL4\b", 121.0, 121.0, 30.3, 300),
+    Datasheet(r"L40S", 362.05, 362.05, 91.6, 864),
+    Datasheet(r"RTX 6000 Ada", 364.2, 364.2, 91.1, 960),
+    Datasheet(r"RTX A6000", 154.8, 154.8, 38.7, 768),
     Datasheet(r"\bT4\b", None, 65.0, 8.1, 320),
     Datasheet(r"A10G", 70.0, 70.0, 31.2, 600),  # AWS G5's part; NVIDIA publishes no sheet, AWS's figures
     Datasheet(r"\bA10\b", 125.0, 125.0, 31.2, 600),
@@ -85,6 +90,11 @@ class Peaks:
     gbps_source: str
     probe_tflops: float | None = None  # the load probe's speed when calibrated (None: not calibrated)
     calibrated: str = ""  # when the calibrated figures were taken (they may come from an earlier session's cache)
+    overhead_us: float | None = None
+    """PyTorch's cost of one small operation here, calibrated (the time model's per-operation overhead)."""
+    gemv_gbps: float | None = None
+    """The bandwidth a matrix-vector product reaches here, calibrated: a decoded token's matmuls stream their
+    weights this way, below a plain copy's rate on a CPU."""
 
     def as_dict(self) -> dict[str, str | float]:
         """Plain values, for pytest-benchmark's JSON."""
@@ -149,6 +159,8 @@ def device_peaks(device: torch.device, dtype: torch.dtype, recalibrate: bool = F
         "datasheet" if gbps is not None else "calibrated",
         float(calibrated["probe_tflops"]),
         str(calibrated["taken"]),
+        float(calibrated["overhead_us"]),
+        float(calibrated["gemv_gbps"]),
     )
 
 
@@ -158,7 +170,10 @@ def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool, nee
     path, key = cache_path(), machine_key(device, dtype)
     cache = read_json(path, "peaks cache", "calibrating again")
     entry = cache.get(key)
-    cached = not recalibrate and _valid(entry, ("probe_tflops", *need), device.type, path)
+    need = ("probe_tflops", "overhead_us", "gemv_gbps", *need)
+    if not recalibrate and key in _SESSION:
+        return _SESSION[key]
+    cached = not recalibrate and _valid(entry, need, device.type, path)
     if cached and _beaten(device, dtype, entry["probe_tflops"]):
         warnings.warn(
             f"the cached calibration of {entry.get('taken', 'an earlier session')} was taken on a busier machine: "
@@ -167,11 +182,13 @@ def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool, nee
             stacklevel=3,
         )
         recalibrate = True
-    if recalibrate or not _valid(entry, ("probe_tflops", *need), device.type, path):
+    if recalibrate or not _valid(entry, need, device.type, path):
         sizes = CALIBRATION[device.type]
         before = CpuTimes.now()
         entry = {
             "probe_tflops": calibrate_tflops(device, dtype, sizes.probe),
+            "overhead_us": calibrate_overhead_us(device, sizes),
+            "gemv_gbps": calibrate_gemv_gbps(device, dtype, sizes),
             "taken": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         }
         if "tflops" in need:
@@ -181,15 +198,23 @@ def _calibrated(device: torch.device, dtype: torch.dtype, recalibrate: bool, nee
         release_cached_memory(device)  # the calibration's buffers are not the first benchmark's memory
         load = machine_load(before, CpuTimes.now(), None, None)
         if load.busy:
-            entry["taken_while_busy"] = load.why_busy
+            # Read low, it would scale every later session's estimates: this session's only, never cached.
+            entry["taken"] += f" (busy: {load.why_busy}; this session only, not cached)"
             warnings.warn(
                 f"peak FLOP/s and bandwidth calibrated while the machine was busy ({load.why_busy}): they read low "
-                f"and MFU reads high; run once with --ohlora-recalibrate on a quiet machine ({path} keeps them)",
+                f"and MFU reads high; they are used for this session only and not written to {path}; the next "
+                "session calibrates again",
                 stacklevel=3,
             )
+            _SESSION[key] = entry
+            return entry
         cache[key] = entry
         write_json(path, cache, "peaks cache", "the next session calibrates again")
     return entry
+
+
+_SESSION: dict[str, dict] = {}
+"""Calibrations taken on a busy machine in this process: used here, never written to the user cache."""
 
 
 def _beaten(device: torch.device, dtype: torch.dtype, cached_probe: float) -> bool:
@@ -203,8 +228,10 @@ def _beaten(device: torch.device, dtype: torch.dtype, cached_probe: float) -> bo
 # it would be absurd (1e-300 TFLOP/s gave an MFU of 3e296). The CPU's ceiling is far above any server's
 # matmul rate and memory bandwidth; the GPU's above any accelerator's datasheet.
 PLAUSIBLE: dict[str, dict[str, tuple[float, float]]] = {
-    "cpu": {"tflops": (1e-3, 200.0), "probe_tflops": (1e-3, 200.0), "gbps": (0.1, 5000.0)},
-    "cuda": {"tflops": (0.1, 1e4), "probe_tflops": (0.1, 1e4), "gbps": (10.0, 1e5)},
+    "cpu": {"tflops": (1e-3, 200.0), "probe_tflops": (1e-3, 200.0), "gbps": (0.1, 5000.0),
+            "overhead_us": (0.01, 1e4), "gemv_gbps": (0.1, 5000.0)},
+    "cuda": {"tflops": (0.1, 1e4), "probe_tflops": (0.1, 1e4), "gbps": (10.0, 1e5), "overhead_us": (0.01, 1e4),
+             "gemv_gbps": (10.0, 1e5)},
 }
 
 
@@ -280,6 +307,44 @@ def calibrate_tflops(device: torch.device, dtype: torch.dtype, sizes: Calibratio
     product = torch.empty_like(a)  # written in place: the allocator's state (trimmed heaps, page faults) is not timed
     seconds = _best_seconds(lambda: torch.mm(a, b, out=product), device, sizes)
     return 2 * n**3 / seconds / 1e12
+
+
+def calibrate_overhead_us(device: torch.device, sizes: Calibration) -> float:
+    """PyTorch's cost of one small operation as a model issues it, microseconds: a tiny stack of Linear,
+    LayerNorm and GELU modules (8 wide: no work to speak of) through forward and backward, over the operations it
+    dispatches. So Python's module calls, the dispatcher, autograd's bookkeeping and the launch are all in it,
+    as they are in a training step's operations; no candidate's model is involved."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            Count.ops += 0 if func.is_view else 1
+            return func(*args, **(kwargs or {}))
+
+    layers = [layer for _ in range(8) for layer in (torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.GELU())]
+    model = torch.nn.Sequential(*layers).to(device)
+    x = torch.ones(2, 8, device=device)
+
+    def run() -> None:
+        model(x).sum().backward()
+
+    with Count():
+        run()
+    return _best_seconds(run, device, sizes) / Count.ops * 1e6
+
+
+def calibrate_gemv_gbps(device: torch.device, dtype: torch.dtype, sizes: Calibration) -> float:
+    """Matrix-vector bandwidth in the run's dtype, GB/s: a weight matrix of the copy's size read once per product."""
+    columns = 4096
+    rows = max(1, sizes.copy_mib * 2**20 // (columns * dtype.itemsize))
+    generator = torch.Generator(device=device).manual_seed(0)
+    weight = torch.randn(rows, columns, device=device, generator=generator).to(dtype)
+    vector = torch.randn(columns, 1, device=device, generator=generator).to(dtype)
+    product = torch.empty(rows, 1, device=device, dtype=dtype)
+    seconds = _best_seconds(lambda: torch.mm(weight, vector, out=product), device, sizes)
+    return weight.numel() * weight.element_size() / seconds / 1e9
 
 
 def calibrate_gbps(device: torch.device, sizes: Calibration) -> float:

@@ -45,6 +45,7 @@ from ohlora_fixtures.inputs import defaults
 from ohlora_fixtures.inputs.dataset import ExperimentData
 from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.inputs.tokenizer import experiment_tokenizer
+from ohlora_fixtures.measure import op_trace
 from ohlora_fixtures.measure.devices import DTYPES
 from ohlora_fixtures.measure.finetune import (
     Example,
@@ -269,8 +270,16 @@ def plan_candidate(
     weights = total * dtype_bytes
     shape, saved_rank1 = rank1_counts(candidate, batch_size, seq_len, dtype)
     loss_gradients = LOSS_GRADIENT_BUFFERS * batch_size * seq_len * config.get_text_config().vocab_size * 4.0
+    # The time model's operations: a step at the mean padded width (the run's steps average it), an answer's
+    # prompt and a token at the answer's mean context.
+    mean_width = max(1, round(widths.mean))
+    prompt = max(1, round(widths.prompt_tokens or seq_len))
+    prefill_ops, decode_ops = op_trace.decode_ops(candidate, prompt, prompt + max_new_tokens // 2, dtype)
     rank_plans = []
     for rank in ranks:
+        step_ops, optimizer_ops, optimizer_foreach_ops = op_trace.finetune_ops(
+            candidate, rank, batch_size, mean_width, dtype
+        )
         trainable = shape.params_per_rank * rank
         adapter_weights = trainable * ADAPTER_BYTES
         # The rank-1 count plus the wider A outputs a rank-r adapter keeps.
@@ -294,6 +303,9 @@ def plan_candidate(
                 (weights + training_state) / MIB,
                 checkpointed / MIB,
                 (weights + adapter_weights + training_state + checkpointed) / MIB,
+                step_ops,
+                optimizer_ops,
+                optimizer_foreach_ops,
             )
         )
     # One sequence of prompt and answer; RWKV has no per-token cache, only its fixed recurrent state.
@@ -319,6 +331,10 @@ def plan_candidate(
         mean_prompt_tokens=widths.prompt_tokens,
         matmul_params=matmuls.frozen + matmuls.adapter,
         kv_values_per_token=kv_cache_bytes_per_token(config, torch.uint8),
+        # Widths given by hand know the tokens, not the batches: as many full batches as the tokens fill.
+        steps=widths.batches or -(-widths.tokens // (seq_len * batch_size)),
+        prefill_ops=prefill_ops,
+        decode_ops=decode_ops,
     )
 
 

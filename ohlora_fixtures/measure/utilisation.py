@@ -67,7 +67,8 @@ def finetune_figures(model: torch.nn.Module, tokens: int, seconds: float, peaks:
     flops = finetune_flops(matmul_weights(model), tokens)
     achieved = flops / seconds / 1e12
     return FinetuneUtilisation(flops, achieved, peaks.tflops, achieved / peaks.tflops, peaks.tflops_source,
-                               calibration=peaks.calibrated if peaks.tflops_source == "calibrated" else "")
+                               calibration=peaks.calibrated if peaks.tflops_source == "calibrated" else "",
+                               time_model=time_model(peaks))
 
 
 def decode_figures(
@@ -79,4 +80,12 @@ def decode_figures(
     read = sum(decode_bytes(weight_bytes, kv_bytes, prompt, new) for prompt, new in generations)
     achieved = read / seconds / 1e9
     return DecodeUtilisation(read, achieved, peaks.gbps, achieved / peaks.gbps, peaks.gbps_source,
-                             calibration=peaks.calibrated if peaks.gbps_source == "calibrated" else "")
+                             calibration=peaks.calibrated if peaks.gbps_source == "calibrated" else "",
+                             time_model=time_model(peaks))
+
+
+def time_model(peaks: Peaks) -> dict[str, float] | None:
+    """What the time model (step_time.py) reads of the device that measured; None where a figure is missing."""
+    figures = {"tflops": peaks.tflops, "gbps": peaks.gbps, "gemv_gbps": peaks.gemv_gbps,
+               "overhead_us": peaks.overhead_us}
+    return None if any(value is None for value in figures.values()) else figures  # type: ignore[return-value]

@@ -72,6 +72,8 @@ class FinetuneUtilisation:
     peak_source: str  # where peak_tflops comes from: datasheet or calibrated
     utilisation_estimate: str = FINETUNE_ESTIMATE
     calibration: str = ""  # when the calibrated peak was taken (hardware.py); empty for a datasheet peak
+    time_model: dict[str, float] | None = None
+    """The device figures measure/step_time.py reads (tflops, gbps, gemv_gbps, overhead_us); None before them."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class DecodeUtilisation:
     peak_source: str  # where peak_gbps comes from: datasheet or calibrated
     utilisation_estimate: str = DECODE_ESTIMATE
     calibration: str = ""  # when the calibrated peak was taken (hardware.py); empty for a datasheet peak
+    time_model: dict[str, float] | None = None
+    """As FinetuneUtilisation's."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+OpCounts = tuple[tuple[int, int, str, int], ...]
+"""Operations of one step as (FLOPs, bytes read and written, the dtype the FLOPs run in, how many), each kind of
+operation once: measure/op_trace.py counts them, measure/step_time.py turns them into seconds on a device."""
+
 
 @dataclass(frozen=True)
 class TokenWidths:
@@ -48,6 +52,11 @@ class RankPlan:
     checkpointed_activations_mib: float
     """The activations with gradient checkpointing: every layer's input, one layer recomputed, the logits."""
     finetune_peak_checkpointed_mib: float
+    step_ops: OpCounts = ()
+    """One step's forward and backward at the plan's batch and mean width; then AdamW's step one tensor at a
+    time (`optimizer_ops`, torch's default on the CPU) or multi-tensor (`optimizer_foreach_ops`, on a GPU)."""
+    optimizer_ops: OpCounts = ()
+    optimizer_foreach_ops: OpCounts = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,11 @@ class CandidatePlan:
     the work per token that estimate.py turns into full-size seconds."""
     kv_values_per_token: int = 0
     """Keys and values one token of context adds to the cache, as a count of values (0 for RWKV)."""
+    steps: int = 0
+    """Optimizer steps of the whole fine-tuning (0: not known)."""
+    prefill_ops: OpCounts = ()
+    decode_ops: OpCounts = ()
+    """One answer's prompt, and one new token's forward at the answer's mean context (measure/op_trace.py)."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for JSON and reports."""
@@ -86,4 +100,14 @@ class CandidatePlan:
         names = {f.name for f in fields(cls)}
         if set(data) != names:
             raise KeyError(f"stored plan fields differ: {sorted(set(data) ^ names)}")
-        return cls(**{**data, "ranks": tuple(RankPlan(**rank) for rank in data["ranks"])})
+        def ops(rows: Any) -> OpCounts:
+            return tuple((int(f), int(b), str(p), int(n)) for f, b, p, n in rows)
+
+        def rank(plain: Mapping[str, Any]) -> RankPlan:
+            return RankPlan(**{**plain, **{k: ops(plain[k]) for k in _RANK_OPS}})
+
+        return cls(**{**data, "ranks": tuple(rank(r) for r in data["ranks"]),
+                      **{k: ops(data[k]) for k in ("prefill_ops", "decode_ops")}})
+
+
+_RANK_OPS = ("step_ops", "optimizer_ops", "optimizer_foreach_ops")

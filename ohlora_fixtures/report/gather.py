@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs import gpus, policy
@@ -14,7 +14,7 @@ from ohlora_fixtures.inputs.options import Settings
 from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.judge import selection
 from ohlora_fixtures.judge.quality import read_grades
-from ohlora_fixtures.measure import estimate
+from ohlora_fixtures.measure import step_time
 from ohlora_fixtures.measure.machine_load import busy_reasons
 from ohlora_fixtures.records.figures import DTYPE_BYTES
 from ohlora_fixtures.records.plans import CandidatePlan
@@ -102,18 +102,51 @@ class Report:
         return {c.name: _evidence(self, c) for c in self.candidates}
 
     @cached_property
-    def device_peaks(self) -> tuple[float | None, float | None]:
-        """One device figure for every candidate's full-size time estimate (estimate.py): the median peak
-        TFLOP/s and GB/s the measured records were judged against. One figure for all keeps merged runs whose
-        calibrations differ from ranking a candidate by its run's calibration rather than its model."""
-        def middle(values: list[float]) -> float | None:
-            return sorted(values)[(len(values) - 1) // 2] if values else None
-
+    def time_rates(self) -> step_time.DeviceRates | None:
+        """The device every stand-in's full-size time estimate is for (step_time.py): the card --ohlora-gpu
+        names, else this machine, at the median of each figure the measured records' calibrations give (one
+        figure for all keeps merged runs whose calibrations differ from ranking a candidate by its run's
+        calibration rather than its model); None where no record carries them."""
+        if self.card is not None:
+            return step_time.gpu_rates(*self.card)
         records = self.measured_records
-        return (
-            middle([r.finetune.utilisation.peak_tflops for r in records if r.finetune and r.finetune.utilisation]),
-            middle([r.inference.utilisation.peak_gbps for r in records if r.inference and r.inference.utilisation]),
-        )
+        used = [u for r in records for u in (r.finetune and r.finetune.utilisation,
+                                             r.inference and r.inference.utilisation) if u]
+        figures = [u.time_model for u in used if u.time_model]
+        if not figures:
+            # Records from before the time model carry only the peaks they were judged against: matmul rate and
+            # bandwidth, no per-operation overhead (a few per cent of a full-size CPU step) and no separate
+            # matrix-vector bandwidth.
+            tflops = [u.peak_tflops for u in used if hasattr(u, "mfu")]
+            gbps = [u.peak_gbps for u in used if hasattr(u, "bandwidth_utilisation")]
+            figures = [{"tflops": t, "gbps": g, "overhead_us": 0.0, "gemv_gbps": g} for t in tflops for g in gbps]
+            if not figures:
+                return None
+
+        def middle(key: str) -> float:
+            values = sorted(figure[key] for figure in figures)
+            return values[(len(values) - 1) // 2]
+
+        run_bytes = max(DTYPE_BYTES.get(r.run.dtype, 4) for r in records)
+        return step_time.cpu_rates(middle("tflops"), middle("gbps"), middle("overhead_us"), middle("gemv_gbps"),
+                                   bytes_scale=run_bytes / DTYPE_BYTES[self.plan_dtype])
+
+    def time_estimate(self, record: BenchmarkRecord) -> float | None:
+        """The full-size seconds the time model gives for a stand-in record's work (a fine-tuning run, or one
+        answer) on `time_rates`' device; None where it cannot."""
+        plan = self.plans.get(record.candidate)
+        if plan is None or not is_stand_in(record):
+            return None
+        if record.kind is Kind.FINETUNE:
+            return _finetune_time(self, plan, record, record.rank or 0).value
+        return _answer_time(self, plan, record).value
+
+    def time_device(self, lang: str | None = None) -> str:
+        """The device the time estimates are for, as every time figure names it: a card's name or "this CPU"."""
+        rates = self.time_rates
+        if rates is None or rates.device == step_time.THIS_CPU:
+            return text("this_cpu", lang or self.lang)
+        return rates.device
 
     @cached_property
     def card(self) -> tuple[gpus.Gpu, gpus.GpuTable] | None:
@@ -365,14 +398,21 @@ def _finetune_time(report: Report, plan: CandidatePlan, record: BenchmarkRecord 
     """Measured seconds of a full-size run; for a stand-in, the full-size model's estimated seconds."""
     if record is None or record.finetune is None:
         return TimeFigure(None, Message("not_measured"))
+    rates = report.time_rates
+    rank_plan = next((r for r in plan.ranks if r.rank == rank), None)
+    # The run's own optimizer steps: a stand-in takes the steps the full-size model would, on the same data.
+    steps = record.finetune.steps
     if not is_stand_in(record):
-        return _measured_time(record, record.seconds, Message("measured_at", rank=rank))
-    peak = report.device_peaks[0]
-    trainable = next((r.trainable_params for r in plan.ranks if r.rank == rank), None)
-    if peak is None or trainable is None:
+        # A real run's time beside the model's estimate of the same work on the device that ran it.
+        own = _own_rates(record, record.finetune.utilisation, plan)
+        estimated = (f"{step_time.finetune_seconds(plan, rank_plan, own, steps):,.1f} s"
+                     if own and rank_plan and rank_plan.step_ops else "-")
+        return _measured_time(record, record.seconds, Message("measured_at_beside", rank=rank, estimate=estimated))
+    if rates is None or rank_plan is None or not rank_plan.step_ops:
         return TimeFigure(None, Message("no_full_size_time"))
-    seconds = estimate.finetune_time(plan, trainable, record.finetune.tokens, peak).seconds
-    return TimeFigure(seconds, Message("full_size_time_estimate_at", rank=rank, peak=f"{peak:.3g} TFLOP/s"))
+    seconds = step_time.finetune_seconds(plan, rank_plan, rates, steps)
+    return TimeFigure(seconds, Message("full_size_time_estimate_at", rank=rank, device=report.time_device(),
+                                       steps=steps))
 
 
 def _answer_time(report: Report, plan: CandidatePlan, record: BenchmarkRecord | None) -> TimeFigure:
@@ -380,18 +420,29 @@ def _answer_time(report: Report, plan: CandidatePlan, record: BenchmarkRecord | 
     if record is None or record.inference is None:
         return TimeFigure(None, Message("not_measured"))
     figures = record.inference
+    rates = report.time_rates
     if not is_stand_in(record):
-        return _measured_time(record, figures.mean_seconds_per_prompt, Message("measured"))
-    peak = report.device_peaks[1]
-    if peak is None or not figures.prompts:
+        own = _own_rates(record, figures.utilisation, plan)
+        new_tokens = round(figures.new_tokens / figures.prompts) if figures.prompts else 0
+        estimated = f"{step_time.answer_seconds(plan, own, new_tokens):,.2f} s" if own and plan.decode_ops else "-"
+        return _measured_time(record, figures.mean_seconds_per_prompt, Message("measured_beside", estimate=estimated))
+    if rates is None or not plan.decode_ops:
         return TimeFigure(None, Message("no_full_size_time"))
     # An answer of the full --ohlora-max-new-tokens: where a stand-in's random weights stop says nothing of
     # where the real model would.
     tokens = record.run.max_new_tokens
-    seconds = estimate.answer_time(
-        plan, figures.prompt_tokens / figures.prompts, tokens, DTYPE_BYTES[record.run.dtype], peak
-    ).seconds
-    return TimeFigure(seconds, Message("full_size_time_estimate", peak=f"{peak:.3g} GB/s", tokens=tokens))
+    seconds = step_time.answer_seconds(plan, rates, tokens)
+    return TimeFigure(seconds, Message("full_size_time_estimate", device=report.time_device(), tokens=tokens))
+
+
+def _own_rates(record: BenchmarkRecord, utilisation: Any, plan: CandidatePlan) -> step_time.DeviceRates | None:
+    """The time model's rates of the CPU that measured a record (its own calibration); None on a GPU, whose
+    card the record names only by the driver's words, or where the record predates the figures."""
+    figures = getattr(utilisation, "time_model", None)
+    if not figures or not record.run.device.startswith("cpu"):
+        return None
+    return step_time.cpu_rates(figures["tflops"], figures["gbps"], figures["overhead_us"], figures["gemv_gbps"],
+                               bytes_scale=DTYPE_BYTES.get(record.run.dtype, 4) / DTYPE_BYTES[plan.dtype])
 
 
 def benchmark_title(record: BenchmarkRecord) -> Message:

@@ -19,6 +19,7 @@ from ohlora_fixtures.words.display import APPROXIMATE
 from ohlora_fixtures.words.language import text
 
 BUSY, ESTIMATE, STAND_IN = "busy_mark", "estimate_mark", "stand_in_mark"  # text keys of the marks
+TIME_ESTIMATE = "time_estimate_mark"  # a time estimate names its device: "(est., T4)", "(est., this CPU)"
 # Which record each measured cost criterion of the recommendation comes from.
 _KINDS = {"finetune_time": Kind.FINETUNE, "finetune_memory": Kind.FINETUNE,
           "inference_time": Kind.INFERENCE, "inference_memory": Kind.INFERENCE}
@@ -34,9 +35,9 @@ def is_busy(record: BenchmarkRecord | None) -> bool:
     return record is not None and record.load is not None and record.load.busy
 
 
-def joined(cell: str, marks: Iterable[str], lang: str) -> str:
-    """The cell with its marks (text keys) after it, e.g. "2.35 (busy) †"."""
-    return " ".join([cell, *(text(mark, lang) for mark in marks)])
+def joined(cell: str, marks: Iterable[str], lang: str, device: str = "") -> str:
+    """The cell with its marks (text keys) after it, e.g. "2.35 (busy) †"; `device` names a time estimate's."""
+    return " ".join([cell, *(text(mark, lang, device=device) for mark in marks)])
 
 
 def figure_marks(record: BenchmarkRecord, timed: bool = False) -> list[str]:
@@ -57,7 +58,7 @@ def criterion_marks(report: Report, name: str, criterion: str) -> list[str]:
     if criterion.endswith("_memory") and (record is None or not is_measured_peak(record)):
         return [ESTIMATE]  # the full-size plan's estimate, not a measurement
     if criterion.endswith("_time") and (record is None or gather.is_stand_in(record)):
-        return [ESTIMATE]  # a stand-in's time is never read: the full-size model's estimated seconds are
+        return [TIME_ESTIMATE]  # a stand-in's time is never read: the full-size model's estimated seconds are
     return figure_marks(record, timed=criterion.endswith("_time")) if record else []
 
 
@@ -66,13 +67,16 @@ def legend(table: Table, report: Report) -> str:
     lang = report.lang
     found = " ".join(" ".join(row) for row in table.rows)
     clauses = []
+    device = report.time_device(lang)
     for key, meaning, values in (
         (BUSY, "legend_busy", {}),
+        (TIME_ESTIMATE, "legend_time_estimate", {"device": device}),
         (ESTIMATE, "legend_estimate", {}),
         (STAND_IN, "legend_stand_in", {"what": report.stand_in_text() or text("stand_in_models", lang)}),
     ):
-        if text(key, lang) in found:
-            clauses.append(text(meaning, lang, mark=text(key, lang), **values))
+        mark = text(key, lang, device=device)
+        if mark in found:
+            clauses.append(text(meaning, lang, mark=mark, **values))
     approximate = APPROXIMATE.get(lang, APPROXIMATE["en"]).strip()
     if approximate in found:
         clauses.append(text("legend_approximate", lang, mark=approximate))

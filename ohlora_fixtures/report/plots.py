@@ -93,6 +93,8 @@ class TradeOffPlot:
     points: Sequence[TradeOffPoint]
     quality_label: str
     largest_rank: int
+    time_mark: str = ""
+    """Appended to the time axes' names where their figures are estimates, e.g. "(est., T4)"."""
 
 
 MARKERS = "os^Dv<>pPX*h"
@@ -269,9 +271,10 @@ def _tradeoff(
             (
                 lambda p: p.finetune_seconds,
                 lambda p: p.finetune_busy,
-                words("plot_finetune_cost", rank=view.largest_rank),
+                " ".join(filter(None, [words("plot_finetune_cost", rank=view.largest_rank), view.time_mark])),
             ),
-            (lambda p: p.inference_seconds, lambda p: p.inference_busy, words("plot_seconds_per_prompt")),
+            (lambda p: p.inference_seconds, lambda p: p.inference_busy,
+             " ".join(filter(None, [words("plot_seconds_per_prompt"), view.time_mark]))),
         ]
         if view
         else []

@@ -99,7 +99,10 @@ def _tradeoff_plot(report: Report, lang: str) -> TradeOffPlot:
                             inference_busy=marks.BUSY in marks.criterion_marks(report, p.name, "inference_time"))
               for p in view.points]
     quality = text("plot_quality_graded" if view.graded else "plot_quality_stand_in", lang)
-    return TradeOffPlot(points, quality, report.ranks[-1])
+    estimated = any(marks.TIME_ESTIMATE in marks.criterion_marks(report, p.name, criterion)
+                    for p in view.points for criterion in ("finetune_time", "inference_time"))
+    time_mark = text(marks.TIME_ESTIMATE, lang, device=report.time_device(lang)) if estimated else ""
+    return TradeOffPlot(points, quality, report.ranks[-1], time_mark)
 
 
 Drawn = dict[str, dict[str, tuple[str, bytes]]]

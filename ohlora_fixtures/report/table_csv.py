@@ -1,7 +1,9 @@
 """results.csv: one row per kept benchmark, every figure of its flat view, for pandas and spreadsheet users.
 
 Its `marks` column says which warnings the row's figures carry ("stand-in": random weights or a tiny-scale
-model; "busy": timed on a busy machine), as the report's cells do.
+model; "busy": timed on a busy machine), as the report's cells do; `seconds_device` which device timed
+`seconds`, and for a stand-in `full_size_seconds_estimate` the time model's full-size estimate on
+`full_size_estimate_device` (the --ohlora-gpu card, else this CPU), as the verdict reads it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ def results_frame(report: Report) -> Any:
         if isinstance(row.get("losses"), list):
             row["losses"] = json.dumps(row["losses"])
         row["source"] = stored.source
+        row["seconds_device"] = record.run.device_name or record.run.device
+        if marks.is_stand_in(record) and record.ok:
+            figure = report.time_estimate(record)
+            row["full_size_seconds_estimate"] = figure
+            row["full_size_estimate_device"] = report.time_device("en") if figure is not None else None
         # The marks the report's cells carry, so a figure read from the CSV keeps its warning.
         row["marks"] = ";".join(name for name, marked in (("stand-in", marks.is_stand_in(record)),
                                                           ("busy", marks.is_busy(record))) if marked)

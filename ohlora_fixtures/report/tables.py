@@ -8,7 +8,9 @@ from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.judge import selection
 from ohlora_fixtures.judge.quality import grade_label
+from ohlora_fixtures.measure import step_time
 from ohlora_fixtures.records.figures import DTYPE_BYTES, MIB
+from ohlora_fixtures.records.plans import CandidatePlan
 from ohlora_fixtures.records.record import Answers, BenchmarkRecord, Kind
 from ohlora_fixtures.report import cells, marks, tradeoff
 from ohlora_fixtures.report.blocks import Table
@@ -204,10 +206,28 @@ def plan_table(report: Report) -> Table:
     columns += [text("trainable", lang, rank=r) for r in ranks]
     columns += [text("ft_estimate", lang, rank=r, dtype=dtype) for r in ranks]
     columns += [text("inf_estimate", lang, dtype=dtype), text("fits", lang, rank=ranks[-1], budget=f"{budget:,.0f}")]
+    # The full-size time on the device the verdict reads (the --ohlora-gpu card, else this machine).
+    rates, device = report.time_rates, report.time_device(lang)
+    if rates is not None:
+        columns += [text("ft_time_estimate", lang, rank=r, device=device) for r in ranks]
+        columns += [text("answer_time_estimate", lang, device=device)]
     rows = []
 
     def estimate(value: float) -> str:
         return marks.joined(cells.mib(value), [marks.ESTIMATE], lang)
+
+    def steps(plan: CandidatePlan, rank: int) -> int:
+        # The plan's own where its widths came from the data; else the run's (a stand-in takes the same steps).
+        record = report.ok_record(plan.name, Kind.FINETUNE, rank)
+        return plan.steps or (record.finetune.steps if record and record.finetune else 0)
+
+    def times(plan: CandidatePlan) -> list[str]:
+        if rates is None:
+            return []
+        finetune = [f"{step_time.finetune_seconds(plan, r, rates, steps(plan, r.rank)):,.1f}"
+                    if r.step_ops and steps(plan, r.rank) else text("na", lang) for r in plan.ranks]
+        answer = f"{step_time.answer_seconds(plan, rates):,.2f}" if plan.decode_ops else text("na", lang)
+        return finetune + [answer]
 
     for c in report.candidates:
         plan = report.plans[c.name]
@@ -219,6 +239,7 @@ def plan_table(report: Report) -> Table:
                 + [cells.count(r.trainable_params) for r in plan.ranks]
                 + [estimate(r.finetune_peak_estimate_mib) for r in plan.ranks]
                 + [estimate(plan.inference_peak_estimate_mib), text("yes_est" if largest <= budget else "no_est", lang)]
+                + times(plan)
             )
         )
     return Table(tuple(columns), tuple(rows))
@@ -360,7 +381,8 @@ def scores_table(report: Report) -> Table:
     for score in rec.scores:
         row = [report.name(by_name[score.name]), str(score.place)]
         row += [
-            marks.joined(c.show(score.raw[c.name]).in_(lang), marks.criterion_marks(report, score.name, c.name), lang)
+            marks.joined(c.show(score.raw[c.name]).in_(lang), marks.criterion_marks(report, score.name, c.name), lang,
+                         report.time_device(lang))
             + f" → {score.normalised[c.name]:.2f}"
             for c in policy.CRITERIA
         ]
@@ -395,7 +417,8 @@ def pareto_table(report: Report) -> Table:
             return (
                 text("na", lang)
                 if value is None
-                else marks.joined(fmt(value), marks.criterion_marks(report, point.name, criterion), lang)
+                else marks.joined(fmt(value), marks.criterion_marks(report, point.name, criterion), lang,
+                                  report.time_device(lang))
             )
 
         rows.append(

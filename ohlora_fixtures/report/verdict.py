@@ -38,7 +38,8 @@ def verdict_caveats(report: Report) -> list[str]:
         caveats.append(Message("caveat_stand_in", what=tuple(Message(key) for key in report.stand_in)))
     chosen = [name for name in (rec.final, rec.backup) if name]
     estimated = tuple(c.title for c in used_criteria(report)
-                      if any(marks.ESTIMATE in marks.criterion_marks(report, name, c.name) for name in chosen))
+                      if any({marks.ESTIMATE, marks.TIME_ESTIMATE} & set(marks.criterion_marks(report, name, c.name))
+                             for name in chosen))
     if estimated:
         caveats.append(Message("caveat_estimated", criteria=estimated))
     if rec.weights["quality"] > 0 and rec.effective_weights["quality"] == 0 and chosen:
@@ -168,7 +169,8 @@ def _figure(report: Report, name: str, criterion: policy.Criterion, value: float
     if value is None:
         return text("missing", report.lang)
     return marks.joined(
-        _FORMATS[criterion.name](value), marks.criterion_marks(report, name, criterion.name), report.lang
+        _FORMATS[criterion.name](value), marks.criterion_marks(report, name, criterion.name), report.lang,
+        report.time_device()
     )
 
 

@@ -242,7 +242,11 @@ def test_killed_run_loses_nothing_and_resume_completes_the_grid(tmp_path: Path) 
     )
     output = second.stdout + second.stderr
     assert second.returncode == 0, output
-    assert re.search(r"\b3 passed, 3 skipped, 1 warning\b", output), output
+    # The killed run's torn line; and, where other processes kept this machine busy, the calibration's warning
+    # (a busy calibration is never cached, so the resumed session calibrates, and warns, again).
+    summary = re.search(r"\b3 passed, 3 skipped, (\d+) warnings?\b", output)
+    busy = "calibrated while the machine was busy" in output
+    assert summary and int(summary.group(1)) == 1 + busy, output
     assert re.search(r"SKIPPED \[3\] .*already measured with identical settings", output), output
     assert output.count("UnreadableRecord: ") == 1 and f"{log}:4: skipped, not a valid record" in output, output
 

@@ -148,20 +148,24 @@ def test_datasheet_finds_each_listed_gpu_by_its_torch_name(name, pattern):
 
 
 def test_unlisted_gpu_has_no_datasheet():
-    assert datasheet("NVIDIA L40S") is None
+    assert datasheet("NVIDIA GeForce GTX 1080") is None
 
 
 def test_listed_gpu_uses_the_datasheet_and_a_missing_dtype_is_calibrated(monkeypatch):
     monkeypatch.setattr(hardware, "describe", lambda device: "Tesla T4")
     monkeypatch.setattr(hardware, "calibrate_tflops", lambda device, dtype, sizes: 12.5)
     monkeypatch.setattr(hardware, "calibrate_gbps", lambda device, sizes: pytest.fail("T4 bandwidth is listed"))
+    monkeypatch.setattr(hardware, "calibrate_overhead_us", lambda device, sizes: 9.0)
+    monkeypatch.setattr(hardware, "calibrate_gemv_gbps", lambda device, dtype, sizes: 250.0)
     cuda = torch.device("cuda")
     # Only the short load probe is calibrated where the datasheet has the peaks (12.5: the fake's figure).
     listed = device_peaks(cuda, torch.float16)
-    assert listed == Peaks("Tesla T4", "float16", 65.0, "datasheet", 320.0, "datasheet", 12.5, listed.calibrated)
+    assert listed == Peaks("Tesla T4", "float16", 65.0, "datasheet", 320.0, "datasheet", 12.5, listed.calibrated,
+                           9.0, 250.0)
     # A T4 has no bf16 tensor-core rate to look up.
     missing = device_peaks(cuda, torch.bfloat16)
-    assert missing == Peaks("Tesla T4", "bfloat16", 12.5, "calibrated", 320.0, "datasheet", 12.5, missing.calibrated)
+    assert missing == Peaks("Tesla T4", "bfloat16", 12.5, "calibrated", 320.0, "datasheet", 12.5, missing.calibrated,
+                            9.0, 250.0)
 
 
 def test_cpu_peaks_are_calibrated_quickly():

@@ -17,6 +17,7 @@ import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -320,12 +321,16 @@ def test_an_implausible_cached_calibration_is_discarded_and_taken_again(
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     cpu = torch.device("cpu")
+    # Read as quiet whatever runs beside the suite: a busy calibration is never cached (tests/measure/test_hardware.py).
+    monkeypatch.setattr(hardware, "machine_load", lambda *a: SimpleNamespace(busy=False, why_busy=""))
+    monkeypatch.setattr(hardware, "_SESSION", {})
     monkeypatch.setattr(hardware, "calibrate_tflops", lambda *a: 0.5)
     monkeypatch.setattr(hardware, "calibrate_gbps", lambda *a: 20.0)
     cache = tmp_path / "ohlora-bench" / "peaks.json"
     cache.parent.mkdir()
     key = hardware.machine_key(cpu, torch.float32)
-    cache.write_text(json.dumps({key: {"tflops": tflops, "gbps": 20.0, "probe_tflops": 0.4, "taken": "then"}}))
+    cache.write_text(json.dumps({key: {"tflops": tflops, "gbps": 20.0, "probe_tflops": 0.4, "overhead_us": 5.0,
+                                       "gemv_gbps": 10.0, "taken": "then"}}))
 
     with pytest.warns(
         UserWarning,

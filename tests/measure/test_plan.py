@@ -205,6 +205,24 @@ def test_plan_json_gives_each_rank_its_after_run_figure_and_each_card_fits_and_m
     assert plain["inference_gpus"]["M6000"]["fits"] is True
 
 
+def test_plan_json_gives_each_card_and_rank_its_time_estimates(capsys):
+    from ohlora_fixtures.__main__ import main
+
+    assert main(["plan", "--models", "TinyKo-v5-a", "--ranks", "16,64", "--seq-len", "64", "--train-rows", "20",
+                 "--json", "--gpu", "T4,H100"]) == 0
+    (plain,) = json.loads(capsys.readouterr().out)["plans"]
+    assert "step_ops" not in plain["ranks"][0] and "decode_ops" not in plain  # the model's inputs, not figures
+    for rank in plain["ranks"]:
+        t4, h100 = rank["gpus"]["T4"], rank["gpus"]["H100"]
+        for card in (t4, h100):
+            assert card["seconds_per_step_estimate"] > 0 and card["seconds_per_answer_estimate"] > 0
+            # 20 rows, 10 epochs (the default), batch 4: 50 steps.
+            assert card["finetune_seconds_estimate"] == pytest.approx(50 * card["seconds_per_step_estimate"])
+        assert t4["seconds_per_step_estimate"] > h100["seconds_per_step_estimate"]
+    r16, r64 = (rank["gpus"]["T4"]["seconds_per_step_estimate"] for rank in plain["ranks"])
+    assert r64 > r16  # a wider adapter is more work
+
+
 def test_the_plans_after_run_figure_meets_the_studys_t4_cells_within_3_percent():
     """The study's "FT memory" was memory_allocated() after training on a T4 (bf16) and its inference
     memory the weights alone: weights, adapter and AdamW's moments plus torch's two cuBLAS workspaces meet
@@ -273,22 +291,24 @@ def test_gradient_checkpointing_trains_the_same_in_less_memory_and_the_plan_esti
     assert -0.02 <= planned / checkpointed - 1 <= 0.15, (planned, checkpointed)
 
 
-def test_a_cards_time_is_the_one_full_size_estimate_at_its_datasheet_rate_in_its_dtype():
-    from ohlora_fixtures.measure import estimate
+def test_a_cards_time_is_the_time_models_at_the_cards_rates_in_its_dtype():
+    from ohlora_fixtures.measure import step_time
 
     run = plan.plan_candidate(CANDIDATES["llama1B"], (16,), "bfloat16", 4, plan.fixed_widths(64, rows=20, epochs=10))
-    assert run.train_tokens == 64 * 20 * 10 and run.mean_prompt_tokens == 64
+    assert run.train_tokens == 64 * 20 * 10 and run.mean_prompt_tokens == 64 and run.steps == 50
     t4, a100, m6000 = TABLE.select(["T4", "A100-80GB", "M6000"])
     assert (t4.tflops, a100.tflops, m6000.tflops) == (65, 312, 7.0)  # T4: fp16's rate, M6000: fp32's
     rank = run.ranks[0]
+    seconds = {}
     for gpu in (t4, a100, m6000):
+        rates = step_time.gpu_rates(gpu, TABLE)
         fit = gpu_fit.finetune_fit(run, rank, gpu, TABLE)
-        assert (
-            fit.seconds_estimate
-            == estimate.finetune_time(run, rank.trainable_params, run.train_tokens, gpu.tflops).seconds
-        )
+        expected = step_time.finetune_seconds(run, rank, rates)
+        assert fit.seconds_estimate == expected == pytest.approx(50 * fit.seconds_per_step_estimate)
         answer = gpu_fit.inference_fit(run, gpu, TABLE).seconds_estimate
-        assert answer == estimate.answer_time(run, 64, run.max_new_tokens, 2, gpu.gbps).seconds
+        assert answer == step_time.answer_seconds(run, rates)
+        seconds[gpu.name] = fit.seconds_estimate
+    assert seconds["A100-80GB"] < seconds["T4"] < seconds["M6000"]
     unknown = plan.plan_candidate(CANDIDATES["llama1B"], (16,), "bfloat16", 4, plan.fixed_widths(64))
     assert gpu_fit.finetune_fit(unknown, unknown.ranks[0], t4, TABLE).seconds_estimate is None
 

@@ -136,6 +136,10 @@ def test_schema1_files_render_every_table_as_the_previous_code_did(tmp_path: Pat
         assert [row.pop("run.min_new_tokens") for row in now] == ["0"] * len(now)
         assert [row.pop("run.gradient_checkpointing") for row in now] == ["False"] * len(now)
         assert [row.pop("marks") for row in now] == ["stand-in"] * len(now)  # random weights, tiny scale
+        # Which device timed `seconds`, and each stand-in's full-size estimate on this CPU (the time model's).
+        assert {row.pop("seconds_device") for row in now} == {before[0]["run.device_name"] or "cpu"}
+        assert {row.pop("full_size_estimate_device") for row in now} == {"this CPU"}
+        assert all(float(row.pop("full_size_seconds_estimate")) > 0 for row in now)
         assert [{key: row[key] for key in before[0]} for row in now] == before
         assert all(value == "" for row in now for key, value in row.items() if key not in before[0])
 

@@ -53,6 +53,11 @@ def memory(peak_mib: float, start_mib: float, after_mib: float) -> MemoryFigures
     return MemoryFigures("cpu_peak_rss", peak_mib, start_mib, after_mib, peak_mib - start_mib)
 
 
+# What a calibration gives the time model (measure/step_time.py): a CPU's matmul TFLOP/s, copy and
+# matrix-vector GB/s and per-operation microseconds.
+TIME_MODEL = {"tflops": 0.19, "gbps": 30.0, "gemv_gbps": 20.0, "overhead_us": 5.0}
+
+
 def finetune(name: str, rank: int, finished: float = 1.0, status: Status = Status.OK,
              run: RunDescription | None = None, seconds: float = 1.5) -> BenchmarkRecord:
     record = BenchmarkRecord(
@@ -66,7 +71,7 @@ def finetune(name: str, rank: int, finished: float = 1.0, status: Status = Statu
         record.finetune = FinetuneFigures(
             steps=3, losses=(7.2, 7.1, 7.0), final_loss=7.0, eval_loss=7.05, eval_rows=5,
             trainable_params=1000 * rank, total_params=100_000, tokens=300, tokens_per_second=200.0,
-            utilisation=FinetuneUtilisation(8_100_000_000, 0.008, 0.19, 0.0425, "calibrated"),
+            utilisation=FinetuneUtilisation(8_100_000_000, 0.008, 0.19, 0.0425, "calibrated", time_model=TIME_MODEL),
         )
     return record
 
@@ -99,7 +104,7 @@ def inference(
             tokens_per_second=50.0,
             total_params=100_000,
             answers=answers,
-            utilisation=DecodeUtilisation(55_800_000, 0.93, 30.0, 0.031, "datasheet"),
+            utilisation=DecodeUtilisation(55_800_000, 0.93, 30.0, 0.031, "datasheet", time_model=TIME_MODEL),
         ),
     )
 

@@ -308,3 +308,25 @@ def test_a_sessions_merged_leaderboard_copies_the_plots_of_its_own_report_and_a_
     faster = [dataclasses.replace(r, seconds=r.seconds / 2) if r.kind.value == "finetune" else r for r in records]
     session(tmp_path / "b", faster)
     assert len(drawn) == 2  # a new session draws its own, once
+
+
+def test_a_stand_in_reports_time_figures_name_the_device_they_are_estimated_for(tmp_path: Path) -> None:
+    """Stand-ins' times are full-size estimates: on this CPU by default, on the --gpu card when one is named,
+    in every table the verdict's figures appear in, in English and in Korean."""
+
+    def time_cells(markdown: str) -> list[str]:
+        rows = table_rows(markdown, "Leaderboard (the figures the score used)")
+        columns = [i for i, name in enumerate(rows[0]) if "time" in name]
+        return [row[i] for row in rows[1:] for i in columns]
+
+    here = render(tmp_path / "cpu", graded_run(tmp_path / "cpu"))
+    assert time_cells(here) and all(cell.endswith("(est., this CPU)") for cell in time_cells(here))
+    plan = table_rows(here, "Full-size plan (estimates)")[0]
+    assert "FT time r32, s per run (est., this CPU)" in plan and "s per answer (est., this CPU)" in plan
+    t4 = render(tmp_path / "t4", graded_run(tmp_path / "t4"), "--gpu", "T4")
+    assert all(cell.endswith("(est., T4)") for cell in time_cells(t4)) and "(est., this CPU)" not in t4
+    assert "FT time r32, s per run (est., T4)" in table_rows(t4, "Full-size plan (estimates)")[0]
+    korean = render(tmp_path / "ko", graded_run(tmp_path / "ko"), "--lang", "ko")
+    assert "(추정, 이 CPU)" in korean and "(est., this CPU)" not in korean
+    csv = (tmp_path / "t4" / "out" / "results.csv").read_text(encoding="utf-8")
+    assert "full_size_estimate_device" in csv and ",T4" in csv

@@ -57,7 +57,7 @@ def test_the_report_opens_with_the_verdict_then_the_leaderboard(tmp_path: Path) 
     assert "**backup: llama1B** — llama1B places 2 with score 0.62: best on no criterion; its strongest" in card
     assert "What decided: answer quality (human grade (mean of the graded answers, 1-5)); leaderboard average" in card
     # Pretrained weights, tiny scale: the stand-ins' times are not read; the full-size estimates are, and say so.
-    assert "fine-tuning time (full-size estimate at r32" in card
+    assert "fine-tuning time (full-size estimate on this CPU at r32" in card
     assert "- ⚠ Stand-in figures (tiny-scale models)" in card
     assert "- ⚠ Estimated, not measured: fine-tuning time, fine-tuning peak memory, inference time" in card
     rows = table_rows(markdown, "Leaderboard (the figures the score used)")
