@@ -578,6 +578,31 @@ def stale_code(module: str) -> Callable[[Path], tuple[bool, str]]:
     return run
 
 
+def special_file(where: str, make: Callable[[Path], None], *args: str) -> Callable[[Path], tuple[bool, str]]:
+    """A FIFO or a device in place of one of the plugin's own files (`where`, under the case's folder): the run
+    finishes within two minutes, says which file it ignored, and writes its report."""
+    def run(folder: Path) -> tuple[bool, str]:
+        if "--ohlora-resume" in args:
+            grid(folder)
+        path = folder / where
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        make(path)
+        try:
+            done = grid(folder, *args, timeout=120)
+        except subprocess.TimeoutExpired:
+            return False, "hung: killed after 120 s"
+        said = "not a regular file" in text(done)
+        ok = done.returncode == 0 and clean(done) and said and (folder / "ohlora" / "leaderboard.md").exists()
+        return ok, last(done, "not a regular file") or last(done)
+
+    return run
+
+
+def _to_dev_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
 def cases() -> list[Case]:
     listed = [
         Case(f"record: {label}", "warned with file:line, skipped, report written", bad_field(change))
@@ -752,6 +777,16 @@ def cases() -> list[Case]:
              stale_code("measure.torch_compat")),
         Case("31 stale: resume after an edit to measure/machine_load.py", "measured again",
              stale_code("measure.machine_load")),
+        Case("31 fifo: .results.jsonl.index a FIFO, resumed", "ignored with a line, no hang",
+             special_file("ohlora/.results.jsonl.index", os.mkfifo, "--ohlora-resume")),
+        Case("31 fifo: .results.jsonl.index a FIFO, a plain run", "ignored with a line, no hang",
+             special_file("ohlora/.results.jsonl.index", os.mkfifo)),
+        Case("31 fifo: .results.jsonl.index linked to /dev/zero", "ignored with a line, bounded",
+             special_file("ohlora/.results.jsonl.index", _to_dev_zero, "--ohlora-resume")),
+        Case("31 fifo: the cache's peaks.json a FIFO", "ignored with a line, no hang",
+             special_file("cache/ohlora-bench/peaks.json", os.mkfifo)),
+        Case("31 fifo: plans.json a FIFO", "ignored with a line, no hang",
+             special_file("ohlora/plans.json", os.mkfifo)),
     ]
     return listed
 

@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping, NamedTuple
 
@@ -35,7 +36,7 @@ from ohlora_fixtures.records.record import (
     parse_json,
 )
 from ohlora_fixtures.records.results import skipped
-from ohlora_fixtures.records.storage import replace_atomically
+from ohlora_fixtures.records.storage import NotRegularFile, open_regular, replace_atomically
 
 # Below this size a log is read whole each time (a few milliseconds): no index file beside it.
 STORE_FROM_BYTES = 1 << 20
@@ -274,7 +275,7 @@ class LogIndex:
         """The stored index, where it is whole, of this code and this machine's byte order; nothing (a full
         read) otherwise."""
         try:
-            with self.stored_at.open("rb") as stream:
+            with open_regular(self.stored_at) as stream:  # a FIFO would hang the session, /dev/zero fill memory
                 header, body = stream.readline(), stream.readline().rstrip(b"\n")
             if json.loads(header) != {"body": hashlib.sha256(body).hexdigest(), "code": _code_digest()}:
                 return
@@ -286,6 +287,10 @@ class LogIndex:
             if {len(values) for values in columns.values()} != {len(finished)}:
                 return
             tables = {name: _Table(list(stored["tables"][name])) for name in _TABLES}
+        except NotRegularFile as error:
+            warnings.warn(f"{error}; the log index is ignored, the log read whole, and a new index stored "
+                          "in its place", stacklevel=2)
+            return
         except (OSError, ValueError, TypeError, KeyError):
             return
         self._tables, self._columns, self._finished = tables, columns, finished

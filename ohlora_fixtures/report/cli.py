@@ -10,7 +10,7 @@ from typing import Callable
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs import policy, registry
 from ohlora_fixtures.inputs.options import REPORT, add_options, parse
-from ohlora_fixtures.inputs.paths import not_a_file
+from ohlora_fixtures.records.storage import not_a_file
 from ohlora_fixtures.report.render import render
 from ohlora_fixtures.report.stored import Merged, iter_stored
 

@@ -4,6 +4,7 @@ hashed."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -151,3 +152,22 @@ def test_newest_first_gives_only_ok_records_of_the_fingerprint_and_warns_of_unre
     with pytest.warns(results.UnreadableRecord, match=rf"{log}:6: .*status"):
         assert [r.finished for r in index.newest_first("mine")] == [2.0, 1.0, 0.0]
     assert list(index.newest_first("none")) == []
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "/dev/zero"])
+def test_an_index_file_that_is_not_a_regular_file_is_ignored_with_a_warning_and_replaced(
+    tmp_path: Path, stored: list[int], kind: str
+) -> None:
+    from tests.records.test_storage import finishes
+
+    records = _records()
+    log = _log(tmp_path, [r.to_json() for r in records[:2]])
+    index_file = tmp_path / ".results.jsonl.index"
+    if kind == "FIFO":
+        os.mkfifo(index_file)
+    else:
+        index_file.symlink_to("/dev/zero")
+    with pytest.warns(UserWarning, match="is not a regular file.*the log index is ignored"):
+        index = finishes(lambda: LogIndex(log))
+    assert isinstance(index, LogIndex) and len(index) == 2 and stored == [1, 2]
+    assert index_file.is_file() and not index_file.is_symlink()  # a whole index stored in its place
