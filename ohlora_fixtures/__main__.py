@@ -44,14 +44,15 @@ def _plan(argv: list[str]) -> int:
     parser.add_argument("--dtype", choices=list(DTYPES), default=defaults.PLAN_DTYPE, help="weights dtype")
     parser.add_argument("--seq-len", type=_argument(positive_int, "a positive integer"), default=None,
                         help="tokens per training row, overriding the dataset's batch widths (estimate input)")
-    parser.add_argument("--gpu", default="", metavar="NAMES",
+    parser.add_argument("--gpu", default=None, metavar="NAMES",
                         help="comma-separated GPUs of data/gpus.toml (e.g. T4,A100-80GB): does each run fit, at which "
                         "batch size, in which dtype (estimates)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     settings = parse(vars(args), PLAN)
     table = load_gpus()
-    cards = table.select([name.strip() for name in args.gpu.split(",") if name.strip()])
+    # An empty name ('' or "T4,") is refused as `report --gpu ''` is: it would plan with no card, saying nothing.
+    cards = table.select([name.strip() for name in args.gpu.split(",")]) if args.gpu is not None else []
     registered = registry.load_registry(settings.candidates)
     candidates = registry.select(registered, list(settings.models or []), option="--models")
     for candidate in candidates:

@@ -149,6 +149,15 @@ def test_an_unknown_gpu_is_one_usage_line_listing_the_known_names(capsys):
     assert len(error) == 1 and "A100-80GB" in error[0] and "M6000" in error[0]
 
 
+@pytest.mark.parametrize("value", ["", " ", "T4,"])
+def test_an_empty_gpu_name_is_refused_by_plan_as_by_report(capsys, value: str):
+    from ohlora_fixtures.__main__ import main
+
+    assert main(["plan", "--models", "TinyKo-v5-a", "--gpu", value]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: --gpu: unknown GPU ''; known: T4")
+
+
 def test_a_card_holds_the_tensors_plus_context_and_workspaces_and_the_largest_batch_is_the_last_that_fits():
     candidate = CANDIDATES["llama1B"]
     run = plan.plan_candidate(candidate, (16,), "bfloat16", 4, plan.fixed_widths(64))
