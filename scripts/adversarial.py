@@ -13,6 +13,10 @@ any case fails. Outside the test suite: about ten minutes on two cores.
 from __future__ import annotations
 
 import argparse
+import array
+import base64
+import csv
+import hashlib
 import json
 import os
 import re
@@ -330,6 +334,18 @@ def usage(*args: str, word: str) -> Callable[[Path], tuple[bool, str]]:
     return run
 
 
+def plan_usage(*args: str, word: str) -> Callable[[Path], tuple[bool, str]]:
+    """`python -m ohlora_fixtures plan ARGS` refused: exit 2, one line naming `word`."""
+    def run(folder: Path) -> tuple[bool, str]:
+        done = subprocess.run([sys.executable, "-m", "ohlora_fixtures", "plan", "--models", MODEL, *args], cwd=folder,
+                              capture_output=True, text=True, timeout=120, env=_env(folder))
+        errors = done.stderr.strip().splitlines()
+        ok = done.returncode == 2 and clean(done) and len(errors) == 1 and word in errors[0]
+        return ok, f"exit {done.returncode}: {last(done)}"
+
+    return run
+
+
 def _dataset(folder: Path, body: bytes) -> str:
     path = folder / "rows.csv"
     path.write_bytes(body)
@@ -603,6 +619,53 @@ def _to_dev_zero(path: Path) -> None:
     path.symlink_to("/dev/zero")
 
 
+def mixed_devices(folder: Path) -> tuple[bool, str]:
+    """One good run's records, and a copy of them as another candidate measured on a T4: the report ranks the
+    two and its verdict must say that they come from unlike runs."""
+    log = base(folder)
+    other = [{**r, "candidate": "FinguAI-Chat-v1", "run": {**r["run"], "device": "cuda", "device_name": "Tesla T4",
+                                                        "run_id": r["run"]["run_id"] + "-t4"}} for r in lines(log)]
+    (folder / "t4.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other), encoding="utf-8")
+    done = report(folder, str(log), str(folder / "t4.jsonl"))
+    markdown = (folder / "out" / "leaderboard.md").read_text(encoding="utf-8") if done.returncode == 0 else ""
+    verdict = markdown.split("\n## ", 2)[1] if markdown.count("\n## ") >= 2 else ""
+    ranked = "FinguAI-Chat-v1" in verdict and MODEL in verdict
+    ok = clean(done) and done.returncode == 0 and ranked and "Tesla T4" in verdict
+    return ok, f"exit {done.returncode}, both ranked: {ranked}; " + (last(done, "unlike") or last(done))
+
+
+def lying_index(folder: Path) -> tuple[bool, str]:
+    """Each benchmark logged twice, an older copy at 999 s first; the stored index's offsets of the two copies
+    swapped and its body hash made right again: a resume must still take the newest records."""
+    grid(folder)
+    log = folder / "ohlora" / "results.jsonl"
+    newest = lines(log)
+    older = [{**r, "finished": r["finished"] - 1000, "seconds": 999.0,
+              "round_seconds": [999.0] * len(r["round_seconds"])} for r in newest]
+    # 1 MiB of blank lines first: a log this long gets its index stored beside it
+    log.write_text("\n" * (1 << 20) + "".join(json.dumps(r) + "\n" for r in [*older, *newest]), encoding="utf-8")
+    indexer = ("import sys, pathlib; from ohlora_fixtures.records.log_index import LogIndex; "
+               "LogIndex(pathlib.Path(sys.argv[1]))")
+    subprocess.run([sys.executable, "-c", indexer, str(log)], env=_env(folder), check=True, timeout=120)
+    stored_at = log.with_name(".results.jsonl.index")
+    header, body = stored_at.read_text(encoding="utf-8").splitlines()
+    index = json.loads(body)
+    offsets = array.array("q", base64.b64decode(index["columns"]["offset"]))
+    count = len(newest)
+    offsets[:count], offsets[count:] = offsets[count:], offsets[:count]
+    index["columns"]["offset"] = base64.b64encode(offsets.tobytes()).decode("ascii")
+    body = json.dumps(index, separators=(",", ":"), ensure_ascii=False)
+    header = json.dumps({**json.loads(header), "body": hashlib.sha256(body.encode("utf-8")).hexdigest()})
+    stored_at.write_text(f"{header}\n{body}\n", encoding="utf-8")
+    done = grid(folder, "--ohlora-resume", "-rs")
+    csvs = list((folder / "ohlora" / "runs").glob("*/results.csv"))
+    rows = [row for path in csvs for row in csv.DictReader(path.open(encoding="utf-8"))]
+    took_older = any(row["seconds"] and float(row["seconds"]) == 999.0 for row in rows)
+    ok = done.returncode == 0 and clean(done) and "already measured" in text(done) and csvs and not took_older
+    said = "has the older 999 s records" if took_older else "newest"
+    return ok, f"exit {done.returncode}, the run's csv: {said}; {last(done, 'does not match')}"
+
+
 def cases() -> list[Case]:
     listed = [
         Case(f"record: {label}", "warned with file:line, skipped, report written", bad_field(change))
@@ -787,6 +850,9 @@ def cases() -> list[Case]:
              special_file("cache/ohlora-bench/peaks.json", os.mkfifo)),
         Case("31 fifo: plans.json a FIFO", "ignored with a line, no hang",
              special_file("ohlora/plans.json", os.mkfifo)),
+        Case("31 index: offsets swapped, body hash recomputed, resumed", "the newest records taken", lying_index),
+        Case("31 plan --gpu ''", "exit 2 naming the option", plan_usage("--gpu", "", word="--gpu")),
+        Case("31 verdict: a report ranking rows of two devices", "a caveat naming both", mixed_devices),
     ]
     return listed
 

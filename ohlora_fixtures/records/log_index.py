@@ -52,6 +52,10 @@ def _code_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+class IndexMismatch(Exception):
+    """A line of the log is not what the stored index says of it; the index has been read anew from the log."""
+
+
 class Entry(NamedTuple):
     """One non-blank line of the log. `settings` is None where the line is not a record whose run's
     comparable settings are valid (not JSON, not an object, a broken run): such a line is read and built
@@ -158,10 +162,22 @@ class LogIndex:
             yield _entry(tail, self._size, self._lines + 1)
 
     def text(self, entry: Entry) -> str:
-        """The line itself, read from the log."""
+        """The line itself, read from the log; IndexMismatch, with the index read anew from the log, where the
+        line's own fields are not what the entry says (an index file edited or swapped: never trusted then)."""
         with self.path.open("rb") as stream:
             stream.seek(entry.offset)
-            return stream.readline().decode("utf-8", errors="replace")
+            raw = stream.readline()
+        if _entry(raw, entry.offset, entry.number) != entry:
+            warnings.warn(
+                f"{self.stored_at}: does not match line {entry.number} of {self.path}; the index is not "
+                "trusted, the log is read whole again",
+                stacklevel=2,
+            )
+            self._reset()
+            with _collector_paused():
+                self.refresh()
+            raise IndexMismatch(f"{self.stored_at}: does not match the log")
+        return raw.decode("utf-8", errors="replace")
 
     def record(self, entry: Entry) -> BenchmarkRecord | None:
         """The line's record, or None with an UnreadableRecord warning (as `results.read` gives) where it is
@@ -173,10 +189,11 @@ class LogIndex:
             skipped(self.path, entry.number, line, error, self.warned)
             return None
 
-    def newest_first(self, fingerprint: str) -> Iterator[BenchmarkRecord]:
+    def newest_first(self, fingerprint: str, *, again: bool = True) -> Iterator[BenchmarkRecord]:
         """The successful records with this fingerprint, newest first, each read only when asked for: a resume
         wants the newest of the same weights, usually the first, not the thousands an old log may hold.
-        Unreadable ones are warned of, as by `results.read`."""
+        Unreadable ones are warned of, as by `results.read`; where a line is not what the stored index says,
+        the index is read anew from the log and the records taken from it (`again`: once)."""
         if self._by_fingerprint is None:
             self._by_fingerprint = {}
             for row, key in enumerate(self._columns["fingerprint"]):
@@ -187,7 +204,12 @@ class LogIndex:
         except ValueError:
             return
         for row in reversed(self._by_fingerprint.get(key, [])):
-            record = self.record(self._entry_at(row))
+            try:
+                record = self.record(self._entry_at(row))
+            except IndexMismatch:  # read anew from the log: start again from its newest record
+                if again:
+                    yield from self.newest_first(fingerprint, again=False)
+                return
             if record is not None and record.fingerprint == fingerprint and record.ok:
                 yield record
 
