@@ -634,6 +634,37 @@ def mixed_devices(folder: Path) -> tuple[bool, str]:
     return ok, f"exit {done.returncode}, both ranked: {ranked}; " + (last(done, "unlike") or last(done))
 
 
+GPT2_AND_TINY = """
+[[candidate]]
+name = "gpt2-pad"
+hub_id = "openai-community/gpt2"
+params_label = "0.1 B"
+leaderboard_average = 1.0
+license = "mit"
+korean = "none"
+model_type = "gpt2"
+architecture = "GPT2LMHeadModel"
+target_modules = ["c_attn"]
+[candidate.config]
+n_layer = 2
+pad_token_id = 50256
+"""
+
+
+def plan_gpt2(folder: Path) -> tuple[bool, str]:
+    """A registry of a GPT-2 whose config names a pad token, beside the bundled TinyKo: `plan` plans both."""
+    bundled = (REPO / "data" / "candidates.toml").read_text(encoding="utf-8")
+    tiny = bundled[bundled.index(f'[[candidate]]\nname = "{MODEL}"'):]
+    (folder / "gpt2.toml").write_text(GPT2_AND_TINY + "\n" + tiny, encoding="utf-8")
+    command = [sys.executable, "-m", "ohlora_fixtures", "plan", "--candidates", str(folder / "gpt2.toml"),
+               "--seq-len", "16"]
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300, env=_env(folder))
+    rows = list(dict.fromkeys(line.split()[0] for line in done.stdout.splitlines()
+                              if line.strip().startswith(("gpt2-pad ", f"{MODEL} "))))
+    ok = done.returncode == 0 and clean(done) and rows == ["gpt2-pad", MODEL]
+    return ok, f"exit {done.returncode}, planned {rows}; {last(done, 'not planned') or last(done)}"
+
+
 def lying_index(folder: Path) -> tuple[bool, str]:
     """Each benchmark logged twice, an older copy at 999 s first; the stored index's offsets of the two copies
     swapped and its body hash made right again: a resume must still take the newest records."""
@@ -853,6 +884,7 @@ def cases() -> list[Case]:
         Case("31 index: offsets swapped, body hash recomputed, resumed", "the newest records taken", lying_index),
         Case("31 plan --gpu ''", "exit 2 naming the option", plan_usage("--gpu", "", word="--gpu")),
         Case("31 verdict: a report ranking rows of two devices", "a caveat naming both", mixed_devices),
+        Case("31 plan: a GPT-2 with a pad token beside TinyKo", "both planned", plan_gpt2),
     ]
     return listed
 
