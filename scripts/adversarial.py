@@ -66,9 +66,10 @@ def grid(folder: Path, *args: str, env: dict[str, str] | None = None, timeout: f
 
 
 def started(command: list[str], folder: Path) -> subprocess.Popen:
-    """`command` running in `folder`, its output captured."""
+    """`command` running in `folder`, its output captured; SIGHUP at its default, as in a terminal, even where
+    this script runs under nohup."""
     return subprocess.Popen(command, cwd=folder, env=_env(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
 
 
 def report(folder: Path, *args: str, timeout: float = 120) -> Done:
@@ -665,6 +666,25 @@ def plan_gpt2(folder: Path) -> tuple[bool, str]:
     return ok, f"exit {done.returncode}, planned {rows}; {last(done, 'not planned') or last(done)}"
 
 
+def installed_bench(folder: Path) -> tuple[bool, str]:
+    """A copy installed by pip (not editable) and run as `ohlora-bench` (`python -m ohlora_fixtures bench`) from
+    a folder without a checkout: no PytestAssertRewriteWarning."""
+    source = folder / "source"
+    for name in ("pyproject.toml", "setup.cfg", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, source / name)
+    for name in ("ohlora_fixtures", "data"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(folder / "site"), str(source)], check=True, capture_output=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "ohlora_fixtures", "bench", "--collect-only", "-q", "-p",
+                           "no:cacheprovider"], cwd=folder, capture_output=True, text=True, timeout=300,
+                          env=_env(folder, PYTHONPATH=str(folder / "site")))
+    warned = "PytestAssertRewriteWarning" in text(done)
+    ok = done.returncode == 0 and clean(done) and "collected" in text(done) and not warned
+    return ok, f"exit {done.returncode}: {last(done, 'RewriteWarning') or last(done, 'collected')}"
+
+
 def lying_index(folder: Path) -> tuple[bool, str]:
     """Each benchmark logged twice, an older copy at 999 s first; the stored index's offsets of the two copies
     swapped and its body hash made right again: a resume must still take the newest records."""
@@ -885,6 +905,10 @@ def cases() -> list[Case]:
         Case("31 plan --gpu ''", "exit 2 naming the option", plan_usage("--gpu", "", word="--gpu")),
         Case("31 verdict: a report ranking rows of two devices", "a caveat naming both", mixed_devices),
         Case("31 plan: a GPT-2 with a pad token beside TinyKo", "both planned", plan_gpt2),
+        Case("31 signal: SIGHUP in a timed round", "interrupted record, JSON, report, no traceback",
+             interrupted(signal.SIGHUP)),
+        Case("31 installed: ohlora-bench from a pip-installed copy", "no PytestAssertRewriteWarning",
+             installed_bench),
     ]
     return listed
 
