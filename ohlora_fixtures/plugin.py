@@ -374,8 +374,16 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
         }
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Any:
+    yield
+    signals.finish_before_termination(session.config.add_cleanup)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
+    if signals.noted() and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.INTERRUPTED
     if BENCHMARK_NOT_SAVED in config.stash and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
     study = config.stash.get(STUDY, None)

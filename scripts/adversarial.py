@@ -685,6 +685,34 @@ def installed_bench(folder: Path) -> tuple[bool, str]:
     return ok, f"exit {done.returncode}: {last(done, 'RewriteWarning') or last(done, 'collected')}"
 
 
+SIGTERM_WHILE_SAVING = """
+import os, signal
+import pytest
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session):
+    benchmarks = session.config._benchmarksession
+    save = benchmarks.handle_saving
+
+    def saving():
+        os.kill(os.getpid(), signal.SIGTERM)
+        save()
+
+    benchmarks.handle_saving = saving
+"""
+
+
+def sigterm_while_saving(folder: Path) -> tuple[bool, str]:
+    """SIGTERM as pytest-benchmark starts saving its JSON: no traceback, the JSON and the report written."""
+    (folder / "sigterm_while_saving.py").write_text(SIGTERM_WHILE_SAVING, encoding="utf-8")
+    env = _env(folder, PYTHONPATH=f"{REPO}{os.pathsep}{folder}")
+    done = grid(folder, "-p", "sigterm_while_saving", "--benchmark-json", str(folder / "bench.json"), env=env)
+    saved = (folder / "bench.json").exists()
+    ok = clean(done) and saved and (folder / "ohlora" / "leaderboard.md").exists() and "SIGTERM" in text(done)
+    return ok, f"exit {done.returncode}, JSON {'written' if saved else 'missing'}; {last(done, 'SIGTERM')}"
+
+
 def lying_index(folder: Path) -> tuple[bool, str]:
     """Each benchmark logged twice, an older copy at 999 s first; the stored index's offsets of the two copies
     swapped and its body hash made right again: a resume must still take the newest records."""
@@ -909,6 +937,8 @@ def cases() -> list[Case]:
              interrupted(signal.SIGHUP)),
         Case("31 installed: ohlora-bench from a pip-installed copy", "no PytestAssertRewriteWarning",
              installed_bench),
+        Case("31 signal: SIGTERM as pytest-benchmark saves its JSON", "no traceback, JSON and report written",
+             sigterm_while_saving),
     ]
     return listed
 

@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from ohlora_fixtures.session.signals import interrupt_on_termination
+from ohlora_fixtures.session.signals import finish_before_termination, interrupt_on_termination, noted
 
 
 @pytest.fixture
@@ -43,3 +43,17 @@ def test_a_sighup_ignored_by_nohup_stays_ignored(cleanups: list[Callable[[], obj
         assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+def test_after_the_benchmarks_a_terminating_signal_is_said_and_the_run_finishes(
+    cleanups: list[Callable[[], object]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        interrupt_on_termination(cleanups.append)
+        finish_before_termination(cleanups.append)
+        os.kill(os.getpid(), signal.SIGTERM)  # no KeyboardInterrupt: the JSON and the report are being written
+        assert noted() == ["SIGTERM"]
+        assert "SIGTERM received after the benchmarks: finishing" in capsys.readouterr().err
+    finally:
+        signal.signal(signal.SIGTERM, before)
