@@ -44,14 +44,15 @@ def _plan(argv: list[str]) -> int:
     parser.add_argument("--dtype", choices=list(DTYPES), default=defaults.PLAN_DTYPE, help="weights dtype")
     parser.add_argument("--seq-len", type=_argument(positive_int, "a positive integer"), default=None,
                         help="tokens per training row, overriding the dataset's batch widths (estimate input)")
-    parser.add_argument("--gpu", default="", metavar="NAMES",
+    parser.add_argument("--gpu", default=None, metavar="NAMES",
                         help="comma-separated GPUs of data/gpus.toml (e.g. T4,A100-80GB): does each run fit, at which "
                         "batch size, in which dtype (estimates)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     settings = parse(vars(args), PLAN)
     table = load_gpus()
-    cards = table.select([name.strip() for name in args.gpu.split(",") if name.strip()])
+    # An empty name ('' or "T4,") is refused as `report --gpu ''` is: it would plan with no card, saying nothing.
+    cards = table.select([name.strip() for name in args.gpu.split(",")]) if args.gpu is not None else []
     registered = registry.load_registry(settings.candidates)
     candidates = registry.select(registered, list(settings.models or []), option="--models")
     for candidate in candidates:
@@ -65,13 +66,26 @@ def _plan(argv: list[str]) -> int:
         )
         batching = FinetuneSettings(rank=1, batch_size=settings.batch_size, epochs=settings.epochs, seed=settings.seed)
         widths = experiment_widths(candidates, experiment, batching, registered)
+    failed: dict[str, str] = {}
+
     def plans_at(dtype: str) -> list:
-        return [plan_candidate(candidate, settings.ranks, dtype, settings.batch_size, widths[candidate.name],
-                               settings.max_new_tokens) for candidate in candidates]
+        plans = []
+        for candidate in candidates:
+            if candidate.name in failed:
+                continue
+            try:
+                plans.append(plan_candidate(candidate, settings.ranks, dtype, settings.batch_size,
+                                            widths[candidate.name], settings.max_new_tokens))
+            except Exception as error:  # noqa: BLE001 - one architecture the meta pass cannot build costs its row only
+                failed[candidate.name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                print(f"{candidate.name}: not planned, the full-size meta pass failed ({failed[candidate.name]})",
+                      file=sys.stderr)
+        return plans
 
     plans = plans_at(args.dtype)
     # Every card runs in a 2-byte dtype (bf16 or fp16: the same bytes), whatever --dtype the table shows.
     on_cards = plans if not cards or DTYPES[args.dtype].itemsize == 2 else plans_at("bfloat16")
+    plans = [plan for plan in plans if plan.name not in failed]  # each beside its own plan on the cards
     if args.json:
         plain = [fits_as_dict(plan, cards, table, card) for plan, card in zip(plans, on_cards)]
         print(json.dumps({"estimate": True, "plans": plain}, indent=2))
@@ -80,7 +94,7 @@ def _plan(argv: list[str]) -> int:
         if cards:
             print()
             print(format_fits(on_cards, cards, table))
-    return 0
+    return 1 if failed else 0
 
 
 def _report(argv: list[str]) -> int:

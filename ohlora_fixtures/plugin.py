@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
-import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -24,8 +22,9 @@ import pytest
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs import options
 from ohlora_fixtures.inputs.paths import check_writable_folder
-from ohlora_fixtures.inputs.policy import ini_keys
+from ohlora_fixtures.inputs.policy import ini_keys, resolve_weights
 from ohlora_fixtures.records.storage import disk_full
+from ohlora_fixtures.session import signals
 
 if TYPE_CHECKING:
     from ohlora_fixtures.inputs.registry import Candidate
@@ -110,6 +109,7 @@ def _study(config: pytest.Config) -> "Study":
             "drop that option (--benchmark-disable runs them once, untimed)"
         )
     settings = options.from_pytest(config)
+    resolve_weights(config.getini, settings.ranking_weights)  # refused now, not after every benchmark has run
     _check_benchmark_storage(config)
     if not settings.allow_download:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -124,7 +124,7 @@ def _study(config: pytest.Config) -> "Study":
         config.issue_config_time_warning(notice.message, stacklevel=2)
     study.run_id = _run_id(config)
     config.stash[STUDY] = study
-    _interrupt_on_sigterm(config)
+    signals.interrupt_on_termination(config.add_cleanup)
     # torch, transformers and peft are loaded now: ~400k objects that live as long as the process.
     # Out of the collector's sight, each later collection (between models, at exit, and the automatic
     # ones inside timed regions) takes microseconds instead of 0.2 s.
@@ -142,20 +142,6 @@ def _check_benchmark_storage(config: pytest.Config) -> None:
     storage = str(config.getoption("benchmark_storage", "") or "")
     if "://" not in storage or storage.startswith("file://"):
         check_writable_folder(Path(storage.removeprefix("file://")), "--benchmark-storage")
-
-
-def _interrupt_on_sigterm(config: pytest.Config) -> None:
-    """SIGTERM (what `timeout`, CI runners and `kill` send) stops the run as Ctrl-C does: the benchmark in
-    flight is recorded as interrupted, and pytest-benchmark's JSON, the report and the summary are written.
-    Only where nobody has claimed SIGTERM already, and only from the main thread (where signals arrive)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"terminated by signal {signal.Signals(signum).name}")
-
-    signal.signal(signal.SIGTERM, interrupt)
-    config.add_cleanup(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -388,8 +374,16 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
         }
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Any:
+    yield
+    signals.finish_before_termination(session.config.add_cleanup)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
+    if signals.noted() and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.INTERRUPTED
     if BENCHMARK_NOT_SAVED in config.stash and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
     study = config.stash.get(STUDY, None)

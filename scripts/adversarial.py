@@ -13,6 +13,10 @@ any case fails. Outside the test suite: about ten minutes on two cores.
 from __future__ import annotations
 
 import argparse
+import array
+import base64
+import csv
+import hashlib
 import json
 import os
 import re
@@ -62,9 +66,10 @@ def grid(folder: Path, *args: str, env: dict[str, str] | None = None, timeout: f
 
 
 def started(command: list[str], folder: Path) -> subprocess.Popen:
-    """`command` running in `folder`, its output captured."""
+    """`command` running in `folder`, its output captured; SIGHUP at its default, as in a terminal, even where
+    this script runs under nohup."""
     return subprocess.Popen(command, cwd=folder, env=_env(folder), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
 
 
 def report(folder: Path, *args: str, timeout: float = 120) -> Done:
@@ -330,6 +335,18 @@ def usage(*args: str, word: str) -> Callable[[Path], tuple[bool, str]]:
     return run
 
 
+def plan_usage(*args: str, word: str) -> Callable[[Path], tuple[bool, str]]:
+    """`python -m ohlora_fixtures plan ARGS` refused: exit 2, one line naming `word`."""
+    def run(folder: Path) -> tuple[bool, str]:
+        done = subprocess.run([sys.executable, "-m", "ohlora_fixtures", "plan", "--models", MODEL, *args], cwd=folder,
+                              capture_output=True, text=True, timeout=120, env=_env(folder))
+        errors = done.stderr.strip().splitlines()
+        ok = done.returncode == 2 and clean(done) and len(errors) == 1 and word in errors[0]
+        return ok, f"exit {done.returncode}: {last(done)}"
+
+    return run
+
+
 def _dataset(folder: Path, body: bytes) -> str:
     path = folder / "rows.csv"
     path.write_bytes(body)
@@ -504,6 +521,230 @@ def usdt_lines(folder: Path) -> tuple[bool, str]:
     return ok and not leaks, f"{len(leaks)} profiler lines in the output"
 
 
+# --- Issue 31: what the fourth round tried from outside -------------------------------------------------------------
+
+
+def _ini(folder: Path, key: str, value: str) -> str:
+    (folder / "weights.cfg").write_text(f"[tool:pytest]\n{key} = {value}\n", encoding="utf-8")
+    return str(folder / "weights.cfg")
+
+
+def weights_refused(*args: str, shown: str, hidden: str = "") -> Callable[[Path], tuple[bool, str]]:
+    """A session with these options stops at start-up: exit 4, one ERROR line holding `shown`, not `hidden`."""
+    def run(folder: Path) -> tuple[bool, str]:
+        done = grid(folder, *args)
+        errors = [line for line in text(done).splitlines() if line.startswith("ERROR:")]
+        ok = done.returncode == 4 and clean(done) and len(errors) == 1 and shown in errors[0]
+        ok = ok and not (hidden and hidden in errors[0]) and not (folder / "ohlora" / "results.jsonl").exists()
+        return ok, errors[0][:110] if errors else last(done)
+
+    return run
+
+
+def report_weights(make: Callable[[Path], list[str]], shown: str) -> Callable[[Path], tuple[bool, str]]:
+    """`report` with these weights: exit 2 and one line naming `shown`, never a choice with score nan."""
+    def run(folder: Path) -> tuple[bool, str]:
+        done = report(folder, *make(folder))
+        written = folder / "out" / "leaderboard.md"
+        nan = written.exists() and "nan" in written.read_text(encoding="utf-8")
+        ok = done.returncode == 2 and clean(done) and shown in text(done) and not nan
+        return ok, f"exit {done.returncode}: {last(done, shown) or last(done)}"
+
+    return run
+
+
+LICENCE = "<script>alert(1)</script><img src=x onerror=alert(1)>|pipe|*bold*"
+
+
+def markdown_escaped(folder: Path) -> tuple[bool, str]:
+    """A registry licence full of markup: leaderboard.md shows it as text in the verdict, the caveats, the
+    screening list and the candidates table, no raw tag, pipe or emphasis."""
+    log = base(folder)
+    registry = (REPO / "data" / "candidates.toml").read_text(encoding="utf-8")
+    registry = registry.replace('license = "unknown"', f'license = "{LICENCE}"')
+    (folder / "evil.toml").write_text(registry, encoding="utf-8")
+    done = report(folder, str(log), "--candidates", str(folder / "evil.toml"))
+    markdown = (folder / "out" / "leaderboard.md").read_text(encoding="utf-8") if done.returncode == 0 else ""
+    outside_code = re.sub(r"`[^`]*`", "", markdown)
+    raw = [line[:60] for line in outside_code.splitlines()
+           if re.search(r"(?<!\\)<(script|img)|(?<!\\)\|pipe|(?<!\\)\*bold", line)]
+    shown = markdown.count("alert(1)")
+    ok = clean(done) and done.returncode == 0 and not raw and shown >= 4
+    return ok, f"{len(raw)} raw lines, the licence shown {shown} times: {raw[:1]}"
+
+
+def stale_code(module: str) -> Callable[[Path], tuple[bool, str]]:
+    """A resumed run after an edit to a measuring module (a copy of the package, the module edited) measures
+    again: no figure the edited code would measure differently is reused."""
+    def run(folder: Path) -> tuple[bool, str]:
+        copy = folder / "repo"
+        for part in ("ohlora_fixtures", "benchmarks", "data", "setup.cfg"):
+            (shutil.copytree if (REPO / part).is_dir() else shutil.copy)(
+                REPO / part, copy / part, **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                             if (REPO / part).is_dir() else {}))
+        command = [str(copy / "benchmarks") if part == str(REPO / "benchmarks") else part
+                   for part in grid_command(folder)]
+        env = _env(folder, PYTHONPATH=str(copy))
+        subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300, env=env)
+        source = copy / "ohlora_fixtures" / (module.replace(".", "/") + ".py")
+        source.write_text(source.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+        done = subprocess.run([*command, "--ohlora-resume"], cwd=folder, capture_output=True, text=True,
+                              timeout=300, env=env)
+        return finished(folder, done)
+
+    return run
+
+
+def special_file(where: str, make: Callable[[Path], None], *args: str) -> Callable[[Path], tuple[bool, str]]:
+    """A FIFO or a device in place of one of the plugin's own files (`where`, under the case's folder): the run
+    finishes within two minutes, says which file it ignored, and writes its report."""
+    def run(folder: Path) -> tuple[bool, str]:
+        if "--ohlora-resume" in args:
+            grid(folder)
+        path = folder / where
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        make(path)
+        try:
+            done = grid(folder, *args, timeout=120)
+        except subprocess.TimeoutExpired:
+            return False, "hung: killed after 120 s"
+        said = "not a regular file" in text(done)
+        ok = done.returncode == 0 and clean(done) and said and (folder / "ohlora" / "leaderboard.md").exists()
+        return ok, last(done, "not a regular file") or last(done)
+
+    return run
+
+
+def _to_dev_zero(path: Path) -> None:
+    path.symlink_to("/dev/zero")
+
+
+def mixed_devices(folder: Path) -> tuple[bool, str]:
+    """One good run's records, and a copy of them as another candidate measured on a T4: the report ranks the
+    two and its verdict must say that they come from unlike runs."""
+    log = base(folder)
+    other = [{**r, "candidate": "FinguAI-Chat-v1", "run": {**r["run"], "device": "cuda", "device_name": "Tesla T4",
+                                                        "run_id": r["run"]["run_id"] + "-t4"}} for r in lines(log)]
+    (folder / "t4.jsonl").write_text("".join(json.dumps(r) + "\n" for r in other), encoding="utf-8")
+    done = report(folder, str(log), str(folder / "t4.jsonl"))
+    markdown = (folder / "out" / "leaderboard.md").read_text(encoding="utf-8") if done.returncode == 0 else ""
+    verdict = markdown.split("\n## ", 2)[1] if markdown.count("\n## ") >= 2 else ""
+    ranked = "FinguAI-Chat-v1" in verdict and MODEL in verdict
+    ok = clean(done) and done.returncode == 0 and ranked and "Tesla T4" in verdict
+    return ok, f"exit {done.returncode}, both ranked: {ranked}; " + (last(done, "unlike") or last(done))
+
+
+GPT2_AND_TINY = """
+[[candidate]]
+name = "gpt2-pad"
+hub_id = "openai-community/gpt2"
+params_label = "0.1 B"
+leaderboard_average = 1.0
+license = "mit"
+korean = "none"
+model_type = "gpt2"
+architecture = "GPT2LMHeadModel"
+target_modules = ["c_attn"]
+[candidate.config]
+n_layer = 2
+pad_token_id = 50256
+"""
+
+
+def plan_gpt2(folder: Path) -> tuple[bool, str]:
+    """A registry of a GPT-2 whose config names a pad token, beside the bundled TinyKo: `plan` plans both."""
+    bundled = (REPO / "data" / "candidates.toml").read_text(encoding="utf-8")
+    tiny = bundled[bundled.index(f'[[candidate]]\nname = "{MODEL}"'):]
+    (folder / "gpt2.toml").write_text(GPT2_AND_TINY + "\n" + tiny, encoding="utf-8")
+    command = [sys.executable, "-m", "ohlora_fixtures", "plan", "--candidates", str(folder / "gpt2.toml"),
+               "--seq-len", "16"]
+    done = subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=300, env=_env(folder))
+    rows = list(dict.fromkeys(line.split()[0] for line in done.stdout.splitlines()
+                              if line.strip().startswith(("gpt2-pad ", f"{MODEL} "))))
+    ok = done.returncode == 0 and clean(done) and rows == ["gpt2-pad", MODEL]
+    return ok, f"exit {done.returncode}, planned {rows}; {last(done, 'not planned') or last(done)}"
+
+
+def installed_bench(folder: Path) -> tuple[bool, str]:
+    """A copy installed by pip (not editable) and run as `ohlora-bench` (`python -m ohlora_fixtures bench`) from
+    a folder without a checkout: no PytestAssertRewriteWarning."""
+    source = folder / "source"
+    for name in ("pyproject.toml", "setup.cfg", "README.md"):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, source / name)
+    for name in ("ohlora_fixtures", "data"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(folder / "site"), str(source)], check=True, capture_output=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "ohlora_fixtures", "bench", "--collect-only", "-q", "-p",
+                           "no:cacheprovider"], cwd=folder, capture_output=True, text=True, timeout=300,
+                          env=_env(folder, PYTHONPATH=str(folder / "site")))
+    warned = "PytestAssertRewriteWarning" in text(done)
+    ok = done.returncode == 0 and clean(done) and "collected" in text(done) and not warned
+    return ok, f"exit {done.returncode}: {last(done, 'RewriteWarning') or last(done, 'collected')}"
+
+
+SIGTERM_WHILE_SAVING = """
+import os, signal
+import pytest
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session):
+    benchmarks = session.config._benchmarksession
+    save = benchmarks.handle_saving
+
+    def saving():
+        os.kill(os.getpid(), signal.SIGTERM)
+        save()
+
+    benchmarks.handle_saving = saving
+"""
+
+
+def sigterm_while_saving(folder: Path) -> tuple[bool, str]:
+    """SIGTERM as pytest-benchmark starts saving its JSON: no traceback, the JSON and the report written."""
+    (folder / "sigterm_while_saving.py").write_text(SIGTERM_WHILE_SAVING, encoding="utf-8")
+    env = _env(folder, PYTHONPATH=f"{REPO}{os.pathsep}{folder}")
+    done = grid(folder, "-p", "sigterm_while_saving", "--benchmark-json", str(folder / "bench.json"), env=env)
+    saved = (folder / "bench.json").exists()
+    ok = clean(done) and saved and (folder / "ohlora" / "leaderboard.md").exists() and "SIGTERM" in text(done)
+    return ok, f"exit {done.returncode}, JSON {'written' if saved else 'missing'}; {last(done, 'SIGTERM')}"
+
+
+def lying_index(folder: Path) -> tuple[bool, str]:
+    """Each benchmark logged twice, an older copy at 999 s first; the stored index's offsets of the two copies
+    swapped and its body hash made right again: a resume must still take the newest records."""
+    grid(folder)
+    log = folder / "ohlora" / "results.jsonl"
+    newest = lines(log)
+    older = [{**r, "finished": r["finished"] - 1000, "seconds": 999.0,
+              "round_seconds": [999.0] * len(r["round_seconds"])} for r in newest]
+    # 1 MiB of blank lines first: a log this long gets its index stored beside it
+    log.write_text("\n" * (1 << 20) + "".join(json.dumps(r) + "\n" for r in [*older, *newest]), encoding="utf-8")
+    indexer = ("import sys, pathlib; from ohlora_fixtures.records.log_index import LogIndex; "
+               "LogIndex(pathlib.Path(sys.argv[1]))")
+    subprocess.run([sys.executable, "-c", indexer, str(log)], env=_env(folder), check=True, timeout=120)
+    stored_at = log.with_name(".results.jsonl.index")
+    header, body = stored_at.read_text(encoding="utf-8").splitlines()
+    index = json.loads(body)
+    offsets = array.array("q", base64.b64decode(index["columns"]["offset"]))
+    count = len(newest)
+    offsets[:count], offsets[count:] = offsets[count:], offsets[:count]
+    index["columns"]["offset"] = base64.b64encode(offsets.tobytes()).decode("ascii")
+    body = json.dumps(index, separators=(",", ":"), ensure_ascii=False)
+    header = json.dumps({**json.loads(header), "body": hashlib.sha256(body.encode("utf-8")).hexdigest()})
+    stored_at.write_text(f"{header}\n{body}\n", encoding="utf-8")
+    done = grid(folder, "--ohlora-resume", "-rs")
+    csvs = list((folder / "ohlora" / "runs").glob("*/results.csv"))
+    rows = [row for path in csvs for row in csv.DictReader(path.open(encoding="utf-8"))]
+    took_older = any(row["seconds"] and float(row["seconds"]) == 999.0 for row in rows)
+    ok = done.returncode == 0 and clean(done) and "already measured" in text(done) and csvs and not took_older
+    said = "has the older 999 s records" if took_older else "newest"
+    return ok, f"exit {done.returncode}, the run's csv: {said}; {last(done, 'does not match')}"
+
+
 def cases() -> list[Case]:
     listed = [
         Case(f"record: {label}", "warned with file:line, skipped, report written", bad_field(change))
@@ -649,6 +890,55 @@ def cases() -> list[Case]:
         Case("run: a profiler already active", "no traceback", active_profiler),
         Case("run: two sessions into one log", "both records whole", concurrent_runs),
         Case("run: no USDT profiler lines", "none in the output", usdt_lines),
+    ]
+    listed += [
+        Case("31 weights: report leaderboard=inf", "exit 2 naming the pair", report_weights(
+            lambda f: [str(base(f)), "--ranking-weights", "leaderboard=inf"], "leaderboard=inf")),
+        Case("31 weights: report sum overflows (1e308 x3)", "exit 2 naming the option", report_weights(
+            lambda f: [str(base(f)), "--ranking-weights", "quality=1e308,leaderboard=1e308,finetune_time=1e308"],
+            "--ranking-weights")),
+        Case("31 weights: report --ini ohlora_weight_leaderboard = inf", "exit 2 naming the key", report_weights(
+            lambda f: [str(base(f)), "--ini", _ini(f, "ohlora_weight_leaderboard", "inf")],
+            "ohlora_weight_leaderboard")),
+        Case("31 weights: session quality=inf", "refused at start-up",
+             weights_refused("--ohlora-ranking-weights", "leaderboard=2,quality=inf", shown="quality=inf",
+                             hidden="leaderboard=2")),
+        Case("31 weights: session quality=1e400", "refused at start-up",
+             weights_refused("--ohlora-ranking-weights", "quality=1e400", shown="quality=1e400")),
+        Case("31 weights: session all zero", "refused at start-up", weights_refused(
+            "--ohlora-ranking-weights", ",".join(f"{n}=0" for n in ("quality", "leaderboard", "finetune_time",
+                                                                   "finetune_memory", "inference_time",
+                                                                   "inference_memory")),
+            shown="--ohlora-ranking-weights")),
+        Case("31 weights: session repeated key", "refused naming the pair",
+             weights_refused("--ohlora-ranking-weights", "quality=1,quality=2", shown="quality=2")),
+        Case("31 weights: session unknown name", "the bad pair only",
+             weights_refused("--ohlora-ranking-weights", "quality=1,speed=2", shown="speed=2", hidden="quality=1")),
+        Case("31 markdown: a registry licence full of markup", "escaped in leaderboard.md", markdown_escaped),
+        Case("31 stale: resume after an edit to measure/torch_compat.py", "measured again",
+             stale_code("measure.torch_compat")),
+        Case("31 stale: resume after an edit to measure/machine_load.py", "measured again",
+             stale_code("measure.machine_load")),
+        Case("31 fifo: .results.jsonl.index a FIFO, resumed", "ignored with a line, no hang",
+             special_file("ohlora/.results.jsonl.index", os.mkfifo, "--ohlora-resume")),
+        Case("31 fifo: .results.jsonl.index a FIFO, a plain run", "ignored with a line, no hang",
+             special_file("ohlora/.results.jsonl.index", os.mkfifo)),
+        Case("31 fifo: .results.jsonl.index linked to /dev/zero", "ignored with a line, bounded",
+             special_file("ohlora/.results.jsonl.index", _to_dev_zero, "--ohlora-resume")),
+        Case("31 fifo: the cache's peaks.json a FIFO", "ignored with a line, no hang",
+             special_file("cache/ohlora-bench/peaks.json", os.mkfifo)),
+        Case("31 fifo: plans.json a FIFO", "ignored with a line, no hang",
+             special_file("ohlora/plans.json", os.mkfifo)),
+        Case("31 index: offsets swapped, body hash recomputed, resumed", "the newest records taken", lying_index),
+        Case("31 plan --gpu ''", "exit 2 naming the option", plan_usage("--gpu", "", word="--gpu")),
+        Case("31 verdict: a report ranking rows of two devices", "a caveat naming both", mixed_devices),
+        Case("31 plan: a GPT-2 with a pad token beside TinyKo", "both planned", plan_gpt2),
+        Case("31 signal: SIGHUP in a timed round", "interrupted record, JSON, report, no traceback",
+             interrupted(signal.SIGHUP)),
+        Case("31 installed: ohlora-bench from a pip-installed copy", "no PytestAssertRewriteWarning",
+             installed_bench),
+        Case("31 signal: SIGTERM as pytest-benchmark saves its JSON", "no traceback, JSON and report written",
+             sigterm_while_saving),
     ]
     return listed
 

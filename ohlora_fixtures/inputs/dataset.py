@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ohlora_fixtures.errors import DatasetError, UsageError
-from ohlora_fixtures.inputs.paths import not_a_file
+from ohlora_fixtures.records.storage import not_a_file, read_regular
 
 if TYPE_CHECKING:
     import pandas
@@ -252,7 +252,7 @@ def _read_bytes(path: Path) -> bytes:
             "--ohlora-dataset"
         )
     try:
-        return path.read_bytes()
+        return read_regular(path)
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read the dataset file: {exc}") from exc
 

@@ -18,7 +18,7 @@ from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs import defaults, gpus
 from ohlora_fixtures.inputs.dataset import PRESETS
 from ohlora_fixtures.inputs.paths import check_report_dir
-from ohlora_fixtures.inputs.policy import DEFAULT_LICENCES, parse_weights
+from ohlora_fixtures.inputs.policy import DEFAULT_LICENCES, BadWeight, parse_weights
 from ohlora_fixtures.inputs.registry import DEFAULT_REGISTRY, SCALES
 from ohlora_fixtures.inputs.resources import DATASET, bundled
 from ohlora_fixtures.records.record import MAX_RANK
@@ -388,6 +388,8 @@ def parse(raw: dict[str, Any], entry: EntryPoint = PYTEST) -> Settings:
             continue
         try:
             values[option.name] = option.parse(value)
+        except BadWeight as error:  # a list of pairs: the bad pair, not the whole value
+            raise UsageError(f"{entry.flag(option.name)}: {error.part!r} is not valid; {error.why}") from None
         except (ValueError, TypeError):
             expected = option.expected or getattr(option.parse, "expected", "a valid value")
             raise UsageError(f"{entry.flag(option.name)}: {value!r} is not valid; expected {expected}") from None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 import tempfile
 from pathlib import Path
 
@@ -33,29 +32,6 @@ def child(folder: Path, name: str, suffix: str = "") -> Path:
     if path.resolve().parent != folder.resolve():
         raise ValueError(f"{name!r} does not name a file inside {folder}")
     return path
-
-
-def not_a_file(path: Path) -> str | None:
-    """Why `path` cannot be read as a file ("not found", "is a directory", "is not a regular file
-    (a FIFO)"...), or None when it is a regular file. Only stats the path: a FIFO is never opened."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return "not found"
-    except OSError as error:
-        return f"cannot be read ({error.strerror or error})"
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISDIR(mode):
-        return "is a directory, not a file"
-    kinds = (
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    kind = next((name for test, name in kinds if test(mode)), "a special file")
-    return f"is not a regular file ({kind})"
 
 
 def check_report_dir(path: Path, results_path: Path, option: str = "--ohlora-report-dir") -> None:

@@ -7,6 +7,7 @@ data/licenses.toml the licences. judge/selection.py applies them.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -56,19 +57,40 @@ CRITERIA: tuple[Criterion, ...] = (
 CRITERION_NAMES = tuple(criterion.name for criterion in CRITERIA)
 
 
+class BadWeight(ValueError):
+    """One NAME=WEIGHT pair that is not valid: `part` is the pair as given, `why` what is wrong with it."""
+
+    def __init__(self, part: str, why: str) -> None:
+        super().__init__(f"{part}: {why}")
+        self.part, self.why = part, why
+
+
+def _weight(text: str) -> float:
+    # float() takes "inf", "nan" and "1e400" (inf): none is a weight, and a score would come out nan.
+    weight = float(text)
+    if not (math.isfinite(weight) and weight >= 0):
+        raise ValueError(text)
+    return weight
+
+
 def parse_weights(text: str) -> tuple[tuple[str, float], ...]:
-    """`quality=4,leaderboard=2` -> (("quality", 4.0), ("leaderboard", 2.0)); ValueError if malformed."""
-    pairs = []
+    """`quality=4,leaderboard=2` -> (("quality", 4.0), ("leaderboard", 2.0)); BadWeight (a ValueError)
+    naming the first bad pair: an unknown or repeated name, a weight that is not a finite number >= 0."""
+    pairs: dict[str, float] = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")
         name = name.strip()
         if not sep or name not in CRITERION_NAMES:
-            raise ValueError(part)
-        weight = float(value)
-        if not weight >= 0:
-            raise ValueError(part)
-        pairs.append((name, weight))
-    return tuple(pairs)
+            raise BadWeight(part.strip(), "expected " + parse_weights.expected)  # type: ignore[attr-defined]
+        if name in pairs:
+            raise BadWeight(part.strip(), f"{name} is given twice; give each criterion once")
+        try:
+            pairs[name] = _weight(value)
+        except ValueError:
+            raise BadWeight(part.strip(), "expected a finite number >= 0 as the weight") from None
+    if not math.isfinite(sum(pairs.values())):
+        raise BadWeight(text, "the weights' sum is not a finite number; use smaller weights")
+    return tuple(pairs.items())
 
 
 parse_weights.expected = (  # type: ignore[attr-defined]
@@ -84,9 +106,12 @@ def ini_keys() -> dict[str, str]:
 
 
 def resolve_weights(
-    ini: Callable[[str], object] | None = None, override: Sequence[tuple[str, float]] | None = None
+    ini: Callable[[str], object] | None = None,
+    override: Sequence[tuple[str, float]] | None = None,
+    option: str = "--ohlora-ranking-weights",
 ) -> dict[str, float]:
-    """The ranking weights: defaults, then ini values (`ini(key)`; blank = unset), then the command line."""
+    """The ranking weights: defaults, then ini values (`ini(key)`; blank = unset), then the command line
+    (`option`, named where the weights together are refused)."""
     weights = {c.name: c.default_weight for c in CRITERIA}
     if ini is not None:
         for name in CRITERION_NAMES:
@@ -94,14 +119,21 @@ def resolve_weights(
             if raw is None or not str(raw).strip():
                 continue
             try:
-                weights[name] = float(str(raw))
+                weights[name] = _weight(str(raw))
             except ValueError:
-                raise UsageError(f"ini key {INI_PREFIX}{name} = {raw!r} is not a number") from None
-            if not weights[name] >= 0:
-                raise UsageError(f"ini key {INI_PREFIX}{name} = {raw!r} must be >= 0")
+                raise UsageError(f"ini key {INI_PREFIX}{name} = {raw!r} is not a finite number >= 0") from None
     weights.update(dict(override or ()))
-    if not sum(weights.values()) > 0:
-        raise UsageError("the ranking weights are all zero; give at least one criterion a positive weight")
+    total = sum(weights.values())
+    if not math.isfinite(total):
+        raise UsageError(
+            f"{option} and the ohlora_weight_* ini keys: the ranking weights' sum is not a finite number "
+            f"({', '.join(f'{name}={weight:g}' for name, weight in weights.items() if weight)}); use smaller weights"
+        )
+    if not total > 0:
+        raise UsageError(
+            f"{option} and the ohlora_weight_* ini keys: the ranking weights are all zero; "
+            "give at least one criterion a positive weight"
+        )
     return weights
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ohlora_fixtures.errors import RegistryError
-from ohlora_fixtures.inputs.paths import not_a_file
 from ohlora_fixtures.inputs.resources import CANDIDATES, bundled
+from ohlora_fixtures.records.storage import not_a_file
 
 DEFAULT_REGISTRY = bundled(CANDIDATES)
 DEFAULT_PROMPT_TEMPLATE = "### 질문: {question} ### 답변: "

@@ -8,7 +8,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ohlora_fixtures.records.storage import replace_atomically
+from ohlora_fixtures.records.storage import read_regular, replace_atomically
 
 
 def cache_file(name: str) -> Path:
@@ -20,7 +20,7 @@ def cache_file(name: str) -> Path:
 def read_json(path: Path, what: str, otherwise: str) -> dict:
     """The cache's object, {} when absent; unreadable, a warning "PATH: WHAT not readable (...); OTHERWISE"."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path).decode("utf-8"))  # a FIFO or a device is not read: it would hang
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as error:

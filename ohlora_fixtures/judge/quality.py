@@ -19,6 +19,7 @@ from sacrebleu.metrics import CHRF
 
 from ohlora_fixtures.records.answers import decode_answers
 from ohlora_fixtures.records.figures import QualityFigures
+from ohlora_fixtures.records.storage import read_regular
 
 GRADE_LABELS_EN = ("best", "good", "medium", "poor", "worst")
 GRADE_LABELS_KO = ("최상", "상", "중", "하", "최하")
@@ -172,7 +173,7 @@ def read_grades(answers_csv: Path) -> tuple[float | None, int]:
     # The csv module, not pandas, because answers often span several lines
     # and the reader's line counter is what lets the warning point at the row.
     try:
-        text = decode_answers(Path(answers_csv).read_bytes())
+        text = decode_answers(read_regular(Path(answers_csv)))
     except OSError as error:
         warnings.warn(GradeWarning(f"cannot read answers file {answers_csv}: {error}; grades ignored"), stacklevel=2)
         return None, 0

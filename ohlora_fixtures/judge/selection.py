@@ -261,7 +261,9 @@ def recommend(evidence: Sequence[Evidence], rules: Rules) -> Recommendation:
     def pick(ranked: Sequence[str]) -> tuple[str | None, tuple[str, ...]]:
         """The one candidate of `ranked` that no other beats beyond the noise, else the tie-break's choice among
         all such (then also returned, in tie-break order). Which candidates those are does not depend on any
-        busy figure's value: the verdict cannot move with one."""
+        busy figure's value: the verdict cannot move with one. A score that is not a number (weights the
+        start-up checks should have refused) never names a choice."""
+        ranked = [name for name in ranked if math.isfinite(weighted[name])]
         unbeaten = [n for n in ranked if not any(margin(o, n, raw, spreads, weights) > 0 for o in ranked if o != n)]
         if len(unbeaten) <= 1:
             return (unbeaten or [None])[0], ()

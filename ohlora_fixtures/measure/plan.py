@@ -213,6 +213,7 @@ def _saved_by_step(adapted: torch.nn.Module, batch_size: int, seq_len: int) -> f
     with (
         torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
         unittest.mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", _fused_attention),
+        op_trace.without_padding_check(),
     ):
         adapted(input_ids=ids, labels=ids)
     return float(sum(saved.values()))

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ohlora_fixtures.records.storage import replace_atomically
+from ohlora_fixtures.records.storage import read_regular, replace_atomically
 
 ANSWER_COLUMNS = ("prompt_line", "prompt", "reference", "answer", "new_tokens", "seconds", "grade")
 
@@ -97,7 +97,7 @@ def read_answer_grades(path: Path) -> dict[tuple[str, str], str] | None:
     if not path.is_file():
         return {}
     try:
-        text = decode_answers(path.read_bytes())
+        text = decode_answers(read_regular(path))
         return {
             (row.get("prompt") or "", row.get("answer") or ""): row["grade"].strip()
             for row in csv.DictReader(io.StringIO(text, newline=""))

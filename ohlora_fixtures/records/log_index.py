@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import IO, Any, Iterator, Mapping, NamedTuple
 
@@ -35,7 +36,7 @@ from ohlora_fixtures.records.record import (
     parse_json,
 )
 from ohlora_fixtures.records.results import skipped
-from ohlora_fixtures.records.storage import replace_atomically
+from ohlora_fixtures.records.storage import NotRegularFile, open_regular, replace_atomically
 
 # Below this size a log is read whole each time (a few milliseconds): no index file beside it.
 STORE_FROM_BYTES = 1 << 20
@@ -49,6 +50,10 @@ def _code_digest() -> str:
     for source in (str(record_module.__file__), __file__):
         digest.update(Path(source).read_bytes())
     return digest.hexdigest()[:16]
+
+
+class IndexMismatch(Exception):
+    """A line of the log is not what the stored index says of it; the index has been read anew from the log."""
 
 
 class Entry(NamedTuple):
@@ -157,10 +162,22 @@ class LogIndex:
             yield _entry(tail, self._size, self._lines + 1)
 
     def text(self, entry: Entry) -> str:
-        """The line itself, read from the log."""
+        """The line itself, read from the log; IndexMismatch, with the index read anew from the log, where the
+        line's own fields are not what the entry says (an index file edited or swapped: never trusted then)."""
         with self.path.open("rb") as stream:
             stream.seek(entry.offset)
-            return stream.readline().decode("utf-8", errors="replace")
+            raw = stream.readline()
+        if _entry(raw, entry.offset, entry.number) != entry:
+            warnings.warn(
+                f"{self.stored_at}: does not match line {entry.number} of {self.path}; the index is not "
+                "trusted, the log is read whole again",
+                stacklevel=2,
+            )
+            self._reset()
+            with _collector_paused():
+                self.refresh()
+            raise IndexMismatch(f"{self.stored_at}: does not match the log")
+        return raw.decode("utf-8", errors="replace")
 
     def record(self, entry: Entry) -> BenchmarkRecord | None:
         """The line's record, or None with an UnreadableRecord warning (as `results.read` gives) where it is
@@ -172,10 +189,11 @@ class LogIndex:
             skipped(self.path, entry.number, line, error, self.warned)
             return None
 
-    def newest_first(self, fingerprint: str) -> Iterator[BenchmarkRecord]:
+    def newest_first(self, fingerprint: str, *, again: bool = True) -> Iterator[BenchmarkRecord]:
         """The successful records with this fingerprint, newest first, each read only when asked for: a resume
         wants the newest of the same weights, usually the first, not the thousands an old log may hold.
-        Unreadable ones are warned of, as by `results.read`."""
+        Unreadable ones are warned of, as by `results.read`; where a line is not what the stored index says,
+        the index is read anew from the log and the records taken from it (`again`: once)."""
         if self._by_fingerprint is None:
             self._by_fingerprint = {}
             for row, key in enumerate(self._columns["fingerprint"]):
@@ -186,7 +204,12 @@ class LogIndex:
         except ValueError:
             return
         for row in reversed(self._by_fingerprint.get(key, [])):
-            record = self.record(self._entry_at(row))
+            try:
+                record = self.record(self._entry_at(row))
+            except IndexMismatch:  # read anew from the log: start again from its newest record
+                if again:
+                    yield from self.newest_first(fingerprint, again=False)
+                return
             if record is not None and record.fingerprint == fingerprint and record.ok:
                 yield record
 
@@ -274,7 +297,7 @@ class LogIndex:
         """The stored index, where it is whole, of this code and this machine's byte order; nothing (a full
         read) otherwise."""
         try:
-            with self.stored_at.open("rb") as stream:
+            with open_regular(self.stored_at) as stream:  # a FIFO would hang the session, /dev/zero fill memory
                 header, body = stream.readline(), stream.readline().rstrip(b"\n")
             if json.loads(header) != {"body": hashlib.sha256(body).hexdigest(), "code": _code_digest()}:
                 return
@@ -286,6 +309,10 @@ class LogIndex:
             if {len(values) for values in columns.values()} != {len(finished)}:
                 return
             tables = {name: _Table(list(stored["tables"][name])) for name in _TABLES}
+        except NotRegularFile as error:
+            warnings.warn(f"{error}; the log index is ignored, the log read whole, and a new index stored "
+                          "in its place", stacklevel=2)
+            return
         except (OSError, ValueError, TypeError, KeyError):
             return
         self._tables, self._columns, self._finished = tables, columns, finished

@@ -2,7 +2,8 @@
 
 A report, an answers CSV or a cache file is written through a temporary in its own folder
 and renamed into place (`replace_atomically`); a write that fails for want of space is told
-in one line (`disk_full`).
+in one line (`disk_full`). A file the plugin reads is read only where it is a regular file
+(`not_a_file`, `open_regular`): a FIFO would hang the reader, a device feed it without end.
 """
 
 from __future__ import annotations
@@ -10,9 +11,67 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import IO, Callable
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why `path` cannot be read as a file ("not found", "is a directory", "is not a regular file
+    (a FIFO)"...), or None when it is a regular file. Only stats the path: a FIFO is never opened."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "not found"
+    except OSError as error:
+        return f"cannot be read ({error.strerror or error})"
+    return _not_regular(mode)
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    kinds = (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    kind = next((name for test, name in kinds if test(mode)), "a special file")
+    return f"is not a regular file ({kind})"
+
+
+class NotRegularFile(OSError):
+    """A file the plugin reads that is not a regular file: its str is "PATH is not a regular file (a FIFO)"."""
+
+    def __str__(self) -> str:
+        return f"{self.filename} {self.strerror}"
+
+
+def open_regular(path: Path) -> IO[bytes]:
+    """`path` opened for reading in binary, only where it is a regular file, else NotRegularFile (an OSError).
+
+    Opened without blocking and checked on the open file itself, so that a FIFO put there between a check
+    and the open is refused too, never waited on; FileNotFoundError where there is none."""
+    handle = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        problem = _not_regular(os.fstat(handle).st_mode)
+        if problem:
+            raise NotRegularFile(errno.EINVAL, problem, str(path))
+        os.set_blocking(handle, True)
+        return os.fdopen(handle, "rb")
+    except BaseException:
+        os.close(handle)
+        raise
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of `path`, a regular file (`open_regular`)."""
+    with open_regular(path) as stream:
+        return stream.read()
 
 
 def replace_atomically(

@@ -10,7 +10,7 @@ from typing import Callable
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs import policy, registry
 from ohlora_fixtures.inputs.options import REPORT, add_options, parse
-from ohlora_fixtures.inputs.paths import not_a_file
+from ohlora_fixtures.records.storage import not_a_file
 from ohlora_fixtures.report.render import render
 from ohlora_fixtures.report.stored import Merged, iter_stored
 
@@ -62,12 +62,13 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     settings = parse(vars(args), REPORT)
+    # Checked before any log is read: bad weights are a usage error, not a report of nan scores.
+    weights = policy.resolve_weights(_ini_from(args.ini), settings.ranking_weights, REPORT.flag("ranking_weights"))
     stored = Merged(item for path in args.files for item in iter_stored(path))
     if not stored.kept:
         raise UsageError(f"no ohlora records in {', '.join(str(p) for p in args.files)}")
     names = {item.record.candidate for item in stored.kept.values()}
     candidates = [c for c in registry.load_registry(settings.candidates) if c.name in names]
-    weights = policy.resolve_weights(_ini_from(args.ini), settings.ranking_weights)
     try:
         files = render(stored, candidates, settings, weights)
     except OSError as error:

@@ -28,6 +28,7 @@ from ohlora_fixtures.inputs.registry import Candidate
 from ohlora_fixtures.inputs.usercache import read_json, write_json
 from ohlora_fixtures.records.plans import CandidatePlan, TokenWidths
 from ohlora_fixtures.records.record import RunDescription
+from ohlora_fixtures.records.storage import read_regular
 
 PLANS_FILE = "plans.json"
 # The source files whose code shapes a plan: a change to any of them plans again.
@@ -55,7 +56,7 @@ def _code_and_versions() -> str:
 
 def _file_digest(path: str) -> str:
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+        return hashlib.sha256(read_regular(Path(path))).hexdigest()[:16]
     except OSError as error:
         return f"unreadable: {error.strerror or error}"  # the plan then assumes its widths; so does the key
 

@@ -54,9 +54,32 @@ HANGUL_FONTS = (
 
 
 def hangul_font() -> str | None:
-    """The first installed font family (as matplotlib knows them) that can draw Hangul, or None."""
+    """The first installed font family (as matplotlib knows them) that can draw Hangul, or None. Where none is
+    known, the font files installed since matplotlib built its font cache are added first: matplotlib does not
+    look again, and a Korean font installed after it would leave the plots in English."""
+    found = _known_hangul_font()
+    if found is None and _add_fonts_installed_since_the_cache():
+        found = _known_hangul_font()
+    return found
+
+
+def _known_hangul_font() -> str | None:
     installed = {font.name for font in font_manager.fontManager.ttflist}
     return next((name for name in HANGUL_FONTS if name in installed), None)
+
+
+def _add_fonts_installed_since_the_cache() -> bool:
+    known = {getattr(font, "fname", None) for font in font_manager.fontManager.ttflist}
+    added = False
+    for path in font_manager.findSystemFonts():
+        if path in known:
+            continue
+        try:
+            font_manager.fontManager.addfont(path)
+        except (OSError, RuntimeError, ValueError):  # a file that is no font matplotlib reads: not ours to judge
+            continue
+        added = True
+    return added
 
 
 @dataclass(frozen=True)

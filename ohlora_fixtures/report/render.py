@@ -25,7 +25,7 @@ from ohlora_fixtures.inputs import policy
 from ohlora_fixtures.inputs.options import Settings
 from ohlora_fixtures.inputs.paths import slug
 from ohlora_fixtures.inputs.registry import Candidate
-from ohlora_fixtures.records.log_index import LogIndex
+from ohlora_fixtures.records.log_index import IndexMismatch, LogIndex
 from ohlora_fixtures.records.record import BenchmarkRecord, Kind, RunDescription, comparable
 from ohlora_fixtures.report import cells, marks, plots, tradeoff, verdict
 from ohlora_fixtures.report.document import document
@@ -251,6 +251,14 @@ class SessionReport:
 
 
 def _read_log(study: Session, settings_now: str, defer: bool) -> tuple[Merged, Merged, set[str]]:
+    """`_merge_log`, again from the index read anew where a line was not what the stored index said."""
+    try:
+        return _merge_log(study, settings_now, defer)
+    except IndexMismatch:
+        return _merge_log(study, settings_now, defer)
+
+
+def _merge_log(study: Session, settings_now: str, defer: bool) -> tuple[Merged, Merged, set[str]]:
     """This run's records in the log, those of runs with its settings merged, and every run's id.
 
     One pass over the log's index (`LogIndex`: what each line holds, kept beside a long log), merging as it

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ohlora_fixtures.errors import UsageError
-from ohlora_fixtures.inputs.paths import not_a_file
 from ohlora_fixtures.records import results
 from ohlora_fixtures.records.log_index import Entry, LogIndex
 from ohlora_fixtures.records.record import BenchmarkRecord, MergeHead, RecordError, Status
 from ohlora_fixtures.records.results import UnreadableRecord
+from ohlora_fixtures.records.storage import not_a_file
 
 
 @dataclass(frozen=True)

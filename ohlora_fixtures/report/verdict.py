@@ -42,6 +42,9 @@ def verdict_caveats(report: Report) -> list[str]:
                              for name in chosen))
     if estimated:
         caveats.append(Message("caveat_estimated", criteria=estimated))
+    if report.mixed_runs:  # a merge of unlike runs: the ranking compares figures of different devices or dtypes
+        labels = dict.fromkeys(cells.run_label(r.run, lang) for r in report.measured_records)
+        caveats.append(Message("caveat_mixed_runs", runs="; ".join(labels)))
     if rec.weights["quality"] > 0 and rec.effective_weights["quality"] == 0 and chosen:
         caveats.append(Message("caveat_no_quality"))
     by_name = {c.name: c for c in report.candidates}

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import importlib.metadata
 import json
+import pkgutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -41,35 +41,37 @@ from ohlora_fixtures.records.record import RunDescription, run_identity
 from ohlora_fixtures.session.base_models import BaseModels
 from ohlora_fixtures.session.session_records import SessionRecords
 
-# The modules whose code shapes a figure: a change to any of them makes every stored measurement stale.
-MEASURING_MODULES = (
-    "session.study",
-    "session.runner",
-    "session.timing",
-    "session.outcome",
-    "measure.finetune",
-    "measure.inference",
-    "measure.memory",
-    "measure.models",
-    "inputs.tokenizer",
-    "inputs.dataset",
-    "measure.row_lengths",
-    "measure.devices",
-    "measure.hardware",
-    "measure.utilisation",
-    "judge.quality",
-    "records.percentiles",
-)
+_PACKAGE = Path(__file__).resolve().parent.parent
+# The code that shapes a figure: every module of these packages (walked, so that a new one is never left out:
+# measure/torch_compat.py gives the CPU memory headline, measure/machine_load.py decides re-measuring), and
+# these modules of the others. A change to any of them makes every stored measurement stale.
+MEASURING_PACKAGES = ("measure", "session")
+MEASURING_ELSEWHERE = ("inputs.tokenizer", "inputs.dataset", "judge.quality", "records.percentiles")
+
+
+def measuring_modules(root: Path = _PACKAGE) -> tuple[str, ...]:
+    """The measuring modules' dotted names under the package folder `root`, e.g. "measure.memory"."""
+    walked = (
+        f"{package}.{module.name}"
+        for package in MEASURING_PACKAGES
+        for module in pkgutil.iter_modules([str(root / package)])
+        if not module.ispkg
+    )
+    return tuple(sorted({*walked, *MEASURING_ELSEWHERE}))
+
+
+def source_digest(root: Path = _PACKAGE) -> str:
+    """A hash of the measuring modules' source under `root`."""
+    digest = hashlib.sha256()
+    for name in measuring_modules(root):
+        digest.update(name.encode() + b"\0" + (root / (name.replace(".", "/") + ".py")).read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """The package version and a hash of the measuring modules' source, e.g. "0.1.0+3f2a9c1d0b7e"."""
-    digest = hashlib.sha256()
-    for name in MEASURING_MODULES:
-        module = importlib.import_module(f"ohlora_fixtures.{name}")
-        digest.update(name.encode() + b"\0" + Path(module.__file__).read_bytes() + b"\0")
-    return f"{__version__}+{digest.hexdigest()[:12]}"
+    return f"{__version__}+{source_digest()}"
 
 
 @dataclass

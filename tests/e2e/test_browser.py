@@ -81,7 +81,7 @@ def _run(page: Path, *args: str) -> str:
         f"--window-size={WIDTH},{FIRST_SCREEN}",
         "--virtual-time-budget=10000",
         *args,
-        page.as_uri(),
+        page.resolve().as_uri(),  # the README's `python tests/e2e/test_browser.py .benchmarks/...` is relative
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -148,6 +148,18 @@ def test_the_report_reads_in_a_real_browser_at_1280_px(tmp_path: Path, lang: str
         assert figures["boxesLookAlike"]  # two glyphs no font has draw the same: the comparison can see a box
         assert figures["hangul"] > 50 and figures["boxes"] == [], figures["boxes"]
         assert figures["distinctHangul"] == figures["hangul"]
+
+
+def test_a_relative_page_is_opened_by_its_absolute_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OHLORA_BROWSER", "chromium")
+    commands: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "run", lambda command, **_: commands.append(command)
+                        or subprocess.CompletedProcess(command, 0, "dom", ""))
+    assert _run(Path("out/leaderboard.html"), "--dump-dom") == "dom"
+    assert commands[0][-1] == (tmp_path / "out" / "leaderboard.html").as_uri()
 
 
 if __name__ == "__main__":

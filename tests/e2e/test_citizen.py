@@ -185,6 +185,7 @@ def test_an_installed_copy_runs_the_study_from_another_folder(installed, tmp_pat
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "2 passed" in run.stdout  # PYTHONPATH holds only the installed copy, and the folder no checkout
+    assert "PytestAssertRewriteWarning" not in run.stdout + run.stderr  # the package is imported before pytest
     assert "test_finetune.py::test_finetune[TinyKo-v5-a-r16] PASSED" in run.stdout
     assert "test_inference.py::test_inference[TinyKo-v5-a] PASSED" in run.stdout
     saved = list((tmp_path / ".benchmarks").glob("*/0001_*.json"))  # pytest-benchmark's <machine>/<n>_<commit>.json

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
 from ohlora_fixtures.errors import UsageError
 from ohlora_fixtures.inputs import policy
-from ohlora_fixtures.inputs.options import parse
+from ohlora_fixtures.inputs.options import REPORT, parse
 from ohlora_fixtures.inputs.registry import load_registry
 from ohlora_fixtures.judge import selection
 
@@ -179,6 +180,41 @@ def test_the_ranking_weights_option_is_checked_like_every_option() -> None:
     )
     with pytest.raises(UsageError, match="--ohlora-ranking-weights: 'speed=1' is not valid; expected NAME=WEIGHT"):
         parse({"ranking_weights": "speed=1"})
+
+
+@pytest.mark.parametrize(
+    "value, shown",
+    [
+        ("leaderboard=2,quality=inf", "'quality=inf' is not valid; expected a finite number >= 0"),
+        ("quality=1e400", "'quality=1e400' is not valid"),
+        ("quality=nan", "'quality=nan' is not valid"),
+        ("quality=1,quality=2", "'quality=2' is not valid; quality is given twice"),
+        ("quality=1,speed=2", "'speed=2' is not valid; expected NAME=WEIGHT"),
+        ("quality=1e308,leaderboard=1e308,finetune_time=1e308", "sum is not a finite number"),
+    ],
+)
+def test_a_weight_that_is_not_a_finite_number_is_refused_naming_the_pair(value: str, shown: str) -> None:
+    with pytest.raises(UsageError, match="--ranking-weights: ") as refused:
+        parse({"ranking_weights": value}, REPORT)
+    assert shown in str(refused.value)
+    if value.startswith(("leaderboard=2", "quality=1,")):
+        assert value not in str(refused.value)  # the bad pair, not the whole value
+
+
+def test_the_weights_together_and_the_ini_keys_must_be_finite() -> None:
+    with pytest.raises(UsageError, match="ohlora_weight_leaderboard = 'inf' is not a finite number"):
+        policy.resolve_weights({"ohlora_weight_leaderboard": "inf"}.get)
+    ini = {"ohlora_weight_quality": "1e308", "ohlora_weight_leaderboard": "1e308"}.get
+    with pytest.raises(UsageError, match="--ranking-weights and the ohlora_weight_.*sum is not a finite number"):
+        policy.resolve_weights(ini, policy.parse_weights("finetune_time=1e308"), "--ranking-weights")
+
+
+def test_a_score_that_is_not_a_number_never_names_a_choice() -> None:
+    overflowing = rules(weights={**policy.resolve_weights(), "inference_time": 1e308, "leaderboard": 1e308,
+                                 "finetune_time": 1e308})
+    result = selection.recommend([evidence("gemma-2-2b-it"), evidence("polyglot-ko-1.3b")], overflowing)
+    assert all(math.isnan(score.score) for score in result.scores)
+    assert result.final is None and result.backup is None
 
 
 def test_ini_keys_are_declared_for_setup_cfg(pytester: pytest.Pytester) -> None:

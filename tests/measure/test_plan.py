@@ -144,6 +144,64 @@ def test_an_unknown_gpu_is_one_usage_line_listing_the_known_names(capsys):
     assert len(error) == 1 and "A100-80GB" in error[0] and "M6000" in error[0]
 
 
+GPT2_WITH_PAD = """
+[[candidate]]
+name = "gpt2-pad"
+hub_id = "openai-community/gpt2"
+params_label = "0.1 B"
+leaderboard_average = 1.0
+license = "mit"
+korean = "none"
+model_type = "gpt2"
+architecture = "GPT2LMHeadModel"
+target_modules = ["c_attn"]
+[candidate.config]
+n_layer = 2
+n_embd = 64
+n_head = 2
+vocab_size = 512
+pad_token_id = 0
+"""
+
+
+def test_a_gpt2_whose_config_names_a_pad_token_is_planned_on_meta(tmp_path: Path):
+    # transformers' padding check read a meta token (Tensor.item) and failed the whole plan
+    (tmp_path / "gpt2.toml").write_text(GPT2_WITH_PAD, encoding="utf-8")
+    candidate = registry.load_registry(tmp_path / "gpt2.toml")[0]
+    planned = plan.plan_candidate(candidate, (16,), "bfloat16", 2, plan.fixed_widths(8), 4)
+    assert planned.total_params > 0 and planned.ranks[0].trainable_params > 0
+
+
+def test_a_candidate_the_meta_pass_cannot_plan_is_one_line_and_the_others_are_planned(capsys, monkeypatch):
+    from ohlora_fixtures.__main__ import main
+    from ohlora_fixtures.measure import plan
+
+    real = plan.plan_candidate
+
+    def failing(candidate, *args, **kwargs):
+        if candidate.name == "TinyKo-v5-a":
+            raise RuntimeError("Tensor.item() cannot be called on meta tensors\nmore detail")
+        return real(candidate, *args, **kwargs)
+
+    monkeypatch.setattr(plan, "plan_candidate", failing)
+    assert main(["plan", "--models", "TinyKo-v5-a,FinguAI-Chat-v1", "--seq-len", "8", "--gpu", "T4"]) == 1
+    out, err = capsys.readouterr()
+    assert err.strip().splitlines() == [
+        "TinyKo-v5-a: not planned, the full-size meta pass failed (RuntimeError: Tensor.item() cannot be called "
+        "on meta tensors)"
+    ]
+    assert "FinguAI-Chat-v1" in out and "TinyKo-v5-a" not in out
+
+
+@pytest.mark.parametrize("value", ["", " ", "T4,"])
+def test_an_empty_gpu_name_is_refused_by_plan_as_by_report(capsys, value: str):
+    from ohlora_fixtures.__main__ import main
+
+    assert main(["plan", "--models", "TinyKo-v5-a", "--gpu", value]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: --gpu: unknown GPU ''; known: T4")
+
+
 def test_a_card_holds_the_tensors_plus_context_and_workspaces_and_the_largest_batch_is_the_last_that_fits():
     candidate = CANDIDATES["llama1B"]
     run = plan.plan_candidate(candidate, (16,), "bfloat16", 4, plan.fixed_widths(64))

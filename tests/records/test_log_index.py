@@ -3,7 +3,10 @@ hashed."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +35,12 @@ def stored(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     monkeypatch.setattr(log_index, "STORE_FROM_BYTES", 0)
     parsed: list[int] = []
     real = log_index._entry
-    monkeypatch.setattr(log_index, "_entry", lambda raw, *a: parsed.append(a[1]) or real(raw, *a))
+    def counted(raw: bytes, *a: int) -> log_index.Entry:
+        if sys._getframe(1).f_code.co_name == "refresh":  # not the check of a line read for its record
+            parsed.append(a[1])
+        return real(raw, *a)
+
+    monkeypatch.setattr(log_index, "_entry", counted)
     return parsed
 
 
@@ -151,3 +159,61 @@ def test_newest_first_gives_only_ok_records_of_the_fingerprint_and_warns_of_unre
     with pytest.warns(results.UnreadableRecord, match=rf"{log}:6: .*status"):
         assert [r.finished for r in index.newest_first("mine")] == [2.0, 1.0, 0.0]
     assert list(index.newest_first("none")) == []
+
+
+@pytest.mark.parametrize("kind", ["FIFO", "/dev/zero"])
+def test_an_index_file_that_is_not_a_regular_file_is_ignored_with_a_warning_and_replaced(
+    tmp_path: Path, stored: list[int], kind: str
+) -> None:
+    from tests.records.test_storage import finishes
+
+    records = _records()
+    log = _log(tmp_path, [r.to_json() for r in records[:2]])
+    index_file = tmp_path / ".results.jsonl.index"
+    if kind == "FIFO":
+        os.mkfifo(index_file)
+    else:
+        index_file.symlink_to("/dev/zero")
+    with pytest.warns(UserWarning, match="is not a regular file.*the log index is ignored"):
+        index = finishes(lambda: LogIndex(log))
+    assert isinstance(index, LogIndex) and len(index) == 2 and stored == [1, 2]
+    assert index_file.is_file() and not index_file.is_symlink()  # a whole index stored in its place
+
+
+def _swap_offsets(index_file: Path, first: int, second: int) -> None:
+    """The stored index with two lines' offsets swapped and its body hash made right again: a lie it cannot see."""
+    header, body = index_file.read_text(encoding="utf-8").splitlines()
+    stored = json.loads(body)
+    offsets = log_index._decoded("q", stored["columns"]["offset"])
+    offsets[first], offsets[second] = offsets[second], offsets[first]
+    stored["columns"]["offset"] = log_index._encoded(offsets)
+    body = json.dumps(stored, separators=(",", ":"), ensure_ascii=False)
+    header = json.dumps({**json.loads(header), "body": hashlib.sha256(body.encode("utf-8")).hexdigest()})
+    index_file.write_text(f"{header}\n{body}\n", encoding="utf-8")
+
+
+def test_an_index_whose_offsets_lie_is_distrusted_and_the_newest_record_still_comes_first(
+    tmp_path: Path, stored: list[int]
+) -> None:
+    records = _records()
+    old, new = (replace(records[0], fingerprint="mine", status=Status.OK, finished=f) for f in (999.0, 2000.0))
+    log = _log(tmp_path, [old.to_json(), records[1].to_json(), new.to_json()])
+    LogIndex(log)
+    _swap_offsets(log.with_name(".results.jsonl.index"), 0, 2)
+    stored.clear()
+    index = LogIndex(log)
+    assert stored == []  # the lying index was loaded, not the log read
+    with pytest.warns(UserWarning, match=r"\.results\.jsonl\.index: does not match line 3 of .*read whole again"):
+        assert [r.finished for r in index.newest_first("mine")] == [2000.0, 999.0]
+    assert stored == [1, 2, 3]  # read anew from the log
+    assert [r.finished for r in LogIndex(log).newest_first("mine")] == [2000.0, 999.0]  # the index stored again
+
+
+def test_a_line_that_is_not_what_its_entry_says_is_never_built(tmp_path: Path) -> None:
+    records = _records()
+    log = _log(tmp_path, [r.to_json() for r in records[:2]])
+    index = LogIndex(log)
+    first, second = list(index.lines())
+    with pytest.warns(UserWarning, match="does not match line 2"), pytest.raises(log_index.IndexMismatch):
+        index.record(second._replace(offset=first.offset))
+    assert index.record(second).fingerprint == records[1].fingerprint

@@ -184,6 +184,7 @@ def english_pieces(markdown: str, names: set[str]) -> list[str]:
             continue
         cells = re.split(r"(?<!\\)\|", line)[1:-1] if line.startswith("|") else [line]
         for cell in cells:
+            cell = re.sub(r"\\(.)", r"\1", cell)  # Markdown's escapes: the text as a reader sees it
             cell = re.sub(r"`[^`]*`|\]\([^)]*\)|\S*/\S*|\S*\w_\w\S*", " ", cell)
             for name in names:
                 cell = cell.replace(name, " ")
@@ -267,7 +268,23 @@ def test_the_hangul_font_lookup_picks_a_known_cjk_family(monkeypatch) -> None:
     monkeypatch.setattr(plots.font_manager.fontManager, "ttflist", fake)
     assert plots.hangul_font() == "NanumGothic"
     monkeypatch.setattr(plots.font_manager.fontManager, "ttflist", fake[:1])
+    monkeypatch.setattr(plots.font_manager, "findSystemFonts", lambda: [])
     assert plots.hangul_font() is None
+
+
+def test_a_hangul_font_installed_after_matplotlibs_font_cache_is_found(monkeypatch) -> None:
+    cached = [type("Font", (), {"name": "DejaVu Sans", "fname": "/fonts/DejaVuSans.ttf"})()]
+    monkeypatch.setattr(plots.font_manager.fontManager, "ttflist", cached)
+    monkeypatch.setattr(plots.font_manager, "findSystemFonts", lambda: ["/fonts/DejaVuSans.ttf", "/fonts/Nanum.ttf"])
+    added: list[str] = []
+
+    def addfont(path: str) -> None:
+        added.append(path)
+        cached.append(type("Font", (), {"name": "NanumGothic", "fname": path})())
+
+    monkeypatch.setattr(plots.font_manager.fontManager, "addfont", addfont)
+    assert plots.hangul_font() == "NanumGothic"
+    assert added == ["/fonts/Nanum.ttf"]  # only the file the cache did not know
 
 
 @pytest.mark.skipif(plots.hangul_font() is None, reason="no Hangul font installed for matplotlib")

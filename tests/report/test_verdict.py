@@ -219,3 +219,12 @@ def test_the_card_line_names_the_largest_batch_when_the_runs_does_not_fit() -> N
     # One row more does not fit as it is; with gradient checkpointing it may, and the line says so.
     assert not line(largest + 1).startswith(f"llama1B fits a T4 at batch {largest + 1} (est.)")
     assert line(largest + 1).startswith(f"llama1B fits a T4 at batch {largest + 1} only with gradient checkpointing")
+
+
+def test_a_ranking_of_rows_from_different_devices_says_so_in_the_verdict(tmp_path: Path) -> None:
+    records = graded_run(tmp_path)
+    assert "Ranked across unlike runs" not in render(tmp_path / "one", records)
+    other = dataclasses.replace(records[0].run, device="cuda", device_name="Tesla T4")
+    mixed = [dataclasses.replace(r, run=other) if r.candidate == "llama1B" else r for r in records]
+    verdict = render(tmp_path / "mixed", mixed).split("## ", 2)[1]
+    assert "Ranked across unlike runs (" in verdict and "Tesla T4" in verdict, verdict
