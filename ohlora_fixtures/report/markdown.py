@@ -9,11 +9,13 @@ from ohlora_fixtures.report.blocks import Block, Bullets, Card, Heading, Image, 
 
 # What Markdown (GitHub's included) would read as markup or HTML in a text: escaped with a backslash. A name,
 # licence or answer from a user's file reaches the report inside the blocks' texts, so every text is escaped.
-_SPECIAL = re.compile(r"([\\`*_{}\[\]<>#|!&~])")
+# Only where a character can start markup: an underscore inside a word (cpu_peak_rss) is no emphasis in
+# GitHub's Markdown, an ampersand only starts an entity, a hash a heading at a line's start, "!" an image.
+_SPECIAL = re.compile(r"[\\`*\[\]<>|~]|(?<!\w)_|_(?!\w)|&(?=#?\w+;)|^#|!(?=\[)", re.MULTILINE)
 
 
 def _escaped(value: str) -> str:
-    return _SPECIAL.sub(r"\\\1", value)
+    return _SPECIAL.sub(lambda match: "\\" + match.group(0), value)
 
 
 def _inline(value: str) -> str:
