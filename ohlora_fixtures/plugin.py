@@ -123,6 +123,9 @@ def _study(config: pytest.Config) -> "Study":
     for notice in caught:
         config.issue_config_time_warning(notice.message, stacklevel=2)
     study.run_id = _run_id(config)
+    study.progress.write = _progress_writer(config)
+    # A baseline comparison is a decision the times make: busy ones are measured again (remeasure.py).
+    study.remeasure.decides |= bool(config.getoption("benchmark_compare", None))
     config.stash[STUDY] = study
     signals.interrupt_on_termination(config.add_cleanup)
     # torch, transformers and peft are loaded now: ~400k objects that live as long as the process.
@@ -131,6 +134,29 @@ def _study(config: pytest.Config) -> "Study":
     gc.collect()
     gc.freeze()
     return study
+
+
+def _progress_writer(config: pytest.Config) -> Callable[[str, bool], None]:
+    """Writes a progress line past pytest's output capture: as a line, or (`rewrite`) over the last progress
+    line where that is still the terminal's current line."""
+    ours = object()  # the terminal reporter's current-line mark while our updating line is on screen
+
+    def write(line: str, rewrite: bool) -> None:
+        capture = config.pluginmanager.getplugin("capturemanager")
+        terminal = config.pluginmanager.getplugin("terminalreporter")
+        if terminal is None or capture is None:
+            return
+        with capture.global_and_fixture_disabled():
+            if not rewrite:
+                terminal.write_line(f"  {line}")
+                return
+            if terminal.currentfspath is not ours:
+                terminal.ensure_newline()
+            terminal.rewrite(f"  {line}", erase=True)
+            terminal.flush()
+            terminal.currentfspath = ours  # truthy: pytest's next line starts on a line of its own
+
+    return write
 
 
 def _check_benchmark_storage(config: pytest.Config) -> None:
@@ -226,6 +252,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(config.stash[STUDY_ERROR])
     if STUDY not in config.stash:
         return
+    from ohlora_fixtures.session.progress import progress_mode
+
+    progress = config.stash[STUDY].progress
+    progress.total = sum(1 for item in items if not STUDY_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())))
+    terminal = config.pluginmanager.getplugin("terminalreporter")
+    progress.mode = progress_mode(config.get_verbosity(), bool(getattr(terminal, "isatty", False)), os.environ)
     # A candidate's benchmarks run together, so its base model is built once.
     order = {candidate.name: index for index, candidate in enumerate(config.stash[STUDY].candidates)}
 
@@ -260,18 +292,9 @@ def ohlora_candidate(request: pytest.FixtureRequest, ohlora_study: "Study") -> "
 
 
 @pytest.fixture
-def ohlora_say(pytestconfig: pytest.Config) -> Callable[[str], None]:
-    """Writes a progress line to the terminal, past pytest's output capture."""
-    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
-    terminal = pytestconfig.pluginmanager.getplugin("terminalreporter")
-
-    def say(line: str) -> None:
-        if terminal is None or capture is None:
-            return
-        with capture.global_and_fixture_disabled():
-            terminal.write_line(f"  [ohlora] {line}")
-
-    return say
+def ohlora_say(ohlora_study: "Study") -> Callable[[str], None]:
+    """Writes a progress line to the terminal, past pytest's output capture (session/progress.py says how)."""
+    return ohlora_study.progress.say
 
 
 @pytest.fixture
@@ -349,6 +372,18 @@ class WorkerRecords:
                 continue
             if not any(own.key == record.key and own.finished == record.finished for own in study.records.measured):
                 study.records.measured.append(record)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-benchmark's hook: absent under -p no:benchmark
+def pytest_benchmark_compare_machine_info(
+    config: pytest.Config, benchmarksession: Any, machine_info: dict, compared_benchmark: dict
+) -> None:
+    """--benchmark-compare: a baseline whose figures were measured on a busy machine is named in a warning."""
+    from ohlora_fixtures.session.baseline import baseline_warning
+
+    line = baseline_warning(compared_benchmark, str(getattr(benchmarksession, "storage", "")))
+    if line is not None:
+        benchmarksession.logger.warning(line)
 
 
 @pytest.hookimpl(optionalhook=True)  # pytest-benchmark's hook: absent under -p no:benchmark

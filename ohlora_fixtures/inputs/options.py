@@ -83,6 +83,15 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    """A share of a whole: 0.5, or 50%."""
+    percent = text.strip().endswith("%")
+    value = _finite(text.strip().removesuffix("%")) / (100 if percent else 1)
+    if not 0 <= value <= 1:
+        raise ValueError
+    return value
+
+
 def _names(text: str) -> tuple[str, ...]:
     names = tuple(name.strip() for name in text.split(",") if name.strip())
     if not names:
@@ -275,6 +284,14 @@ OPTIONS: tuple[Option, ...] = (
         "an integer >= 0",
     ),
     Option(
+        "remeasure_share",
+        _share,
+        0.5,
+        "at most this share of the session's time goes to measuring busy benchmarks again (only full-size or "
+        "pretrained runs, or with --benchmark-compare, are measured again); past it busy figures are kept, marked",
+        "a share from 0 to 1, or a percentage such as 50%",
+    ),
+    Option(
         "memory_pass",
         _choice("peak-steps", "full"),
         "peak-steps",
@@ -333,6 +350,7 @@ class Settings:
     rounds: int
     recalibrate: bool
     busy_retries: int
+    remeasure_share: float
     memory_pass: str
     max_params: float
     min_params: float

@@ -105,6 +105,9 @@ class MachineLoad:
     busy: bool = False
     why_busy: str = ""
     attempts: int = 1  # times the rounds were measured: a busy attempt is measured again (--ohlora-busy-retries)
+    # Why busy figures were kept without measuring again (session/remeasure.py): "stand-in" (its times decide
+    # nothing), "budget" (the session's re-measure share was spent) or "retries" (--ohlora-busy-retries used up).
+    kept_busy: str = ""
 
 
 @dataclass(frozen=True)

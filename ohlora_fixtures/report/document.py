@@ -161,10 +161,11 @@ def _notes(report: Report) -> list[Block]:
     busy = [
         f"{report.name(c)} {benchmark_title(r).in_(lang)}: "
         + "; ".join(
-            reason.in_(lang)
-            for reason in busy_reasons(
+            [reason.in_(lang) for reason in busy_reasons(
                 r.load.cores, r.load.other_cores, r.load.steal, r.load.probe_before, r.load.probe_after
-            )
+            )]
+            + ([text(f"busy_kept_{r.load.kept_busy.replace('-', '_')}", lang, attempts=r.load.attempts)]
+               if r.load.kept_busy else [])
         )
         for c in report.candidates
         for r in report.all_records

@@ -67,6 +67,7 @@ def run_finetune(
     """Fine-tune a fresh rank-`rank` adapter on the candidate's clean base; time the training loop."""
     settings = study.finetune_settings(rank)
     record = new_record(study, Kind.FINETUNE, candidate, rank, node.nodeid, settings)
+    study.progress.begin()
     resume_or_skip(study, record, candidate, say)
     with recorded(study, benchmark, record):
         base = study.models.get(candidate)
@@ -129,6 +130,7 @@ def run_finetune(
             # Last, as it replaces the adapter the figures above read: the steps that reach the peak, or all.
             steps = batches if study.settings.memory_pass == "full" else peak_batches(batches)
             rounds.with_tensor_peak(tensor_peak(study, train, lambda hook: fresh_round(hook, steps), warm)).fill(record)
+        study.progress.end()
     return record
 
 
@@ -168,6 +170,7 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pyte
     """The untuned base answers every prompt; time the generation."""
     generation = study.generation_settings
     record = new_record(study, Kind.INFERENCE, candidate, None, node.nodeid, generation)
+    study.progress.begin()
     resume_or_skip(study, record, candidate, say)
     with recorded(study, benchmark, record):
         base = study.models.get(candidate)
@@ -211,4 +214,5 @@ def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pyte
             ),
             **latency_figures(answers),
         )
+        study.progress.end()
     return record

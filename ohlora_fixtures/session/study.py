@@ -39,6 +39,8 @@ from ohlora_fixtures.measure.row_lengths import check_row_lengths
 from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import RunDescription, run_identity
 from ohlora_fixtures.session.base_models import BaseModels
+from ohlora_fixtures.session.progress import Progress
+from ohlora_fixtures.session.remeasure import RemeasureBudget, times_decide
 from ohlora_fixtures.session.session_records import SessionRecords
 
 _PACKAGE = Path(__file__).resolve().parent.parent
@@ -93,10 +95,15 @@ class Study:
     templates: tuple[str, ...] = ()
     records: SessionRecords = field(init=False)
     models: BaseModels = field(init=False)
+    progress: Progress = field(init=False)  # the plugin gives it the terminal and the benchmark count
+    remeasure: RemeasureBudget = field(init=False)  # the plugin sets `decides` under --benchmark-compare
 
     def __post_init__(self) -> None:
         self.records = SessionRecords(self.settings.results_path)
         self.models = BaseModels(self.load_base_model, self.device)
+        self.progress = Progress()
+        s = self.settings
+        self.remeasure = RemeasureBudget(s.remeasure_share, times_decide(s.weights, s.scale, compare=False))
 
     @classmethod
     def from_settings(cls, settings: Settings, worker: int | None = None) -> "Study":

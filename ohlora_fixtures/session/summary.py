@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Sequence
 
 from ohlora_fixtures.records.record import Kind, Status
@@ -43,6 +44,7 @@ def summary_lines(study: "Study", answer: Sequence[str] = ()) -> list[str]:
         f"{run.weights} weights, {run.scale} scale, {run.dtype} on {run.device_name}; "
         f"peak memory = {metric}; results: {study.settings.results_path}"
     )
+    lines += _busy_lines(study)
     if any(r.status is Status.INTERRUPTED for r in study.records.measured):
         lines.append(
             "interrupted: every benchmark that finished is kept (results.jsonl, pytest-benchmark's JSON); "
@@ -53,3 +55,19 @@ def summary_lines(study: "Study", answer: Sequence[str] = ()) -> list[str]:
             "random weights: times and memory are real for these shapes; answers and losses say nothing of quality"
         )
     return lines
+
+
+def _busy_lines(study: "Study") -> list[str]:
+    """What a busy machine cost this session: its re-measures, and the busy figures kept as they were, by why."""
+    budget = study.remeasure
+    kept = Counter(r.load.kept_busy for r in study.records.measured if r.load is not None and r.load.busy)
+    if not budget.attempts and not kept:
+        return []
+    why = {"stand-in": "a stand-in run: its times decide nothing", "budget": "the re-measure share was spent",
+           "retries": "busy at every attempt", "": "recorded before this was noted"}
+    elapsed = budget.clock() - budget.started
+    return [
+        f"busy machine: {budget.attempts} re-measure attempt(s), {budget.spent:.0f} s of the session's "
+        f"{elapsed:.0f} s (--ohlora-remeasure-share {budget.share:.0%}); busy figures kept: "
+        + (", ".join(f"{count} ({why.get(reason, reason)})" for reason, count in sorted(kept.items())) or "none")
+    ]

@@ -2,7 +2,8 @@
 
 What is timed is the region a benchmark body hands to `measure` (runner.py says what each body times);
 the rounds run inside pytest-benchmark's `pedantic`, a fresh state prepared before each round outside the
-clock. A busy attempt (machine_load.py) is measured again, up to --ohlora-busy-retries times. On the CPU
+clock. A busy attempt (machine_load.py) is measured again, up to --ohlora-busy-retries times, where its times
+decide something and the session's re-measure budget allows (remeasure.py); else it is kept, marked. On the CPU
 the memory headline comes from one untimed profiled pass after the rounds (`tensor_peak`).
 """
 
@@ -19,7 +20,9 @@ from ohlora_fixtures.measure.machine_load import LoadWatch
 from ohlora_fixtures.measure.memory import MemoryMeter, TensorPeak, TensorPeakMeter, needs_tensor_pass, with_tensor_peak
 from ohlora_fixtures.records.figures import MachineLoad, MemoryFigures
 from ohlora_fixtures.records.record import BenchmarkRecord
+from ohlora_fixtures.session.remeasure import BUDGET
 from ohlora_fixtures.session.study import Study
+from ohlora_fixtures.words.message import Message
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,8 @@ def measure(
     warm_up: Callable[..., None],
 ) -> Rounds:
     """Run `function(*prepare())` for --ohlora-rounds timed rounds of pytest-benchmark, each inside a MemoryMeter;
-    while the machine was busy during an attempt's rounds, measure them again, up to --ohlora-busy-retries times.
+    while the machine was busy during an attempt's rounds, measure them again, up to --ohlora-busy-retries times,
+    where `study.remeasure` allows (each re-measure is said on `study.progress`, with its reason).
 
     Before each round, untimed (pytest-benchmark's `setup`): `prepare` (a fresh
     adapter), the meter's start, then `warm_up(*args)`. The meter starts before
@@ -90,11 +94,16 @@ def measure(
     next round, so each round's memory is its own. The kept attempt is the first
     quiet one, else the last; pytest-benchmark's statistics keep its rounds only
     (for `--benchmark-compare-fail`), and the record keeps each round's own
-    perf_counter reading and how many attempts there were. Memory figures are
-    rounded to 0.01 MiB, as they are stored.
+    perf_counter reading, how many attempts there were and, for busy figures,
+    why they were kept. Memory figures are rounded to 0.01 MiB, as they are
+    stored.
     """
     per_attempt = study.settings.rounds
     attempts_allowed = 1 + study.settings.busy_retries
+    budget, progress = study.remeasure, study.progress
+    progress.attempts = attempts_allowed
+    attempt_began = budget.clock()
+    kept_busy = ""
     done: list[Measured] = []
     loads: list[MachineLoad] = []
     meter: MemoryMeter | None = None
@@ -114,12 +123,29 @@ def measure(
                 done.append(Measured(finished[0], finished[1], MemoryFigures(**meter.figures.as_dict())))
         meter, finished = None, None
 
+    def attempt_ended() -> None:
+        # Outside the timed region: the attempt's load, and whether its busy figures are kept (and why).
+        nonlocal attempt_began, kept_busy
+        loads.append(watch.finish())
+        now = budget.clock()
+        if len(loads) > 1:
+            budget.charge(now - attempt_began)
+        kept_busy = budget.why_keep(len(loads), attempts_allowed, now - attempt_began) if loads[-1].busy else ""
+        attempt_began = now
+        if kept_busy == "" and loads[-1].busy:
+            progress.note(Message("remeasure_again", why=loads[-1].why_busy, retry=len(loads),
+                                  retries=attempts_allowed - 1))
+            progress.attempt = len(loads) + 1
+        elif kept_busy == BUDGET and budget.first_time_spent():
+            progress.note(Message("remeasure_budget_spent", spent=f"{budget.spent:.0f}",
+                                  elapsed=f"{now - budget.started:.0f}", share=f"{budget.share:.0%}"))
+
     def setup() -> tuple[tuple, dict]:
         nonlocal meter, watch
         end_round()
         if done and len(done) % per_attempt == 0:  # an attempt has ended: keep it, or measure again
-            loads.append(watch.finish())
-            if not loads[-1].busy or len(loads) == attempts_allowed:
+            attempt_ended()
+            if not loads[-1].busy or kept_busy:
                 raise _Settled
             watch = LoadWatch(probe)
         args = prepare()
@@ -145,12 +171,13 @@ def measure(
     finally:
         end_round()  # the last round, or the sampler of one that raised
     if len(loads) * per_attempt < len(done):  # the last attempt ran its rounds to the end of pedantic's
-        loads.append(watch.finish())
+        attempt_ended()
     kept = done[-per_attempt:]
     stats = getattr(getattr(benchmark, "stats", None), "stats", None)
     if stats is not None:
         del stats.data[:-per_attempt]  # pytest-benchmark's own timings of the kept attempt only
-    return Rounds(tuple(kept), dataclasses.replace(loads[-1], attempts=len(loads)))
+    progress.attempt = 1
+    return Rounds(tuple(kept), dataclasses.replace(loads[-1], attempts=len(loads), kept_busy=kept_busy))
 
 
 def tensor_peak(

@@ -63,6 +63,7 @@ OPTION_CASES = [
         "--ohlora-min-new-tokens 12 is above --ohlora-max-new-tokens 10",
     ),
     (["--ohlora-train-rows", "100000"], "needs 100000 train rows"),
+    (["--ohlora-remeasure-share", "150%"], "--ohlora-remeasure-share: '150%' is not valid; expected a share from 0"),
 ]
 
 
@@ -253,3 +254,10 @@ def test_commands_name_their_own_spelling_of_a_bad_option(
     error = capsys.readouterr().err
     assert error.startswith(message.format(file=file)), error
     assert "--ohlora-" not in error
+
+
+@pytest.mark.parametrize("text, share", [("50%", 0.5), ("0.25", 0.25), ("0", 0.0), ("100%", 1.0)])
+def test_the_remeasure_share_reads_a_share_or_a_percentage(text: str, share: float) -> None:
+    from ohlora_fixtures.inputs.options import parse
+
+    assert parse({"remeasure_share": text, "report_dir": None}).remeasure_share == share

@@ -201,8 +201,25 @@ def test_a_cached_calibration_the_machine_beats_is_taken_again(tmp_path: Path, m
         assert hardware.device_peaks(cpu, torch.float32) == again
 
 
-def test_a_busy_attempt_is_measured_again_and_only_the_kept_one_is_stored(
-    bench_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "compare, expected, said",
+    [
+        # A baseline comparison makes the times decide: the busy attempt is measured again, the quiet one kept;
+        # the terminal (not a TTY here: plain lines) says why, and which attempt the later lines belong to.
+        (("--benchmark-compare", "--ohlora-remeasure-share", "100%"), [(2, False, 2, "")] * 2,
+         ["*[[]ohlora] machine busy: test: other processes used 2.0 of 2 cores; measuring again, 1 of 2",
+          "*[[]ohlora] 1/2 * elapsed | FinguAI-Chat-v1 r16: step 2/2 loss * (attempt 2 of 3)",
+          "busy machine: 2 re-measure attempt(s), * s of the session's * s (--ohlora-remeasure-share 100%); "
+          "busy figures kept: none"]),
+        # A stand-in run's times decide nothing: busy figures are kept once, marked, and why (the fake load
+        # alternates: the first benchmark busy, the second quiet); under -q no progress line at all.
+        (("-q",), [(1, True, 2, "stand-in"), (1, False, 2, "")], []),
+    ],
+    ids=["compare", "stand-in"],
+)
+def test_a_busy_attempt_is_measured_again_where_it_decides_and_only_the_kept_one_is_stored(
+    bench_pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, compare: tuple[str, ...], expected: list,
+    said: list[str],
 ) -> None:
     from ohlora_fixtures.measure import machine_load as load
 
@@ -231,10 +248,17 @@ def test_a_busy_attempt_is_measured_again_and_only_the_kept_one_is_stored(
         "bench.json",
         "-p",
         "no:randomly",
+        *compare,
     )
     result.assert_outcomes(passed=2)
     records = list(results.read(bench_pytester.path / "report" / "results.jsonl"))
-    assert [(r.load.attempts, r.load.busy, len(r.round_seconds)) for r in records] == [(2, False, 2), (2, False, 2)]
+    assert [(r.load.attempts, r.load.busy, len(r.round_seconds), r.load.kept_busy) for r in records] == expected
+    if said:
+        result.stdout.fnmatch_lines(said, consecutive=False)
+    else:
+        assert "[ohlora]" not in result.stdout.str()
+        board = (bench_pytester.path / "report" / "leaderboard.md").read_text(encoding="utf-8")
+        assert "kept without measuring again: a stand-in run, whose times decide nothing" in board
     stored = json.loads((bench_pytester.path / "bench.json").read_text())["benchmarks"]
     assert [b["stats"]["rounds"] for b in stored] == [2, 2]  # pytest-benchmark keeps the kept attempt's rounds
 

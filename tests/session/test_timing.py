@@ -9,7 +9,10 @@ import pytest
 import torch
 
 from ohlora_fixtures.measure import memory
+from ohlora_fixtures.records.figures import MachineLoad
 from ohlora_fixtures.session import timing
+from ohlora_fixtures.session.progress import PLAIN, Progress
+from ohlora_fixtures.session.remeasure import RemeasureBudget
 
 
 class Pedantic:
@@ -37,12 +40,17 @@ def events(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return seen
 
 
-def study(rounds: int) -> Any:
+def study(rounds: int, busy_retries: int = 0, budget: RemeasureBudget | None = None,
+          lines: list[str] | None = None) -> Any:
+    budget = budget or RemeasureBudget(0.5, decides=False)
+    write = (lambda line, rewrite: lines.append(line)) if lines is not None else (lambda line, rewrite: None)
     return SimpleNamespace(
-        settings=SimpleNamespace(rounds=rounds, busy_retries=0),
+        settings=SimpleNamespace(rounds=rounds, busy_retries=busy_retries),
         device=torch.device("cpu"),
         dtype=torch.float32,
         peaks=SimpleNamespace(probe_tflops=None),  # no load probe
+        remeasure=budget,
+        progress=Progress(write=write, mode=PLAIN, clock=budget.clock),
     )
 
 
@@ -83,3 +91,88 @@ def test_the_profiled_pass_warms_up_as_a_round_does_outside_its_window(events: l
 
     assert events == ["warm", "timed"]
     assert peak is not None and peak.peak_increase_mib < 64 * 8 * 4 / 2**20  # the warm-up's (64, 8) is not in it
+
+
+class Clock:
+    """A fake monotonic clock that the timed region moves on."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class BusyWatch:
+    """A LoadWatch whose every attempt ran while another process kept 1.5 of 2 cores busy."""
+
+    def __init__(self, probe: Callable[[], float | None]) -> None:
+        self.started = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def finish(self) -> MachineLoad:
+        return MachineLoad(2, None, None, 1.5, None, None, None, busy=True,
+                           why_busy="other processes used 1.5 of 2 cores")
+
+
+def busy_benchmark(monkeypatch: pytest.MonkeyPatch, the_study: Any, clock: Clock, seconds: float = 10.0) -> tuple:
+    """Measure a region that takes `seconds` of the fake clock on an always busy machine: (rounds, region calls)."""
+    monkeypatch.setattr(timing, "LoadWatch", BusyWatch)
+    calls = []
+
+    def region() -> None:
+        calls.append(clock.now)
+        clock.now += seconds
+
+    return timing.measure(the_study, Pedantic(), region, lambda: (), lambda: None), calls
+
+
+def test_a_busy_stand_in_figure_is_kept_once_and_marked(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, lines = Clock(), []
+    budget = RemeasureBudget(0.5, decides=False, clock=clock)
+    rounds, calls = busy_benchmark(monkeypatch, study(rounds=2, busy_retries=2, budget=budget, lines=lines), clock)
+
+    assert len(calls) == 2  # one attempt of two rounds, not three
+    assert rounds.load.busy and rounds.load.kept_busy == "stand-in" and rounds.load.attempts == 1
+    assert budget.attempts == 0 and lines == []
+
+
+def test_deciding_figures_are_measured_again_saying_why_until_the_retries_are_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock, lines = Clock(), []
+    budget = RemeasureBudget(1.0, decides=True, clock=clock)
+    rounds, calls = busy_benchmark(monkeypatch, study(rounds=1, busy_retries=2, budget=budget, lines=lines), clock)
+
+    assert len(calls) == 3 and budget.attempts == 2
+    assert rounds.load.kept_busy == "retries" and rounds.load.attempts == 3
+    assert lines == [
+        "[ohlora] machine busy: other processes used 1.5 of 2 cores; measuring again, 1 of 2",
+        "[ohlora] machine busy: other processes used 1.5 of 2 cores; measuring again, 2 of 2",
+    ]
+
+
+def test_past_the_share_no_more_re_measures_and_one_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, lines = Clock(), []
+    budget = RemeasureBudget(0.5, decides=True, clock=clock)
+    kept = []
+    for _ in range(4):
+        rounds, _calls = busy_benchmark(
+            monkeypatch, study(rounds=1, busy_retries=5, budget=budget, lines=lines), clock
+        )
+        kept.append(rounds.load.kept_busy)
+        assert budget.spent <= budget.share * (clock.now - budget.started)  # never past the share
+
+    assert set(kept) == {"budget"}
+    spent = [line for line in lines if "re-measuring has taken" in line]
+    assert len(spent) == 1 and "--ohlora-remeasure-share 50%" in spent[0]
+
+
+def test_no_budget_no_re_measure(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    budget = RemeasureBudget(0.0, decides=True, clock=clock)
+    rounds, calls = busy_benchmark(monkeypatch, study(rounds=1, busy_retries=2, budget=budget), clock)
+
+    assert len(calls) == 1 and rounds.load.kept_busy == "budget" and budget.spent == 0
