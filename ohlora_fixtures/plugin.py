@@ -41,7 +41,9 @@ BENCHMARK_NOT_SAVED = pytest.StashKey[str]()  # why pytest-benchmark's save fail
 KIND_ORDER = {"test_finetune": 0, "test_inference": 1}
 WORKER_RECORDS = "ohlora-worker-records"
 # A test that asks for any of these is an ohlora benchmark: it needs the Study.
-STUDY_FIXTURES = frozenset({"ohlora_study", "ohlora_candidate", "lora_rank", "ohlora_finetune", "ohlora_inference"})
+STUDY_FIXTURES = frozenset(
+    {"ohlora_study", "ohlora_candidate", "lora_rank", "ohlora_quantization", "ohlora_finetune", "ohlora_inference"}
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -200,6 +202,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("ohlora_candidate", names, ids=names, indirect=True)
     if "lora_rank" in metafunc.fixturenames:
         metafunc.parametrize("lora_rank", study.settings.ranks, ids=[f"r{rank}" for rank in study.settings.ranks])
+    quantization = study.settings.quantization
+    # Only a grid that asks for a quantized base gains the axis: the default's ids (and so its records'
+    # ids and fingerprints) stay as they were before it.
+    if "ohlora_quantization" in metafunc.fixturenames and quantization != ("none",):
+        metafunc.parametrize("ohlora_quantization", quantization, ids=list(quantization), indirect=True)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -240,15 +247,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(config.stash[STUDY_ERROR])
     if STUDY not in config.stash:
         return
-    # A candidate's benchmarks run together, so its base model is built once.
+    # A candidate's benchmarks run together, so its base model is built once ...
     order = {candidate.name: index for index, candidate in enumerate(config.stash[STUDY].candidates)}
 
-    def key(item: pytest.Item) -> tuple[int, int]:
+    precisions = {precision: index for index, precision in enumerate(config.stash[STUDY].settings.quantization)}
+
+    def key(item: pytest.Item) -> tuple[int, int, int]:
         params = getattr(item, "callspec", None)
         name = params.params.get("ohlora_candidate") if params else None
         if name not in order:
-            return (-1, 0)
-        return (order[name], KIND_ORDER.get(getattr(item, "originalname", ""), 2))
+            return (-1, 0, 0)
+        # ... and in each precision together, so each quantized base is made once too.
+        precision = precisions.get(params.params.get("ohlora_quantization", "none"), 0)
+        return (order[name], precision, KIND_ORDER.get(getattr(item, "originalname", ""), 2))
 
     items.sort(key=key)
 
@@ -274,6 +285,19 @@ def ohlora_candidate(request: pytest.FixtureRequest, ohlora_study: "Study") -> "
 
 
 @pytest.fixture
+def ohlora_quantization(request: pytest.FixtureRequest, ohlora_study: "Study") -> str:
+    """The base weights' precision a benchmark measures: none, 8bit or 4bit (--ohlora-quantization); a precision
+    bitsandbytes or the device cannot run is skipped with the reason."""
+    precision = getattr(request, "param", "none")
+    from ohlora_fixtures.measure.quantize import unavailable
+
+    reason = unavailable(precision, ohlora_study.device)
+    if reason:
+        pytest.skip(reason)
+    return precision
+
+
+@pytest.fixture
 def ohlora_say(pytestconfig: pytest.Config) -> Callable[[str], None]:
     """Writes a progress line to the terminal, past pytest's output capture."""
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
@@ -290,28 +314,39 @@ def ohlora_say(pytestconfig: pytest.Config) -> Callable[[str], None]:
 
 @pytest.fixture
 def ohlora_finetune(
-    ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[[str], None], request: pytest.FixtureRequest
+    ohlora_study: "Study",
+    benchmark: Any,
+    ohlora_say: Callable[[str], None],
+    ohlora_quantization: str,
+    request: pytest.FixtureRequest,
 ) -> Callable[["Candidate", int], "BenchmarkRecord"]:
-    """Runs the fine-tuning benchmark of one (candidate, rank) and returns its record."""
+    """Runs the fine-tuning benchmark of one (candidate, rank, precision) and returns its record."""
     from ohlora_fixtures.session.runner import run_finetune
 
+    quantized = "" if ohlora_quantization == "none" else f"-{ohlora_quantization}"
+
     def finetune(candidate: "Candidate", rank: int) -> dict:
-        benchmark.group = f"finetune-r{rank}"  # pytest-benchmark compares like with like: one table per rank
-        return run_finetune(ohlora_study, benchmark, candidate, rank, request.node, ohlora_say)
+        # pytest-benchmark compares like with like: one table per rank and precision
+        benchmark.group = f"finetune-r{rank}{quantized}"
+        return run_finetune(ohlora_study, benchmark, candidate, rank, request.node, ohlora_say, ohlora_quantization)
 
     return finetune
 
 
 @pytest.fixture
 def ohlora_inference(
-    ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[[str], None], request: pytest.FixtureRequest
+    ohlora_study: "Study",
+    benchmark: Any,
+    ohlora_say: Callable[[str], None],
+    ohlora_quantization: str,
+    request: pytest.FixtureRequest,
 ) -> Callable[["Candidate"], "BenchmarkRecord"]:
-    """Runs the inference benchmark of one candidate and returns its record."""
+    """Runs the inference benchmark of one candidate (in one precision) and returns its record."""
     from ohlora_fixtures.session.runner import run_inference
 
     def inference(candidate: "Candidate") -> dict:
-        benchmark.group = "inference"
-        return run_inference(ohlora_study, benchmark, candidate, request.node, ohlora_say)
+        benchmark.group = "inference" if ohlora_quantization == "none" else f"inference-{ohlora_quantization}"
+        return run_inference(ohlora_study, benchmark, candidate, request.node, ohlora_say, ohlora_quantization)
 
     return inference
 
