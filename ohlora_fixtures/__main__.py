@@ -34,6 +34,7 @@ def _plan(argv: list[str]) -> int:
     from ohlora_fixtures.measure.gpu_fit import fits_as_dict, format_fits
     from ohlora_fixtures.measure.models import check_candidate
     from ohlora_fixtures.measure.plan import experiment_widths, fixed_widths, format_plans, plan_candidate
+    from ohlora_fixtures.measure.quantize import guard_hub_kernels
 
     parser = argparse.ArgumentParser(
         prog="python -m ohlora_fixtures plan",
@@ -50,6 +51,7 @@ def _plan(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     settings = parse(vars(args), PLAN)
+    guard_hub_kernels(allow_remote_code=False)  # peft's import of bitsandbytes would fetch a kernel from the hub
     table = load_gpus()
     cards = table.select([name.strip() for name in args.gpu.split(",") if name.strip()])
     registered = registry.load_registry(settings.candidates)
@@ -66,8 +68,10 @@ def _plan(argv: list[str]) -> int:
         batching = FinetuneSettings(rank=1, batch_size=settings.batch_size, epochs=settings.epochs, seed=settings.seed)
         widths = experiment_widths(candidates, experiment, batching, registered)
     def plans_at(dtype: str) -> list:
+        # Each precision of --quantization, candidate by candidate (none alone by default).
         return [plan_candidate(candidate, settings.ranks, dtype, settings.batch_size, widths[candidate.name],
-                               settings.max_new_tokens) for candidate in candidates]
+                               settings.max_new_tokens, precision)
+                for candidate in candidates for precision in settings.quantization]
 
     plans = plans_at(args.dtype)
     # Every card runs in a 2-byte dtype (bf16 or fp16: the same bytes), whatever --dtype the table shows.

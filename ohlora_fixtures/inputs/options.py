@@ -170,6 +170,7 @@ PLAN = EntryPoint(
         "candidates",
         "models",
         "ranks",
+        "quantization",
         "batch_size",
         "max_new_tokens",
         "dataset",

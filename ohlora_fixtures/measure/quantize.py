@@ -69,6 +69,13 @@ def quiet_casts() -> Iterator[None]:
         yield
 
 
+def guard_hub_kernels(allow_remote_code: bool) -> None:
+    """Import bitsandbytes, where installed, before peft or transformers do: their import of it would fetch the
+    hub's kernel with no opt-in asked. Call before the first peft import."""
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        import_bitsandbytes(allow_remote_code)
+
+
 def import_bitsandbytes(allow_remote_code: bool) -> Any:
     """bitsandbytes, imported without a kernel from the hub unless the user opted in to remote code."""
     fresh = "bitsandbytes" not in sys.modules

@@ -36,7 +36,7 @@ from ohlora_fixtures.measure.models import (
     random_config,
 )
 from ohlora_fixtures.measure.provenance import code_revision, config_revision, gpu_software, pretrained_revision
-from ohlora_fixtures.measure.quantize import quantize
+from ohlora_fixtures.measure.quantize import guard_hub_kernels, quantize
 from ohlora_fixtures.measure.row_lengths import check_row_lengths
 from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import RunDescription, run_identity
@@ -101,6 +101,7 @@ class Study:
     @classmethod
     def from_settings(cls, settings: Settings, worker: int | None = None) -> "Study":
         """Check and load everything a run needs except the models; `worker` is a pytest-xdist worker's number."""
+        guard_hub_kernels(settings.trust_remote_code)  # before peft imports bitsandbytes
         registered = registry.load_registry(settings.candidates)
         candidates = registry.select(registered, list(settings.models or []))
         if settings.eval_after_finetune and settings.resume:

@@ -71,3 +71,36 @@ def test_a_stand_in_is_quantized_and_fine_tunes_with_lora(precision: str, layer:
             optimizer.step()
             optimizer.zero_grad()
     assert any(not torch.equal(a, b) for a, b in zip(before, trainable))
+
+
+def _held_bytes(model: torch.nn.Module) -> int:
+    """Bytes the quantized model's weights hold: each once, with NF4's block constants and LLM.int8's scales
+    (buffers such as rotary frequencies are left out, as the full-precision plan leaves them out)."""
+    seen: set[int] = set()
+    held = 0
+    for tensor in model.parameters():
+        if id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        held += tensor.numel() * tensor.element_size()
+        state = getattr(tensor, "quant_state", None)
+        if state is not None:
+            held += state.absmax.numel() * state.absmax.element_size()
+            if state.state2 is not None:
+                held += state.state2.absmax.numel() * state.state2.absmax.element_size() + 4
+        scales = getattr(tensor, "SCB", None)
+        if scales is not None:
+            held += scales.numel() * scales.element_size()
+    return held
+
+
+@NEEDS_BITSANDBYTES
+@pytest.mark.parametrize("precision", quantize.QUANTIZED)
+def test_the_plans_quantized_weights_are_what_bitsandbytes_holds(precision: str) -> None:
+    from ohlora_fixtures.measure.quantized_weights import quantized_weights
+
+    model = _tiny_llama()
+    planned = quantized_weights(model, precision, torch.float32)
+    held = _held_bytes(quantize.quantize(model, precision, torch.device("cpu"), torch.float32))
+    assert planned.stored_bytes == held
+    assert planned.quantized_params and planned.unquantized_params
