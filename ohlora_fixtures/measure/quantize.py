@@ -106,10 +106,31 @@ def quantization_config(precision: str, compute_dtype: torch.dtype, double_quant
     raise ValueError(f"not a quantized precision: {precision!r}")
 
 
+def unsupported_shapes(model: Any, precision: str, device: torch.device) -> str | None:
+    """Why bitsandbytes cannot run `model`'s layers in `precision` on `device` (one line), or None: its CPU NF4
+    path packs each weight's input width in blocks of 64, and fails on any other width."""
+    if precision != "4bit" or device.type != "cpu":
+        return None
+    widths = sorted(
+        {
+            module.in_features
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and name.split(".")[-1] != "lm_head" and module.in_features % 64
+        }
+    )
+    if not widths:
+        return None
+    return f"4bit on the CPU: bitsandbytes needs layer input widths in multiples of 64, this model has {widths}"
+
+
 def quantize(
     model: Any, precision: str, device: torch.device, dtype: torch.dtype, allow_remote_code: bool = False
 ) -> Any:
-    """`model` (full precision) saved and loaded again in `precision`; the full-precision copy is let go."""
+    """`model` (full precision) saved and loaded again in `precision`; the full-precision copy is let go.
+    ValueError with the reason where bitsandbytes cannot run its shapes (`unsupported_shapes`)."""
+    reason = unsupported_shapes(model, precision, device)
+    if reason:
+        raise ValueError(reason)
     import_bitsandbytes(allow_remote_code)
     config = quantization_config(precision, dtype)
     generation, name = model.generation_config, model.name_or_path

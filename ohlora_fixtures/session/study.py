@@ -29,6 +29,7 @@ from ohlora_fixtures.measure.inference import GenerationSettings
 from ohlora_fixtures.measure.memory import needs_tensor_pass, runtime_baseline_mib
 from ohlora_fixtures.measure.models import (
     BaseModel,
+    WeightsUnavailable,
     build_random,
     check_candidate,
     check_pretrained,
@@ -178,7 +179,10 @@ class Study:
         base = self._full_precision_base(candidate)
         if precision == "none":
             return base
-        model = quantize(base.model, precision, self.device, self.dtype, self.settings.trust_remote_code)
+        try:
+            model = quantize(base.model, precision, self.device, self.dtype, self.settings.trust_remote_code)
+        except ValueError as error:  # a shape bitsandbytes cannot run here: the benchmark is skipped with why
+            raise WeightsUnavailable(f"{candidate.name}: {error}") from None
         return dataclasses.replace(base, model=model, precision=precision)
 
     def _full_precision_base(self, candidate: Candidate) -> BaseModel:

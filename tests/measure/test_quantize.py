@@ -104,3 +104,13 @@ def test_the_plans_quantized_weights_are_what_bitsandbytes_holds(precision: str)
     held = _held_bytes(quantize.quantize(model, precision, torch.device("cpu"), torch.float32))
     assert planned.stored_bytes == held
     assert planned.quantized_params and planned.unquantized_params
+
+
+def test_a_width_the_cpu_nf4_path_cannot_pack_is_one_line_before_any_quantizing() -> None:
+    odd = torch.nn.Sequential(torch.nn.Linear(144, 64), torch.nn.Linear(64, 8))
+    reason = quantize.unsupported_shapes(odd, "4bit", torch.device("cpu"))
+    assert reason and "\n" not in reason and "[144]" in reason
+    assert quantize.unsupported_shapes(odd, "8bit", torch.device("cpu")) is None
+    assert quantize.unsupported_shapes(torch.nn.Linear(128, 8), "4bit", torch.device("cpu")) is None
+    with pytest.raises(ValueError, match="multiples of 64"):
+        quantize.quantize(odd, "4bit", torch.device("cpu"), torch.float32)
