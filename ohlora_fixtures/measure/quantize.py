@@ -79,7 +79,9 @@ def guard_hub_kernels(allow_remote_code: bool) -> None:
 def import_bitsandbytes(allow_remote_code: bool) -> Any:
     """bitsandbytes, imported without a kernel from the hub unless the user opted in to remote code."""
     fresh = "bitsandbytes" not in sys.modules
-    with _no_hub_kernels(allow_remote_code):
+    with _no_hub_kernels(allow_remote_code), warnings.catch_warnings():
+        # Its import uses torch.jit.script_method, deprecated: a warning a layer, in every run once installed.
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script_method` is deprecated")
         import bitsandbytes
     if fresh and not allow_remote_code:
         logging.getLogger("ohlora_fixtures").info(
