@@ -43,7 +43,12 @@ lint: $(VENV)/.lint-installed
 
 # Two pytest-xdist workers: the suite's end-to-end runs are separate processes that wait on each other.
 # loadgroup keeps the tests that read one session grid on one worker (tests/conftest.py: SHARED_GRIDS).
-test: setup lint
+# The quantization extra too, so that the 8bit and 4bit paths run in CI rather than skip.
+$(VENV)/.quantization-installed: setup.cfg | $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[quantization]"
+	touch $@
+
+test: setup lint $(VENV)/.quantization-installed
 	$(BIN)/pytest tests -rs -m "not slow" -n 2 --dist loadgroup $(ARGS)
 
 # leaderboard.html in headless Chromium at 1280 px (apt-get install chromium-headless-shell fonts-noto-cjk).

@@ -34,6 +34,7 @@ def _plan(argv: list[str]) -> int:
     from ohlora_fixtures.measure.gpu_fit import fits_as_dict, format_fits
     from ohlora_fixtures.measure.models import check_candidate
     from ohlora_fixtures.measure.plan import experiment_widths, fixed_widths, format_plans, plan_candidate
+    from ohlora_fixtures.measure.quantize import guard_hub_kernels
 
     parser = argparse.ArgumentParser(
         prog="python -m ohlora_fixtures plan",
@@ -50,6 +51,7 @@ def _plan(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     settings = parse(vars(args), PLAN)
+    guard_hub_kernels(allow_remote_code=False)  # peft's import of bitsandbytes would fetch a kernel from the hub
     table = load_gpus()
     # An empty name ('' or "T4,") is refused as `report --gpu ''` is: it would plan with no card, saying nothing.
     cards = table.select([name.strip() for name in args.gpu.split(",")]) if args.gpu is not None else []
@@ -69,17 +71,21 @@ def _plan(argv: list[str]) -> int:
     failed: dict[str, str] = {}
 
     def plans_at(dtype: str) -> list:
+        # Each precision of --quantization, candidate by candidate (none alone by default).
         plans = []
         for candidate in candidates:
             if candidate.name in failed:
                 continue
-            try:
-                plans.append(plan_candidate(candidate, settings.ranks, dtype, settings.batch_size,
-                                            widths[candidate.name], settings.max_new_tokens))
-            except Exception as error:  # noqa: BLE001 - one architecture the meta pass cannot build costs its row only
-                failed[candidate.name] = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                print(f"{candidate.name}: not planned, the full-size meta pass failed ({failed[candidate.name]})",
-                      file=sys.stderr)
+            for precision in settings.quantization:
+                try:
+                    plans.append(plan_candidate(candidate, settings.ranks, dtype, settings.batch_size,
+                                                widths[candidate.name], settings.max_new_tokens, precision))
+                except Exception as error:  # noqa: BLE001 - one architecture the meta pass cannot build costs its row only
+                    failed[candidate.name] = (f"{type(error).__name__}: "
+                                              f"{str(error).splitlines()[0] if str(error) else ''}")
+                    print(f"{candidate.name}: not planned, the full-size meta pass failed ({failed[candidate.name]})",
+                          file=sys.stderr)
+                    break
         return plans
 
     plans = plans_at(args.dtype)

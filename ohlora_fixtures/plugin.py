@@ -40,7 +40,9 @@ BENCHMARK_NOT_SAVED = pytest.StashKey[str]()  # why pytest-benchmark's save fail
 KIND_ORDER = {"test_finetune": 0, "test_inference": 1}
 WORKER_RECORDS = "ohlora-worker-records"
 # A test that asks for any of these is an ohlora benchmark: it needs the Study.
-STUDY_FIXTURES = frozenset({"ohlora_study", "ohlora_candidate", "lora_rank", "ohlora_finetune", "ohlora_inference"})
+STUDY_FIXTURES = frozenset(
+    {"ohlora_study", "ohlora_candidate", "lora_rank", "ohlora_quantization", "ohlora_finetune", "ohlora_inference"}
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -212,6 +214,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("ohlora_candidate", names, ids=names, indirect=True)
     if "lora_rank" in metafunc.fixturenames:
         metafunc.parametrize("lora_rank", study.settings.ranks, ids=[f"r{rank}" for rank in study.settings.ranks])
+    quantization = study.settings.quantization
+    # Only a grid that asks for a quantized base gains the axis: the default's ids (and so its records'
+    # ids and fingerprints) stay as they were before it.
+    if "ohlora_quantization" in metafunc.fixturenames and quantization != ("none",):
+        metafunc.parametrize("ohlora_quantization", quantization, ids=list(quantization), indirect=True)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -258,15 +265,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     progress.total = sum(1 for item in items if not STUDY_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())))
     terminal = config.pluginmanager.getplugin("terminalreporter")
     progress.mode = progress_mode(config.get_verbosity(), bool(getattr(terminal, "isatty", False)), os.environ)
-    # A candidate's benchmarks run together, so its base model is built once.
+    # A candidate's benchmarks run together, so its base model is built once ...
     order = {candidate.name: index for index, candidate in enumerate(config.stash[STUDY].candidates)}
 
-    def key(item: pytest.Item) -> tuple[int, int]:
+    precisions = {precision: index for index, precision in enumerate(config.stash[STUDY].settings.quantization)}
+
+    def key(item: pytest.Item) -> tuple[int, int, int]:
         params = getattr(item, "callspec", None)
         name = params.params.get("ohlora_candidate") if params else None
         if name not in order:
-            return (-1, 0)
-        return (order[name], KIND_ORDER.get(getattr(item, "originalname", ""), 2))
+            return (-1, 0, 0)
+        # ... and in each precision together, so each quantized base is made once too.
+        precision = precisions.get(params.params.get("ohlora_quantization", "none"), 0)
+        return (order[name], precision, KIND_ORDER.get(getattr(item, "originalname", ""), 2))
 
     items.sort(key=key)
 
@@ -298,29 +309,53 @@ def ohlora_say(ohlora_study: "Study") -> Callable[[str], None]:
 
 
 @pytest.fixture
+def ohlora_quantization(request: pytest.FixtureRequest, ohlora_study: "Study") -> str:
+    """The base weights' precision a benchmark measures: none, 8bit or 4bit (--ohlora-quantization); a precision
+    bitsandbytes or the device cannot run is skipped with the reason."""
+    precision = getattr(request, "param", "none")
+    from ohlora_fixtures.measure.quantize import unavailable
+
+    reason = unavailable(precision, ohlora_study.device)
+    if reason:
+        pytest.skip(reason)
+    return precision
+
+
+@pytest.fixture
 def ohlora_finetune(
-    ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[[str], None], request: pytest.FixtureRequest
+    ohlora_study: "Study",
+    benchmark: Any,
+    ohlora_say: Callable[[str], None],
+    ohlora_quantization: str,
+    request: pytest.FixtureRequest,
 ) -> Callable[["Candidate", int], "BenchmarkRecord"]:
-    """Runs the fine-tuning benchmark of one (candidate, rank) and returns its record."""
+    """Runs the fine-tuning benchmark of one (candidate, rank, precision) and returns its record."""
     from ohlora_fixtures.session.runner import run_finetune
 
+    quantized = "" if ohlora_quantization == "none" else f"-{ohlora_quantization}"
+
     def finetune(candidate: "Candidate", rank: int) -> dict:
-        benchmark.group = f"finetune-r{rank}"  # pytest-benchmark compares like with like: one table per rank
-        return run_finetune(ohlora_study, benchmark, candidate, rank, request.node, ohlora_say)
+        # pytest-benchmark compares like with like: one table per rank and precision
+        benchmark.group = f"finetune-r{rank}{quantized}"
+        return run_finetune(ohlora_study, benchmark, candidate, rank, request.node, ohlora_say, ohlora_quantization)
 
     return finetune
 
 
 @pytest.fixture
 def ohlora_inference(
-    ohlora_study: "Study", benchmark: Any, ohlora_say: Callable[[str], None], request: pytest.FixtureRequest
+    ohlora_study: "Study",
+    benchmark: Any,
+    ohlora_say: Callable[[str], None],
+    ohlora_quantization: str,
+    request: pytest.FixtureRequest,
 ) -> Callable[["Candidate"], "BenchmarkRecord"]:
-    """Runs the inference benchmark of one candidate and returns its record."""
+    """Runs the inference benchmark of one candidate (in one precision) and returns its record."""
     from ohlora_fixtures.session.runner import run_inference
 
     def inference(candidate: "Candidate") -> dict:
-        benchmark.group = "inference"
-        return run_inference(ohlora_study, benchmark, candidate, request.node, ohlora_say)
+        benchmark.group = "inference" if ohlora_quantization == "none" else f"inference-{ohlora_quantization}"
+        return run_inference(ohlora_study, benchmark, candidate, request.node, ohlora_say, ohlora_quantization)
 
     return inference
 

@@ -115,9 +115,14 @@ def one_torch_thread() -> Iterator[None]:
 def torch_modules_before_pytester(request: pytest.FixtureRequest) -> None:
     """pytester's in-process runs restore sys.modules when they end, so a module first imported inside one is
     imported again by the next; torch._dynamo (AdamW's first step imports it) registers an operator library
-    that torch refuses to register twice. Imported here, before any pytester snapshot, it stays."""
+    that torch refuses to register twice (bitsandbytes too: a Study imports it where installed). Imported here,
+    before any pytester snapshot, they stay."""
     if "pytester" in request.fixturenames:
         import torch._dynamo  # noqa: F401
+
+        from ohlora_fixtures.measure.quantize import guard_hub_kernels
+
+        guard_hub_kernels(allow_remote_code=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -26,6 +26,7 @@ from ohlora_fixtures.records.record import MAX_RANK
 DEFAULT_DATASET = bundled(DATASET)
 DEFAULT_REPORT_DIR = Path(".benchmarks") / "ohlora"
 WEIGHTS = ("random", "pretrained")
+QUANTIZATIONS = ("none", "8bit", "4bit")  # measure/quantize.py's PRECISIONS (inputs cannot import measure)
 
 
 def positive_int(text: str) -> int:
@@ -106,6 +107,13 @@ def _ranks(text: str) -> tuple[int, ...]:
     return ranks
 
 
+def _quantizations(text: str) -> tuple[str, ...]:
+    named = {part.strip() for part in text.split(",") if part.strip()}
+    if not named or not named <= set(QUANTIZATIONS):
+        raise ValueError
+    return tuple(q for q in QUANTIZATIONS if q in named)
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -171,6 +179,7 @@ PLAN = EntryPoint(
         "candidates",
         "models",
         "ranks",
+        "quantization",
         "batch_size",
         "max_new_tokens",
         "dataset",
@@ -195,6 +204,14 @@ OPTIONS: tuple[Option, ...] = (
         defaults.RANKS,
         "comma-separated LoRA ranks",
         f"comma-separated positive integers up to {MAX_RANK}",
+    ),
+    Option(
+        "quantization",
+        _quantizations,
+        ("none",),
+        "comma-separated base-weight precisions to fine-tune and run: none (the run's dtype), 8bit (LLM.int8) "
+        "or 4bit (NF4, QLoRA); 8bit and 4bit need bitsandbytes",
+        "comma-separated names from none, 8bit, 4bit",
     ),
     Option("weights", _choice(*WEIGHTS), "random", "random (seeded stand-in weights) or pretrained"),
     Option("scale", _choice(*SCALES), "tiny", "tiny stand-ins or full-size models (random weights)"),
@@ -320,6 +337,7 @@ class Settings:
     preset: str
     models: tuple[str, ...] | None
     ranks: tuple[int, ...]
+    quantization: tuple[str, ...]
     weights: str
     scale: str
     device: str

@@ -178,7 +178,7 @@ def format_fits(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: Gpu
     header = ["candidate", "run", "tensors MiB (est.)"] + [f"{gpu.name} ({gpu.memory_mib:,.0f} MiB)" for gpu in cards]
     rows = [header]
     for plan in plans:
-        name = display_name(plan.name, plan.approximate)
+        name = display_name(plan.label, plan.approximate)
         for rank in plan.ranks:
             rows.append(
                 [name, f"FT r{rank.rank}", f"{rank.finetune_peak_estimate_mib:,.0f}"]
@@ -221,7 +221,7 @@ def format_times(plans: Sequence[CandidatePlan], cards: Sequence[Gpu], table: Gp
 
     rows = [["candidate", "run"] + [f"{gpu.name} (est.)" for gpu in cards]]
     for plan in plans:
-        name = display_name(plan.name, plan.approximate)
+        name = display_name(plan.label, plan.approximate)
         for rank in plan.ranks:
             fits = [finetune_fit(plan, rank, gpu, table) for gpu in cards]
             rows.append([name, f"FT r{rank.rank}, {plan.steps} steps"] + [seconds(f.seconds_estimate) for f in fits])

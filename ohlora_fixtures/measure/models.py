@@ -45,6 +45,7 @@ class BaseModel:
     scale: str
     total_params: int
     revision: str = ""  # provenance: which weights these are (a hub commit or a content/config hash)
+    precision: str = "none"  # the weights' quantization (measure/quantize.py): none, 8bit or 4bit
 
 
 def build_config(candidate: Candidate, scale: str = "full", vocab_size: int | None = None) -> PretrainedConfig:

@@ -57,6 +57,7 @@ from ohlora_fixtures.measure.finetune import (
 )
 from ohlora_fixtures.measure.models import build_config, meta_model, parameter_count
 from ohlora_fixtures.measure.provenance import hub_snapshot
+from ohlora_fixtures.measure.quantized_weights import quantized_weights
 from ohlora_fixtures.measure.utilisation import kv_cache_bytes_per_token, matmul_weights, recurrent_state_bytes
 from ohlora_fixtures.records.figures import MIB
 from ohlora_fixtures.records.plans import CandidatePlan, RankPlan, TokenWidths
@@ -260,8 +261,10 @@ def plan_candidate(
     batch_size: int = defaults.BATCH_SIZE,
     widths: TokenWidths | None = None,
     max_new_tokens: int = defaults.MAX_NEW_TOKENS,
+    quantization: str = "none",
 ) -> CandidatePlan:
-    """Exact counts and estimated peaks of one candidate at full size; `widths` default to PLAN_SEQ_LEN tokens."""
+    """Exact counts and estimated peaks of one candidate at full size; `widths` default to PLAN_SEQ_LEN tokens;
+    `quantization` (8bit, 4bit) holds the base's Linear weights as bitsandbytes does (measure/quantized_weights.py)."""
     widths = widths or fixed_widths(defaults.PLAN_SEQ_LEN)
     seq_len = widths.widest
     dtype_bytes = DTYPES[dtype].itemsize
@@ -269,6 +272,11 @@ def plan_candidate(
     config = model.config
     total = parameter_count(model)
     weights = total * dtype_bytes
+    # A quantized base: its stored bytes, and one layer's weight dequantized while it runs (on every peak).
+    dequantized = 0.0
+    if quantization != "none":
+        held = quantized_weights(model, quantization, DTYPES[dtype])
+        weights, dequantized = held.stored_bytes, held.dequantized_buffer_bytes
     shape, saved_rank1 = rank1_counts(candidate, batch_size, seq_len, dtype)
     loss_gradients = LOSS_GRADIENT_BUFFERS * batch_size * seq_len * config.get_text_config().vocab_size * 4.0
     # The time model's operations: a step at the mean padded width (the run's steps average it), an answer's
@@ -287,8 +295,9 @@ def plan_candidate(
         saved = saved_rank1 + lora_activation_bytes(shape, rank, batch_size, seq_len) - lora_activation_bytes(
             shape, 1, batch_size, seq_len
         )
-        activations = saved + loss_gradients
+        activations = saved + loss_gradients + dequantized
         checkpointed = checkpointed_bytes(config, saved, batch_size, seq_len, dtype_bytes) + loss_gradients
+        checkpointed += dequantized
         # The increase is what training adds to a base with the adapter attached: its gradients and
         # AdamW's two moments, and the activations; the adapter's weights are held before training starts.
         training_state = adapter_weights * (1 + ADAM_STATES)
@@ -322,7 +331,7 @@ def plan_candidate(
         weights_mib=weights / MIB,
         ranks=tuple(rank_plans),
         kv_cache_mib=kv_cache / MIB,
-        inference_peak_estimate_mib=(weights + kv_cache + config.vocab_size * 4.0) / MIB,
+        inference_peak_estimate_mib=(weights + kv_cache + config.vocab_size * 4.0 + dequantized) / MIB,
         batch_size=batch_size,
         seq_len=seq_len,
         max_new_tokens=max_new_tokens,
@@ -336,6 +345,7 @@ def plan_candidate(
         steps=widths.batches or -(-widths.tokens // (seq_len * batch_size)),
         prefill_ops=prefill_ops,
         decode_ops=decode_ops,
+        quantization=quantization,
     )
 
 
@@ -357,7 +367,7 @@ def format_plans(plans: Sequence[CandidatePlan]) -> str:
     rows = [header]
     for plan in plans:
         rows.append(
-            [display_name(plan.name, plan.approximate), f"{plan.total_params:,}", f"{plan.weights_mib:,.0f}"]
+            [display_name(plan.label, plan.approximate), f"{plan.total_params:,}", f"{plan.weights_mib:,.0f}"]
             + [f"{rank.trainable_params:,}" for rank in plan.ranks]
             + [f"{rank.finetune_peak_estimate_mib:,.0f}" for rank in plan.ranks]
             + [f"{plan.inference_peak_estimate_mib:,.0f}"]
@@ -369,5 +379,5 @@ def format_plans(plans: Sequence[CandidatePlan]) -> str:
         f"batch {first.batch_size}, {first.max_new_tokens} new tokens, activations calibrated on CPU float32 "
         "peaks; CUDA context and allocator overhead not included."
     )
-    lines += [f"  {display_name(plan.name, plan.approximate)}: {describe_widths(plan)}" for plan in plans]
+    lines += [f"  {display_name(plan.label, plan.approximate)}: {describe_widths(plan)}" for plan in plans]
     return "\n".join(lines)

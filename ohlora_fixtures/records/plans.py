@@ -89,6 +89,13 @@ class CandidatePlan:
     prefill_ops: OpCounts = ()
     decode_ops: OpCounts = ()
     """One answer's prompt, and one new token's forward at the answer's mean context (measure/op_trace.py)."""
+    quantization: str = "none"
+    """The base's precision: none (`dtype`), 8bit or 4bit (bitsandbytes), which `weights_mib` holds."""
+
+    @property
+    def label(self) -> str:
+        """The candidate's name, with its base's precision where quantized (e.g. "llama1B 4bit")."""
+        return self.name if self.quantization == "none" else f"{self.name} {self.quantization}"
 
     def as_dict(self) -> dict[str, Any]:
         """Plain values for JSON and reports."""

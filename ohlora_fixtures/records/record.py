@@ -116,11 +116,15 @@ class RunDescription:
     # How the CPU's memory headline was profiled (--ohlora-memory-pass): "peak-steps" or "full"; "" in older
     # records, whose pass profiled the whole region.
     memory_pass: str = ""
+    # The base weights' precision (--ohlora-quantization): "none" (the dtype's, and in older records), "8bit"
+    # or "4bit". Each precision is its own run: a figure of one is never compared with another's.
+    quantization: str = "none"
 
     @property
     def label(self) -> str:
-        """E.g. "CPU: x86_64, float32, random weights, tiny scale"."""
-        return f"{self.device_name or self.device}, {self.dtype}, {self.weights} weights, {self.scale} scale"
+        """E.g. "CPU: x86_64, float32, random weights, tiny scale" (", 4bit base" where quantized)."""
+        quantized = f", {self.quantization} base" if self.quantization != "none" else ""
+        return f"{self.device_name or self.device}, {self.dtype}{quantized}, {self.weights} weights, {self.scale} scale"
 
 
 @dataclass(frozen=True)
@@ -324,6 +328,9 @@ def run_identity(run: RunDescription) -> dict[str, Any]:
     described = plain(run)
     for name in RUN_PROVENANCE:
         described.pop(name, None)
+    if described.get("quantization") == "none":
+        # Full precision is what every record before the axis measured: their fingerprints stay as they were.
+        del described["quantization"]
     return described
 
 

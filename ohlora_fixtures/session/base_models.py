@@ -19,20 +19,22 @@ class BaseModels:
     memory. `load_counts` says how often each candidate was built or loaded (the CI gate reads it).
     """
 
-    def __init__(self, load: Callable[[Candidate], BaseModel], device: torch.device) -> None:
+    def __init__(self, load: Callable[[Candidate, str], BaseModel], device: torch.device) -> None:
         self._load = load
         self._device = device
         self._base: BaseModel | None = None
+        self._precision = "none"
         self.load_counts: Counter[str] = Counter()
 
-    def get(self, candidate: Candidate) -> BaseModel:
-        """The candidate's base model, loaded on first use and kept while its benchmarks run."""
-        if self._base is not None and self._base.candidate.name == candidate.name:
+    def get(self, candidate: Candidate, precision: str = "none") -> BaseModel:
+        """The candidate's base model in `precision` (--ohlora-quantization), loaded on first use and kept while
+        its benchmarks run."""
+        if self._base is not None and self._base.candidate.name == candidate.name and self._precision == precision:
             return self._base
         self.release()
-        base = self._load(candidate)
+        base = self._load(candidate, precision)
         self.load_counts[candidate.name] += 1
-        self._base = base
+        self._base, self._precision = base, precision
         return base
 
     def release(self) -> None:

@@ -129,17 +129,24 @@ def _store(study: Study, benchmark: Any, record: BenchmarkRecord) -> str | None:
 
 
 def new_record(
-    study: Study, kind: Kind, candidate: Candidate, rank: int | None, nodeid: str, detail: Any
+    study: Study,
+    kind: Kind,
+    candidate: Candidate,
+    rank: int | None,
+    nodeid: str,
+    detail: Any,
+    quantization: str = "none",
 ) -> BenchmarkRecord:
-    """A record's identity and context; the measurement fills in the rest."""
+    """A record's identity and context (`quantization`: the base weights' precision); the measurement fills in
+    the rest."""
     return BenchmarkRecord(
         id=nodeid,
         kind=kind,
         candidate=candidate.name,
         rank=rank,
         approximate=candidate.approximate,
-        fingerprint=study.fingerprint(kind.value, candidate, detail),
-        run=study.describe(),
+        fingerprint=study.fingerprint(kind.value, candidate, detail, quantization),
+        run=study.describe(quantization),
     )
 
 

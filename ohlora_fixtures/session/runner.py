@@ -43,6 +43,7 @@ from ohlora_fixtures.measure.inference import (
 from ohlora_fixtures.measure.inference import warm_up as warm_up_generation
 from ohlora_fixtures.measure.memory import release_cached_memory
 from ohlora_fixtures.measure.models import BaseModel
+from ohlora_fixtures.measure.quantize import quiet_casts
 from ohlora_fixtures.measure.utilisation import decode_figures, finetune_figures
 from ohlora_fixtures.records.answers import Answer, write_answers
 from ohlora_fixtures.records.percentiles import median, percentile
@@ -62,15 +63,22 @@ def progress_due(index: int, total: int, every: int) -> bool:
 
 
 def run_finetune(
-    study: Study, benchmark: Any, candidate: Candidate, rank: int, node: pytest.Item, say: Say
+    study: Study,
+    benchmark: Any,
+    candidate: Candidate,
+    rank: int,
+    node: pytest.Item,
+    say: Say,
+    quantization: str = "none",
 ) -> BenchmarkRecord:
-    """Fine-tune a fresh rank-`rank` adapter on the candidate's clean base; time the training loop."""
+    """Fine-tune a fresh rank-`rank` adapter on the candidate's clean base (its weights in `quantization`);
+    time the training loop."""
     settings = study.finetune_settings(rank)
-    record = new_record(study, Kind.FINETUNE, candidate, rank, node.nodeid, settings)
+    record = new_record(study, Kind.FINETUNE, candidate, rank, node.nodeid, settings, quantization)
     study.progress.begin()
     resume_or_skip(study, record, candidate, say)
-    with recorded(study, benchmark, record):
-        base = study.models.get(candidate)
+    with recorded(study, benchmark, record), quiet_casts():
+        base = study.models.get(candidate, quantization)
         record.weights_revision = base.revision
         limit = position_limit(base.model.config)
         train_examples = encode(base.tokenizer, candidate, study.experiment.train, limit)
@@ -157,8 +165,9 @@ def _scored_answers(
     study: Study, base: BaseModel, candidate: Candidate, answers: list[Answer], tag: str = ""
 ) -> Answers:
     """Write the answers CSV (grades already given are kept) and score it: automatic figures and human grade."""
+    quantized = "" if base.precision == "none" else f".{base.precision}"
     answers_csv = child(
-        study.settings.report_dir / "answers", f"{candidate.name}.{base.weights}-{base.scale}{tag}", ".csv"
+        study.settings.report_dir / "answers", f"{candidate.name}.{base.weights}-{base.scale}{tag}{quantized}", ".csv"
     )
     write_answers(answers_csv, answers)
     grade, graded = read_grades(answers_csv)
@@ -166,14 +175,16 @@ def _scored_answers(
     return Answers(str(answers_csv), quality, grade, graded)
 
 
-def run_inference(study: Study, benchmark: Any, candidate: Candidate, node: pytest.Item, say: Say) -> BenchmarkRecord:
-    """The untuned base answers every prompt; time the generation."""
+def run_inference(
+    study: Study, benchmark: Any, candidate: Candidate, node: pytest.Item, say: Say, quantization: str = "none"
+) -> BenchmarkRecord:
+    """The untuned base (its weights in `quantization`) answers every prompt; time the generation."""
     generation = study.generation_settings
-    record = new_record(study, Kind.INFERENCE, candidate, None, node.nodeid, generation)
+    record = new_record(study, Kind.INFERENCE, candidate, None, node.nodeid, generation, quantization)
     study.progress.begin()
     resume_or_skip(study, record, candidate, say)
-    with recorded(study, benchmark, record):
-        base = study.models.get(candidate)
+    with recorded(study, benchmark, record), quiet_casts():
+        base = study.models.get(candidate, quantization)
         record.weights_revision = base.revision
         prompts = encode_prompts(base.tokenizer, candidate, study.experiment.prompts, study.device)
 

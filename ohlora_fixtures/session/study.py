@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -28,6 +29,7 @@ from ohlora_fixtures.measure.inference import GenerationSettings
 from ohlora_fixtures.measure.memory import needs_tensor_pass, runtime_baseline_mib
 from ohlora_fixtures.measure.models import (
     BaseModel,
+    WeightsUnavailable,
     build_random,
     check_candidate,
     check_pretrained,
@@ -35,6 +37,7 @@ from ohlora_fixtures.measure.models import (
     random_config,
 )
 from ohlora_fixtures.measure.provenance import code_revision, config_revision, gpu_software, pretrained_revision
+from ohlora_fixtures.measure.quantize import guard_hub_kernels, quantize
 from ohlora_fixtures.measure.row_lengths import check_row_lengths
 from ohlora_fixtures.records import results
 from ohlora_fixtures.records.record import RunDescription, run_identity
@@ -108,6 +111,7 @@ class Study:
     @classmethod
     def from_settings(cls, settings: Settings, worker: int | None = None) -> "Study":
         """Check and load everything a run needs except the models; `worker` is a pytest-xdist worker's number."""
+        guard_hub_kernels(settings.trust_remote_code)  # before peft imports bitsandbytes
         registered = registry.load_registry(settings.candidates)
         candidates = registry.select(registered, list(settings.models or []))
         if settings.eval_after_finetune and settings.resume:
@@ -177,9 +181,20 @@ class Study:
         serialized = self.random_tokenizer.backend_tokenizer.to_str()
         return hashlib.sha256(serialized.encode("utf-8")).hexdigest()[:16]
 
-    def load_base_model(self, candidate: Candidate) -> BaseModel:
-        """Build (random weights) or load (pretrained) the candidate's base model on the run's device and dtype."""
+    def load_base_model(self, candidate: Candidate, precision: str = "none") -> BaseModel:
+        """Build (random weights) or load (pretrained) the candidate's base model on the run's device and dtype,
+        its weights then quantized to `precision` where that is not "none"."""
         _ = self.peaks  # calibrated before the first model takes memory, and outside every timed region
+        base = self._full_precision_base(candidate)
+        if precision == "none":
+            return base
+        try:
+            model = quantize(base.model, precision, self.device, self.dtype, self.settings.trust_remote_code)
+        except ValueError as error:  # a shape bitsandbytes cannot run here: the benchmark is skipped with why
+            raise WeightsUnavailable(f"{candidate.name}: {error}") from None
+        return dataclasses.replace(base, model=model, precision=precision)
+
+    def _full_precision_base(self, candidate: Candidate) -> BaseModel:
         s = self.settings
         if s.weights == "pretrained":
             return load_pretrained(
@@ -222,8 +237,9 @@ class Study:
         self.__dict__["peaks"] = device_peaks(self.device, self.dtype, recalibrate=True)
         return True
 
-    def describe(self) -> RunDescription:
-        """What the run shows: device, dtype, weights kind and scale, settings, versions."""
+    def describe(self, quantization: str = "none") -> RunDescription:
+        """What the run shows: device, dtype, weights kind and scale, settings, versions; `quantization` is the
+        precision of the base weights the benchmark it describes measures."""
         import transformers
 
         s = self.settings
@@ -264,13 +280,14 @@ class Study:
             tokenizer=self.tokenizer_digest,
             measuring_code=code_version(),
             memory_pass=s.memory_pass if needs_tensor_pass(self.device) else "",
+            quantization=quantization,
         )
 
-    def fingerprint(self, kind: str, candidate: Candidate, detail: Any) -> str:
+    def fingerprint(self, kind: str, candidate: Candidate, detail: Any, quantization: str = "none") -> str:
         """Identifies every input of a benchmark's measurement, so --ohlora-resume reuses only identical ones:
         the candidate's whole registry entry (template, config, targets), the kind's settings, the run's
         settings and data, the dataset tokenizer's contents, library versions and the measuring code."""
         payload = json.dumps(
-            [kind, asdict(candidate), detail, run_identity(self.describe())], sort_keys=True, default=str
+            [kind, asdict(candidate), detail, run_identity(self.describe(quantization))], sort_keys=True, default=str
         )
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]

@@ -304,6 +304,22 @@ def test_collecting_a_benchmark_builds_the_study_without_any_option(bench_pytest
     ]
 
 
+def test_quantization_is_an_axis_only_where_asked_for(bench_pytester):
+    # The default (none) adds no id part, so earlier runs' ids and records stay matched; asked for, every
+    # precision gets its own benchmark, in the order of the axis, one precision's benchmarks together.
+    result = bench_pytester.runpytest_inprocess(
+        "--collect-only", "-q", "-k", "llama1B and not 8bit", "--ohlora-ranks", "16", "--ohlora-quantization",
+        "4bit,none,8bit",
+    )
+    assert result.ret == 0, result.stdout.str()
+    assert result.stdout.lines[:4] == [
+        "test_finetune.py::test_finetune[llama1B-r16-none]",
+        "test_inference.py::test_inference[llama1B-none]",
+        "test_finetune.py::test_finetune[llama1B-r16-4bit]",
+        "test_inference.py::test_inference[llama1B-4bit]",
+    ]
+
+
 def test_a_missing_licence_policy_stops_the_run_at_start_up(bench_pytester):
     result = bench_pytester.runpytest_inprocess("--ohlora-licenses", "nope.toml")
     errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]

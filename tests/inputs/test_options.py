@@ -34,6 +34,10 @@ OPTION_CASES = [
         ["--ohlora-ranks", "16,65537"],
         "--ohlora-ranks: '16,65537' is not valid; expected comma-separated positive integers up to 65536",
     ),
+    (
+        ["--ohlora-quantization", "none,3bit"],
+        "--ohlora-quantization: 'none,3bit' is not valid; expected comma-separated names from none, 8bit, 4bit",
+    ),
     (["--ohlora-weights", "huge"], "--ohlora-weights: 'huge' is not valid; expected one of random, pretrained"),
     (["--ohlora-scale", "medium"], "--ohlora-scale: 'medium' is not valid; expected one of tiny, full"),
     (["--ohlora-device", "tpu"], "--ohlora-device: 'tpu' is not a device; use auto, cpu, cuda or cuda:N"),

@@ -80,6 +80,31 @@ def test_a_wider_batch_plans_more_activations_and_the_peak_adds_up():
     )
 
 
+def test_a_quantized_base_holds_its_linear_weights_in_fewer_bytes_and_dequantizes_one_layer():
+    from ohlora_fixtures.measure.quantized_weights import int8_bytes, nf4_bytes
+
+    candidate = CANDIDATES["llama1B"]
+    widths = plan.fixed_widths(32)
+    full = plan.plan_candidate(candidate, (16,), "bfloat16", 2, widths)
+    eight, four = (
+        plan.plan_candidate(candidate, (16,), "bfloat16", 2, widths, quantization=q) for q in ("8bit", "4bit")
+    )
+    assert full.quantization == "none" and full.label == "llama1B" and four.label == "llama1B 4bit"
+    assert full.weights_mib > eight.weights_mib > four.weights_mib
+    # NF4: half a byte a weight and a float32 absmax per 64; double quantization a byte per 64 and a scale per
+    # 256 blocks; LLM.int8: a byte a weight and a float32 scale per row.
+    assert nf4_bytes(64 * 256) == 64 * 128 + 256 * 4
+    assert nf4_bytes(64 * 256, double_quant=True) == 64 * 128 + 256 + 4 + 4
+    assert int8_bytes(10, 20) == 200 + 40
+    # Every peak holds the largest quantized layer dequantized (llama1B's MLP: 2048 x 8192 in bf16).
+    buffer = 2048 * 8192 * 2 / MIB
+    assert four.inference_peak_estimate_mib - four.weights_mib == pytest.approx(
+        full.inference_peak_estimate_mib - full.weights_mib + buffer
+    )
+    assert four.ranks[0].activations_mib == pytest.approx(full.ranks[0].activations_mib + buffer)
+    assert plan.CandidatePlan.from_dict(four.as_dict()) == four
+
+
 def test_plan_command_reads_widths_from_the_dataset_unless_seq_len_overrides(capsys):
     from ohlora_fixtures.__main__ import main
 

@@ -39,9 +39,10 @@ def test_schema1_lines_load_and_round_trip_through_the_current_schema() -> None:
     old = [json.loads(line) for line in (SCHEMA1 / "results.jsonl").read_text(encoding="utf-8").splitlines()]
     # The flat view (pytest-benchmark's extra_info) is the schema-1 shape, key for key and value for value;
     # figures added since (e.g. the latency anatomy) are there too, empty, as schema 1 did not hold them,
-    # and the run's round count, answer-length floor and gradient checkpointing (one round, none and off,
-    # as every schema-1 run had).
+    # and the run's round count, answer-length floor, gradient checkpointing and base precision (one round,
+    # none, off and full precision, as every schema-1 run had).
     flat = [r.flat() for r in records]
+    assert [view["run"].pop("quantization") for view in flat] == ["none"] * len(flat)
     assert [view["run"].pop("rounds") for view in flat] == [1] * len(flat)
     assert [view["run"].pop("min_new_tokens") for view in flat] == [0] * len(flat)
     assert [view["run"].pop("gradient_checkpointing") for view in flat] == [False] * len(flat)
@@ -129,12 +130,14 @@ def test_schema1_files_render_every_table_as_the_previous_code_did(tmp_path: Pat
     assert _in_order(strip(expected), strip(rendered))
     if lang == "en":
         # The same columns with the same values; columns added since are empty for these records, but for
-        # the run's round count (1), answer-length floor (0: none) and gradient checkpointing (off).
+        # the run's round count (1), answer-length floor (0: none), gradient checkpointing (off) and base
+        # precision (none: full).
         before = list(csv.DictReader(io.StringIO((SCHEMA1 / "results.en.csv").read_text(encoding="utf-8"))))
         now = list(csv.DictReader(io.StringIO((out / "results.csv").read_text(encoding="utf-8"))))
         assert [row.pop("run.rounds") for row in now] == ["1"] * len(now)
         assert [row.pop("run.min_new_tokens") for row in now] == ["0"] * len(now)
         assert [row.pop("run.gradient_checkpointing") for row in now] == ["False"] * len(now)
+        assert [row.pop("run.quantization") for row in now] == ["none"] * len(now)
         assert [row.pop("marks") for row in now] == ["stand-in"] * len(now)  # random weights, tiny scale
         # Which device timed `seconds`, and each stand-in's full-size estimate on this CPU (the time model's).
         assert {row.pop("seconds_device") for row in now} == {before[0]["run.device_name"] or "cpu"}
@@ -148,6 +151,21 @@ def _in_order(wanted: list[str], found: list[str]) -> bool:
     """Whether `wanted` appear in `found` in the same order (others may stand between them)."""
     remaining = iter(found)
     return all(any(item == candidate for candidate in remaining) for item in wanted)
+
+
+def test_a_quantized_base_is_its_own_run_and_full_precision_keeps_the_old_identity() -> None:
+    from ohlora_fixtures.records.record import comparable, comparable_json, run_identity
+
+    for record in schema1_records():
+        raw = json.loads(record.to_json())["run"]
+        raw.pop("quantization")  # as a record from before the axis holds it
+        # Full precision names no precision: every fingerprint and comparison of earlier records holds.
+        assert "quantization" not in run_identity(record.run)
+        assert comparable_json(raw) == comparable(record.run)
+        four, eight = (dataclasses.replace(record.run, quantization=q) for q in ("4bit", "8bit"))
+        assert run_identity(four)["quantization"] == "4bit"
+        assert len({comparable(record.run), comparable(four), comparable(eight)}) == 3
+        assert "4bit base" in four.label and "base" not in record.run.label.replace("weights", "")
 
 
 def test_comparable_json_is_comparable_of_the_built_run_and_none_where_it_is_not_valid() -> None:
