@@ -177,7 +177,9 @@ def test_a_full_disk_leaves_no_partial_line_and_names_the_log(tmp_path: Path, mo
 
 def _failure_lines(output: str) -> list[str]:
     """What pytest's FAILURES section says of the failed tests, less its headings."""
-    section = output.split("= FAILURES =", 1)[1].split("\n=", 1)[0]
+    # The section ends at the next "=" heading, or at pytest-benchmark's tables ("-" rules) where no warnings
+    # summary comes between.
+    section = re.split(r"\n[=-]", output.split("= FAILURES =", 1)[1], maxsplit=1)[0]
     return [line for line in section.splitlines() if line and not line.startswith(("_", "="))]
 
 
